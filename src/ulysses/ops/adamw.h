@@ -1,0 +1,27 @@
+// AdamW with decoupled weight decay and bias correction, as torch.optim.AdamW:
+//   p *= 1 - lr * weight_decay
+//   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+//   p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+// Which tensors decay is the caller's choice (norm weights and biases get weight_decay = 0).
+#pragma once
+
+#include <cstdint>
+
+#include "ulysses/core/context.h"
+#include "ulysses/core/tensor.h"
+
+namespace ulysses::ops {
+
+struct AdamWConfig {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+};
+
+// param, grad, exp_avg, exp_avg_sq: same shape, f32; step >= 1 is the 1-based update count.
+void adamw_step(const Context& ctx, const AdamWConfig& config, std::int64_t step, Tensor param,
+                const Tensor& grad, Tensor exp_avg, Tensor exp_avg_sq);
+
+}  // namespace ulysses::ops

@@ -1,0 +1,22 @@
+// Token embedding lookup.
+//
+// Conventions for every op in ops/: inputs are const Tensor&; outputs are Tensor handles passed
+// by value (they share storage with the caller's tensor, so views such as x.rows(a, b) can be
+// passed). Forward outputs are overwritten. Backward gradient outputs are ACCUMULATED (+=), so
+// micro-steps, tiles and residual branches add up without copies; callers zero them first.
+// The CPU backend computes in f32; integer inputs (ids, positions, labels, cu_seqlens) are i32.
+#pragma once
+
+#include "ulysses/core/context.h"
+#include "ulysses/core/tensor.h"
+
+namespace ulysses::ops {
+
+// ids: [T] i32, each in [0, V); table: [V, C] -> out: [T, C] written.
+// An id outside [0, V) throws Error naming the position and the vocabulary size.
+void embedding_forward(const Context& ctx, const Tensor& ids, const Tensor& table, Tensor out);
+
+// dtable: [V, C] += the rows of dout: [T, C] scattered by ids (deterministic order).
+void embedding_backward(const Context& ctx, const Tensor& ids, const Tensor& dout, Tensor dtable);
+
+}  // namespace ulysses::ops

@@ -1,0 +1,42 @@
+// Rotary position embedding in Hugging Face's convention (rotate_half: the first and second
+// halves of each head form the pairs), with the rope types we can compute exactly.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ulysses/core/context.h"
+#include "ulysses/core/tensor.h"
+
+namespace ulysses::ops {
+
+struct RopeConfig {
+  double theta = 10000.0;
+  std::string type = "default";  // "default", "linear" or "llama3"
+  double factor = 1.0;           // linear, llama3
+  double low_freq_factor = 1.0;  // llama3
+  double high_freq_factor = 4.0;  // llama3
+  std::int64_t original_max_position_embeddings = 8192;  // llama3
+};
+
+// Inverse frequencies [head_dim / 2] as Transformers computes them for this rope type.
+// Throws Error for an unknown type.
+std::vector<double> rope_inv_freq(const RopeConfig& config, std::int64_t head_dim);
+
+// cos/sin of position * inv_freq for every token: both [T, head_dim / 2] f32.
+struct RopeTable {
+  Tensor cos;
+  Tensor sin;
+};
+// positions: [T] i32 (positions restart at 0 for every packed document).
+RopeTable rope_table(const RopeConfig& config, std::int64_t head_dim, const Tensor& positions);
+
+// x: [T, H, D] -> out: [T, H, D] written; out may be x itself (in place).
+// out[..., i] = x[i] cos - x[i + D/2] sin;  out[..., i + D/2] = x[i + D/2] cos + x[i] sin.
+void rope_forward(const Context& ctx, const RopeTable& table, const Tensor& x, Tensor out);
+
+// dx: [T, H, D] += R^T dout (the inverse rotation); dx must not alias dout.
+void rope_backward(const Context& ctx, const RopeTable& table, const Tensor& dout, Tensor dx);
+
+}  // namespace ulysses::ops

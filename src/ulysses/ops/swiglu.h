@@ -1,0 +1,16 @@
+// SwiGLU gate of the Llama/Qwen MLP: h = silu(gate) * up, silu(g) = g / (1 + exp(-g)).
+#pragma once
+
+#include "ulysses/core/context.h"
+#include "ulysses/core/tensor.h"
+
+namespace ulysses::ops {
+
+// gate, up: [N, I] -> out: [N, I] written.
+void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor out);
+
+// dgate += dout * up * silu'(gate); dup += dout * silu(gate). All [N, I].
+void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
+                     Tensor dgate, Tensor dup);
+
+}  // namespace ulysses::ops

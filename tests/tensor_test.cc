@@ -1,0 +1,61 @@
+#include "ulysses/core/tensor.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "ulysses/core/rng.h"
+
+namespace ulysses {
+namespace {
+
+TEST(Tensor, RowsShareStorage) {
+  Tensor t = Tensor::from_floats({1, 2, 3, 4, 5, 6}, {3, 2});
+  Tensor r = t.rows(1, 3);
+  EXPECT_EQ(r.shape(), (Shape{2, 2}));
+  EXPECT_EQ(r.data<float>()[0], 3.0f);
+  r.data<float>()[0] = 30.0f;
+  EXPECT_EQ(t.data<float>()[2], 30.0f);
+}
+
+TEST(Tensor, ViewChecksElementCount) {
+  Tensor t = Tensor::zeros({4, 6}, DType::f32);
+  EXPECT_EQ(t.view({2, 12}).dim(-1), 12);
+  EXPECT_THROW(t.view({5, 5}), Error);
+}
+
+TEST(Tensor, WrongTypeAccessThrows) {
+  Tensor t = Tensor::zeros({2}, DType::i32);
+  EXPECT_THROW(t.data<float>(), Error);
+}
+
+TEST(Tensor, Bf16RoundTripIsNearestEven) {
+  EXPECT_EQ(bf16_to_float(float_to_bf16(1.0f)), 1.0f);
+  // 1 + 2^-8 lies exactly between two bf16 values; ties go to the even mantissa (1.0).
+  EXPECT_EQ(bf16_to_float(float_to_bf16(1.0f + 0x1.0p-8f)), 1.0f);
+  EXPECT_EQ(bf16_to_float(float_to_bf16(1.0f + 0x1.8p-8f)), 1.0f + 0x1.0p-7f);
+  EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(std::nanf("")))));
+  Tensor t = Tensor::from_floats({0.1f, -3.5f, 1e30f}, {3});
+  Tensor back = t.to(DType::bf16).to(DType::f32);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_NEAR(back.data<float>()[i], t.data<float>()[i], std::fabs(t.data<float>()[i]) / 128);
+}
+
+TEST(Rng, DerivedStreamsAreReproducibleAndDistinct) {
+  Rng a = Rng::derive(7, {1, 2});
+  Rng b = Rng::derive(7, {1, 2});
+  Rng c = Rng::derive(7, {2, 1});
+  const auto x = a.next_u64();
+  EXPECT_EQ(x, b.next_u64());
+  EXPECT_NE(x, c.next_u64());
+  Rng r(3);
+  for (int i = 0; i < 1000; ++i) {
+    const float u = r.uniform();
+    ASSERT_GE(u, 0.0f);
+    ASSERT_LT(u, 1.0f);
+    ASSERT_LT(r.below(10), 10u);
+  }
+}
+
+}  // namespace
+}  // namespace ulysses
