@@ -1,0 +1,111 @@
+// Argument validation and device dispatch for the causal varlen GQA attention.
+#include "ulysses/ops/attention.h"
+
+#include <cstdint>
+
+#include "ulysses/ops/cpu/attention.h"
+
+namespace ulysses::ops {
+namespace {
+
+void check_device(const Context& ctx, const Tensor& t, const char* name) {
+  UL_CHECK(t.device() == ctx.device, name, " is on ", t.device().str(),
+           " but the context device is ", ctx.device.str());
+}
+
+// Checks q, k, v, cu_seqlens and the block size; returns the shape for the kernels.
+cpu::AttentionShape check_inputs(const Context& ctx, const Tensor& q, const Tensor& k,
+                                 const Tensor& v, const Tensor& cu_seqlens) {
+  check_dtype(q, DType::f32, "attention: q");
+  check_dtype(k, DType::f32, "attention: k");
+  check_dtype(v, DType::f32, "attention: v");
+  check_dtype(cu_seqlens, DType::i32, "attention: cu_seqlens");
+  UL_CHECK(q.ndim() == 3, "attention: q must be [T, Hq, D], got shape ", shape_str(q.shape()));
+  UL_CHECK(k.ndim() == 3, "attention: k must be [T, Hkv, D], got shape ", shape_str(k.shape()));
+  const std::int64_t T = q.dim(0), Hq = q.dim(1), D = q.dim(2), Hkv = k.dim(1);
+  UL_CHECK(Hq > 0 && D > 0, "attention: q has shape ", shape_str(q.shape()),
+           "; the head count and head dimension must be positive");
+  UL_CHECK(Hkv > 0, "attention: k has shape ", shape_str(k.shape()),
+           "; the kv head count must be positive");
+  check_shape(k, {T, Hkv, D}, "attention: k");
+  check_shape(v, {T, Hkv, D}, "attention: v");
+  UL_CHECK(Hq % Hkv == 0, "attention: the query head count (", Hq,
+           ") must be a multiple of the kv head count (", Hkv, ")");
+  UL_CHECK(cu_seqlens.ndim() == 1 && cu_seqlens.dim(0) >= 1,
+           "attention: cu_seqlens must be [n + 1] with n >= 0, got shape ",
+           shape_str(cu_seqlens.shape()));
+  UL_CHECK(ctx.attention_block > 0, "attention: ctx.attention_block must be positive, got ",
+           ctx.attention_block);
+  check_device(ctx, q, "attention: q");
+  check_device(ctx, k, "attention: k");
+  check_device(ctx, v, "attention: v");
+  check_device(ctx, cu_seqlens, "attention: cu_seqlens");
+
+  // cu_seqlens values (read on the host).
+  const Tensor cu_host = cu_seqlens.device().is_cpu() ? cu_seqlens : cu_seqlens.to(Device::cpu());
+  const std::int32_t* cu = cu_host.data<std::int32_t>();
+  const std::int64_t n = cu_seqlens.dim(0) - 1;
+  UL_CHECK(cu[0] == 0, "attention: cu_seqlens[0] must be 0, got ", cu[0]);
+  for (std::int64_t j = 0; j < n; ++j) {
+    UL_CHECK(cu[j + 1] >= cu[j], "attention: cu_seqlens must be non-decreasing, but cu_seqlens[",
+             j + 1, "] = ", cu[j + 1], " < cu_seqlens[", j, "] = ", cu[j]);
+  }
+  UL_CHECK(cu[n] == T, "attention: cu_seqlens must end at the token count T = ", T,
+           ", but cu_seqlens[", n, "] = ", cu[n]);
+  return {T, Hq, Hkv, D, n, ctx.attention_block};
+}
+
+}  // namespace
+
+void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                       const Tensor& cu_seqlens, float scale, Tensor out, Tensor lse) {
+  const cpu::AttentionShape shape = check_inputs(ctx, q, k, v, cu_seqlens);
+  check_dtype(out, DType::f32, "attention_forward: out");
+  check_dtype(lse, DType::f32, "attention_forward: lse");
+  check_shape(out, q.shape(), "attention_forward: out");
+  check_shape(lse, {shape.query_heads, shape.tokens}, "attention_forward: lse");
+  check_device(ctx, out, "attention_forward: out");
+  check_device(ctx, lse, "attention_forward: lse");
+
+  if (ctx.device.is_cpu()) {
+    cpu::attention_forward(shape, q.data<float>(), k.data<float>(), v.data<float>(),
+                           cu_seqlens.data<std::int32_t>(), scale, out.data<float>(),
+                           lse.data<float>());
+  } else {
+    UL_FAIL("attention_forward: no kernel for device ", ctx.device.str());
+  }
+}
+
+void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& cu_seqlens, float scale, const Tensor& out, const Tensor& lse,
+                        const Tensor& dout, Tensor dq, Tensor dk, Tensor dv) {
+  const cpu::AttentionShape shape = check_inputs(ctx, q, k, v, cu_seqlens);
+  const struct {
+    const Tensor& tensor;
+    const Shape& shape;
+    const char* name;
+  } others[] = {
+      {out, q.shape(), "attention_backward: out"}, {dout, q.shape(), "attention_backward: dout"},
+      {dq, q.shape(), "attention_backward: dq"},   {dk, k.shape(), "attention_backward: dk"},
+      {dv, k.shape(), "attention_backward: dv"},
+  };
+  for (const auto& other : others) {
+    check_dtype(other.tensor, DType::f32, other.name);
+    check_shape(other.tensor, other.shape, other.name);
+    check_device(ctx, other.tensor, other.name);
+  }
+  check_dtype(lse, DType::f32, "attention_backward: lse");
+  check_shape(lse, {shape.query_heads, shape.tokens}, "attention_backward: lse");
+  check_device(ctx, lse, "attention_backward: lse");
+
+  if (ctx.device.is_cpu()) {
+    cpu::attention_backward(shape, q.data<float>(), k.data<float>(), v.data<float>(),
+                            cu_seqlens.data<std::int32_t>(), scale, out.data<float>(),
+                            lse.data<float>(), dout.data<float>(), dq.data<float>(),
+                            dk.data<float>(), dv.data<float>());
+  } else {
+    UL_FAIL("attention_backward: no kernel for device ", ctx.device.str());
+  }
+}
+
+}  // namespace ulysses::ops
