@@ -1,0 +1,53 @@
+#include "ulysses/ops/cross_entropy.h"
+
+#include "ulysses/core/error.h"
+#include "ulysses/ops/cpu/cross_entropy.h"
+
+namespace ulysses::ops {
+
+LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor& weight,
+                              const Tensor& labels, float grad_scale, Tensor dx, Tensor dweight) {
+  UL_CHECK(ctx.loss_tile_tokens >= 1,
+           "lm_head_cross_entropy: ctx.loss_tile_tokens must be >= 1, got ", ctx.loss_tile_tokens);
+  UL_CHECK(x.defined() && x.ndim() == 2, "lm_head_cross_entropy: x must be [T, C], got ",
+           x.defined() ? shape_str(x.shape()) : "undefined");
+  UL_CHECK(weight.defined() && weight.ndim() == 2,
+           "lm_head_cross_entropy: weight must be [V, C], got ",
+           weight.defined() ? shape_str(weight.shape()) : "undefined");
+  const std::int64_t num_tokens = x.dim(0);
+  const std::int64_t channels = x.dim(1);
+  const std::int64_t vocab_size = weight.dim(0);
+  UL_CHECK(weight.dim(1) == channels, "lm_head_cross_entropy: weight ", shape_str(weight.shape()),
+           " has ", weight.dim(1), " channels but x ", shape_str(x.shape()), " has ", channels);
+  UL_CHECK(vocab_size >= 1, "lm_head_cross_entropy: weight has an empty vocabulary");
+  UL_CHECK(labels.defined(), "lm_head_cross_entropy: labels is undefined");
+  check_dtype(x, DType::f32, "lm_head_cross_entropy: x");
+  check_dtype(weight, DType::f32, "lm_head_cross_entropy: weight");
+  check_dtype(labels, DType::i32, "lm_head_cross_entropy: labels");
+  check_shape(labels, {num_tokens}, "lm_head_cross_entropy: labels");
+  UL_CHECK(x.device() == ctx.device, "lm_head_cross_entropy: x is on ", x.device().str(),
+           " but ctx.device is ", ctx.device.str());
+  UL_CHECK(weight.device() == ctx.device, "lm_head_cross_entropy: weight is on ",
+           weight.device().str(), " but ctx.device is ", ctx.device.str());
+  UL_CHECK(labels.device() == ctx.device, "lm_head_cross_entropy: labels is on ",
+           labels.device().str(), " but ctx.device is ", ctx.device.str());
+  if (grad_scale != 0.0f) {
+    UL_CHECK(dx.defined(), "lm_head_cross_entropy: dx is undefined but grad_scale = ", grad_scale);
+    UL_CHECK(dweight.defined(),
+             "lm_head_cross_entropy: dweight is undefined but grad_scale = ", grad_scale);
+    check_dtype(dx, DType::f32, "lm_head_cross_entropy: dx");
+    check_dtype(dweight, DType::f32, "lm_head_cross_entropy: dweight");
+    check_shape(dx, x.shape(), "lm_head_cross_entropy: dx");
+    check_shape(dweight, weight.shape(), "lm_head_cross_entropy: dweight");
+    UL_CHECK(dx.device() == ctx.device, "lm_head_cross_entropy: dx is on ", dx.device().str(),
+             " but ctx.device is ", ctx.device.str());
+    UL_CHECK(dweight.device() == ctx.device, "lm_head_cross_entropy: dweight is on ",
+             dweight.device().str(), " but ctx.device is ", ctx.device.str());
+  }
+  if (ctx.device.is_cpu())
+    return cpu::lm_head_cross_entropy(ctx.loss_tile_tokens, x, weight, labels, grad_scale, dx,
+                                      dweight);
+  UL_FAIL("lm_head_cross_entropy: no kernel for device ", ctx.device.str());
+}
+
+}  // namespace ulysses::ops
