@@ -1,11 +1,10 @@
-#include "ulysses/ops/linear.h"
-
 #include <gtest/gtest.h>
 
 #include <functional>
 #include <vector>
 
 #include "test_util.h"
+#include "ulysses/ops/linear.h"
 
 namespace ulysses {
 namespace {
@@ -18,8 +17,7 @@ using testing::relative_error;
 using testing::weighted_sum;
 
 // Central differences in double of a double function of x (x is restored).
-std::vector<double> numerical_gradient_f64(std::vector<double>& x,
-                                           const std::function<double()>& f,
+std::vector<double> numerical_gradient_f64(std::vector<double>& x, const std::function<double()>& f,
                                            double step = 1e-6) {
   std::vector<double> grad(x.size());
   for (std::size_t i = 0; i < x.size(); ++i) {
@@ -74,10 +72,10 @@ TEST(Linear, ForwardMatchesFloat64Reference) {
 
     Tensor y_no_bias = poisoned({p.N, p.M});
     ops::linear_forward(ctx, p.x, p.weight, Tensor(), y_no_bias);
-    EXPECT_LT(relative_error(as_doubles(y_no_bias),
-                             linear_reference(as_doubles(p.x), as_doubles(p.weight), {}, p.N,
-                                              p.K, p.M)),
-              1e-6);
+    EXPECT_LT(
+        relative_error(as_doubles(y_no_bias),
+                       linear_reference(as_doubles(p.x), as_doubles(p.weight), {}, p.N, p.K, p.M)),
+        1e-6);
   }
 }
 
@@ -100,8 +98,7 @@ TEST(Linear, BackwardMatchesFiniteDifferences) {
   EXPECT_LT(relative_error(as_doubles(dbias), numerical_gradient(p.bias, loss_f32)), 1e-3);
 
   // (b) Finite differences of the float64 reference: tight tolerance.
-  std::vector<double> x64 = as_doubles(p.x), w64 = as_doubles(p.weight),
-                      b64 = as_doubles(p.bias);
+  std::vector<double> x64 = as_doubles(p.x), w64 = as_doubles(p.weight), b64 = as_doubles(p.bias);
   const std::vector<double> g64 = as_doubles(p.g);
   const auto loss_f64 = [&] {
     const std::vector<double> y64 = linear_reference(x64, w64, b64, p.N, p.K, p.M);
@@ -149,8 +146,7 @@ TEST(Linear, BadArgumentsThrow) {
   EXPECT_THROW(ops::linear_forward(ctx, p.x, poisoned({p.M, p.K + 1}), p.bias, y), Error);
   EXPECT_THROW(ops::linear_forward(ctx, p.x, p.weight, poisoned({p.M + 1}), y), Error);
   EXPECT_THROW(ops::linear_forward(ctx, p.x, p.weight, p.bias, poisoned({p.N, p.M + 1})), Error);
-  EXPECT_THROW(ops::linear_forward(ctx, Tensor::zeros({p.N, p.K}, DType::i32), p.weight, p.bias,
-                                   y),
+  EXPECT_THROW(ops::linear_forward(ctx, Tensor::zeros({p.N, p.K}, DType::i32), p.weight, p.bias, y),
                Error);
   EXPECT_THROW(ops::linear_forward(ctx, p.x.view({p.N * p.K}), p.weight, p.bias, y), Error);
 
@@ -162,8 +158,7 @@ TEST(Linear, BadArgumentsThrow) {
   EXPECT_THROW(ops::linear_backward(ctx, p.x, p.weight, p.g, poisoned({p.K, p.N}), dweight, dbias),
                Error);
   EXPECT_THROW(ops::linear_backward(ctx, p.x, p.weight, p.g, dx, Tensor(), dbias), Error);
-  EXPECT_THROW(ops::linear_backward(ctx, p.x, p.weight, p.g, dx, dweight, poisoned({p.K})),
-               Error);
+  EXPECT_THROW(ops::linear_backward(ctx, p.x, p.weight, p.g, dx, dweight, poisoned({p.K})), Error);
 }
 
 }  // namespace

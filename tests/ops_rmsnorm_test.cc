@@ -1,5 +1,3 @@
-#include "ulysses/ops/rmsnorm.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -7,6 +5,7 @@
 #include <vector>
 
 #include "test_util.h"
+#include "ulysses/ops/rmsnorm.h"
 
 namespace ulysses {
 namespace {
@@ -21,8 +20,7 @@ using testing::weighted_sum;
 constexpr float kEps = 1e-5f;
 
 // Central differences in double of a double function of x (x is restored).
-std::vector<double> numerical_gradient_f64(std::vector<double>& x,
-                                           const std::function<double()>& f,
+std::vector<double> numerical_gradient_f64(std::vector<double>& x, const std::function<double()>& f,
                                            double step = 1e-6) {
   std::vector<double> grad(x.size());
   for (std::size_t i = 0; i < x.size(); ++i) {
@@ -142,9 +140,9 @@ TEST(RmsNorm, BadArgumentsThrow) {
   EXPECT_THROW(ops::rmsnorm_forward(ctx, p.x, poisoned({p.C + 1}), kEps, y, rstd), Error);
   EXPECT_THROW(ops::rmsnorm_forward(ctx, p.x, p.weight, kEps, poisoned({p.N, p.C}), rstd), Error);
   EXPECT_THROW(ops::rmsnorm_forward(ctx, p.x, p.weight, kEps, y, poisoned({p.N + 1})), Error);
-  EXPECT_THROW(ops::rmsnorm_forward(ctx, Tensor::zeros(p.shape, DType::i32), p.weight, kEps, y,
-                                    rstd),
-               Error);
+  EXPECT_THROW(
+      ops::rmsnorm_forward(ctx, Tensor::zeros(p.shape, DType::i32), p.weight, kEps, y, rstd),
+      Error);
   EXPECT_THROW(ops::rmsnorm_forward(ctx, p.x, Tensor(), kEps, y, rstd), Error);
 
   ops::rmsnorm_forward(ctx, p.x, p.weight, kEps, y, rstd);
@@ -155,8 +153,7 @@ TEST(RmsNorm, BadArgumentsThrow) {
   EXPECT_THROW(
       ops::rmsnorm_backward(ctx, p.x, p.weight, rstd, p.g, dx, Tensor::zeros({p.C}, DType::bf16)),
       Error);
-  EXPECT_THROW(ops::rmsnorm_backward(ctx, p.x, p.weight, poisoned({p.C}), p.g, dx, dweight),
-               Error);
+  EXPECT_THROW(ops::rmsnorm_backward(ctx, p.x, p.weight, poisoned({p.C}), p.g, dx, dweight), Error);
   EXPECT_THROW(ops::rmsnorm_backward(ctx, p.x, p.weight, rstd, dx, dx, dweight), Error);
 }
 

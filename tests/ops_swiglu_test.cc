@@ -1,5 +1,3 @@
-#include "ulysses/ops/swiglu.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -7,6 +5,7 @@
 #include <vector>
 
 #include "test_util.h"
+#include "ulysses/ops/swiglu.h"
 
 namespace ulysses {
 namespace {
@@ -19,8 +18,7 @@ using testing::relative_error;
 using testing::weighted_sum;
 
 // Central differences in double of a double function of x (x is restored).
-std::vector<double> numerical_gradient_f64(std::vector<double>& x,
-                                           const std::function<double()>& f,
+std::vector<double> numerical_gradient_f64(std::vector<double>& x, const std::function<double()>& f,
                                            double step = 1e-6) {
   std::vector<double> grad(x.size());
   for (std::size_t i = 0; i < x.size(); ++i) {
@@ -39,8 +37,7 @@ std::vector<double> numerical_gradient_f64(std::vector<double>& x,
 std::vector<double> swiglu_reference(const std::vector<double>& gate,
                                      const std::vector<double>& up) {
   std::vector<double> out(gate.size());
-  for (std::size_t i = 0; i < gate.size(); ++i)
-    out[i] = gate[i] / (1 + std::exp(-gate[i])) * up[i];
+  for (std::size_t i = 0; i < gate.size(); ++i) out[i] = gate[i] / (1 + std::exp(-gate[i])) * up[i];
   return out;
 }
 
@@ -125,11 +122,9 @@ TEST(SwiGlu, BadArgumentsThrow) {
   Problem p(4);
   EXPECT_THROW(ops::swiglu_forward(ctx, p.gate, poisoned({4, 8}), poisoned(p.shape)), Error);
   EXPECT_THROW(ops::swiglu_forward(ctx, p.gate, p.up, poisoned({9, 4})), Error);
-  EXPECT_THROW(ops::swiglu_forward(ctx, p.gate.view({36}), p.up.view({36}), poisoned({36})),
-               Error);
-  EXPECT_THROW(ops::swiglu_forward(ctx, Tensor::zeros(p.shape, DType::i32), p.up,
-                                   poisoned(p.shape)),
-               Error);
+  EXPECT_THROW(ops::swiglu_forward(ctx, p.gate.view({36}), p.up.view({36}), poisoned({36})), Error);
+  EXPECT_THROW(
+      ops::swiglu_forward(ctx, Tensor::zeros(p.shape, DType::i32), p.up, poisoned(p.shape)), Error);
   Tensor dgate = Tensor::zeros(p.shape, DType::f32);
   EXPECT_THROW(ops::swiglu_backward(ctx, p.gate, p.up, p.g, dgate, poisoned({4, 10})), Error);
   EXPECT_THROW(ops::swiglu_backward(ctx, p.gate, p.up, poisoned({4, 10}), dgate,
