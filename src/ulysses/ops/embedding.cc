@@ -1,0 +1,75 @@
+#include "ulysses/ops/embedding.h"
+
+#include "ulysses/ops/cpu/embedding.h"
+
+namespace ulysses::ops {
+namespace {
+
+void check_on_context_device(const Context& ctx, const Tensor& t, const char* name) {
+  UL_CHECK(t.device() == ctx.device, name, " is on ", t.device().str(),
+           " but the context device is ", ctx.device.str());
+}
+
+// ids: [T] i32 on the CPU; throws a user-facing error for the first id outside [0, V).
+void check_ids_in_vocabulary(const Tensor& ids, std::int64_t vocab_size) {
+  const std::int32_t* id = ids.data<std::int32_t>();
+  for (std::int64_t t = 0; t < ids.numel(); ++t) {
+    if (id[t] < 0 || id[t] >= vocab_size) {
+      UL_FAIL("token id ", id[t], " at position ", t, " is outside the vocabulary (vocab_size ",
+              vocab_size, ")");
+    }
+  }
+}
+
+}  // namespace
+
+void embedding_forward(const Context& ctx, const Tensor& ids, const Tensor& table, Tensor out) {
+  check_dtype(ids, DType::i32, "embedding_forward: ids");
+  UL_CHECK(ids.ndim() == 1, "embedding_forward: ids has shape ", shape_str(ids.shape()),
+           ", expected [T]");
+  check_dtype(table, DType::f32, "embedding_forward: table");
+  UL_CHECK(table.ndim() == 2, "embedding_forward: table has shape ", shape_str(table.shape()),
+           ", expected [V, C]");
+  const std::int64_t T = ids.dim(0);
+  const std::int64_t V = table.dim(0);
+  const std::int64_t C = table.dim(1);
+  check_dtype(out, DType::f32, "embedding_forward: out");
+  check_shape(out, {T, C}, "embedding_forward: out");
+  check_on_context_device(ctx, ids, "embedding_forward: ids");
+  check_on_context_device(ctx, table, "embedding_forward: table");
+  check_on_context_device(ctx, out, "embedding_forward: out");
+
+  if (ctx.device.is_cpu()) {
+    check_ids_in_vocabulary(ids, V);
+    cpu::embedding_forward(ids.data<std::int32_t>(), table.data<float>(), out.data<float>(), T, C);
+  } else {
+    UL_FAIL("embedding_forward: no kernel for device ", ctx.device.str());
+  }
+}
+
+void embedding_backward(const Context& ctx, const Tensor& ids, const Tensor& dout, Tensor dtable) {
+  check_dtype(ids, DType::i32, "embedding_backward: ids");
+  UL_CHECK(ids.ndim() == 1, "embedding_backward: ids has shape ", shape_str(ids.shape()),
+           ", expected [T]");
+  check_dtype(dtable, DType::f32, "embedding_backward: dtable");
+  UL_CHECK(dtable.ndim() == 2, "embedding_backward: dtable has shape ", shape_str(dtable.shape()),
+           ", expected [V, C]");
+  const std::int64_t T = ids.dim(0);
+  const std::int64_t V = dtable.dim(0);
+  const std::int64_t C = dtable.dim(1);
+  check_dtype(dout, DType::f32, "embedding_backward: dout");
+  check_shape(dout, {T, C}, "embedding_backward: dout");
+  check_on_context_device(ctx, ids, "embedding_backward: ids");
+  check_on_context_device(ctx, dout, "embedding_backward: dout");
+  check_on_context_device(ctx, dtable, "embedding_backward: dtable");
+
+  if (ctx.device.is_cpu()) {
+    check_ids_in_vocabulary(ids, V);
+    cpu::embedding_backward(ids.data<std::int32_t>(), dout.data<float>(), dtable.data<float>(), T,
+                            C);
+  } else {
+    UL_FAIL("embedding_backward: no kernel for device ", ctx.device.str());
+  }
+}
+
+}  // namespace ulysses::ops

@@ -1,0 +1,61 @@
+#include "ulysses/ops/swiglu.h"
+
+#include "ulysses/ops/cpu/swiglu.h"
+
+namespace ulysses::ops {
+namespace {
+
+void check_on_context_device(const Context& ctx, const Tensor& t, const char* name) {
+  UL_CHECK(t.device() == ctx.device, name, " is on ", t.device().str(),
+           " but the context device is ", ctx.device.str());
+}
+
+}  // namespace
+
+void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor out) {
+  check_dtype(gate, DType::f32, "swiglu_forward: gate");
+  UL_CHECK(gate.ndim() == 2, "swiglu_forward: gate has shape ", shape_str(gate.shape()),
+           ", expected [N, I]");
+  check_dtype(up, DType::f32, "swiglu_forward: up");
+  check_shape(up, gate.shape(), "swiglu_forward: up");
+  check_dtype(out, DType::f32, "swiglu_forward: out");
+  check_shape(out, gate.shape(), "swiglu_forward: out");
+  check_on_context_device(ctx, gate, "swiglu_forward: gate");
+  check_on_context_device(ctx, up, "swiglu_forward: up");
+  check_on_context_device(ctx, out, "swiglu_forward: out");
+
+  if (ctx.device.is_cpu()) {
+    cpu::swiglu_forward(gate.data<float>(), up.data<float>(), out.data<float>(), gate.numel());
+  } else {
+    UL_FAIL("swiglu_forward: no kernel for device ", ctx.device.str());
+  }
+}
+
+void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
+                     Tensor dgate, Tensor dup) {
+  check_dtype(gate, DType::f32, "swiglu_backward: gate");
+  UL_CHECK(gate.ndim() == 2, "swiglu_backward: gate has shape ", shape_str(gate.shape()),
+           ", expected [N, I]");
+  check_dtype(up, DType::f32, "swiglu_backward: up");
+  check_shape(up, gate.shape(), "swiglu_backward: up");
+  check_dtype(dout, DType::f32, "swiglu_backward: dout");
+  check_shape(dout, gate.shape(), "swiglu_backward: dout");
+  check_dtype(dgate, DType::f32, "swiglu_backward: dgate");
+  check_shape(dgate, gate.shape(), "swiglu_backward: dgate");
+  check_dtype(dup, DType::f32, "swiglu_backward: dup");
+  check_shape(dup, gate.shape(), "swiglu_backward: dup");
+  check_on_context_device(ctx, gate, "swiglu_backward: gate");
+  check_on_context_device(ctx, up, "swiglu_backward: up");
+  check_on_context_device(ctx, dout, "swiglu_backward: dout");
+  check_on_context_device(ctx, dgate, "swiglu_backward: dgate");
+  check_on_context_device(ctx, dup, "swiglu_backward: dup");
+
+  if (ctx.device.is_cpu()) {
+    cpu::swiglu_backward(gate.data<float>(), up.data<float>(), dout.data<float>(),
+                         dgate.data<float>(), dup.data<float>(), gate.numel());
+  } else {
+    UL_FAIL("swiglu_backward: no kernel for device ", ctx.device.str());
+  }
+}
+
+}  // namespace ulysses::ops
