@@ -1,11 +1,11 @@
-#include "ulysses/model/config.h"
-
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <unistd.h>
+
+#include "ulysses/model/config.h"
 
 namespace ulysses::model {
 namespace {
@@ -13,8 +13,8 @@ namespace {
 using nlohmann::json;
 
 const std::filesystem::path kConfigs = std::filesystem::path(ULYSSES_TEST_DATA) / "configs";
-const char* kConfigFiles[] = {"llama.json",   "llama31.json", "qwen2.json",
-                              "qwen3.json",   "mistral.json", "transformers5_rope_parameters.json"};
+const char* kConfigFiles[] = {"llama.json", "llama31.json", "qwen2.json",
+                              "qwen3.json", "mistral.json", "transformers5_rope_parameters.json"};
 
 // Field-by-field equality, so a failing round trip names the field.
 void expect_same(const ModelConfig& a, const ModelConfig& b, const std::string& what) {
@@ -55,8 +55,8 @@ void expect_refused(const std::string& text, const std::vector<std::string>& fra
     const std::string message = e.what();
     EXPECT_NE(message.find("inline.json"), std::string::npos) << message;
     for (const auto& fragment : fragments)
-      EXPECT_NE(message.find(fragment), std::string::npos) << "missing '" << fragment << "' in "
-                                                           << message;
+      EXPECT_NE(message.find(fragment), std::string::npos)
+          << "missing '" << fragment << "' in " << message;
   }
 }
 
@@ -206,8 +206,7 @@ TEST(ModelConfig, RefusesMissingOrBadSizes) {
   expect_refused(qwen3_with(R"({"head_dim": 15})"), {"head_dim"});
   expect_refused(qwen3_with(R"({"num_key_value_heads": -2})"), {"num_key_value_heads"});
   expect_refused(qwen3_with(R"({"hidden_size": 66})"), {"hidden_size", "head_dim"});
-  expect_refused(qwen3_with(R"({"max_position_embeddings": "long"})"),
-                 {"max_position_embeddings"});
+  expect_refused(qwen3_with(R"({"max_position_embeddings": "long"})"), {"max_position_embeddings"});
   expect_refused(qwen3_with(R"({"rms_norm_eps": "small"})"), {"rms_norm_eps"});
   expect_refused(qwen3_with(R"({"rope_theta": "big"})"), {"rope_theta"});
   expect_refused(qwen3_with(R"({"tie_word_embeddings": 1})"), {"tie_word_embeddings"});
@@ -338,9 +337,10 @@ TEST(ModelConfig, ParameterCounts) {
   EXPECT_EQ(q06, 596049920);
   EXPECT_EQ(parameter_count(preset_config("qwen3-0.6b")), 596049920);
   EXPECT_EQ(matmul_parameter_count(preset_config("qwen3-0.6b")),
-            28 * (1024 * 2048 + 2 * 1024 * 1024 + 2048 * 1024 + 3 * 1024 * 3072) +
-                151936LL * 1024);
+            28 * (1024 * 2048 + 2 * 1024 * 1024 + 2048 * 1024 + 3 * 1024 * 3072) + 151936LL * 1024);
   EXPECT_EQ(parameter_count(preset_config("llama-3-8b")), 8030261248);
+  // Transformers 5.24 (Qwen3ForCausalLM built from model_config_to_json(tiny)) counts 108928.
+  EXPECT_EQ(parameter_count(preset_config("tiny")), 108928);
   // Untied: embeddings and lm_head both count.
   ModelConfig untied = preset_config("qwen3-0.6b");
   untied.tie_word_embeddings = false;

@@ -105,8 +105,8 @@ bool same_rope(const ops::RopeConfig& a, const ops::RopeConfig& b) {
 // Reads rope settings in either spelling; when both are present they must agree.
 ops::RopeConfig parse_rope_settings(const json& object, const std::string& origin) {
   const bool has_theta = has(object, "rope_theta");
-  const double top_theta = has_theta ? as_number(object.at("rope_theta"), origin, "rope_theta")
-                                     : 10000.0;
+  const double top_theta =
+      has_theta ? as_number(object.at("rope_theta"), origin, "rope_theta") : 10000.0;
   const bool has_scaling = has(object, "rope_scaling");
   if (!has(object, "rope_parameters")) {
     if (!has_scaling) {
@@ -124,9 +124,9 @@ ops::RopeConfig parse_rope_settings(const json& object, const std::string& origi
     if (value.is_object())
       UL_FAIL(where, ": per-layer-type rope parameters ('", key, "') are not supported");
   }
-  const double theta =
-      has(params, "rope_theta") ? as_number(params.at("rope_theta"), where, "rope_theta")
-                                : top_theta;
+  const double theta = has(params, "rope_theta")
+                           ? as_number(params.at("rope_theta"), where, "rope_theta")
+                           : top_theta;
   const ops::RopeConfig rope = parse_rope(params, theta, where);
   if (has_theta && top_theta != theta)
     UL_FAIL(origin, ": rope_theta (", top_theta, ") disagrees with rope_parameters.rope_theta (",
@@ -193,8 +193,7 @@ ModelConfig parse_model_config(const json& object, const std::string& origin) {
   if (!has(object, "head_dim") && c.hidden_size % c.num_attention_heads != 0)
     UL_FAIL(origin, ": hidden_size (", c.hidden_size, ") is not divisible by num_attention_heads (",
             c.num_attention_heads, "); set head_dim explicitly");
-  c.head_dim =
-      optional_positive(object, origin, "head_dim", c.hidden_size / c.num_attention_heads);
+  c.head_dim = optional_positive(object, origin, "head_dim", c.hidden_size / c.num_attention_heads);
   if (c.head_dim % 2 != 0)
     UL_FAIL(origin, ": head_dim (", c.head_dim, ") must be even for rotary embeddings");
   c.max_position_embeddings = optional_positive(object, origin, "max_position_embeddings", 2048);
@@ -224,8 +223,8 @@ ModelConfig parse_model_config(const json& object, const std::string& origin) {
       UL_FAIL(origin, ": sliding_window must be positive or null, got ", c.sliding_window);
   }
 
-  const bool attention_bias =
-      has(object, "attention_bias") && as_bool(object.at("attention_bias"), origin, "attention_bias");
+  const bool attention_bias = has(object, "attention_bias") &&
+                              as_bool(object.at("attention_bias"), origin, "attention_bias");
   if (c.model_type == "qwen2") {
     c.qkv_bias = true;  // Transformers' Qwen2Attention hardcodes these.
     c.o_bias = false;
@@ -238,7 +237,8 @@ ModelConfig parse_model_config(const json& object, const std::string& origin) {
   c.rope = parse_rope_settings(object, origin);
 
   if (has(object, "tie_word_embeddings"))
-    c.tie_word_embeddings = as_bool(object.at("tie_word_embeddings"), origin, "tie_word_embeddings");
+    c.tie_word_embeddings =
+        as_bool(object.at("tie_word_embeddings"), origin, "tie_word_embeddings");
   if (has(object, "torch_dtype")) {
     c.torch_dtype = as_string(object.at("torch_dtype"), origin, "torch_dtype");
   } else if (has(object, "dtype")) {
