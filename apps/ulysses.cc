@@ -1,3 +1,191 @@
-// ulysses command line (placeholder until the CLI lands in this same issue).
+// ulysses command line: train, info.
+//
+// Flags use Hugging Face / Accelerate names in kebab-case; `--config FILE` (YAML or JSON) takes
+// the same names in snake_case, and flags on the command line override the file.
+#include <CLI/CLI.hpp>
+
 #include <cstdio>
-int main() { std::puts("ulysses"); return 0; }
+#include <string>
+#include <vector>
+
+#include "ulysses/core/error.h"
+#include "ulysses/model/config.h"
+#include "ulysses/model/memory_plan.h"
+#include "ulysses/train/config_file.h"
+#include "ulysses/train/trainer.h"
+
+namespace {
+
+using ulysses::train::TrainConfig;
+
+void add_train_options(CLI::App& cmd, TrainConfig& c) {
+  cmd.add_option("--model", c.model, "Preset (tiny, qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, "
+                 "llama-3-8b) or Hugging Face model directory")->capture_default_str();
+  cmd.add_option("--data", c.data, "Data source (synthetic-copy)")->capture_default_str();
+  cmd.add_option("--copy-min-length", c.copy_min_length,
+                 "Synthetic copy task: shortest random half")->capture_default_str();
+  cmd.add_option("--copy-max-length", c.copy_max_length,
+                 "Synthetic copy task: longest random half")->capture_default_str();
+  cmd.add_option("--max-seq-length", c.max_seq_length, "Tokens per sequence")->capture_default_str();
+  cmd.add_flag("--packing,!--no-packing", c.packing, "Pack documents into sequences")
+      ->capture_default_str();
+  cmd.add_option("--per-device-train-batch-size", c.per_device_train_batch_size,
+                 "Sequences per SP group per micro-step")->capture_default_str();
+  cmd.add_option("--gradient-accumulation-steps", c.gradient_accumulation_steps,
+                 "Micro-steps per optimizer step")->capture_default_str();
+  cmd.add_option("--learning-rate", c.learning_rate, "Peak learning rate")->capture_default_str();
+  cmd.add_option("--lr-scheduler-type", c.lr_scheduler_type,
+                 "linear, cosine, constant or constant_with_warmup")->capture_default_str();
+  cmd.add_option("--warmup-steps", c.warmup_steps, "Linear warmup steps")->capture_default_str();
+  cmd.add_option("--max-steps", c.max_steps, "Optimizer steps to run")->capture_default_str();
+  cmd.add_option("--weight-decay", c.weight_decay,
+                 "Decoupled weight decay (not on norms and biases)")->capture_default_str();
+  cmd.add_option("--adam-beta1", c.adam_beta1, "AdamW beta1")->capture_default_str();
+  cmd.add_option("--adam-beta2", c.adam_beta2, "AdamW beta2")->capture_default_str();
+  cmd.add_option("--adam-epsilon", c.adam_epsilon, "AdamW epsilon")->capture_default_str();
+  cmd.add_option("--max-grad-norm", c.max_grad_norm, "Clip gradients to this global norm (0: off)")
+      ->capture_default_str();
+  cmd.add_option("--initializer-range", c.initializer_range,
+                 "Std of the random init of presets")->capture_default_str();
+  cmd.add_flag("--gradient-checkpointing", c.gradient_checkpointing,
+               "Keep only layer inputs; recompute the rest in backward")->capture_default_str();
+  cmd.add_option("--attn-implementation", c.attn_implementation, "auto or blockwise")
+      ->capture_default_str();
+  cmd.add_option("--loss-tile-tokens", c.loss_tile_tokens,
+                 "Tokens per tile of the fused LM head + cross-entropy")->capture_default_str();
+  cmd.add_option("--sp-size", c.sp_size, "Sequence-parallel degree")->capture_default_str();
+  cmd.add_option("--dp-shard-size", c.dp_shard_size,
+                 "ZeRO sharding degree (0: world / (sp x dp_replicate))")->capture_default_str();
+  cmd.add_option("--dp-replicate-size", c.dp_replicate_size, "Replica degree")
+      ->capture_default_str();
+  cmd.add_option("--zero-stage", c.zero_stage, "ZeRO stage 0-3")->capture_default_str();
+  cmd.add_option("--device", c.device, "cpu, cuda or auto")->capture_default_str();
+  cmd.add_option("--output-dir", c.output_dir, "Checkpoints and metrics.jsonl go here")
+      ->capture_default_str();
+  cmd.add_option("--save-steps", c.save_steps, "Save a checkpoint every N steps (0: at the end)")
+      ->capture_default_str();
+  cmd.add_option("--save-dtype", c.save_dtype, "float32 or bfloat16")->capture_default_str();
+  cmd.add_option("--logging-steps", c.logging_steps, "Log every N steps")->capture_default_str();
+  cmd.add_option("--seed", c.seed, "Random seed (init and data)")->capture_default_str();
+  cmd.add_flag("--quiet", c.quiet, "No plan and progress output");
+}
+
+// Arguments for `train`: the --config file's keys first (as --key=value), then the command
+// line, so flags override the file (options take their last value).
+std::vector<std::string> expand_config(CLI::App& train, std::vector<std::string> args) {
+  std::string config_path;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--config") {
+      if (i + 1 >= args.size()) throw ulysses::Error("--config needs a file name");
+      config_path = args[i + 1];
+      args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i) + 2);
+      break;
+    }
+    if (args[i].rfind("--config=", 0) == 0) {
+      config_path = args[i].substr(9);
+      args.erase(args.begin() + static_cast<long>(i));
+      break;
+    }
+  }
+  if (config_path.empty()) return args;
+  std::vector<std::string> expanded;
+  for (const auto& [key, value] : ulysses::train::read_config_file(config_path)) {
+    std::string flag = "--" + key;
+    for (auto& ch : flag) ch = ch == '_' ? '-' : ch;
+    if (!train.get_option_no_throw(flag) || key == "config" || key == "help")
+      throw ulysses::Error("--config " + config_path + ": unknown key '" + key +
+                           "' (see `ulysses train --help` for the option names)");
+    expanded.push_back(flag + "=" + value);
+  }
+  expanded.insert(expanded.end(), args.begin(), args.end());
+  return expanded;
+}
+
+int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
+             double memory_gib, const std::string& precision) {
+  using namespace ulysses::model;
+  const ModelConfig c = resolve_model_config(model);
+  std::printf("model %s: %s\n", model.c_str(), c.model_type.c_str());
+  std::printf("  layers %lld, hidden %lld, intermediate %lld, heads %lld (kv %lld), head_dim %lld\n",
+              static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.hidden_size),
+              static_cast<long long>(c.intermediate_size),
+              static_cast<long long>(c.num_attention_heads),
+              static_cast<long long>(c.num_key_value_heads), static_cast<long long>(c.head_dim));
+  std::printf("  vocab %lld, tied embeddings %s, rope %s (theta %g), q/k norm %s, qkv bias %s\n",
+              static_cast<long long>(c.vocab_size), c.tie_word_embeddings ? "yes" : "no",
+              c.rope.type.c_str(), c.rope.theta, c.qk_norm ? "yes" : "no",
+              c.qkv_bias ? "yes" : "no");
+  std::printf("  parameters %lld (matmul %lld)\n", static_cast<long long>(parameter_count(c)),
+              static_cast<long long>(matmul_parameter_count(c)));
+  std::printf("  model FLOPs per token at %lld tokens: %.4g (forward + backward)\n",
+              static_cast<long long>(seq_len), flops_per_token(c, seq_len));
+  MemoryPlanInput in;
+  in.tokens_per_device = seq_len;
+  in.gradient_checkpointing = checkpointing;
+  in.precision = precision == "bf16" ? Precision::bf16_mixed : Precision::fp32;
+  in.budget_bytes = static_cast<std::int64_t>(memory_gib * (1ll << 30));
+  std::printf("%s", format_memory_plan(plan_memory(c, in), in).c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ulysses: long-context training of Llama/Qwen-family models"};
+  app.require_subcommand(1);
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+
+  TrainConfig train_config;
+  CLI::App* train = app.add_subcommand("train", "Train a model");
+  train->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  add_train_options(*train, train_config);
+  std::string config_file_help;
+  train->add_option("--config", config_file_help,
+                    "YAML or JSON file with the same options in snake_case (flags override it)");
+
+  std::string info_model = "tiny", info_precision = "fp32";
+  std::int64_t info_seq = 4096;
+  bool info_checkpointing = false;
+  double info_memory_gib = 80.0;
+  CLI::App* info = app.add_subcommand("info", "Shapes, parameters, FLOPs and the memory plan");
+  info->add_option("--model", info_model, "Preset or Hugging Face model directory")
+      ->capture_default_str();
+  info->add_option("--max-seq-length", info_seq, "Tokens per device")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  info->add_flag("--gradient-checkpointing", info_checkpointing, "Plan with checkpointing");
+  info->add_option("--memory-gib", info_memory_gib, "Device memory for the largest-fit estimate")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  info->add_option("--precision", info_precision, "fp32 (CPU) or bf16 (bf16 + fp32 master)")
+      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
+
+  try {
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (!args.empty() && args[0] == "train") {
+      auto rest = expand_config(*train, std::vector<std::string>(args.begin() + 1, args.end()));
+      rest.insert(rest.begin(), "train");
+      args = rest;
+    }
+    std::reverse(args.begin(), args.end());  // CLI11 parses a reversed vector
+    app.parse(args);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const ulysses::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  }
+
+  try {
+    if (*info) return run_info(info_model, info_seq, info_checkpointing, info_memory_gib,
+                               info_precision);
+    ulysses::train::Trainer trainer(train_config);
+    const auto history = trainer.run();
+    (void)history;
+    return 0;
+  } catch (const ulysses::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,45 @@
+// A training sequence as the model sees it.
+//
+// PackedSequence is one whole sequence of packed documents, identical on every rank of an SP
+// group. SequenceShard is the slice one rank computes on: tokens [shard_begin, shard_begin + T)
+// of every per-token array, plus the *global* cu_seqlens (attention needs document boundaries
+// of the whole sequence once heads are exchanged for tokens).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "ulysses/core/tensor.h"
+
+namespace ulysses::data {
+
+struct PackedSequence {
+  std::vector<std::int32_t> input_ids;     // [S]
+  std::vector<std::int32_t> position_ids;  // [S], restart at 0 in every document
+  std::vector<std::int32_t> shift_labels;  // [S], label[i] = input[i+1] in a document, else -100
+  std::vector<std::int32_t> cu_seqlens;    // [n + 1], document boundaries (padding is a document)
+  std::int64_t padding_tokens = 0;
+
+  std::int64_t length() const { return static_cast<std::int64_t>(input_ids.size()); }
+  std::int64_t valid_labels() const;
+};
+
+struct SequenceShard {
+  Tensor input_ids;     // [T] i32
+  Tensor position_ids;  // [T] i32
+  Tensor shift_labels;  // [T] i32
+  Tensor cu_seqlens;    // [n + 1] i32, global boundaries
+  std::int64_t global_length = 0;
+  std::int64_t shard_begin = 0;
+
+  std::int64_t local_length() const { return input_ids.defined() ? input_ids.dim(0) : 0; }
+};
+
+// Tokens [begin, end) of every per-token array of `sequence`, with the global cu_seqlens.
+SequenceShard make_shard(const PackedSequence& sequence, std::int64_t begin, std::int64_t end);
+// The whole sequence as one shard (single rank).
+inline SequenceShard make_full_shard(const PackedSequence& sequence) {
+  return make_shard(sequence, 0, sequence.length());
+}
+
+}  // namespace ulysses::data

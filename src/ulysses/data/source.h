@@ -1,0 +1,47 @@
+// Document sources: where training documents come from.
+//
+// A Document is a list of token ids plus, optionally, which of them are learned: Hugging Face's
+// `labels` convention, unshifted (label[i] == -100 marks token i as not to be predicted). A
+// source is indexed: document i is a pure function of i (and the source's seed), so every rank
+// can read any document without communication and a data position is one integer.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ulysses::data {
+
+struct Document {
+  std::vector<std::int32_t> tokens;
+  std::vector<std::int32_t> labels;  // same length as tokens, or empty (= tokens, all learned)
+};
+
+class DocumentSource {
+ public:
+  virtual ~DocumentSource() = default;
+  virtual std::string describe() const = 0;
+  // Number of documents; -1 for an endless (generated) source.
+  virtual std::int64_t size() const = 0;
+  // Document `index` (0 <= index < size(), any index >= 0 for endless sources).
+  virtual Document get(std::int64_t index) const = 0;
+};
+
+// Synthetic long-range copy task. Document: n random tokens, a separator, then the same n
+// tokens again. Only the copy is learnable (the random half gets label -100), so the logged loss
+// can only fall if each position attends n + 1 tokens back; a model that cannot see that far
+// stays at ln(vocab - 2). Token 0 is padding, token 1 the separator, the rest are drawn
+// uniformly from [2, vocab_size).
+struct CopyTaskOptions {
+  std::int64_t vocab_size = 128;
+  std::int64_t min_length = 16;  // n, the length of the random half
+  std::int64_t max_length = 48;
+  std::uint64_t seed = 0;
+};
+std::unique_ptr<DocumentSource> make_copy_task(const CopyTaskOptions& options);
+
+inline constexpr std::int32_t kPadToken = 0;
+inline constexpr std::int32_t kSeparatorToken = 1;
+
+}  // namespace ulysses::data

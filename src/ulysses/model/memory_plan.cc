@@ -1,0 +1,99 @@
+#include "ulysses/model/memory_plan.h"
+
+#include <cstdio>
+#include <sstream>
+
+#include "ulysses/model/decoder.h"
+
+namespace ulysses::model {
+
+namespace {
+MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_t T) {
+  const std::int64_t N = parameter_count(c);
+  const std::int64_t act_size = in.precision == Precision::fp32 ? 4 : 2;
+  MemoryPlan p;
+  if (in.precision == Precision::fp32) {
+    p.params = 4 * N;
+  } else {
+    p.params = 2 * N;
+    p.master = 4 * N;
+  }
+  p.grads = 4 * N;
+  p.optimizer = 8 * N;
+  // layer_activation_bytes counts f32 elements; scale to the activation element size.
+  const std::int64_t layer = layer_activation_bytes(c, T) / 4 * act_size;
+  const std::int64_t L = c.num_hidden_layers;
+  const std::int64_t residual = T * c.hidden_size * act_size;
+  p.activations = in.gradient_checkpointing ? L * residual + layer : L * layer;
+  p.activations += 2 * residual;  // embedding output and final norm output
+  const std::int64_t tile = std::min(in.loss_tile_tokens, T);
+  p.buffers = layer + 2 * tile * c.vocab_size * 4;  // backward temporaries; logits + their grad
+  return p;
+}
+}  // namespace
+
+MemoryPlan plan_memory(const ModelConfig& c, const MemoryPlanInput& in) {
+  MemoryPlan plan = plan_for(c, in, in.tokens_per_device);
+  if (in.budget_bytes > 0) {
+    // Total is increasing in T: binary search the largest T that fits.
+    std::int64_t lo = 0, hi = std::int64_t{1} << 34;
+    while (lo < hi) {
+      const std::int64_t mid = (lo + hi + 1) / 2;
+      if (plan_for(c, in, mid).total() <= in.budget_bytes) lo = mid;
+      else hi = mid - 1;
+    }
+    plan.max_tokens_that_fit = lo;
+  }
+  return plan;
+}
+
+std::string format_bytes(std::int64_t bytes) {
+  char buf[32];
+  const double b = static_cast<double>(bytes);
+  if (b >= (1ll << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1ll << 30));
+  else if (b >= (1 << 20)) std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1 << 20));
+  else std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024);
+  return buf;
+}
+
+std::string format_memory_plan(const MemoryPlan& p, const MemoryPlanInput& in) {
+  std::ostringstream out;
+  out << "memory per device (" << (in.precision == Precision::fp32 ? "fp32" : "bf16 + fp32 master")
+      << ", " << in.tokens_per_device << " tokens per micro-step"
+      << (in.gradient_checkpointing ? ", gradient checkpointing" : "") << "):\n";
+  auto row = [&](const char* name, std::int64_t bytes) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "  %-12s %12s\n", name, format_bytes(bytes).c_str());
+    out << buf;
+  };
+  row("params", p.params);
+  if (p.master) row("master", p.master);
+  row("grads", p.grads);
+  row("optimizer", p.optimizer);
+  row("activations", p.activations);
+  row("buffers", p.buffers);
+  row("total", p.total());
+  if (in.budget_bytes > 0)
+    out << "  largest sequence per device that fits in " << format_bytes(in.budget_bytes) << ": "
+        << p.max_tokens_that_fit << " tokens\n";
+  return out.str();
+}
+
+double sequence_flops(const ModelConfig& c, const std::vector<std::int32_t>& cu) {
+  double tokens = 0, attention = 0;
+  for (std::size_t i = 0; i + 1 < cu.size(); ++i) {
+    const double len = cu[i + 1] - cu[i];
+    tokens += len;
+    attention += len * len / 2;
+  }
+  const double per_head = static_cast<double>(c.num_hidden_layers * c.num_attention_heads * c.head_dim);
+  return 6.0 * static_cast<double>(matmul_parameter_count(c)) * tokens + 12.0 * per_head * attention;
+}
+
+double flops_per_token(const ModelConfig& c, std::int64_t S) {
+  return 6.0 * static_cast<double>(matmul_parameter_count(c)) +
+         6.0 * static_cast<double>(c.num_hidden_layers * c.num_attention_heads * c.head_dim) *
+             static_cast<double>(S);
+}
+
+}  // namespace ulysses::model

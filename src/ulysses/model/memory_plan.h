@@ -1,0 +1,48 @@
+// Memory budget per device and model FLOPs, printed before step 1 and by `ulysses info`.
+//
+// FLOPs per token (DESIGN §5, stated once in docs/architecture.md):
+//   6 * N_matmul + 6 * L * H * d_head * S   for a sequence of S tokens in one document
+// (causal attention counted at half of dense). With packed documents the attention term is
+// computed exactly from the document lengths: 12 * L * H * d_head * sum(len^2) / 2 per sequence.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ulysses/model/config.h"
+
+namespace ulysses::model {
+
+enum class Precision { fp32, bf16_mixed };  // CPU reference / CUDA (bf16 + fp32 master)
+
+struct MemoryPlanInput {
+  std::int64_t tokens_per_device = 1024;  // local tokens of one micro-step sequence
+  bool gradient_checkpointing = false;
+  std::int64_t loss_tile_tokens = 1024;
+  Precision precision = Precision::fp32;
+  std::int64_t budget_bytes = 0;  // device memory to fit into (0 = unknown)
+};
+
+struct MemoryPlan {
+  std::int64_t params = 0;       // weights used by forward/backward
+  std::int64_t master = 0;       // fp32 master weights (bf16 mixed precision only)
+  std::int64_t grads = 0;
+  std::int64_t optimizer = 0;    // AdamW moments
+  std::int64_t activations = 0;  // kept for backward
+  std::int64_t buffers = 0;      // transient: one layer's backward temporaries, loss tile
+  std::int64_t total() const { return params + master + grads + optimizer + activations + buffers; }
+  // Largest tokens_per_device whose total fits budget_bytes (0 when no budget or none fits).
+  std::int64_t max_tokens_that_fit = 0;
+};
+
+MemoryPlan plan_memory(const ModelConfig& config, const MemoryPlanInput& input);
+std::string format_memory_plan(const MemoryPlan& plan, const MemoryPlanInput& input);
+std::string format_bytes(std::int64_t bytes);
+
+// Model FLOPs (forward + backward) of one sequence with the given document boundaries.
+double sequence_flops(const ModelConfig& config, const std::vector<std::int32_t>& cu_seqlens);
+// Per token for one document of S tokens: 6 N_matmul + 6 L H d S.
+double flops_per_token(const ModelConfig& config, std::int64_t sequence_length);
+
+}  // namespace ulysses::model

@@ -1,0 +1,149 @@
+#include "ulysses/model/params.h"
+
+#include <functional>
+
+namespace ulysses::model {
+
+namespace {
+
+void add(ParamGroup& group, const std::string& name, const Shape& shape, bool decay) {
+  group.params.push_back({name, shape, group.numel, decay});
+  group.numel += shape_numel(shape);
+}
+
+std::uint64_t name_hash(const std::string& name) {
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a: stable across platforms
+  for (const unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+bool is_norm(const std::string& name) { return name.find("norm") != std::string::npos; }
+bool is_bias(const std::string& name) { return name.ends_with(".bias"); }
+
+}  // namespace
+
+ParamLayout::ParamLayout(const ModelConfig& c) {
+  const std::int64_t C = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
+  const std::int64_t q = c.q_dim(), kv = c.kv_dim();
+
+  ParamGroup embed{"embed", {}, 0};
+  add(embed, "model.embed_tokens.weight", {c.vocab_size, C}, true);
+  groups_.push_back(embed);
+
+  for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    ParamGroup layer{"layers." + std::to_string(i), {}, 0};
+    add(layer, p + "input_layernorm.weight", {C}, false);
+    add(layer, p + "self_attn.q_proj.weight", {q, C}, true);
+    if (c.qkv_bias) add(layer, p + "self_attn.q_proj.bias", {q}, false);
+    add(layer, p + "self_attn.k_proj.weight", {kv, C}, true);
+    if (c.qkv_bias) add(layer, p + "self_attn.k_proj.bias", {kv}, false);
+    add(layer, p + "self_attn.v_proj.weight", {kv, C}, true);
+    if (c.qkv_bias) add(layer, p + "self_attn.v_proj.bias", {kv}, false);
+    add(layer, p + "self_attn.o_proj.weight", {C, q}, true);
+    if (c.o_bias) add(layer, p + "self_attn.o_proj.bias", {C}, false);
+    if (c.qk_norm) {
+      add(layer, p + "self_attn.q_norm.weight", {D}, false);
+      add(layer, p + "self_attn.k_norm.weight", {D}, false);
+    }
+    add(layer, p + "post_attention_layernorm.weight", {C}, false);
+    add(layer, p + "mlp.gate_proj.weight", {I, C}, true);
+    add(layer, p + "mlp.up_proj.weight", {I, C}, true);
+    add(layer, p + "mlp.down_proj.weight", {C, I}, true);
+    groups_.push_back(layer);
+  }
+
+  ParamGroup final_group{"final", {}, 0};
+  add(final_group, "model.norm.weight", {C}, false);
+  if (!c.tie_word_embeddings) add(final_group, "lm_head.weight", {c.vocab_size, C}, true);
+  groups_.push_back(final_group);
+}
+
+std::int64_t ParamLayout::numel() const {
+  std::int64_t n = 0;
+  for (const auto& g : groups_) n += g.numel;
+  return n;
+}
+
+const ParamSpec* ParamLayout::find(const std::string& name, std::size_t* group_index) const {
+  for (std::size_t g = 0; g < groups_.size(); ++g) {
+    for (const auto& spec : groups_[g].params) {
+      if (spec.name == name) {
+        if (group_index) *group_index = g;
+        return &spec;
+      }
+    }
+  }
+  return nullptr;
+}
+
+ParamBuffers::ParamBuffers(const ModelConfig& config, Device device)
+    : config_(config), layout_(config) {
+  for (const auto& group : layout_.groups())
+    flat_.push_back(Tensor::zeros({group.numel}, DType::f32, device));
+}
+
+Tensor ParamBuffers::get(const std::string& name) const {
+  std::size_t g = 0;
+  const ParamSpec* spec = layout_.find(name, &g);
+  UL_CHECK(spec, "unknown parameter '", name, "' for model_type ", config_.model_type);
+  return flat_[g].rows(spec->offset, spec->offset + shape_numel(spec->shape)).view(spec->shape);
+}
+
+ModelWeights ParamBuffers::weights() const {
+  const ModelConfig& c = config_;
+  ModelWeights w;
+  w.embed = get("model.embed_tokens.weight");
+  for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    LayerWeights l;
+    l.input_norm = get(p + "input_layernorm.weight");
+    l.q_proj = get(p + "self_attn.q_proj.weight");
+    l.k_proj = get(p + "self_attn.k_proj.weight");
+    l.v_proj = get(p + "self_attn.v_proj.weight");
+    l.o_proj = get(p + "self_attn.o_proj.weight");
+    if (c.qkv_bias) {
+      l.q_bias = get(p + "self_attn.q_proj.bias");
+      l.k_bias = get(p + "self_attn.k_proj.bias");
+      l.v_bias = get(p + "self_attn.v_proj.bias");
+    }
+    if (c.o_bias) l.o_bias = get(p + "self_attn.o_proj.bias");
+    if (c.qk_norm) {
+      l.q_norm = get(p + "self_attn.q_norm.weight");
+      l.k_norm = get(p + "self_attn.k_norm.weight");
+    }
+    l.post_norm = get(p + "post_attention_layernorm.weight");
+    l.gate_proj = get(p + "mlp.gate_proj.weight");
+    l.up_proj = get(p + "mlp.up_proj.weight");
+    l.down_proj = get(p + "mlp.down_proj.weight");
+    w.layers.push_back(l);
+  }
+  w.final_norm = get("model.norm.weight");
+  w.lm_head = c.tie_word_embeddings ? w.embed : get("lm_head.weight");
+  return w;
+}
+
+void ParamBuffers::zero() {
+  for (auto& t : flat_) t.zero_();
+}
+
+void init_weights(ParamBuffers& params, std::uint64_t seed, float std) {
+  for (const auto& group : params.layout().groups()) {
+    for (const auto& spec : group.params) {
+      Tensor t = params.get(spec.name);
+      Tensor host = Tensor::empty(spec.shape, DType::f32);
+      float* p = host.data<float>();
+      if (is_norm(spec.name)) {
+        host.fill_(1.0f);
+      } else if (is_bias(spec.name)) {
+        host.fill_(0.0f);
+      } else {
+        Rng rng = Rng::derive(seed, {name_hash(spec.name)});
+        for (std::int64_t i = 0; i < host.numel(); ++i) p[i] = std * rng.normal();
+      }
+      t.copy_from(host);
+    }
+  }
+}
+
+}  // namespace ulysses::model

@@ -1,0 +1,88 @@
+// Parameter layout, storage and Hugging Face names.
+//
+// Parameters are grouped into units that are used together: "embed" (the embedding table),
+// "layers.{i}" (one decoder layer) and "final" (final norm and, when untied, lm_head). Each
+// group lives in ONE flat f32 buffer; every parameter is a view into it. The same layout holds
+// gradients and optimizer state, so a whole layer can be reduced, sharded (ZeRO) or gathered
+// with one call. The decoder sees parameters only through ModelWeights views.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ulysses/core/rng.h"
+#include "ulysses/core/tensor.h"
+#include "ulysses/model/config.h"
+
+namespace ulysses::model {
+
+struct ParamSpec {
+  std::string name;          // Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight"
+  Shape shape;
+  std::int64_t offset = 0;   // element offset inside its group's flat buffer
+  bool weight_decay = true;  // false for norm weights and biases
+};
+
+struct ParamGroup {
+  std::string name;  // "embed", "layers.0", ..., "final"
+  std::vector<ParamSpec> params;
+  std::int64_t numel = 0;
+};
+
+class ParamLayout {
+ public:
+  explicit ParamLayout(const ModelConfig& config);
+
+  const std::vector<ParamGroup>& groups() const { return groups_; }
+  std::int64_t numel() const;
+  // Spec and group index of a parameter by HF name (nullptr when unknown).
+  const ParamSpec* find(const std::string& name, std::size_t* group_index = nullptr) const;
+
+ private:
+  std::vector<ParamGroup> groups_;
+};
+
+// Weights of one decoder layer (views; undefined for parts the architecture lacks).
+struct LayerWeights {
+  Tensor input_norm;  // [C]
+  Tensor q_proj, k_proj, v_proj, o_proj;  // [Hq*D, C], [Hkv*D, C], [Hkv*D, C], [C, Hq*D]
+  Tensor q_bias, k_bias, v_bias, o_bias;  // [Hq*D], [Hkv*D], [Hkv*D], [C]
+  Tensor q_norm, k_norm;                  // [D] (qwen3)
+  Tensor post_norm;                       // [C]
+  Tensor gate_proj, up_proj, down_proj;   // [I, C], [I, C], [C, I]
+};
+
+struct ModelWeights {
+  Tensor embed;  // [V, C]
+  std::vector<LayerWeights> layers;
+  Tensor final_norm;  // [C]
+  Tensor lm_head;     // [V, C]; the embedding table itself when tie_word_embeddings
+};
+
+// Flat buffers for every group of a layout (parameters, gradients or optimizer moments).
+class ParamBuffers {
+ public:
+  ParamBuffers(const ModelConfig& config, Device device = Device::cpu());
+
+  const ModelConfig& config() const { return config_; }
+  const ParamLayout& layout() const { return layout_; }
+  std::vector<Tensor>& flat() { return flat_; }
+  const std::vector<Tensor>& flat() const { return flat_; }
+  // View of one parameter by HF name; Error naming it when unknown.
+  Tensor get(const std::string& name) const;
+  ModelWeights weights() const;
+  void zero();
+
+ private:
+  ModelConfig config_;
+  ParamLayout layout_;
+  std::vector<Tensor> flat_;  // one [numel] f32 tensor per group
+};
+
+// Initialization as Transformers does for these models: normal(0, std) for embeddings and
+// projections, ones for norm weights, zeros for biases. Every parameter draws from its own
+// stream keyed by (seed, name), so the result does not depend on layout or rank.
+void init_weights(ParamBuffers& params, std::uint64_t seed, float std = 0.02f);
+
+}  // namespace ulysses::model

@@ -1,0 +1,42 @@
+// AttentionStrategy: how attention over a (possibly sharded) sequence is computed.
+//
+// The decoder hands the strategy its local q/k/v (tokens of its shard, all heads) and gets the
+// local attention output back; the strategy decides where the work happens: LocalAttention
+// runs the op on the whole sequence held by one rank; Ulysses (sequence parallel) exchanges
+// tokens for heads around the op. The decoder code is the same for all of them.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "ulysses/core/context.h"
+#include "ulysses/data/sequence.h"
+
+namespace ulysses::parallel {
+
+// What a strategy keeps between forward and backward (opaque to the decoder).
+struct AttentionSaved {
+  Tensor lse;    // softmax statistics of the heads this rank computed
+  Tensor q, k, v, out;  // head-sharded copies, when the strategy exchanged them
+};
+
+class AttentionStrategy {
+ public:
+  virtual ~AttentionStrategy() = default;
+  virtual std::string name() const = 0;
+
+  // q: [T, Hq, D], k/v: [T, Hkv, D] for the shard's T tokens -> out: [T, Hq, D] written.
+  virtual void forward(const Context& ctx, const data::SequenceShard& shard, const Tensor& q,
+                       const Tensor& k, const Tensor& v, float scale, Tensor out,
+                       AttentionSaved& saved) = 0;
+  // dq/dk/dv (shapes of q/k/v) += gradients given dout: [T, Hq, D].
+  virtual void backward(const Context& ctx, const data::SequenceShard& shard, const Tensor& q,
+                        const Tensor& k, const Tensor& v, float scale, const Tensor& out,
+                        const AttentionSaved& saved, const Tensor& dout, Tensor dq, Tensor dk,
+                        Tensor dv) = 0;
+};
+
+// Attention on one rank holding the whole sequence.
+std::unique_ptr<AttentionStrategy> make_local_attention();
+
+}  // namespace ulysses::parallel

@@ -1,0 +1,55 @@
+#include "ulysses/train/train_config.h"
+
+#include "ulysses/core/error.h"
+
+namespace ulysses::train {
+
+namespace {
+void positive(std::int64_t value, const char* flag) {
+  if (value <= 0) UL_FAIL(flag, " must be a positive integer (got ", value, ")");
+}
+void non_negative(double value, const char* flag) {
+  if (!(value >= 0)) UL_FAIL(flag, " must be >= 0 (got ", value, ")");
+}
+}  // namespace
+
+void validate(const TrainConfig& c) {
+  positive(c.max_seq_length, "--max-seq-length");
+  positive(c.per_device_train_batch_size, "--per-device-train-batch-size");
+  positive(c.gradient_accumulation_steps, "--gradient-accumulation-steps");
+  positive(c.max_steps, "--max-steps");
+  positive(c.logging_steps, "--logging-steps");
+  positive(c.loss_tile_tokens, "--loss-tile-tokens");
+  positive(c.copy_min_length, "--copy-min-length");
+  positive(c.copy_max_length, "--copy-max-length");
+  if (c.copy_min_length > c.copy_max_length)
+    UL_FAIL("--copy-min-length (", c.copy_min_length, ") must not exceed --copy-max-length (",
+            c.copy_max_length, ")");
+  non_negative(c.learning_rate, "--learning-rate");
+  non_negative(c.weight_decay, "--weight-decay");
+  non_negative(c.max_grad_norm, "--max-grad-norm");
+  non_negative(c.adam_epsilon, "--adam-epsilon");
+  if (!(c.initializer_range > 0)) UL_FAIL("--initializer-range must be > 0");
+  if (!(c.adam_beta1 >= 0 && c.adam_beta1 < 1)) UL_FAIL("--adam-beta1 must be in [0, 1)");
+  if (!(c.adam_beta2 >= 0 && c.adam_beta2 < 1)) UL_FAIL("--adam-beta2 must be in [0, 1)");
+  if (c.warmup_steps < 0) UL_FAIL("--warmup-steps must be >= 0 (got ", c.warmup_steps, ")");
+  if (c.save_steps < 0) UL_FAIL("--save-steps must be >= 0 (got ", c.save_steps, ")");
+  if (c.save_dtype != "float32" && c.save_dtype != "bfloat16")
+    UL_FAIL("--save-dtype must be float32 or bfloat16 (got '", c.save_dtype, "')");
+  if (c.device != "cpu" && c.device != "cuda" && c.device != "auto")
+    UL_FAIL("--device must be cpu, cuda or auto (got '", c.device, "')");
+  if (c.attn_implementation != "auto" && c.attn_implementation != "blockwise")
+    UL_FAIL("--attn-implementation must be auto or blockwise (got '", c.attn_implementation, "')");
+  positive(c.sp_size, "--sp-size");
+  positive(c.dp_replicate_size, "--dp-replicate-size");
+  if (c.dp_shard_size < 0) UL_FAIL("--dp-shard-size must be >= 1 (or 0 for automatic)");
+  if (c.sp_size != 1 || c.dp_replicate_size != 1 || c.dp_shard_size > 1)
+    UL_FAIL("sequence and data parallelism need MPI ranks, which this build does not run yet: "
+            "use --sp-size 1 --dp-shard-size 1 --dp-replicate-size 1");
+  if (c.zero_stage < 0 || c.zero_stage > 3)
+    UL_FAIL("--zero-stage must be 0, 1, 2 or 3 (got ", c.zero_stage, ")");
+  if (c.zero_stage != 0)
+    UL_FAIL("--zero-stage ", c.zero_stage, " needs several ranks; on one rank use --zero-stage 0");
+}
+
+}  // namespace ulysses::train

@@ -1,0 +1,53 @@
+// TrainConfig: every option of `ulysses train`, named as in Hugging Face's TrainingArguments
+// and Accelerate (snake_case here and in --config files, kebab-case on the command line).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace ulysses::train {
+
+struct TrainConfig {
+  // Model and data.
+  std::string model = "tiny";            // preset name or HF model directory
+  std::string data = "synthetic-copy";   // data source
+  std::int64_t copy_min_length = 16;     // synthetic copy task: length range of the random half
+  std::int64_t copy_max_length = 48;
+  std::int64_t max_seq_length = 1024;
+  bool packing = true;
+  // Batch and optimization.
+  std::int64_t per_device_train_batch_size = 8;
+  std::int64_t gradient_accumulation_steps = 1;
+  double learning_rate = 5e-5;
+  std::string lr_scheduler_type = "linear";
+  std::int64_t warmup_steps = 0;
+  std::int64_t max_steps = 100;
+  double weight_decay = 0.0;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.999;
+  double adam_epsilon = 1e-8;
+  double max_grad_norm = 1.0;
+  double initializer_range = 0.02;
+  // Memory and kernels.
+  bool gradient_checkpointing = false;
+  std::string attn_implementation = "auto";
+  std::int64_t loss_tile_tokens = 1024;
+  // Parallelism (sequence parallel and ZeRO arrive in later issues: must be 1 / 0 for now).
+  std::int64_t sp_size = 1;
+  std::int64_t dp_shard_size = 0;  // 0 = world / (sp_size * dp_replicate_size)
+  std::int64_t dp_replicate_size = 1;
+  std::int64_t zero_stage = 0;
+  std::string device = "cpu";  // cpu | cuda | auto
+  // Output.
+  std::string output_dir = "runs/ulysses";
+  std::int64_t save_steps = 0;  // 0 = only at the end
+  std::string save_dtype = "float32";  // float32 | bfloat16
+  std::int64_t logging_steps = 10;
+  std::uint64_t seed = 42;
+  bool quiet = false;  // no progress lines (tests)
+};
+
+// Throws Error naming the first invalid option (as its command-line flag) and the fix.
+void validate(const TrainConfig& config);
+
+}  // namespace ulysses::train

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Bad input gets a clear message and a non-zero exit.
+source "$(dirname "$0")/lib.bash"
+T="$ULYSSES train --quiet --max-steps 1 --max-seq-length 64 --per-device-train-batch-size 1 --output-dir $WORK/out"
+
+expect_fail "unknown flag" "--bogus" $T --bogus 3
+expect_fail "malformed integer" "--max-steps" $T --max-steps abc
+expect_fail "malformed float" "--learning-rate" $T --learning-rate fast
+expect_fail "non-positive max steps" "--max-steps must be a positive integer" $T --max-steps 0
+expect_fail "non-positive sequence length" "--max-seq-length" $T --max-seq-length -5
+expect_fail "non-positive batch size" "--per-device-train-batch-size" $T --per-device-train-batch-size 0
+expect_fail "unknown scheduler" "--lr-scheduler-type" $T --lr-scheduler-type polynomial
+expect_fail "zero stage out of range" "--zero-stage" $T --zero-stage 7
+expect_fail "unknown preset / missing dir" "no config.json" $T --model /nonexistent/model
+mkdir -p "$WORK/badjson" && echo '{"model_type": "llama", ' > "$WORK/badjson/config.json"
+expect_fail "invalid config.json" "$WORK/badjson/config.json" $T --model "$WORK/badjson"
+mkdir -p "$WORK/gpt2" && echo '{"model_type": "gpt2", "hidden_size": 8}' > "$WORK/gpt2/config.json"
+expect_fail "unsupported model_type" "gpt2" $T --model "$WORK/gpt2"
+echo 'max_steps: 2
+no_such_option: 1' > "$WORK/run.yaml"
+expect_fail "unknown config key" "no_such_option" $T --config "$WORK/run.yaml"
+echo 'max_steps: [1' > "$WORK/broken.yaml"
+expect_fail "broken yaml" "$WORK/broken.yaml" $T --config "$WORK/broken.yaml"
+expect_fail "missing config file" "/nonexistent/run.yaml" $T --config /nonexistent/run.yaml
+expect_fail "sp without MPI" "--sp-size" $T --sp-size 2
+expect_fail "info on a bad model" "not a preset" $ULYSSES info --model nowhere
+
+# A corrupt safetensors file next to a valid config.json.
+mkdir -p "$WORK/corrupt"
+$ULYSSES train --quiet --max-steps 1 --max-seq-length 32 --per-device-train-batch-size 1 \
+  --output-dir "$WORK/corrupt" >/dev/null 2>&1
+printf '\xff\xff\xff\xff\xff\xff\x00\x00{}' > "$WORK/corrupt/model.safetensors"
+expect_fail "corrupt safetensors (header length)" "model.safetensors" $T --model "$WORK/corrupt"
+head -c 100 "$DATA/golden/llama/model.safetensors" > "$WORK/truncated.safetensors"
+mkdir -p "$WORK/truncated" && cp "$DATA/golden/llama/config.json" "$WORK/truncated/" \
+  && mv "$WORK/truncated.safetensors" "$WORK/truncated/model.safetensors"
+expect_fail "truncated safetensors" "model.safetensors" $T --model "$WORK/truncated"
+finish

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The commands work end to end: help, info, a short training run, config files and overrides.
+source "$(dirname "$0")/lib.bash"
+
+expect_ok "top-level help" $ULYSSES --help
+expect_ok "train help" $ULYSSES train --help
+expect_ok "info help" $ULYSSES info --help
+expect_ok "info tiny" $ULYSSES info --model tiny --max-seq-length 1024
+out=$($ULYSSES info --model llama-3-8b --max-seq-length 8192 --precision bf16)
+grep -q "parameters 8030261248" <<<"$out" && echo "ok: llama-3-8b parameter count" \
+  || { echo "FAIL: llama-3-8b info: $out"; failures=$((failures + 1)); }
+
+echo 'max_steps: 3
+logging_steps: 1
+max_seq_length: 64
+per_device_train_batch_size: 2
+learning_rate: 0.001' > "$WORK/run.yaml"
+expect_ok "train from a YAML config" $ULYSSES train --quiet --config "$WORK/run.yaml" \
+  --output-dir "$WORK/a"
+n=$(wc -l < "$WORK/a/metrics.jsonl")
+[ "$n" -eq 3 ] && echo "ok: 3 logged steps" || { echo "FAIL: $n logged steps"; failures=$((failures + 1)); }
+for key in step loss lr grad_norm tokens tokens_per_s tflops_per_device peak_mem_bytes; do
+  grep -q "\"$key\"" "$WORK/a/metrics.jsonl" || { echo "FAIL: metrics lack $key"; failures=$((failures + 1)); }
+done
+[ -f "$WORK/a/config.json" ] && [ -f "$WORK/a/model.safetensors" ] && echo "ok: HF checkpoint written" \
+  || { echo "FAIL: no HF checkpoint"; failures=$((failures + 1)); }
+
+# Flags override the file: --max-steps 2 wins over max_steps: 3.
+expect_ok "flag overrides config" $ULYSSES train --quiet --config "$WORK/run.yaml" --max-steps 2 \
+  --output-dir "$WORK/b"
+n=$(wc -l < "$WORK/b/metrics.jsonl")
+[ "$n" -eq 2 ] && echo "ok: override" || { echo "FAIL: override gave $n steps"; failures=$((failures + 1)); }
+
+# JSON config and resuming from the saved HF directory as --model.
+echo '{"max_steps": 1, "max_seq_length": 64, "per_device_train_batch_size": 1, "packing": false}' \
+  > "$WORK/run.json"
+expect_ok "train from a JSON config, model from a saved directory" $ULYSSES train --quiet \
+  --config "$WORK/run.json" --model "$WORK/a" --output-dir "$WORK/c"
+finish

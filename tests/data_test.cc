@@ -1,0 +1,98 @@
+#include <gtest/gtest.h>
+
+#include "ulysses/data/packer.h"
+#include "ulysses/data/source.h"
+
+namespace ulysses::data {
+namespace {
+
+// A fixed list of documents.
+class ListSource final : public DocumentSource {
+ public:
+  explicit ListSource(std::vector<Document> docs) : docs_(std::move(docs)) {}
+  std::string describe() const override { return "list"; }
+  std::int64_t size() const override { return static_cast<std::int64_t>(docs_.size()); }
+  Document get(std::int64_t i) const override { return docs_[static_cast<std::size_t>(i)]; }
+
+ private:
+  std::vector<Document> docs_;
+};
+
+TEST(Packer, ShiftsLabelsInsideDocumentsAndRestartsPositions) {
+  ListSource source({{{10, 11, 12}, {}}, {{20, 21}, {-100, 21}}, {{30, 31, 32, 33}, {}}});
+  PackerOptions options;
+  options.max_seq_length = 8;
+  Packer packer(source, options);
+  const PackedSequence s = packer.next();
+  // Documents 1 and 2 fit (5 tokens); document 3 (4 tokens) does not: padded to 8.
+  EXPECT_EQ(s.input_ids, (std::vector<std::int32_t>{10, 11, 12, 20, 21, 0, 0, 0}));
+  EXPECT_EQ(s.position_ids, (std::vector<std::int32_t>{0, 1, 2, 0, 1, 0, 1, 2}));
+  EXPECT_EQ(s.shift_labels, (std::vector<std::int32_t>{11, 12, -100, 21, -100, -100, -100, -100}));
+  EXPECT_EQ(s.cu_seqlens, (std::vector<std::int32_t>{0, 3, 5, 8}));
+  EXPECT_EQ(s.padding_tokens, 3);
+  EXPECT_EQ(s.valid_labels(), 3);
+  EXPECT_EQ(packer.position(), 2);
+  const PackedSequence t = packer.next();
+  EXPECT_EQ(t.cu_seqlens, (std::vector<std::int32_t>{0, 4, 8}));
+  EXPECT_THROW(packer.next(), Error);  // finite source exhausted
+}
+
+TEST(Packer, WithoutPackingPadsToMultipleAndTruncates) {
+  ListSource source({{{1, 2, 3, 4, 5}, {}}, {{6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {}}});
+  PackerOptions options;
+  options.max_seq_length = 8;
+  options.packing = false;
+  options.pad_multiple = 4;
+  Packer packer(source, options);
+  const PackedSequence a = packer.next();
+  EXPECT_EQ(a.length(), 8);  // 5 tokens padded to a multiple of 4
+  EXPECT_EQ(a.padding_tokens, 3);
+  const PackedSequence b = packer.next();
+  EXPECT_EQ(b.length(), 8);  // truncated to max_seq_length
+  EXPECT_EQ(b.padding_tokens, 0);
+  EXPECT_EQ(b.shift_labels.back(), -100);
+}
+
+TEST(CopyTask, OnlyTheCopyIsLearnedAndDocumentsAreReproducible) {
+  CopyTaskOptions options;
+  options.vocab_size = 50;
+  options.min_length = 3;
+  options.max_length = 9;
+  options.seed = 4;
+  auto source = make_copy_task(options);
+  for (std::int64_t i = 0; i < 20; ++i) {
+    const Document d = source->get(i);
+    const auto n = (d.tokens.size() - 1) / 2;
+    ASSERT_GE(n, 3u);
+    ASSERT_LE(n, 9u);
+    EXPECT_EQ(d.tokens[n], kSeparatorToken);
+    for (std::size_t j = 0; j < n; ++j) {
+      EXPECT_GE(d.tokens[j], 2);
+      EXPECT_LT(d.tokens[j], 50);
+      EXPECT_EQ(d.tokens[n + 1 + j], d.tokens[j]);
+      EXPECT_EQ(d.labels[j], -100);
+      EXPECT_EQ(d.labels[n + 1 + j], d.tokens[j]);
+    }
+    EXPECT_EQ(source->get(i).tokens, d.tokens);
+  }
+  EXPECT_NE(source->get(0).tokens, source->get(1).tokens);
+}
+
+TEST(Shard, SlicesEveryPerTokenArrayAndKeepsGlobalBoundaries) {
+  ListSource source({{{5, 6, 7, 8, 9, 10}, {}}});
+  PackerOptions options;
+  options.max_seq_length = 6;
+  Packer packer(source, options);
+  const PackedSequence s = packer.next();
+  const SequenceShard shard = make_shard(s, 2, 4);
+  EXPECT_EQ(shard.input_ids.to_floats(), (std::vector<float>{7, 8}));
+  EXPECT_EQ(shard.position_ids.to_floats(), (std::vector<float>{2, 3}));
+  EXPECT_EQ(shard.shift_labels.to_floats(), (std::vector<float>{8, 9}));
+  EXPECT_EQ(shard.cu_seqlens.to_floats(), (std::vector<float>{0, 6}));
+  EXPECT_EQ(shard.global_length, 6);
+  EXPECT_EQ(shard.shard_begin, 2);
+  EXPECT_THROW(make_shard(s, 4, 7), Error);
+}
+
+}  // namespace
+}  // namespace ulysses::data

@@ -1,0 +1,93 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "ulysses/core/error.h"
+#include "ulysses/train/config_file.h"
+#include "ulysses/train/schedule.h"
+#include "ulysses/train/train_config.h"
+
+namespace ulysses::train {
+namespace {
+
+std::filesystem::path write_temp(const std::string& name, const std::string& text) {
+  const auto path = std::filesystem::temp_directory_path() / ("ulysses_cfg_" + name);
+  std::ofstream(path) << text;
+  return path;
+}
+
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Schedule, MatchesTransformersFormulas) {
+  ScheduleConfig c{"linear", 1.0, 10, 110};
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 0), 0.0);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 5), 0.5);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 10), 1.0);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 60), 0.5);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 110), 0.0);
+  c.type = "cosine";
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 10), 1.0);
+  EXPECT_NEAR(learning_rate_at(c, 60), 0.5, 1e-12);
+  EXPECT_NEAR(learning_rate_at(c, 35), 0.5 * (1 + std::cos(M_PI * 0.25)), 1e-12);
+  c.type = "constant";
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 0), 1.0);
+  c.type = "constant_with_warmup";
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 5), 0.5);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 100), 1.0);
+  c.type = "polynomial";
+  EXPECT_NE(message_of([&] { validate_schedule(c); }).find("--lr-scheduler-type"), std::string::npos);
+}
+
+TEST(ConfigFile, ReadsYamlAndJson) {
+  const auto yaml = write_temp("a.yaml", "max_steps: 7\npacking: false\nlearning_rate: 1e-3\n");
+  const auto kv = read_config_file(yaml);
+  ASSERT_EQ(kv.size(), 3u);
+  EXPECT_EQ(kv[0], (std::pair<std::string, std::string>{"max_steps", "7"}));
+  EXPECT_EQ(kv[1].second, "false");
+  const auto json = write_temp("a.json", R"({"max_steps": 7, "packing": true, "model": "tiny"})");
+  const auto kj = read_config_file(json);
+  ASSERT_EQ(kj.size(), 3u);
+  EXPECT_EQ(kj[1], (std::pair<std::string, std::string>{"packing", "true"}));
+}
+
+TEST(ConfigFile, ErrorsNameTheFile) {
+  EXPECT_NE(message_of([] { read_config_file("/nonexistent/run.yaml"); }).find("/nonexistent/run.yaml"),
+            std::string::npos);
+  const auto bad = write_temp("bad.yaml", "max_steps: [1, 2\n");
+  EXPECT_NE(message_of([&] { read_config_file(bad); }).find("invalid YAML"), std::string::npos);
+  const auto nested = write_temp("nested.json", R"({"max_steps": {"a": 1}})");
+  EXPECT_NE(message_of([&] { read_config_file(nested); }).find("max_steps"), std::string::npos);
+  const auto list = write_temp("list.yaml", "- a\n- b\n");
+  EXPECT_NE(message_of([&] { read_config_file(list); }).find("mapping"), std::string::npos);
+  const auto ext = write_temp("x.toml", "a = 1\n");
+  EXPECT_NE(message_of([&] { read_config_file(ext); }).find(".toml"), std::string::npos);
+}
+
+TEST(TrainConfig, RejectsNonPositiveSizesNamingTheFlag) {
+  TrainConfig c;
+  EXPECT_NO_THROW(validate(c));
+  c.max_seq_length = 0;
+  EXPECT_NE(message_of([&] { validate(c); }).find("--max-seq-length"), std::string::npos);
+  c = TrainConfig{};
+  c.per_device_train_batch_size = -2;
+  EXPECT_NE(message_of([&] { validate(c); }).find("--per-device-train-batch-size"),
+            std::string::npos);
+  c = TrainConfig{};
+  c.zero_stage = 4;
+  EXPECT_NE(message_of([&] { validate(c); }).find("--zero-stage"), std::string::npos);
+  c = TrainConfig{};
+  c.sp_size = 2;
+  EXPECT_NE(message_of([&] { validate(c); }).find("--sp-size"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ulysses::train
