@@ -13,8 +13,6 @@ void BM_TrainStep(benchmark::State& state, const std::string& preset) {
   config.model = preset;
   config.max_seq_length = state.range(0);
   config.per_device_train_batch_size = 1;
-  config.copy_min_length = 16;
-  config.copy_max_length = 48;
   config.max_steps = 1000000;
   config.output_dir = "";
   config.quiet = true;

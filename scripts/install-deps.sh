@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
-  libopenblas-dev          # sgemm for the CPU ops
+  libopenblas-openmp-dev   # sgemm for the CPU ops (OpenMP-threaded build)
   nlohmann-json3-dev       # config.json, safetensors headers, metrics
   libyaml-cpp-dev          # --config run.yaml
   libcli11-dev             # command line

@@ -35,8 +35,8 @@ class DocumentSource {
 // uniformly from [2, vocab_size).
 struct CopyTaskOptions {
   std::int64_t vocab_size = 128;
-  std::int64_t min_length = 16;  // n, the length of the random half
-  std::int64_t max_length = 48;
+  std::int64_t min_length = 63;  // n, the length of the random half
+  std::int64_t max_length = 63;
   std::uint64_t seed = 0;
 };
 std::unique_ptr<DocumentSource> make_copy_task(const CopyTaskOptions& options);

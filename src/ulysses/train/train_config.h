@@ -11,8 +11,8 @@ struct TrainConfig {
   // Model and data.
   std::string model = "tiny";            // preset name or HF model directory
   std::string data = "synthetic-copy";   // data source
-  std::int64_t copy_min_length = 16;     // synthetic copy task: length range of the random half
-  std::int64_t copy_max_length = 48;
+  std::int64_t copy_min_length = 63;     // synthetic copy task: length range of the random half
+  std::int64_t copy_max_length = 63;
   std::int64_t max_seq_length = 1024;
   bool packing = true;
   // Batch and optimization.
