@@ -1,0 +1,72 @@
+// Communicator: one process group and its collectives (DESIGN §2), with an MPI backend for the
+// CPU and, later, an NCCL backend for GPUs.
+//
+// Contracts:
+// - Collectives are called by every rank of the group in the same order (as MPI/NCCL require).
+// - Tensors are contiguous; element counts are in elements of the tensor's dtype (f32, bf16,
+//   i32, i64). Send and receive buffers must not overlap unless stated.
+// - Reductions on f32 are deterministic for a given group size (MPI reduces in rank order here:
+//   the MPI backend uses a fixed reduction order so results do not depend on timing).
+// - Errors (mismatched sizes, a failing MPI call) throw ulysses::Error naming the collective.
+// - A communicator is used from one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ulysses/core/tensor.h"
+
+namespace ulysses::comm {
+
+enum class ReduceOp { sum, max };
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string backend() const = 0;  // "mpi", "self", "nccl"
+  // World ranks of this group's members, in group rank order (for the printed plan).
+  virtual std::vector<int> world_ranks() const = 0;
+
+  // Equal splits: send and recv both hold size() chunks of numel / size() elements; chunk j of
+  // send goes to rank j, chunk i of recv came from rank i.
+  virtual void all_to_all(const Tensor& send, Tensor recv) = 0;
+  // Variable splits: send_counts[j] elements (consecutive, in rank order) go to rank j;
+  // recv_counts[i] elements arrive from rank i, stored consecutively in rank order.
+  virtual void all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts,
+                            Tensor recv, const std::vector<std::int64_t>& recv_counts) = 0;
+  // recv: size() * send.numel() elements, rank i's contribution at chunk i.
+  virtual void all_gather(const Tensor& send, Tensor recv) = 0;
+  // send: size() * recv.numel() elements; rank i receives the reduction of every rank's chunk i.
+  virtual void reduce_scatter(const Tensor& send, Tensor recv, ReduceOp op) = 0;
+  // In place.
+  virtual void all_reduce(Tensor data, ReduceOp op) = 0;
+  virtual void broadcast(Tensor data, int root) = 0;
+  virtual void send(const Tensor& data, int peer, int tag) = 0;
+  virtual void recv(Tensor data, int peer, int tag) = 0;
+  virtual void barrier() = 0;
+
+  // Collective over this group: ranks with the same color form a new group, ordered by key
+  // (then by rank).
+  virtual std::unique_ptr<Communicator> split(int color, int key) const = 0;
+};
+
+// A group of one process: every collective is a copy (or nothing). Needs no MPI.
+std::unique_ptr<Communicator> make_self_communicator();
+
+// MPI_COMM_WORLD, initializing MPI on first use (MPI_Init_thread, funneled) and finalizing it at
+// exit. Works without mpirun too (a singleton world of size 1).
+std::unique_ptr<Communicator> make_mpi_world();
+// True when the process was started by mpirun/srun with more than one rank (environment check,
+// no MPI call).
+bool launched_with_several_ranks();
+
+// Stops every rank of the job now (MPI_Abort when MPI is running, exit otherwise). Used after
+// an error that happened on some ranks only, where waiting for the others could hang.
+[[noreturn]] void abort_job(int exit_code);
+
+}  // namespace ulysses::comm
