@@ -1,18 +1,27 @@
 // Context: everything an op or a model call needs from its environment, passed explicitly
-// (no global mutable state). Cheap to copy; holds no owning resources yet. The CUDA backend
-// adds its streams, handles and allocator here; the MPI issue adds communicators.
+// (no global mutable state). Cheap to copy; shares (does not own exclusively) backend resources.
 #pragma once
+
+#include <memory>
 
 #include "ulysses/core/tensor.h"
 
 namespace ulysses {
 
+// Backend resources of a CUDA context (streams, events, library handles, caching allocator);
+// defined by the CUDA backend. Null on CPU.
+struct CudaResources;
+
 struct Context {
   Device device = Device::cpu();
+  // Element type of weights and activations in forward/backward: f32 on CPU (the exact
+  // reference), bf16 on CUDA. Weight gradients, master weights and optimizer state stay f32.
+  DType compute_dtype = DType::f32;
   // Token tile used by tiled ops (LM head + cross-entropy, MLP) to bound activation memory.
   std::int64_t loss_tile_tokens = 1024;
   // Query/key block size of the CPU blockwise attention.
   std::int64_t attention_block = 64;
+  std::shared_ptr<CudaResources> cuda;
 };
 
 }  // namespace ulysses

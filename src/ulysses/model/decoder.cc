@@ -12,22 +12,30 @@
 namespace ulysses::model {
 
 namespace {
-Tensor f32(const Shape& shape, Device device) { return Tensor::empty(shape, DType::f32, device); }
-Tensor zeros(const Shape& shape, Device device) {
-  return Tensor::zeros(shape, DType::f32, device);
-}
+// Activations and their gradients use the context's compute dtype (f32 on CPU, bf16 on CUDA).
+struct Alloc {
+  const Context& ctx;
+  Tensor empty(const Shape& shape) const {
+    return Tensor::empty(shape, ctx.compute_dtype, ctx.device);
+  }
+  Tensor zeros(const Shape& shape) const {
+    return Tensor::zeros(shape, ctx.compute_dtype, ctx.device);
+  }
+  // Normalization statistics stay f32 on every device.
+  Tensor stats(const Shape& shape) const { return Tensor::empty(shape, DType::f32, ctx.device); }
+};
 }  // namespace
 
 std::int64_t layer_activation_bytes(const ModelConfig& c, std::int64_t T) {
   const std::int64_t C = c.hidden_size, I = c.intermediate_size;
   const std::int64_t q = c.q_dim(), kv = c.kv_dim();
   std::int64_t floats = 0;
-  floats += 3 * T * C + 2 * T;             // x, xn1, x_mid; rstd1, rstd2
-  floats += T * C;                         // xn2
-  floats += T * (q + 2 * kv);              // q, k, v
-  floats += T * q;                         // att
-  floats += T * c.num_attention_heads;     // lse
-  floats += 3 * T * I;                     // gate, up, h
+  floats += 3 * T * C + 2 * T;          // x, xn1, x_mid; rstd1, rstd2
+  floats += T * C;                      // xn2
+  floats += T * (q + 2 * kv);           // q, k, v
+  floats += T * q;                      // att
+  floats += T * c.num_attention_heads;  // lse
+  floats += 3 * T * I;                  // gate, up, h
   if (c.qk_norm) floats += T * (q + kv) + T * (c.num_attention_heads + c.num_key_value_heads);
   return floats * 4;
 }
@@ -38,23 +46,23 @@ Decoder::Decoder(const ModelConfig& config, parallel::AttentionStrategy& attenti
 Tensor Decoder::layer_forward(const Context& ctx, const LayerWeights& w, const ops::RopeTable& rope,
                               const data::SequenceShard& shard, LayerActivations& a) const {
   const ModelConfig& c = config_;
-  const Device dev = a.x.device();
+  const Alloc alloc{ctx};
   const std::int64_t T = a.x.dim(0), C = c.hidden_size, I = c.intermediate_size;
   const std::int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads, D = c.head_dim;
 
   // Attention block.
-  a.rstd1 = f32({T}, dev);
-  a.xn1 = f32({T, C}, dev);
+  a.rstd1 = alloc.stats({T});
+  a.xn1 = alloc.empty({T, C});
   ops::rmsnorm_forward(ctx, a.x, w.input_norm, static_cast<float>(c.rms_norm_eps), a.xn1, a.rstd1);
-  a.q = f32({T, Hq, D}, dev);
-  a.k = f32({T, Hkv, D}, dev);
-  a.v = f32({T, Hkv, D}, dev);
+  a.q = alloc.empty({T, Hq, D});
+  a.k = alloc.empty({T, Hkv, D});
+  a.v = alloc.empty({T, Hkv, D});
   if (c.qk_norm) {
     // Projections go to q_raw/k_raw; q/k = RMSNorm over each head's D values.
-    a.q_raw = f32({T * Hq, D}, dev);
-    a.k_raw = f32({T * Hkv, D}, dev);
-    a.q_rstd = f32({T * Hq}, dev);
-    a.k_rstd = f32({T * Hkv}, dev);
+    a.q_raw = alloc.empty({T * Hq, D});
+    a.k_raw = alloc.empty({T * Hkv, D});
+    a.q_rstd = alloc.stats({T * Hq});
+    a.k_rstd = alloc.stats({T * Hkv});
     ops::linear_forward(ctx, a.xn1, w.q_proj, w.q_bias, a.q_raw.view({T, Hq * D}));
     ops::linear_forward(ctx, a.xn1, w.k_proj, w.k_bias, a.k_raw.view({T, Hkv * D}));
     const float eps = static_cast<float>(c.rms_norm_eps);
@@ -68,26 +76,26 @@ Tensor Decoder::layer_forward(const Context& ctx, const LayerWeights& w, const o
   ops::rope_forward(ctx, rope, a.q, a.q);
   ops::rope_forward(ctx, rope, a.k, a.k);
 
-  a.att = f32({T, Hq, D}, dev);
+  a.att = alloc.empty({T, Hq, D});
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   attention_.forward(ctx, shard, a.q, a.k, a.v, scale, a.att, a.att_saved);
 
-  a.x_mid = f32({T, C}, dev);
+  a.x_mid = alloc.empty({T, C});
   ops::linear_forward(ctx, a.att.view({T, Hq * D}), w.o_proj, w.o_bias, a.x_mid);
   ops::add_inplace(ctx, a.x_mid, a.x);
 
   // MLP block.
-  a.rstd2 = f32({T}, dev);
-  a.xn2 = f32({T, C}, dev);
+  a.rstd2 = alloc.stats({T});
+  a.xn2 = alloc.empty({T, C});
   ops::rmsnorm_forward(ctx, a.x_mid, w.post_norm, static_cast<float>(c.rms_norm_eps), a.xn2,
                        a.rstd2);
-  a.gate = f32({T, I}, dev);
-  a.up = f32({T, I}, dev);
-  a.h = f32({T, I}, dev);
+  a.gate = alloc.empty({T, I});
+  a.up = alloc.empty({T, I});
+  a.h = alloc.empty({T, I});
   ops::linear_forward(ctx, a.xn2, w.gate_proj, Tensor(), a.gate);
   ops::linear_forward(ctx, a.xn2, w.up_proj, Tensor(), a.up);
   ops::swiglu_forward(ctx, a.gate, a.up, a.h);
-  Tensor out = f32({T, C}, dev);
+  Tensor out = alloc.empty({T, C});
   ops::linear_forward(ctx, a.h, w.down_proj, Tensor(), out);
   ops::add_inplace(ctx, out, a.x_mid);
   return out;
@@ -97,46 +105,45 @@ Tensor Decoder::layer_backward(const Context& ctx, const LayerWeights& w, const 
                                const ops::RopeTable& rope, const data::SequenceShard& shard,
                                const LayerActivations& a, const Tensor& dout) const {
   const ModelConfig& c = config_;
-  const Device dev = a.x.device();
+  const Alloc alloc{ctx};
   const std::int64_t T = a.x.dim(0), C = c.hidden_size, I = c.intermediate_size;
   const std::int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads, D = c.head_dim;
 
   // MLP block: out = x_mid + down(swiglu(gate(xn2), up(xn2))).
   Tensor dx_mid = dout.clone();  // [T, C] residual path
-  Tensor dh = zeros({T, I}, dev);
+  Tensor dh = alloc.zeros({T, I});
   ops::linear_backward(ctx, a.h, w.down_proj, dout, dh, g.down_proj, Tensor());
-  Tensor dgate = zeros({T, I}, dev), dup = zeros({T, I}, dev);
+  Tensor dgate = alloc.zeros({T, I}), dup = alloc.zeros({T, I});
   ops::swiglu_backward(ctx, a.gate, a.up, dh, dgate, dup);
-  Tensor dxn2 = zeros({T, C}, dev);
+  Tensor dxn2 = alloc.zeros({T, C});
   ops::linear_backward(ctx, a.xn2, w.gate_proj, dgate, dxn2, g.gate_proj, Tensor());
   ops::linear_backward(ctx, a.xn2, w.up_proj, dup, dxn2, g.up_proj, Tensor());
   ops::rmsnorm_backward(ctx, a.x_mid, w.post_norm, a.rstd2, dxn2, dx_mid, g.post_norm);
 
   // Attention block: x_mid = x + o_proj(attention(rope(q), rope(k), v)).
   Tensor dx = dx_mid.clone();  // [T, C] residual path
-  Tensor datt = zeros({T, Hq, D}, dev);
+  Tensor datt = alloc.zeros({T, Hq, D});
   ops::linear_backward(ctx, a.att.view({T, Hq * D}), w.o_proj, dx_mid, datt.view({T, Hq * D}),
                        g.o_proj, g.o_bias);
-  Tensor dq = zeros({T, Hq, D}, dev), dk = zeros({T, Hkv, D}, dev), dv = zeros({T, Hkv, D}, dev);
+  Tensor dq = alloc.zeros({T, Hq, D}), dk = alloc.zeros({T, Hkv, D}), dv = alloc.zeros({T, Hkv, D});
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   attention_.backward(ctx, shard, a.q, a.k, a.v, scale, a.att, a.att_saved, datt, dq, dk, dv);
   // Undo RoPE: gradients w.r.t. the (normed) projections.
-  Tensor dq_pre = zeros({T, Hq, D}, dev), dk_pre = zeros({T, Hkv, D}, dev);
+  Tensor dq_pre = alloc.zeros({T, Hq, D}), dk_pre = alloc.zeros({T, Hkv, D});
   ops::rope_backward(ctx, rope, dq, dq_pre);
   ops::rope_backward(ctx, rope, dk, dk_pre);
   Tensor dq_proj = dq_pre, dk_proj = dk_pre;
   if (c.qk_norm) {
-    dq_proj = zeros({T * Hq, D}, dev);
-    dk_proj = zeros({T * Hkv, D}, dev);
+    dq_proj = alloc.zeros({T * Hq, D});
+    dk_proj = alloc.zeros({T * Hkv, D});
     ops::rmsnorm_backward(ctx, a.q_raw, w.q_norm, a.q_rstd, dq_pre.view({T * Hq, D}), dq_proj,
                           g.q_norm);
     ops::rmsnorm_backward(ctx, a.k_raw, w.k_norm, a.k_rstd, dk_pre.view({T * Hkv, D}), dk_proj,
                           g.k_norm);
   }
-  Tensor dxn1 = zeros({T, C}, dev);
+  Tensor dxn1 = alloc.zeros({T, C});
   ops::linear_backward(ctx, a.xn1, w.q_proj, dq_proj.view({T, Hq * D}), dxn1, g.q_proj, g.q_bias);
-  ops::linear_backward(ctx, a.xn1, w.k_proj, dk_proj.view({T, Hkv * D}), dxn1, g.k_proj,
-                       g.k_bias);
+  ops::linear_backward(ctx, a.xn1, w.k_proj, dk_proj.view({T, Hkv * D}), dxn1, g.k_proj, g.k_bias);
   ops::linear_backward(ctx, a.xn1, w.v_proj, dv.view({T, Hkv * D}), dxn1, g.v_proj, g.v_bias);
   ops::rmsnorm_backward(ctx, a.x, w.input_norm, a.rstd1, dxn1, dx, g.input_norm);
   return dx;
@@ -148,14 +155,14 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, const ModelWeights& w
   const ModelConfig& c = config_;
   const bool train = grad_scale != 0.0f;
   UL_CHECK(!train || g, "forward_backward: gradients requested but no gradient buffers given");
-  const Device dev = w.embed.device();
+  const Alloc alloc{ctx};
   const std::int64_t T = shard.local_length(), C = c.hidden_size;
   const auto L = static_cast<std::size_t>(c.num_hidden_layers);
 
   const ops::RopeTable rope = ops::rope_table(c.rope, c.head_dim, shard.position_ids);
 
   // x: [T, C] residual stream.
-  Tensor x = f32({T, C}, dev);
+  Tensor x = alloc.empty({T, C});
   ops::embedding_forward(ctx, shard.input_ids, w.embed, x);
   std::vector<LayerActivations> acts(L);
   for (std::size_t l = 0; l < L; ++l) {
@@ -168,15 +175,15 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, const ModelWeights& w
     }
   }
 
-  Tensor final_rstd = f32({T}, dev);
-  Tensor xf = f32({T, C}, dev);  // [T, C] final norm output
+  Tensor final_rstd = alloc.stats({T});
+  Tensor xf = alloc.empty({T, C});  // [T, C] final norm output
   ops::rmsnorm_forward(ctx, x, w.final_norm, static_cast<float>(c.rms_norm_eps), xf, final_rstd);
-  Tensor dxf = train ? zeros({T, C}, dev) : Tensor();
-  const ops::LossSum loss = ops::lm_head_cross_entropy(ctx, xf, w.lm_head, shard.shift_labels,
-                                                       grad_scale, dxf, train ? g->lm_head : Tensor());
+  Tensor dxf = train ? alloc.zeros({T, C}) : Tensor();
+  const ops::LossSum loss = ops::lm_head_cross_entropy(
+      ctx, xf, w.lm_head, shard.shift_labels, grad_scale, dxf, train ? g->lm_head : Tensor());
   if (!train) return loss;
 
-  Tensor dx = zeros({T, C}, dev);
+  Tensor dx = alloc.zeros({T, C});
   ops::rmsnorm_backward(ctx, x, w.final_norm, final_rstd, dxf, dx, g->final_norm);
   for (std::size_t l = L; l-- > 0;) {
     if (options.gradient_checkpointing) layer_forward(ctx, w.layers[l], rope, shard, acts[l]);

@@ -3,15 +3,11 @@
 
 #include <cstdint>
 
+#include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/attention.h"
 
 namespace ulysses::ops {
 namespace {
-
-void check_device(const Context& ctx, const Tensor& t, const char* name) {
-  UL_CHECK(t.device() == ctx.device, name, " is on ", t.device().str(),
-           " but the context device is ", ctx.device.str());
-}
 
 // Checks q, k, v, cu_seqlens and the block size; returns the shape for the kernels.
 cpu::AttentionShape check_inputs(const Context& ctx, const Tensor& q, const Tensor& k,
@@ -36,10 +32,10 @@ cpu::AttentionShape check_inputs(const Context& ctx, const Tensor& q, const Tens
            shape_str(cu_seqlens.shape()));
   UL_CHECK(ctx.attention_block > 0, "attention: ctx.attention_block must be positive, got ",
            ctx.attention_block);
-  check_device(ctx, q, "attention: q");
-  check_device(ctx, k, "attention: k");
-  check_device(ctx, v, "attention: v");
-  check_device(ctx, cu_seqlens, "attention: cu_seqlens");
+  check_on_context_device(ctx, q, "attention: q");
+  check_on_context_device(ctx, k, "attention: k");
+  check_on_context_device(ctx, v, "attention: v");
+  check_on_context_device(ctx, cu_seqlens, "attention: cu_seqlens");
 
   // cu_seqlens values (read on the host).
   const Tensor cu_host = cu_seqlens.device().is_cpu() ? cu_seqlens : cu_seqlens.to(Device::cpu());
@@ -64,8 +60,8 @@ void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, con
   check_dtype(lse, DType::f32, "attention_forward: lse");
   check_shape(out, q.shape(), "attention_forward: out");
   check_shape(lse, {shape.query_heads, shape.tokens}, "attention_forward: lse");
-  check_device(ctx, out, "attention_forward: out");
-  check_device(ctx, lse, "attention_forward: lse");
+  check_on_context_device(ctx, out, "attention_forward: out");
+  check_on_context_device(ctx, lse, "attention_forward: lse");
 
   if (ctx.device.is_cpu()) {
     cpu::attention_forward(shape, q.data<float>(), k.data<float>(), v.data<float>(),
@@ -92,11 +88,11 @@ void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, co
   for (const auto& other : others) {
     check_dtype(other.tensor, DType::f32, other.name);
     check_shape(other.tensor, other.shape, other.name);
-    check_device(ctx, other.tensor, other.name);
+    check_on_context_device(ctx, other.tensor, other.name);
   }
   check_dtype(lse, DType::f32, "attention_backward: lse");
   check_shape(lse, {shape.query_heads, shape.tokens}, "attention_backward: lse");
-  check_device(ctx, lse, "attention_backward: lse");
+  check_on_context_device(ctx, lse, "attention_backward: lse");
 
   if (ctx.device.is_cpu()) {
     cpu::attention_backward(shape, q.data<float>(), k.data<float>(), v.data<float>(),

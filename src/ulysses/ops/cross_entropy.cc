@@ -1,6 +1,7 @@
 #include "ulysses/ops/cross_entropy.h"
 
 #include "ulysses/core/error.h"
+#include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/cross_entropy.h"
 
 namespace ulysses::ops {
@@ -27,10 +28,8 @@ LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor&
   check_shape(labels, {num_tokens}, "lm_head_cross_entropy: labels");
   UL_CHECK(x.device() == ctx.device, "lm_head_cross_entropy: x is on ", x.device().str(),
            " but ctx.device is ", ctx.device.str());
-  UL_CHECK(weight.device() == ctx.device, "lm_head_cross_entropy: weight is on ",
-           weight.device().str(), " but ctx.device is ", ctx.device.str());
-  UL_CHECK(labels.device() == ctx.device, "lm_head_cross_entropy: labels is on ",
-           labels.device().str(), " but ctx.device is ", ctx.device.str());
+  check_on_context_device(ctx, weight, "lm_head_cross_entropy: weight");
+  check_on_context_device(ctx, labels, "lm_head_cross_entropy: labels");
   if (grad_scale != 0.0f) {
     UL_CHECK(dx.defined(), "lm_head_cross_entropy: dx is undefined but grad_scale = ", grad_scale);
     UL_CHECK(dweight.defined(),
@@ -41,8 +40,7 @@ LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor&
     check_shape(dweight, weight.shape(), "lm_head_cross_entropy: dweight");
     UL_CHECK(dx.device() == ctx.device, "lm_head_cross_entropy: dx is on ", dx.device().str(),
              " but ctx.device is ", ctx.device.str());
-    UL_CHECK(dweight.device() == ctx.device, "lm_head_cross_entropy: dweight is on ",
-             dweight.device().str(), " but ctx.device is ", ctx.device.str());
+    check_on_context_device(ctx, dweight, "lm_head_cross_entropy: dweight");
   }
   if (ctx.device.is_cpu())
     return cpu::lm_head_cross_entropy(ctx.loss_tile_tokens, x, weight, labels, grad_scale, dx,

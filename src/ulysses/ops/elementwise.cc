@@ -1,17 +1,9 @@
 #include "ulysses/ops/elementwise.h"
 
+#include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/elementwise.h"
 
 namespace ulysses::ops {
-namespace {
-
-void check_on_context_device(const Context& ctx, const Tensor& t, const char* name) {
-  UL_CHECK(t.device() == ctx.device, name, " is on ", t.device().str(),
-           " but the context device is ", ctx.device.str());
-}
-
-}  // namespace
-
 void add_inplace(const Context& ctx, Tensor y, const Tensor& x) {
   check_dtype(y, DType::f32, "add_inplace: y");
   check_dtype(x, DType::f32, "add_inplace: x");

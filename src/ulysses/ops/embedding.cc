@@ -1,14 +1,10 @@
 #include "ulysses/ops/embedding.h"
 
+#include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/embedding.h"
 
 namespace ulysses::ops {
 namespace {
-
-void check_on_context_device(const Context& ctx, const Tensor& t, const char* name) {
-  UL_CHECK(t.device() == ctx.device, name, " is on ", t.device().str(),
-           " but the context device is ", ctx.device.str());
-}
 
 // ids: [T] i32 on the CPU; throws a user-facing error for the first id outside [0, V).
 void check_ids_in_vocabulary(const Tensor& ids, std::int64_t vocab_size) {

@@ -2,15 +2,11 @@
 
 #include <limits>
 
+#include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/linear.h"
 
 namespace ulysses::ops {
 namespace {
-
-void check_on_context_device(const Context& ctx, const Tensor& t, const char* name) {
-  UL_CHECK(t.device() == ctx.device, name, " is on ", t.device().str(),
-           " but the context device is ", ctx.device.str());
-}
 
 // x: a 2-D f32 matrix whose dimensions fit BLAS's int.
 void check_matrix(const Tensor& x, const char* name, const char* expected) {

@@ -1,14 +1,10 @@
 #include "ulysses/ops/rmsnorm.h"
 
+#include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/rmsnorm.h"
 
 namespace ulysses::ops {
 namespace {
-
-void check_on_context_device(const Context& ctx, const Tensor& t, const char* name) {
-  UL_CHECK(t.device() == ctx.device, name, " is on ", t.device().str(),
-           " but the context device is ", ctx.device.str());
-}
 
 // x: [..., C] f32 with C > 0; returns C.
 std::int64_t check_rows(const Tensor& x, const char* name) {

@@ -3,15 +3,11 @@
 #include <cmath>
 #include <numbers>
 
+#include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/rope.h"
 
 namespace ulysses::ops {
 namespace {
-
-void check_on_context_device(const Context& ctx, const Tensor& t, const char* name) {
-  UL_CHECK(t.device() == ctx.device, name, " is on ", t.device().str(),
-           " but the context device is ", ctx.device.str());
-}
 
 void check_head_dim(std::int64_t head_dim, const char* where) {
   UL_CHECK(head_dim > 0 && head_dim % 2 == 0, where, ": head_dim is ", head_dim,

@@ -1,17 +1,9 @@
 #include "ulysses/ops/swiglu.h"
 
+#include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/swiglu.h"
 
 namespace ulysses::ops {
-namespace {
-
-void check_on_context_device(const Context& ctx, const Tensor& t, const char* name) {
-  UL_CHECK(t.device() == ctx.device, name, " is on ", t.device().str(),
-           " but the context device is ", ctx.device.str());
-}
-
-}  // namespace
-
 void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor out) {
   check_dtype(gate, DType::f32, "swiglu_forward: gate");
   UL_CHECK(gate.ndim() == 2, "swiglu_forward: gate has shape ", shape_str(gate.shape()),
