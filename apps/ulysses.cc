@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "ulysses/comm/communicator.h"
 #include "ulysses/core/error.h"
 #include "ulysses/model/config.h"
 #include "ulysses/model/memory_plan.h"
@@ -54,6 +55,8 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_option("--loss-tile-tokens", c.loss_tile_tokens,
                  "Tokens per tile of the fused LM head + cross-entropy")->capture_default_str();
   cmd.add_option("--sp-size", c.sp_size, "Sequence-parallel degree")->capture_default_str();
+  cmd.add_option("--sp-backend", c.sp_backend, "Attention strategy when sp > 1 (ulysses)")
+      ->capture_default_str();
   cmd.add_option("--dp-shard-size", c.dp_shard_size,
                  "ZeRO sharding degree (0: world / (sp x dp_replicate))")->capture_default_str();
   cmd.add_option("--dp-replicate-size", c.dp_replicate_size, "Replica degree")
@@ -100,6 +103,8 @@ std::vector<std::string> expand_config(CLI::App& train, std::vector<std::string>
   expanded.insert(expanded.end(), args.begin(), args.end());
   return expanded;
 }
+
+int run_train(const TrainConfig& config);
 
 int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
              double memory_gib, const std::string& precision) {
@@ -174,18 +179,57 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  if (*info) {
+    try {
+      return run_info(info_model, info_seq, info_checkpointing, info_memory_gib, info_precision);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      return 1;
+    }
+  }
+  return run_train(train_config);
+}
+
+namespace {
+
+// Agrees over the world on whether any rank failed setup. The lowest failing rank prints its
+// message (once for the job: every rank usually fails the same way), every rank returns true.
+bool any_rank_failed(ulysses::comm::Communicator& world, const std::string& error) {
+  using ulysses::Tensor;
+  Tensor flag = Tensor::from_ints({error.empty() ? 0 : world.size() - world.rank()}, {1});
+  world.all_reduce(flag, ulysses::comm::ReduceOp::max);
+  const int lowest_failing = world.size() - flag.data<std::int32_t>()[0];
+  if (flag.data<std::int32_t>()[0] == 0) return false;
+  if (world.rank() == lowest_failing)
+    std::fprintf(stderr, "error: %s%s\n", error.c_str(),
+                 world.size() > 1 ? (" (rank " + std::to_string(world.rank()) + ")").c_str() : "");
+  return true;
+}
+
+int run_train(const TrainConfig& config) {
+  std::unique_ptr<ulysses::comm::Communicator> world;
   try {
-    if (*info) return run_info(info_model, info_seq, info_checkpointing, info_memory_gib,
-                               info_precision);
-    ulysses::train::Trainer trainer(train_config);
-    const auto history = trainer.run();
-    (void)history;
-    return 0;
-  } catch (const ulysses::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
+    world = ulysses::comm::make_mpi_world();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
+  // Setup: every rank validates the same inputs; failures are agreed on, so all ranks stop.
+  std::unique_ptr<ulysses::train::Trainer> trainer;
+  std::string error;
+  try {
+    trainer = std::make_unique<ulysses::train::Trainer>(config, *world);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (any_rank_failed(*world, error)) return 1;
+  // Training: an error on one rank cannot be agreed on (the others may be inside a
+  // collective), so the rank that failed prints it and stops the whole job.
+  try {
+    trainer->run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error (rank %d): %s\n", world->rank(), e.what());
+    ulysses::comm::abort_job(1);
+  }
+  return 0;
 }

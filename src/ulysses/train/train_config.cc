@@ -43,13 +43,17 @@ void validate(const TrainConfig& c) {
   positive(c.sp_size, "--sp-size");
   positive(c.dp_replicate_size, "--dp-replicate-size");
   if (c.dp_shard_size < 0) UL_FAIL("--dp-shard-size must be >= 1 (or 0 for automatic)");
-  if (c.sp_size != 1 || c.dp_replicate_size != 1 || c.dp_shard_size > 1)
-    UL_FAIL("sequence and data parallelism need MPI ranks, which this build does not run yet: "
-            "use --sp-size 1 --dp-shard-size 1 --dp-replicate-size 1");
+  if (c.sp_backend != "ulysses")
+    UL_FAIL("--sp-backend '", c.sp_backend, "' is not supported (available: ulysses)");
+  if (c.packing && c.max_seq_length % c.sp_size != 0)
+    UL_FAIL("--max-seq-length ", c.max_seq_length, " is not a multiple of --sp-size ", c.sp_size,
+            ": packed sequences have exactly that length and each SP rank takes 1/sp of it; use "
+            "--max-seq-length ", (c.max_seq_length + c.sp_size - 1) / c.sp_size * c.sp_size);
   if (c.zero_stage < 0 || c.zero_stage > 3)
     UL_FAIL("--zero-stage must be 0, 1, 2 or 3 (got ", c.zero_stage, ")");
   if (c.zero_stage != 0)
-    UL_FAIL("--zero-stage ", c.zero_stage, " needs several ranks; on one rank use --zero-stage 0");
+    UL_FAIL("--zero-stage ", c.zero_stage,
+            " is not available yet (ZeRO sharding is the next milestone); use --zero-stage 0");
 }
 
 }  // namespace ulysses::train

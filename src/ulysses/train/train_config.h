@@ -32,11 +32,12 @@ struct TrainConfig {
   bool gradient_checkpointing = false;
   std::string attn_implementation = "auto";
   std::int64_t loss_tile_tokens = 1024;
-  // Parallelism (sequence parallel and ZeRO arrive in later issues: must be 1 / 0 for now).
+  // Parallelism: world = dp_replicate_size x dp_shard_size x sp_size (ranks of mpirun/srun).
   std::int64_t sp_size = 1;
+  std::string sp_backend = "ulysses";  // attention strategy when sp_size > 1
   std::int64_t dp_shard_size = 0;  // 0 = world / (sp_size * dp_replicate_size)
   std::int64_t dp_replicate_size = 1;
-  std::int64_t zero_stage = 0;
+  std::int64_t zero_stage = 0;  // ZeRO arrives in a later issue: must be 0 for now
   std::string device = "cpu";  // cpu | cuda | auto
   // Output.
   std::string output_dir = "runs/ulysses";
@@ -48,6 +49,8 @@ struct TrainConfig {
 };
 
 // Throws Error naming the first invalid option (as its command-line flag) and the fix.
+// Checks what needs neither the model nor the world size (see parallel::resolve_parallel_config
+// for the layout checks).
 void validate(const TrainConfig& config);
 
 }  // namespace ulysses::train

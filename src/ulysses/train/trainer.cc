@@ -1,6 +1,7 @@
 #include "ulysses/train/trainer.h"
 
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <sstream>
 
@@ -30,8 +31,19 @@ Device resolve_device(const std::string& device) {
 
 }  // namespace
 
-Trainer::Trainer(const TrainConfig& config)
-    : config_((validate(config), config)),
+Trainer::Trainer(const TrainConfig& config) : Trainer(config, comm::make_self_communicator()) {}
+
+Trainer::Trainer(const TrainConfig& config, std::unique_ptr<comm::Communicator> world)
+    : Trainer(config, *world, std::move(world)) {}
+
+Trainer::Trainer(const TrainConfig& config, comm::Communicator& world)
+    : Trainer(config, world, nullptr) {}
+
+Trainer::Trainer(const TrainConfig& config, comm::Communicator& world,
+                 std::unique_ptr<comm::Communicator> owned)
+    : own_world_(std::move(owned)),
+      world_(world),
+      config_((validate(config), config)),
       model_config_(model::resolve_model_config(config.model)),
       params_(model_config_, resolve_device(config.device)),
       grads_(model_config_, params_.flat().front().device()),
@@ -43,6 +55,9 @@ Trainer::Trainer(const TrainConfig& config)
             model_config_.sliding_window, ") and --max-seq-length ", config_.max_seq_length,
             " exceeds it; sliding windows are not supported: use --max-seq-length <= ",
             model_config_.sliding_window);
+  const parallel::ParallelConfig layout = parallel::resolve_parallel_config(
+      {config_.sp_size, config_.dp_shard_size, config_.dp_replicate_size}, world_.size(),
+      model_config_);
 
   if (io::has_hf_weights(config_.model)) {
     io::load_hf_weights(config_.model, params_);
@@ -70,9 +85,16 @@ Trainer::Trainer(const TrainConfig& config)
   packing.pad_multiple = config_.sp_size;
   packer_ = std::make_unique<data::Packer>(*source_, packing);
 
-  attention_ = parallel::make_local_attention();
+  // Collective from here on: every rank reaches this point (errors above are the same on all).
+  mesh_ = std::make_unique<parallel::Mesh>(world_, layout);
+  if (mesh_->sp_size() > 1) {
+    attention_ = parallel::make_ulysses_attention(mesh_->sp_group(), model_config_.num_attention_heads,
+                                                  model_config_.num_key_value_heads);
+  } else {
+    attention_ = parallel::make_local_attention();
+  }
   decoder_ = std::make_unique<model::Decoder>(model_config_, *attention_);
-  metrics_ = std::make_unique<MetricsWriter>(config_.output_dir);
+  metrics_ = std::make_unique<MetricsWriter>(is_main() ? config_.output_dir : std::string());
 }
 
 Trainer::~Trainer() = default;
@@ -84,19 +106,23 @@ std::string Trainer::plan() const {
       << " layers, hidden " << c.hidden_size << ", heads " << c.num_attention_heads << "/"
       << c.num_key_value_heads << " kv, head_dim " << c.head_dim << ", vocab " << c.vocab_size
       << ", " << model::parameter_count(c) << " parameters)\n";
-  out << "mesh: world 1 = dp_replicate 1 x dp_shard 1 x sp 1 (rank 0 holds everything)\n";
+  out << mesh_->describe();
   out << "data: " << source_->describe() << ", " << (config_.packing ? "packed" : "unpacked")
       << " into sequences of " << config_.max_seq_length << " tokens\n";
-  out << "batch: " << config_.per_device_train_batch_size << " sequences x "
-      << config_.gradient_accumulation_steps << " accumulation steps = "
-      << config_.per_device_train_batch_size * config_.gradient_accumulation_steps
-      << " sequences per optimizer step\n";
+  out << "batch: " << config_.per_device_train_batch_size << " sequences per SP group x "
+      << mesh_->dp_size() << " data-parallel groups x " << config_.gradient_accumulation_steps
+      << " accumulation steps = " << global_batch_sequences() << " sequences per optimizer step\n";
   model::MemoryPlanInput in;
-  in.tokens_per_device = config_.max_seq_length;
+  in.tokens_per_device = config_.max_seq_length / config_.sp_size;
   in.gradient_checkpointing = config_.gradient_checkpointing;
   in.loss_tile_tokens = config_.loss_tile_tokens;
   out << model::format_memory_plan(model::plan_memory(c, in), in);
   return out.str();
+}
+
+std::int64_t Trainer::global_batch_sequences() const {
+  return config_.per_device_train_batch_size * mesh_->dp_size() *
+         config_.gradient_accumulation_steps;
 }
 
 StepMetrics Trainer::train_step(std::int64_t step) {
@@ -105,21 +131,41 @@ StepMetrics Trainer::train_step(std::int64_t step) {
   m.step = step;
   m.max_steps = config_.max_steps;
 
-  // The whole global batch of the step is packed first, so N is known before any backward.
-  std::vector<data::PackedSequence> sequences;
-  const std::int64_t count = config_.per_device_train_batch_size * config_.gradient_accumulation_steps;
+  // Every rank packs the whole global batch of the step (a function of the data position
+  // alone), then takes its sequences: micro-step a, data-parallel group d, sequence b of
+  // B = per_device_train_batch_size is sequence (a * D + d) * B + b. Its SP rank takes 1/P of
+  // each sequence's tokens.
+  std::vector<data::PackedSequence> batch;
   double flops = 0;
-  for (std::int64_t i = 0; i < count; ++i) {
-    sequences.push_back(packer_->next());
-    m.tokens += sequences.back().length();
-    m.padding_tokens += sequences.back().padding_tokens;
-    m.valid_labels += sequences.back().valid_labels();
-    flops += model::sequence_flops(model_config_, sequences.back().cu_seqlens);
+  for (std::int64_t i = 0; i < global_batch_sequences(); ++i) {
+    batch.push_back(packer_->next());
+    m.tokens += batch.back().length();
+    m.padding_tokens += batch.back().padding_tokens;
+    flops += model::sequence_flops(model_config_, batch.back().cu_seqlens);
   }
+  const std::int64_t B = config_.per_device_train_batch_size, D = mesh_->dp_size();
+  const std::int64_t P = mesh_->sp_size(), r = mesh_->sp_rank();
+  std::vector<data::SequenceShard> shards;
+  std::int64_t local_labels = 0;
+  for (std::int64_t a = 0; a < config_.gradient_accumulation_steps; ++a) {
+    for (std::int64_t b = 0; b < B; ++b) {
+      const auto& sequence = batch[static_cast<std::size_t>((a * D + mesh_->dp_index()) * B + b)];
+      const std::int64_t T = sequence.length() / P;
+      shards.push_back(data::make_shard(sequence, r * T, (r + 1) * T));
+      for (std::int64_t t = r * T; t < (r + 1) * T; ++t)
+        local_labels += sequence.shift_labels[static_cast<std::size_t>(t)] != ops::kIgnoreIndex;
+    }
+  }
+  // N: valid labels of the whole step over every rank, known before any backward.
+  Tensor count = Tensor::empty({1}, DType::i64);
+  count.data<std::int64_t>()[0] = local_labels;
+  world_.all_reduce(count, comm::ReduceOp::sum);
+  m.valid_labels = count.data<std::int64_t>()[0];
   m.learning_rate = learning_rate_at(schedule_, step - 1);
 
   if (m.valid_labels == 0) {
-    log_warn("step ", step, ": the global batch has no valid labels; step skipped (no update)");
+    if (is_main())
+      log_warn("step ", step, ": the global batch has no valid labels; step skipped (no update)");
     m.skipped = true;
   } else {
     grads_.zero();
@@ -128,14 +174,15 @@ StepMetrics Trainer::train_step(std::int64_t step) {
     const float grad_scale = static_cast<float>(1.0 / static_cast<double>(m.valid_labels));
     model::StepOptions options;
     options.gradient_checkpointing = config_.gradient_checkpointing;
+    // Ranks whose shards hold no valid label still run: the all-to-alls need every SP rank.
     double loss_sum = 0;
-    for (const auto& sequence : sequences) {
-      const auto shard = data::make_full_shard(sequence);
-      loss_sum += decoder_->forward_backward(ctx_, weights, &grads, shard,
-                                             grad_scale, options)
+    for (const auto& shard : shards)
+      loss_sum += decoder_->forward_backward(ctx_, weights, &grads, shard, grad_scale, options)
                       .loss_sum;
-    }
-    m.loss = loss_sum / static_cast<double>(m.valid_labels);
+    m.loss = sum_over_ranks(loss_sum) / static_cast<double>(m.valid_labels);
+    // Weight gradients are partial sums over each rank's tokens: reduce over the world.
+    if (world_.size() > 1)
+      for (auto& flat : grads_.flat()) world_.all_reduce(flat, comm::ReduceOp::sum);
     m.grad_norm = gradient_norm(ctx_, grads_);
     clip_gradients(ctx_, grads_, m.grad_norm, config_.max_grad_norm);
     optimizer_.step(ctx_, params_, grads_, static_cast<float>(m.learning_rate));
@@ -143,26 +190,42 @@ StepMetrics Trainer::train_step(std::int64_t step) {
 
   m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   m.tokens_per_s = static_cast<double>(m.tokens) / m.seconds;
-  m.tflops_per_device = flops / m.seconds / 1e12;
+  m.tflops_per_device = flops / world_.size() / m.seconds / 1e12;
   m.peak_mem_bytes = host_peak_memory_bytes();
   return m;
 }
 
+double Trainer::sum_over_ranks(double value) const {
+  // Exact and deterministic: gather every rank's double (as its bits) and add in rank order.
+  Tensor mine = Tensor::empty({1}, DType::i64);
+  std::memcpy(mine.data<std::int64_t>(), &value, sizeof value);
+  Tensor all = Tensor::empty({world_.size()}, DType::i64);
+  world_.all_gather(mine, all);
+  double sum = 0;
+  for (int i = 0; i < world_.size(); ++i) {
+    double v;
+    std::memcpy(&v, all.data<std::int64_t>() + i, sizeof v);
+    sum += v;
+  }
+  return sum;
+}
+
 void Trainer::save(const std::filesystem::path& dir) const {
+  if (!is_main()) return;
   const DType dtype = config_.save_dtype == "bfloat16" ? DType::bf16 : DType::f32;
   io::save_hf_checkpoint(dir, params_, dtype);
   if (!config_.quiet) std::printf("saved %s\n", dir.string().c_str());
 }
 
 std::vector<StepMetrics> Trainer::run() {
-  if (!config_.quiet) std::printf("%s", plan().c_str());
+  if (!config_.quiet && is_main()) std::printf("%s", plan().c_str());
   std::vector<StepMetrics> history;
   for (std::int64_t step = 1; step <= config_.max_steps; ++step) {
     history.push_back(train_step(step));
     const StepMetrics& m = history.back();
     if (step == 1 || step % config_.logging_steps == 0 || step == config_.max_steps) {
       metrics_->write(m);
-      if (!config_.quiet) {
+      if (!config_.quiet && is_main()) {
         std::printf("%s\n", progress_line(m).c_str());
         std::fflush(stdout);
       }

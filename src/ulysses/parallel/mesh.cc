@@ -1,0 +1,68 @@
+#include "ulysses/parallel/mesh.h"
+
+#include <sstream>
+
+#include "ulysses/core/error.h"
+
+namespace ulysses::parallel {
+
+ParallelConfig resolve_parallel_config(const ParallelConfig& in, int world_size,
+                                       const model::ModelConfig& model) {
+  ParallelConfig c = in;
+  if (c.sp_size < 1) UL_FAIL("--sp-size must be >= 1 (got ", c.sp_size, ")");
+  if (c.dp_replicate_size < 1)
+    UL_FAIL("--dp-replicate-size must be >= 1 (got ", c.dp_replicate_size, ")");
+  if (c.dp_shard_size < 0) UL_FAIL("--dp-shard-size must be >= 1, or 0 for automatic");
+  if (c.dp_shard_size == 0) {
+    const std::int64_t groups = c.sp_size * c.dp_replicate_size;
+    if (world_size % groups != 0)
+      UL_FAIL("world size ", world_size, " is not divisible by --sp-size ", c.sp_size,
+              " x --dp-replicate-size ", c.dp_replicate_size,
+              "; launch a multiple of ", groups, " ranks or change the sizes");
+    c.dp_shard_size = world_size / groups;
+  }
+  const std::int64_t product = c.dp_replicate_size * c.dp_shard_size * c.sp_size;
+  if (product != world_size)
+    UL_FAIL("--dp-replicate-size ", c.dp_replicate_size, " x --dp-shard-size ", c.dp_shard_size,
+            " x --sp-size ", c.sp_size, " = ", product, " but the job has ", world_size,
+            " ranks; make the product equal the number of ranks (or leave --dp-shard-size "
+            "unset to derive it)");
+  const std::int64_t heads = model.num_attention_heads, kv = model.num_key_value_heads;
+  if (heads % c.sp_size != 0) {
+    std::ostringstream ok;
+    for (std::int64_t p = 1; p <= heads; ++p)
+      if (heads % p == 0 && (kv % p == 0 || p % kv == 0)) ok << (ok.tellp() ? ", " : "") << p;
+    UL_FAIL("--sp-size ", c.sp_size, " does not divide num_attention_heads ", heads,
+            " (Ulysses gives each SP rank heads/sp heads); sp sizes that work: ", ok.str());
+  }
+  if (kv % c.sp_size != 0 && c.sp_size % kv != 0)
+    UL_FAIL("--sp-size ", c.sp_size, " and num_key_value_heads ", kv,
+            ": kv heads must be divisible by sp (split) or divide sp (replicated); choose an sp "
+            "size that is a divisor or a multiple of ", kv);
+  return c;
+}
+
+Mesh::Mesh(comm::Communicator& world, const ParallelConfig& config)
+    : world_(world), config_(config) {
+  const int sp = static_cast<int>(config.sp_size);
+  UL_CHECK(config.sp_size * config.dp_shard_size * config.dp_replicate_size == world.size(),
+           "mesh sizes do not multiply to the world size (resolve the config first)");
+  sp_group_ = world.split(world.rank() / sp, world.rank() % sp);
+}
+
+std::string Mesh::describe() const {
+  std::ostringstream out;
+  const int sp = static_cast<int>(config_.sp_size);
+  out << "mesh: world " << world_.size() << " = dp_replicate " << config_.dp_replicate_size
+      << " x dp_shard " << config_.dp_shard_size << " x sp " << sp << "\n";
+  out << "  sp groups (ranks that split one sequence):";
+  for (int g = 0; g < world_.size() / sp; ++g) {
+    out << " [";
+    for (int r = 0; r < sp; ++r) out << (r ? " " : "") << g * sp + r;
+    out << "]";
+  }
+  out << "\n  gradients: all-reduced over all " << world_.size() << " ranks\n";
+  return out.str();
+}
+
+}  // namespace ulysses::parallel

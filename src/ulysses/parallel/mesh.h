@@ -1,0 +1,56 @@
+// Mesh: how the world's ranks are arranged. world = dp_replicate x dp_shard x sp.
+//
+// Ranks of one SP group are contiguous: rank = (replica * dp_shard + shard) * sp + sp_rank.
+// The P ranks of an SP group hold the same sequences (each its own 1/P of the tokens) and the
+// same weights; the D = dp_shard * dp_replicate SP groups see different sequences. Weight
+// gradients are partial sums over every rank's tokens, so they are reduced over the whole world
+// (ZeRO shards over dp_shard x sp; replicas add an outer all-reduce — see docs/parallelism.md).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "ulysses/comm/communicator.h"
+#include "ulysses/model/config.h"
+
+namespace ulysses::parallel {
+
+struct ParallelConfig {
+  std::int64_t sp_size = 1;
+  std::int64_t dp_shard_size = 0;  // 0 = world / (sp_size * dp_replicate_size)
+  std::int64_t dp_replicate_size = 1;
+};
+
+// Checks the layout against the world size and the model; throws Error with a message naming
+// the option and how to fix it (product != world size; attention heads not divisible by sp,
+// listing the sp sizes that work; kv heads neither divisible by sp nor dividing it).
+// Returns the config with dp_shard_size resolved.
+ParallelConfig resolve_parallel_config(const ParallelConfig& config, int world_size,
+                                       const model::ModelConfig& model);
+
+class Mesh {
+ public:
+  // Collective over `world`: splits it into the groups of the layout.
+  Mesh(comm::Communicator& world, const ParallelConfig& config);
+
+  comm::Communicator& world() const { return world_; }
+  comm::Communicator& sp_group() const { return *sp_group_; }
+  const ParallelConfig& config() const { return config_; }
+  int sp_rank() const { return sp_group_->rank(); }
+  int sp_size() const { return sp_group_->size(); }
+  // Index of this rank's SP group among the D = dp_shard * dp_replicate data-parallel groups.
+  int dp_index() const { return world_.rank() / static_cast<int>(config_.sp_size); }
+  int dp_size() const {
+    return static_cast<int>(config_.dp_shard_size * config_.dp_replicate_size);
+  }
+  // Human-readable layout: which world ranks form each group.
+  std::string describe() const;
+
+ private:
+  comm::Communicator& world_;
+  ParallelConfig config_;
+  std::unique_ptr<comm::Communicator> sp_group_;
+};
+
+}  // namespace ulysses::parallel

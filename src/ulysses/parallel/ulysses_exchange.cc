@@ -1,0 +1,57 @@
+#include "ulysses/parallel/ulysses_exchange.h"
+
+#include "ulysses/core/error.h"
+#include "ulysses/ops/head_chunks.h"
+
+namespace ulysses::parallel {
+
+Tensor sequence_to_heads(const Context& ctx, comm::Communicator& group, const Tensor& x,
+                         const std::vector<std::int64_t>& first_head, std::int64_t chunk) {
+  const std::int64_t P = group.size(), T = x.dim(0), D = x.dim(2);
+  UL_CHECK(static_cast<std::int64_t>(first_head.size()) == P, "sequence_to_heads: ",
+           first_head.size(), " head chunks for a group of ", P);
+  // send: [P, T, chunk, D], block j = the heads of rank j.
+  Tensor send = Tensor::empty({P, T, chunk, D}, x.dtype(), x.device());
+  ops::gather_head_chunks(ctx, x, first_head, chunk, send);
+  // recv block i = rank i's tokens [i T, (i + 1) T) of my heads: [S, chunk, D] in order.
+  Tensor recv = Tensor::empty({P * T, chunk, D}, x.dtype(), x.device());
+  group.all_to_all(send.view({send.numel()}), recv.view({recv.numel()}));
+  return recv;
+}
+
+void heads_to_sequence(const Context& ctx, comm::Communicator& group, const Tensor& x_heads,
+                       const std::vector<std::int64_t>& first_head, std::int64_t chunk, Tensor x,
+                       bool accumulate) {
+  const std::int64_t P = group.size(), T = x.dim(0), D = x.dim(2);
+  check_shape(x_heads, {P * T, chunk, D}, "heads_to_sequence: x_heads");
+  // send block j = tokens of rank j (x_heads is already in that order); recv block i = my
+  // tokens of rank i's heads.
+  Tensor recv = Tensor::empty({P, T, chunk, D}, x_heads.dtype(), x_heads.device());
+  group.all_to_all(x_heads.view({x_heads.numel()}), recv.view({recv.numel()}));
+  ops::scatter_head_chunks(ctx, recv, first_head, chunk, x, accumulate);
+}
+
+HeadChunks query_head_chunks(std::int64_t num_heads, std::int64_t sp) {
+  UL_CHECK(num_heads % sp == 0, "Ulysses: ", num_heads, " attention heads are not divisible by sp ",
+           sp);
+  HeadChunks c;
+  c.chunk = num_heads / sp;
+  for (std::int64_t j = 0; j < sp; ++j) c.first_head.push_back(j * c.chunk);
+  return c;
+}
+
+HeadChunks kv_head_chunks(std::int64_t num_kv_heads, std::int64_t sp) {
+  UL_CHECK(num_kv_heads % sp == 0 || sp % num_kv_heads == 0, "Ulysses: ", num_kv_heads,
+           " kv heads neither divisible by sp ", sp, " nor dividing it");
+  HeadChunks c;
+  if (num_kv_heads % sp == 0) {  // split: rank j owns kv heads [j Hkv/P, (j+1) Hkv/P)
+    c.chunk = num_kv_heads / sp;
+    for (std::int64_t j = 0; j < sp; ++j) c.first_head.push_back(j * c.chunk);
+  } else {  // replicated: rank j's query heads all read kv head j * Hkv / P
+    c.chunk = 1;
+    for (std::int64_t j = 0; j < sp; ++j) c.first_head.push_back(j * num_kv_heads / sp);
+  }
+  return c;
+}
+
+}  // namespace ulysses::parallel

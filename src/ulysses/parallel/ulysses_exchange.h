@@ -1,0 +1,37 @@
+// The two Ulysses exchanges, as free functions (used by the Ulysses attention strategy and
+// tested directly).
+//
+// Heads are assigned to the P ranks of the group in chunks: rank j owns `chunk` heads starting at
+// first_head[j] (query heads: j * H/P; kv heads: j * Hkv/P when split, or the single head
+// j * Hkv / P when replicated).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "ulysses/comm/communicator.h"
+#include "ulysses/core/context.h"
+
+namespace ulysses::parallel {
+
+// Sequence-sharded x: [T, H, D] (this rank's T = S/P tokens, all heads) -> head-sharded
+// [S, chunk, D] (every token, this rank's heads), tokens in sequence order.
+Tensor sequence_to_heads(const Context& ctx, comm::Communicator& group, const Tensor& x,
+                         const std::vector<std::int64_t>& first_head, std::int64_t chunk);
+
+// Head-sharded x_heads: [S, chunk, D] -> this rank's tokens of every head, written into
+// x: [T, H, D] (accumulate = false: chunks must cover every head once) or added to it
+// (accumulate = true: replicated chunks are summed in rank order).
+void heads_to_sequence(const Context& ctx, comm::Communicator& group, const Tensor& x_heads,
+                       const std::vector<std::int64_t>& first_head, std::int64_t chunk, Tensor x,
+                       bool accumulate);
+
+// Head assignment: the first head of each rank's chunk, and the chunk size.
+struct HeadChunks {
+  std::vector<std::int64_t> first_head;
+  std::int64_t chunk = 0;
+};
+HeadChunks query_head_chunks(std::int64_t num_heads, std::int64_t sp);
+HeadChunks kv_head_chunks(std::int64_t num_kv_heads, std::int64_t sp);
+
+}  // namespace ulysses::parallel
