@@ -88,7 +88,8 @@ void check_all_to_all() {
   Communicator& w = world();
   const int n = w.size(), r = w.rank();
   const int chunk = 3;
-  Tensor send = make<T>({n, chunk}, [&](std::int64_t i) { return r * 100 + i / chunk * 10 + i % chunk; });
+  Tensor send =
+      make<T>({n, chunk}, [&](std::int64_t i) { return r * 100 + i / chunk * 10 + i % chunk; });
   Tensor recv = poison<T>(n * chunk);
   w.all_to_all(send, recv);
   const auto got = decode_all<T>(recv);
@@ -116,7 +117,8 @@ void check_all_to_all_v() {
     for (std::int64_t k = 0; k < count(r, j); ++k) send_values.push_back(r * 1000 + j * 100 + k);
   }
   const auto send_total = static_cast<std::int64_t>(send_values.size());
-  const std::int64_t recv_total = std::accumulate(recv_counts.begin(), recv_counts.end(), std::int64_t{0});
+  const std::int64_t recv_total =
+      std::accumulate(recv_counts.begin(), recv_counts.end(), std::int64_t{0});
   Tensor send = make<T>({send_total}, [&](std::int64_t i) { return send_values[i]; });
   Tensor recv = poison<T>(recv_total);
   w.all_to_all_v(send, send_counts, recv, recv_counts);
@@ -348,7 +350,8 @@ TEST(MpiComm, SplitEvenOdd) {
 
   Tensor gathered = poison<std::int32_t>(m);
   part->all_gather(make<std::int32_t>({1}, [&](std::int64_t) { return r; }), gathered);
-  EXPECT_EQ(decode_all<std::int32_t>(gathered), std::vector<std::int64_t>(members.begin(), members.end()));
+  EXPECT_EQ(decode_all<std::int32_t>(gathered),
+            std::vector<std::int64_t>(members.begin(), members.end()));
 
   Tensor total = make<std::int32_t>({1}, [&](std::int64_t) { return r; });
   part->all_reduce(total, ReduceOp::sum);
@@ -394,12 +397,14 @@ TEST(MpiComm, SizeMismatchesThrow) {
   const int n = w.size();
   auto f32 = [](std::int64_t numel) { return Tensor::zeros({numel}, DType::f32); };
   expect_error([&] { w.all_to_all(f32(2 * n), f32(2 * n + 1)); }, "all_to_all");
-  expect_error([&] { w.all_to_all(f32(2 * n), Tensor::zeros({2 * n}, DType::i32)); },
-               "all_to_all");
+  expect_error([&] { w.all_to_all(f32(2 * n), Tensor::zeros({2 * n}, DType::i32)); }, "all_to_all");
   if (n > 1) expect_error([&] { w.all_to_all(f32(2 * n + 1), f32(2 * n + 1)); }, "all_to_all");
   Tensor both = f32(4 * n);
-  expect_error([&] { w.all_to_all(both.view({2, 2 * n}).rows(0, 1), both.view({2, 2 * n}).rows(0, 1)); },
-               "overlap");
+  expect_error(
+      [&] {
+        w.all_to_all(both.view({2, 2 * n}).rows(0, 1), both.view({2, 2 * n}).rows(0, 1));
+      },
+      "overlap");
   expect_error([&] { w.all_gather(f32(3), f32(3 * n + 1)); }, "all_gather");
   expect_error([&] { w.reduce_scatter(f32(3 * n + 1), f32(3), ReduceOp::sum); }, "reduce_scatter");
   const std::vector<std::int64_t> ones(static_cast<std::size_t>(n), 1);
@@ -426,7 +431,8 @@ TEST(MpiComm, AllToAllVCountsDisagreeingBetweenRanksThrowEverywhere) {
   std::vector<std::int64_t> send_counts(static_cast<std::size_t>(n), 1);
   std::vector<std::int64_t> recv_counts = send_counts;
   if (r == 0) recv_counts[n - 1] = 2;
-  const std::int64_t recv_total = std::accumulate(recv_counts.begin(), recv_counts.end(), std::int64_t{0});
+  const std::int64_t recv_total =
+      std::accumulate(recv_counts.begin(), recv_counts.end(), std::int64_t{0});
   Tensor send = Tensor::zeros({n}, DType::f32);
   Tensor recv = Tensor::zeros({recv_total}, DType::f32);
   expect_error([&] { w.all_to_all_v(send, send_counts, recv, recv_counts); }, "all_to_all_v");

@@ -63,14 +63,10 @@ void start_mpi_once() {
 
 MPI_Datatype mpi_type(DType dtype) {
   switch (dtype) {
-    case DType::f32:
-      return MPI_FLOAT;
-    case DType::bf16:
-      return MPI_UINT16_T;
-    case DType::i32:
-      return MPI_INT32_T;
-    case DType::i64:
-      return MPI_INT64_T;
+    case DType::f32: return MPI_FLOAT;
+    case DType::bf16: return MPI_UINT16_T;
+    case DType::i32: return MPI_INT32_T;
+    case DType::i64: return MPI_INT64_T;
   }
   UL_FAIL("mpi communicator: unknown dtype");
 }
@@ -166,12 +162,11 @@ class MpiCommunicator final : public Communicator {
     check_cpu("all_to_all", recv, "recv");
     const int chunk = mpi_count(send.numel() / size_, "all_to_all");
     const MPI_Datatype type = mpi_type(send.dtype());
-    check_mpi(MPI_Alltoall(send.raw(), chunk, type, recv.raw(), chunk, type, comm_),
-              "all_to_all");
+    check_mpi(MPI_Alltoall(send.raw(), chunk, type, recv.raw(), chunk, type, comm_), "all_to_all");
   }
 
-  void all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts,
-                    Tensor recv, const std::vector<std::int64_t>& recv_counts) override {
+  void all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts, Tensor recv,
+                    const std::vector<std::int64_t>& recv_counts) override {
     detail::check_all_to_all_v(send, send_counts, recv, recv_counts, size_);
     check_cpu("all_to_all_v", send, "send");
     check_cpu("all_to_all_v", recv, "recv");
@@ -193,8 +188,7 @@ class MpiCommunicator final : public Communicator {
     mpi_count(recv.numel(), "all_gather");
     const int count = mpi_count(send.numel(), "all_gather");
     const MPI_Datatype type = mpi_type(send.dtype());
-    check_mpi(MPI_Allgather(send.raw(), count, type, recv.raw(), count, type, comm_),
-              "all_gather");
+    check_mpi(MPI_Allgather(send.raw(), count, type, recv.raw(), count, type, comm_), "all_gather");
   }
 
   void reduce_scatter(const Tensor& send, Tensor recv, ReduceOp op) override {
@@ -275,8 +269,8 @@ class MpiCommunicator final : public Communicator {
     check_mpi(MPI_Recv(data.raw(), expected, type, peer, tag, comm_, &status), "recv");
     int received = 0;
     check_mpi(MPI_Get_count(&status, type, &received), "recv");
-    UL_CHECK(received == expected, "recv: got ", received, " elements from rank ", peer,
-             " (tag ", tag, "), expected ", expected);
+    UL_CHECK(received == expected, "recv: got ", received, " elements from rank ", peer, " (tag ",
+             tag, "), expected ", expected);
   }
 
   void barrier() override { check_mpi(MPI_Barrier(comm_), "barrier"); }
@@ -304,9 +298,9 @@ class MpiCommunicator final : public Communicator {
   void check_counts_agree(const std::vector<std::int64_t>& send_counts,
                           const std::vector<std::int64_t>& recv_counts) {
     std::vector<std::int64_t> incoming(send_counts.size());
-    check_mpi(MPI_Alltoall(send_counts.data(), 1, MPI_INT64_T, incoming.data(), 1, MPI_INT64_T,
-                           comm_),
-              "all_to_all_v");
+    check_mpi(
+        MPI_Alltoall(send_counts.data(), 1, MPI_INT64_T, incoming.data(), 1, MPI_INT64_T, comm_),
+        "all_to_all_v");
     int first_bad = -1;
     for (int i = 0; i < size_ && first_bad < 0; ++i)
       if (incoming[i] != recv_counts[i]) first_bad = i;
@@ -314,12 +308,14 @@ class MpiCommunicator final : public Communicator {
     check_mpi(MPI_Allreduce(MPI_IN_PLACE, &any_bad, 1, MPI_INT, MPI_MAX, comm_), "all_to_all_v");
     if (first_bad >= 0) {
       UL_FAIL("all_to_all_v: rank ", rank_, " expects recv_counts[", first_bad,
-              "] = ", recv_counts[first_bad], " elements from rank ", first_bad,
-              ", which sends ", incoming[first_bad]);
+              "] = ", recv_counts[first_bad], " elements from rank ", first_bad, ", which sends ",
+              incoming[first_bad]);
     }
     if (any_bad) {
-      UL_FAIL("all_to_all_v: send_counts and recv_counts disagree between other ranks of the "
-              "group (rank ", rank_, "'s are consistent)");
+      UL_FAIL(
+          "all_to_all_v: send_counts and recv_counts disagree between other ranks of the "
+          "group (rank ",
+          rank_, "'s are consistent)");
     }
   }
 
