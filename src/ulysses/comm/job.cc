@@ -1,0 +1,42 @@
+// Job-level helpers: how the process was launched, and stopping every rank at once.
+// The C API only: without this, Open MPI's mpi.h also pulls in its deprecated C++ bindings,
+// which need libmpi_cxx at link time.
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+
+#include "ulysses/comm/communicator.h"
+
+namespace ulysses::comm {
+
+bool launched_with_several_ranks() {
+  // Open MPI's mpirun, PMI-based launchers (MPICH, Intel MPI) and Slurm's srun.
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"}) {
+    const char* value = std::getenv(name);
+    if (value == nullptr) continue;
+    char* end = nullptr;
+    const long ranks = std::strtol(value, &end, 10);
+    if (end != value && ranks > 1) return true;
+  }
+  return false;
+}
+
+void abort_job(int exit_code) {
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(stdout);
+  std::fflush(stderr);
+  int initialized = 0;
+  int finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, exit_code);
+  std::_Exit(exit_code);
+}
+
+}  // namespace ulysses::comm
