@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -106,6 +107,13 @@ std::vector<std::string> expand_config(CLI::App& train, std::vector<std::string>
 
 int run_train(const TrainConfig& config);
 
+// This process's rank as the launcher (mpirun, srun) tells it, before MPI starts; 0 alone.
+int launcher_rank() {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"})
+    if (const char* value = std::getenv(name)) return std::atoi(value);
+  return 0;
+}
+
 int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
              double memory_gib, const std::string& precision) {
   using namespace ulysses::model;
@@ -173,9 +181,11 @@ int main(int argc, char** argv) {
     std::reverse(args.begin(), args.end());  // CLI11 parses a reversed vector
     app.parse(args);
   } catch (const CLI::ParseError& e) {
+    // Under mpirun every rank parses the same arguments: only the first prints.
+    if (launcher_rank() != 0) return e.get_exit_code();
     return app.exit(e);
   } catch (const ulysses::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    if (launcher_rank() == 0) std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   }
 
@@ -233,3 +243,4 @@ int run_train(const TrainConfig& config) {
   }
   return 0;
 }
+}  // namespace

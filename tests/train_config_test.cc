@@ -85,8 +85,14 @@ TEST(TrainConfig, RejectsNonPositiveSizesNamingTheFlag) {
   c.zero_stage = 4;
   EXPECT_NE(message_of([&] { validate(c); }).find("--zero-stage"), std::string::npos);
   c = TrainConfig{};
-  c.sp_size = 2;
+  c.sp_size = 0;
   EXPECT_NE(message_of([&] { validate(c); }).find("--sp-size"), std::string::npos);
+  c = TrainConfig{};
+  c.sp_size = 4;
+  c.max_seq_length = 1022;
+  EXPECT_NE(message_of([&] { validate(c); }).find("use --max-seq-length 1024"), std::string::npos);
+  c.packing = false;  // unpacked sequences are padded to a multiple of sp instead
+  EXPECT_NO_THROW(validate(c));
 }
 
 }  // namespace

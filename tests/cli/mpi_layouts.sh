@@ -9,12 +9,13 @@ T="$ULYSSES train --quiet --max-steps 1 --max-seq-length 64 --per-device-train-b
 
 expect_fail "product != world size" "make the product equal the number of ranks" \
   $MPIRUN -np 2 $T --sp-size 2 --dp-shard-size 2
-expect_fail "heads not divisible by sp" "sp sizes that work: 1, 2, 4" $MPIRUN -np 3 $T --sp-size 3
+expect_fail "heads not divisible by sp" "sp sizes that work: 1, 2, 4" \
+  $MPIRUN -np 3 $T --sp-size 3 --max-seq-length 66
 mkdir -p "$WORK/kv8"
 echo '{"model_type": "llama", "hidden_size": 192, "intermediate_size": 64, "num_hidden_layers": 1,
   "num_attention_heads": 24, "num_key_value_heads": 8, "vocab_size": 64}' > "$WORK/kv8/config.json"
 expect_fail "kv heads neither split nor replicated" "num_key_value_heads 8" \
-  $MPIRUN -np 3 $T --sp-size 3 --model "$WORK/kv8"
+  $MPIRUN -np 3 $T --sp-size 3 --max-seq-length 66 --model "$WORK/kv8"
 expect_fail "max-seq-length not a multiple of sp" "use --max-seq-length 64" \
   $MPIRUN -np 2 $T --sp-size 2 --max-seq-length 63
 out=$($MPIRUN -np 2 $T --sp-size 2 --max-seq-length 63 2>&1)

@@ -177,7 +177,7 @@ TEST(UlyssesAttention, PackedDocumentsCrossingShardsMatchEachDocumentAlone) {
                    v.rows(r * T, (r + 1) * T).clone(), 0.35f, out, saved);
   // Reference: each document alone through the plain op.
   Tensor expected = Tensor::empty({S, H, D}, DType::f32);
-  for (const auto [begin, end] : {std::pair<std::int64_t, std::int64_t>{0, 5}, {5, 16}}) {
+  for (const auto& [begin, end] : {std::pair<std::int64_t, std::int64_t>{0, 5}, {5, 16}}) {
     const std::int64_t n = end - begin;
     Tensor lse = Tensor::empty({H, n}, DType::f32);
     ops::attention_forward(ctx, q.rows(begin, end).clone(), k.rows(begin, end).clone(),
@@ -218,7 +218,9 @@ TEST(UlyssesGradients, ZeroTokenRankMatchesSingleRank) {
   const auto shard = data::make_shard(seq, r * T, (r + 1) * T);
   const auto local_loss =
       sharded.forward_backward(ctx, w, &g, shard, static_cast<float>(1 / n), {});
-  if (P > 1 && r == P - 1) EXPECT_EQ(local_loss.valid_count, 0);
+  if (P > 1 && r == P - 1) {
+    EXPECT_EQ(local_loss.valid_count, 0);
+  }
   Tensor loss = Tensor::from_floats({static_cast<float>(local_loss.loss_sum)}, {1});
   group.all_reduce(loss, comm::ReduceOp::sum);
   EXPECT_NEAR(loss.data<float>()[0], expected_loss, 1e-5 * expected_loss);

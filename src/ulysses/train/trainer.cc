@@ -31,18 +31,16 @@ Device resolve_device(const std::string& device) {
 
 }  // namespace
 
-Trainer::Trainer(const TrainConfig& config) : Trainer(config, comm::make_self_communicator()) {}
-
-Trainer::Trainer(const TrainConfig& config, std::unique_ptr<comm::Communicator> world)
-    : Trainer(config, *world, std::move(world)) {}
+Trainer::Trainer(const TrainConfig& config)
+    : Trainer(config, nullptr, comm::make_self_communicator()) {}
 
 Trainer::Trainer(const TrainConfig& config, comm::Communicator& world)
-    : Trainer(config, world, nullptr) {}
+    : Trainer(config, &world, nullptr) {}
 
-Trainer::Trainer(const TrainConfig& config, comm::Communicator& world,
+Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
                  std::unique_ptr<comm::Communicator> owned)
     : own_world_(std::move(owned)),
-      world_(world),
+      world_(world ? *world : *own_world_),
       config_((validate(config), config)),
       model_config_(model::resolve_model_config(config.model)),
       params_(model_config_, resolve_device(config.device)),

@@ -41,8 +41,8 @@ class Trainer {
   std::string plan() const;
 
  private:
-  Trainer(const TrainConfig& config, std::unique_ptr<comm::Communicator> world);
-  Trainer(const TrainConfig& config, comm::Communicator& world,
+  // `world` when given, else the owned communicator.
+  Trainer(const TrainConfig& config, comm::Communicator* world,
           std::unique_ptr<comm::Communicator> owned);
   void save(const std::filesystem::path& dir) const;
   std::int64_t global_batch_sequences() const;
