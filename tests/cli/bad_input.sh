@@ -35,4 +35,8 @@ head -c 100 "$DATA/golden/llama/model.safetensors" > "$WORK/truncated.safetensor
 mkdir -p "$WORK/truncated" && cp "$DATA/golden/llama/config.json" "$WORK/truncated/" \
   && mv "$WORK/truncated.safetensors" "$WORK/truncated/model.safetensors"
 expect_fail "truncated safetensors" "model.safetensors" $T --model "$WORK/truncated"
+echo '{"input_ids": [5, 500, 7]}' > "$WORK/big_ids.jsonl"
+expect_fail "token id >= vocab_size" "token id 500 is outside the vocabulary (vocab_size 128)" \
+  $T --data "$WORK/big_ids.jsonl"
+expect_fail "unknown data source" "docs/formats.md" $T --data "$WORK/nothing-here"
 finish

@@ -36,4 +36,6 @@ echo '{"max_steps": 1, "max_seq_length": 64, "per_device_train_batch_size": 1, "
   > "$WORK/run.json"
 expect_ok "train from a JSON config, model from a saved directory" $ULYSSES train --quiet \
   --config "$WORK/run.json" --model "$WORK/a" --output-dir "$WORK/c"
+expect_ok "train on JSON Lines data" $ULYSSES train --quiet --data "$DATA/tiny_docs.jsonl" \
+  --max-steps 2 --max-seq-length 64 --per-device-train-batch-size 2 --output-dir "$WORK/d"
 finish

@@ -32,7 +32,7 @@ std::string model_dir(std::int64_t heads, std::int64_t kv_heads, const std::stri
       << R"({"model_type": ")" << type << R"(", "hidden_size": 32, "intermediate_size": 48,
        "num_hidden_layers": 2, "num_attention_heads": )" << heads
       << R"(, "num_key_value_heads": )" << kv_heads
-      << R"(, "head_dim": 8, "vocab_size": 96, "rms_norm_eps": 1e-6, "rope_theta": 10000})";
+      << R"(, "head_dim": 8, "vocab_size": 128, "rms_norm_eps": 1e-6, "rope_theta": 10000})";
   return dir.string();
 }
 
@@ -115,6 +115,15 @@ TEST(UlyssesTraining, EqualsSingleRankForEveryLayout) {
       }
     }
   }
+}
+
+TEST(UlyssesTraining, JsonlDataWithMaskedPromptsEqualsSingleRank) {
+  train::TrainConfig c = base_config(model_dir(4, 2, "qwen3"));
+  c.data = std::string(ULYSSES_TEST_DATA) + "/tiny_docs.jsonl";
+  c.sp_size = world().size() <= 4 ? world().size() : 1;
+  c.per_device_train_batch_size = 1;
+  c.max_steps = 4;  // more documents than the file: wraps into a second, reshuffled epoch
+  expect_same_training(c, "jsonl sp " + std::to_string(c.sp_size));
 }
 
 TEST(UlyssesLayout, ExchangesAreInversesAndSliceTheFullTensor) {

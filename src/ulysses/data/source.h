@@ -41,6 +41,36 @@ struct CopyTaskOptions {
 };
 std::unique_ptr<DocumentSource> make_copy_task(const CopyTaskOptions& options);
 
+// JSON Lines in the Hugging Face datasets convention: one document per line,
+// {"input_ids": [...]} and optionally "labels" of the same length, unshifted, -100 on tokens
+// that must not be learned. The file is indexed (and every line validated: JSON, lengths, token
+// ids < vocab_size) when opened; errors name the file and line.
+std::unique_ptr<DocumentSource> make_jsonl_source(const std::string& path,
+                                                  std::int64_t vocab_size);
+
+// Pre-tokenized binary documents in a directory (docs/formats.md):
+//   tokens.bin     uint32 little-endian token ids of all documents, back to back
+//   offsets.bin    uint64 little-endian, n + 1 offsets into tokens.bin (in tokens), 0 first
+//   loss_mask.bin  optional, one byte per token: 1 = learn this token, 0 = label -100
+// Validated when opened (sizes, monotone offsets, token ids < vocab_size); errors name the file.
+std::unique_ptr<DocumentSource> make_token_file_source(const std::string& directory,
+                                                       std::int64_t vocab_size);
+
+// Endless epochs over a finite source: epoch e visits every document once, in an order drawn
+// from (seed, e). Document i of the result is a pure function of i.
+std::unique_ptr<DocumentSource> make_epoch_shuffled(std::unique_ptr<DocumentSource> source,
+                                                    std::uint64_t seed);
+
+// Resolves --data: "synthetic-copy", a .jsonl file, or a directory with tokens.bin.
+struct DataOptions {
+  std::string data = "synthetic-copy";
+  std::int64_t vocab_size = 0;
+  std::uint64_t seed = 0;
+  std::int64_t copy_min_length = 63;
+  std::int64_t copy_max_length = 63;
+};
+std::unique_ptr<DocumentSource> open_data(const DataOptions& options);
+
 inline constexpr std::int32_t kPadToken = 0;
 inline constexpr std::int32_t kSeparatorToken = 1;
 

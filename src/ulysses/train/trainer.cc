@@ -67,16 +67,13 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
                config_.max_steps};
   validate_schedule(schedule_);
 
-  if (config_.data == "synthetic-copy") {
-    data::CopyTaskOptions copy;
-    copy.vocab_size = model_config_.vocab_size;
-    copy.min_length = config_.copy_min_length;
-    copy.max_length = config_.copy_max_length;
-    copy.seed = config_.seed;
-    source_ = data::make_copy_task(copy);
-  } else {
-    UL_FAIL("--data ", config_.data, ": unknown data source (available: synthetic-copy)");
-  }
+  data::DataOptions data;
+  data.data = config_.data;
+  data.vocab_size = model_config_.vocab_size;
+  data.seed = config_.seed;
+  data.copy_min_length = config_.copy_min_length;
+  data.copy_max_length = config_.copy_max_length;
+  source_ = data::open_data(data);
   data::PackerOptions packing;
   packing.max_seq_length = config_.max_seq_length;
   packing.packing = config_.packing;

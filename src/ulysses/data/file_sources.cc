@@ -1,0 +1,244 @@
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "ulysses/core/error.h"
+#include "ulysses/core/rng.h"
+#include "ulysses/data/source.h"
+#include "ulysses/ops/cross_entropy.h"
+
+namespace ulysses::data {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+void check_token(std::int64_t token, std::int64_t vocab, const std::string& where) {
+  if (token < 0 || token >= vocab)
+    UL_FAIL(where, ": token id ", token, " is outside the vocabulary (vocab_size ", vocab,
+            "); was the data tokenized for this model?");
+}
+
+// ---- JSON Lines ---------------------------------------------------------------------------
+
+class JsonlSource final : public DocumentSource {
+ public:
+  JsonlSource(const std::string& path, std::int64_t vocab) : path_(path) {
+    std::ifstream in(path);
+    if (!in) UL_FAIL("--data ", path, ": cannot open the file");
+    std::string line;
+    std::int64_t number = 0;
+    while (std::getline(in, line)) {
+      ++number;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      Document doc = parse(line, number);
+      for (std::size_t i = 0; i < doc.tokens.size(); ++i)
+        check_token(doc.tokens[i], vocab, where(number));
+      if (doc.tokens.empty()) continue;
+      documents_.push_back(std::move(doc));
+    }
+    if (documents_.empty()) UL_FAIL("--data ", path, ": no documents (empty file?)");
+  }
+
+  std::string describe() const override {
+    return detail::concat(path_, " (JSON Lines, ", documents_.size(), " documents)");
+  }
+  std::int64_t size() const override { return static_cast<std::int64_t>(documents_.size()); }
+  Document get(std::int64_t index) const override {
+    return documents_.at(static_cast<std::size_t>(index));
+  }
+
+ private:
+  std::string where(std::int64_t line) const { return detail::concat(path_, ":", line); }
+
+  Document parse(const std::string& line, std::int64_t number) const {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      UL_FAIL(where(number), ": invalid JSON (", e.what(), ")");
+    }
+    if (!j.is_object() || !j.contains("input_ids") || !j["input_ids"].is_array())
+      UL_FAIL(where(number), ": each line needs an \"input_ids\" array of token ids");
+    Document doc;
+    try {
+      doc.tokens = j["input_ids"].get<std::vector<std::int32_t>>();
+      if (j.contains("labels") && !j["labels"].is_null())
+        doc.labels = j["labels"].get<std::vector<std::int32_t>>();
+    } catch (const nlohmann::json::exception&) {
+      UL_FAIL(where(number), ": \"input_ids\" and \"labels\" must hold integers");
+    }
+    if (!doc.labels.empty() && doc.labels.size() != doc.tokens.size())
+      UL_FAIL(where(number), ": \"labels\" has ", doc.labels.size(), " entries but \"input_ids\" ",
+              doc.tokens.size(), " (labels are unshifted, one per token)");
+    return doc;
+  }
+
+  std::string path_;
+  std::vector<Document> documents_;
+};
+
+// ---- binary token files -------------------------------------------------------------------
+
+// A read-only memory map of a whole file.
+class MappedFile {
+ public:
+  explicit MappedFile(const fs::path& path) : path_(path.string()) {
+    fd_ = ::open(path_.c_str(), O_RDONLY);
+    if (fd_ < 0) UL_FAIL("--data: cannot open ", path_);
+    struct stat st {};
+    ::fstat(fd_, &st);
+    size_ = static_cast<std::size_t>(st.st_size);
+    if (size_ > 0) {
+      data_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
+      if (data_ == MAP_FAILED) UL_FAIL("--data: cannot map ", path_);
+    }
+  }
+  ~MappedFile() {
+    if (data_ && data_ != MAP_FAILED) ::munmap(data_, size_);
+    if (fd_ >= 0) ::close(fd_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  template <typename T>
+  const T* as() const { return static_cast<const T*>(data_); }
+  std::size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  void* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+class TokenFileSource final : public DocumentSource {
+ public:
+  TokenFileSource(const fs::path& dir, std::int64_t vocab)
+      : dir_(dir.string()), tokens_(dir / "tokens.bin"), offsets_(dir / "offsets.bin") {
+    if (tokens_.size() % 4 != 0)
+      UL_FAIL(tokens_.path(), ": size ", tokens_.size(), " is not a multiple of 4 (uint32 tokens)");
+    if (offsets_.size() % 8 != 0 || offsets_.size() < 16)
+      UL_FAIL(offsets_.path(), ": needs at least 2 uint64 offsets (size ", offsets_.size(), ")");
+    const std::uint64_t num_tokens = tokens_.size() / 4;
+    count_ = static_cast<std::int64_t>(offsets_.size() / 8 - 1);
+    const std::uint64_t* off = offsets_.as<std::uint64_t>();
+    if (off[0] != 0) UL_FAIL(offsets_.path(), ": the first offset must be 0 (got ", off[0], ")");
+    for (std::int64_t i = 0; i < count_; ++i)
+      if (off[i + 1] < off[i])
+        UL_FAIL(offsets_.path(), ": offsets decrease at document ", i);
+    if (off[count_] != num_tokens)
+      UL_FAIL(offsets_.path(), ": the last offset is ", off[count_], " but tokens.bin holds ",
+              num_tokens, " tokens");
+    const std::uint32_t* tok = tokens_.as<std::uint32_t>();
+    for (std::uint64_t i = 0; i < num_tokens; ++i)
+      if (tok[i] >= static_cast<std::uint64_t>(vocab))
+        check_token(tok[i], vocab, detail::concat(tokens_.path(), " (token ", i, ")"));
+    if (fs::exists(dir / "loss_mask.bin")) {
+      mask_ = std::make_unique<MappedFile>(dir / "loss_mask.bin");
+      if (mask_->size() != num_tokens)
+        UL_FAIL(mask_->path(), ": ", mask_->size(), " bytes but tokens.bin holds ", num_tokens,
+                " tokens (one mask byte per token)");
+    }
+  }
+
+  std::string describe() const override {
+    return detail::concat(dir_, " (token files, ", count_, " documents", mask_ ? ", loss mask" : "",
+                          ")");
+  }
+  std::int64_t size() const override { return count_; }
+  Document get(std::int64_t index) const override {
+    UL_CHECK(index >= 0 && index < count_, "document ", index, " outside ", dir_);
+    const std::uint64_t* off = offsets_.as<std::uint64_t>();
+    const std::uint32_t* tok = tokens_.as<std::uint32_t>();
+    Document doc;
+    doc.tokens.assign(tok + off[index], tok + off[index + 1]);
+    if (mask_) {
+      const auto* m = mask_->as<std::uint8_t>();
+      for (std::uint64_t i = off[index]; i < off[index + 1]; ++i)
+        doc.labels.push_back(m[i] ? static_cast<std::int32_t>(tok[i]) : ops::kIgnoreIndex);
+    }
+    return doc;
+  }
+
+ private:
+  std::string dir_;
+  MappedFile tokens_, offsets_;
+  std::unique_ptr<MappedFile> mask_;
+  std::int64_t count_ = 0;
+};
+
+// ---- epochs -------------------------------------------------------------------------------
+
+class EpochShuffled final : public DocumentSource {
+ public:
+  EpochShuffled(std::unique_ptr<DocumentSource> source, std::uint64_t seed)
+      : source_(std::move(source)), seed_(seed) {
+    UL_CHECK(source_->size() > 0, "epoch shuffling needs a finite, non-empty source");
+  }
+  std::string describe() const override { return source_->describe() + ", shuffled per epoch"; }
+  std::int64_t size() const override { return -1; }
+  Document get(std::int64_t index) const override {
+    const std::int64_t n = source_->size();
+    const std::int64_t epoch = index / n;
+    if (epoch != cached_epoch_) {
+      order_.resize(static_cast<std::size_t>(n));
+      std::iota(order_.begin(), order_.end(), 0);
+      Rng rng = Rng::derive(seed_, {0xE90Cu, static_cast<std::uint64_t>(epoch)});
+      for (std::int64_t i = n - 1; i > 0; --i)  // Fisher-Yates
+        std::swap(order_[static_cast<std::size_t>(i)],
+                  order_[rng.below(static_cast<std::uint64_t>(i + 1))]);
+      cached_epoch_ = epoch;
+    }
+    return source_->get(order_[static_cast<std::size_t>(index % n)]);
+  }
+
+ private:
+  std::unique_ptr<DocumentSource> source_;
+  std::uint64_t seed_;
+  mutable std::int64_t cached_epoch_ = -1;  // cache only; the result depends on index alone
+  mutable std::vector<std::int64_t> order_;
+};
+
+}  // namespace
+
+std::unique_ptr<DocumentSource> make_jsonl_source(const std::string& path, std::int64_t vocab) {
+  return std::make_unique<JsonlSource>(path, vocab);
+}
+
+std::unique_ptr<DocumentSource> make_token_file_source(const std::string& directory,
+                                                       std::int64_t vocab) {
+  return std::make_unique<TokenFileSource>(directory, vocab);
+}
+
+std::unique_ptr<DocumentSource> make_epoch_shuffled(std::unique_ptr<DocumentSource> source,
+                                                    std::uint64_t seed) {
+  return std::make_unique<EpochShuffled>(std::move(source), seed);
+}
+
+std::unique_ptr<DocumentSource> open_data(const DataOptions& o) {
+  if (o.data == "synthetic-copy") {
+    CopyTaskOptions copy;
+    copy.vocab_size = o.vocab_size;
+    copy.min_length = o.copy_min_length;
+    copy.max_length = o.copy_max_length;
+    copy.seed = o.seed;
+    return make_copy_task(copy);
+  }
+  if (o.data.ends_with(".jsonl") && fs::is_regular_file(o.data))
+    return make_epoch_shuffled(make_jsonl_source(o.data, o.vocab_size), o.seed);
+  if (fs::is_directory(o.data) && fs::exists(fs::path(o.data) / "tokens.bin"))
+    return make_epoch_shuffled(make_token_file_source(o.data, o.vocab_size), o.seed);
+  UL_FAIL("--data ", o.data,
+          ": not a data source (use synthetic-copy, a .jsonl file, or a directory holding "
+          "tokens.bin and offsets.bin; see docs/formats.md)");
+}
+
+}  // namespace ulysses::data
