@@ -41,9 +41,7 @@ TEST_P(HfGolden, LossAndGradientsMatchTransformers) {
   Context ctx;
   ctx.attention_block = 8;  // several blocks per document
   ctx.loss_tile_tokens = 7;
-  const auto w = params.weights();
-  const auto g = grads.weights();
-  const auto loss = decoder.forward_backward(ctx, w, &g, data::make_full_shard(sequence),
+  const auto loss = decoder.forward_backward(ctx, params, &grads, data::make_full_shard(sequence),
                                              static_cast<float>(1.0 / static_cast<double>(n)), {});
   const double mean = loss.loss_sum / static_cast<double>(n);
   const double expected = golden["loss"].get<double>();

@@ -86,15 +86,13 @@ TEST_P(ModelGradient, MatchesFiniteDifferences) {
   const double n = static_cast<double>(sequence.valid_labels());
   ASSERT_GT(n, 0);
 
-  const auto weights = params.weights();
-  const auto grad_views = grads.weights();
-  const ops::LossSum loss = decoder.forward_backward(ctx, weights, &grad_views, shard,
+  const ops::LossSum loss = decoder.forward_backward(ctx, params, &grads, shard,
                                                      static_cast<float>(1.0 / n), {});
   EXPECT_EQ(loss.valid_count, static_cast<std::int64_t>(n));
   ASSERT_TRUE(std::isfinite(loss.loss_sum));
 
   auto mean_loss = [&] {
-    return decoder.forward_backward(ctx, weights, nullptr, shard, 0.0f, {}).loss_sum / n;
+    return decoder.forward_backward(ctx, params, nullptr, shard, 0.0f, {}).loss_sum / n;
   };
   for (std::size_t g = 0; g < params.flat().size(); ++g) {
     const auto numeric = testing::numerical_gradient(params.flat()[g], mean_loss, 1e-2);
@@ -115,13 +113,10 @@ TEST(Model, GradientCheckpointingIsBitwiseIdentical) {
   Decoder decoder(c, *attention);
   Context ctx;
   const auto shard = data::make_full_shard(sample_sequence(c.vocab_size));
-  const auto w = params.weights();
-  const auto g1 = grads_plain.weights();
-  const auto g2 = grads_ckpt.weights();
   StepOptions checkpointing;
   checkpointing.gradient_checkpointing = true;
-  const auto a = decoder.forward_backward(ctx, w, &g1, shard, 0.1f, {});
-  const auto b = decoder.forward_backward(ctx, w, &g2, shard, 0.1f, checkpointing);
+  const auto a = decoder.forward_backward(ctx, params, &grads_plain, shard, 0.1f, {});
+  const auto b = decoder.forward_backward(ctx, params, &grads_ckpt, shard, 0.1f, checkpointing);
   EXPECT_EQ(a.loss_sum, b.loss_sum);
   for (std::size_t g = 0; g < grads_plain.flat().size(); ++g) {
     const auto x = grads_plain.flat()[g].to_floats();
@@ -138,7 +133,6 @@ TEST(Model, PackedDocumentsDoNotInteract) {
   auto attention = parallel::make_local_attention();
   Decoder decoder(c, *attention);
   Context ctx;
-  const auto w = params.weights();
   const auto packed = sample_sequence(c.vocab_size);
   double separate = 0;
   for (std::size_t d = 0; d + 1 < packed.cu_seqlens.size(); ++d) {
@@ -153,11 +147,11 @@ TEST(Model, PackedDocumentsDoNotInteract) {
       alone.position_ids.push_back(static_cast<std::int32_t>(i));
     alone.shift_labels.assign(packed.shift_labels.begin() + packed.cu_seqlens[d],
                               packed.shift_labels.begin() + packed.cu_seqlens[d + 1]);
-    separate += decoder.forward_backward(ctx, w, nullptr, data::make_full_shard(alone), 0, {})
+    separate += decoder.forward_backward(ctx, params, nullptr, data::make_full_shard(alone), 0, {})
                     .loss_sum;
   }
   const double together =
-      decoder.forward_backward(ctx, w, nullptr, data::make_full_shard(packed), 0, {}).loss_sum;
+      decoder.forward_backward(ctx, params, nullptr, data::make_full_shard(packed), 0, {}).loss_sum;
   EXPECT_NEAR(together, separate, 1e-5 * std::fabs(separate));
 }
 

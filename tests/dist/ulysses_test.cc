@@ -215,18 +215,15 @@ TEST(UlyssesGradients, ZeroTokenRankMatchesSingleRank) {
   auto ulysses = parallel::make_ulysses_attention(group, 4, 2);
   auto local = parallel::make_local_attention();
   model::Decoder sharded(config, *ulysses), single(config, *local);
-  const auto w = params.weights();
 
   model::ParamBuffers expected_grads(config), grads(config);
-  const auto eg = expected_grads.weights();
   const double expected_loss =
-      single.forward_backward(ctx, w, &eg, data::make_full_shard(seq), static_cast<float>(1 / n), {})
+      single.forward_backward(ctx, params, &expected_grads, data::make_full_shard(seq), static_cast<float>(1 / n), {})
           .loss_sum;
   const std::int64_t T = 16 / P;
-  const auto g = grads.weights();
   const auto shard = data::make_shard(seq, r * T, (r + 1) * T);
   const auto local_loss =
-      sharded.forward_backward(ctx, w, &g, shard, static_cast<float>(1 / n), {});
+      sharded.forward_backward(ctx, params, &grads, shard, static_cast<float>(1 / n), {});
   if (P > 1 && r == P - 1) {
     EXPECT_EQ(local_loss.valid_count, 0);
   }

@@ -149,48 +149,95 @@ Tensor Decoder::layer_backward(const Context& ctx, const LayerWeights& w, const 
   return dx;
 }
 
-ops::LossSum Decoder::forward_backward(const Context& ctx, const ModelWeights& w,
-                                       const ModelWeights* g, const data::SequenceShard& shard,
+ops::LossSum Decoder::forward_backward(const Context& ctx, const ParamBuffers& params,
+                                       ParamBuffers* grads, const data::SequenceShard& shard,
                                        float grad_scale, const StepOptions& options) const {
+  ResidentParamStore store(params, grads);
+  return forward_backward(ctx, store, shard, grad_scale, options);
+}
+
+ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
+                                       const data::SequenceShard& shard, float grad_scale,
+                                       const StepOptions& options) const {
   const ModelConfig& c = config_;
+  const ParamLayout& layout = store.layout();
   const bool train = grad_scale != 0.0f;
-  UL_CHECK(!train || g, "forward_backward: gradients requested but no gradient buffers given");
   const Alloc alloc{ctx};
   const std::int64_t T = shard.local_length(), C = c.hidden_size;
-  const auto L = static_cast<std::size_t>(c.num_hidden_layers);
+  const std::int64_t L = c.num_hidden_layers;
+  const std::size_t final_index = final_group(c);
 
   const ops::RopeTable rope = ops::rope_table(c.rope, c.head_dim, shard.position_ids);
 
-  // x: [T, C] residual stream.
+  // x: [T, C] residual stream. With tied embeddings the table stays acquired for the LM head.
   Tensor x = alloc.empty({T, C});
-  ops::embedding_forward(ctx, shard.input_ids, w.embed, x);
-  std::vector<LayerActivations> acts(L);
-  for (std::size_t l = 0; l < L; ++l) {
-    acts[l].x = x;
-    x = layer_forward(ctx, w.layers[l], rope, shard, acts[l]);
+  Tensor embed = embed_view(layout, store.acquire(0));
+  ops::embedding_forward(ctx, shard.input_ids, embed, x);
+  if (!c.tie_word_embeddings) {
+    embed = Tensor();
+    store.release(0);
+  }
+  std::vector<LayerActivations> acts(static_cast<std::size_t>(L));
+  for (std::int64_t l = 0; l < L; ++l) {
+    auto& a = acts[static_cast<std::size_t>(l)];
+    a.x = x;
+    {
+      const LayerWeights w = layer_view(c, layout, l, store.acquire(layer_group(l)));
+      x = layer_forward(ctx, w, rope, shard, a);
+    }
+    store.release(layer_group(l));
     if (options.gradient_checkpointing || !train) {
-      Tensor input = acts[l].x;  // keep only the layer input
-      acts[l] = LayerActivations{};
-      acts[l].x = input;
+      Tensor input = a.x;  // keep only the layer input
+      a = LayerActivations{};
+      a.x = input;
     }
   }
 
+  FinalWeights final_weights = final_view(c, layout, store.acquire(final_index));
+  const Tensor lm_head = c.tie_word_embeddings ? embed : final_weights.lm_head;
   Tensor final_rstd = alloc.stats({T});
   Tensor xf = alloc.empty({T, C});  // [T, C] final norm output
-  ops::rmsnorm_forward(ctx, x, w.final_norm, static_cast<float>(c.rms_norm_eps), xf, final_rstd);
+  ops::rmsnorm_forward(ctx, x, final_weights.norm, static_cast<float>(c.rms_norm_eps), xf,
+                       final_rstd);
   Tensor dxf = train ? alloc.zeros({T, C}) : Tensor();
-  const ops::LossSum loss = ops::lm_head_cross_entropy(
-      ctx, xf, w.lm_head, shard.shift_labels, grad_scale, dxf, train ? g->lm_head : Tensor());
-  if (!train) return loss;
-
-  Tensor dx = alloc.zeros({T, C});
-  ops::rmsnorm_backward(ctx, x, w.final_norm, final_rstd, dxf, dx, g->final_norm);
-  for (std::size_t l = L; l-- > 0;) {
-    if (options.gradient_checkpointing) layer_forward(ctx, w.layers[l], rope, shard, acts[l]);
-    dx = layer_backward(ctx, w.layers[l], g->layers[l], rope, shard, acts[l], dx);
-    acts[l] = LayerActivations{};
+  Tensor dlm_head;
+  FinalWeights final_grads;
+  if (train) {
+    final_grads = final_view(c, layout, store.grads(final_index));
+    dlm_head = c.tie_word_embeddings ? embed_view(layout, store.grads(0)) : final_grads.lm_head;
   }
-  ops::embedding_backward(ctx, shard.input_ids, dx, g->embed);
+  const ops::LossSum loss =
+      ops::lm_head_cross_entropy(ctx, xf, lm_head, shard.shift_labels, grad_scale, dxf, dlm_head);
+
+  Tensor dx;
+  if (train) {
+    dx = alloc.zeros({T, C});
+    ops::rmsnorm_backward(ctx, x, final_weights.norm, final_rstd, dxf, dx, final_grads.norm);
+    final_grads = FinalWeights{};
+    store.grads_done(final_index);
+  }
+  final_weights = FinalWeights{};
+  store.release(final_index);
+  if (!train) {
+    if (c.tie_word_embeddings) store.release(0);
+    return loss;
+  }
+
+  for (std::int64_t l = L - 1; l >= 0; --l) {
+    auto& a = acts[static_cast<std::size_t>(l)];
+    {
+      const LayerWeights w = layer_view(c, layout, l, store.acquire(layer_group(l)));
+      const LayerWeights g = layer_view(c, layout, l, store.grads(layer_group(l)));
+      if (options.gradient_checkpointing) layer_forward(ctx, w, rope, shard, a);
+      dx = layer_backward(ctx, w, g, rope, shard, a, dx);
+    }
+    a = LayerActivations{};
+    store.grads_done(layer_group(l));
+    store.release(layer_group(l));
+  }
+  ops::embedding_backward(ctx, shard.input_ids, dx, embed_view(layout, store.grads(0)));
+  store.grads_done(0);
+  if (c.tie_word_embeddings) store.release(0);
   return loss;
 }
 

@@ -13,6 +13,7 @@
 #include "ulysses/core/context.h"
 #include "ulysses/data/sequence.h"
 #include "ulysses/model/config.h"
+#include "ulysses/model/param_store.h"
 #include "ulysses/model/params.h"
 #include "ulysses/ops/cross_entropy.h"
 #include "ulysses/parallel/attention_strategy.h"
@@ -48,10 +49,15 @@ class Decoder {
 
   // Forward over the shard, then the LM head + cross-entropy on shard.shift_labels (tiled).
   // When grad_scale != 0, backward runs too and d(grad_scale * loss_sum) is ACCUMULATED into
-  // `grads` (same layout as `weights`; may be null when grad_scale == 0).
+  // the store's gradient buffers. Parameters are acquired from the store group by group and
+  // released as soon as they are no longer needed.
   // Returns this shard's loss sum and valid-label count.
-  ops::LossSum forward_backward(const Context& ctx, const ModelWeights& weights,
-                                const ModelWeights* grads, const data::SequenceShard& shard,
+  ops::LossSum forward_backward(const Context& ctx, ParamStore& store,
+                                const data::SequenceShard& shard, float grad_scale,
+                                const StepOptions& options) const;
+  // Everything resident: `grads` may be null when grad_scale == 0.
+  ops::LossSum forward_backward(const Context& ctx, const ParamBuffers& params,
+                                ParamBuffers* grads, const data::SequenceShard& shard,
                                 float grad_scale, const StepOptions& options) const;
 
  private:

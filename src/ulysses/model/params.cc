@@ -83,43 +83,68 @@ ParamBuffers::ParamBuffers(const ModelConfig& config, Device device)
     flat_.push_back(Tensor::zeros({group.numel}, DType::f32, device));
 }
 
+Tensor param_view(const ParamGroup& group, const Tensor& flat, const std::string& name) {
+  for (const auto& spec : group.params)
+    if (spec.name == name)
+      return flat.rows(spec.offset, spec.offset + shape_numel(spec.shape)).view(spec.shape);
+  UL_FAIL("parameter '", name, "' is not in group ", group.name);
+}
+
+Tensor embed_view(const ParamLayout& layout, const Tensor& flat) {
+  return param_view(layout.groups().front(), flat, "model.embed_tokens.weight");
+}
+
+LayerWeights layer_view(const ModelConfig& c, const ParamLayout& layout, std::int64_t i,
+                        const Tensor& flat) {
+  const ParamGroup& group = layout.groups()[layer_group(i)];
+  const std::string p = "model.layers." + std::to_string(i) + ".";
+  auto get = [&](const std::string& name) { return param_view(group, flat, p + name); };
+  LayerWeights l;
+  l.input_norm = get("input_layernorm.weight");
+  l.q_proj = get("self_attn.q_proj.weight");
+  l.k_proj = get("self_attn.k_proj.weight");
+  l.v_proj = get("self_attn.v_proj.weight");
+  l.o_proj = get("self_attn.o_proj.weight");
+  if (c.qkv_bias) {
+    l.q_bias = get("self_attn.q_proj.bias");
+    l.k_bias = get("self_attn.k_proj.bias");
+    l.v_bias = get("self_attn.v_proj.bias");
+  }
+  if (c.o_bias) l.o_bias = get("self_attn.o_proj.bias");
+  if (c.qk_norm) {
+    l.q_norm = get("self_attn.q_norm.weight");
+    l.k_norm = get("self_attn.k_norm.weight");
+  }
+  l.post_norm = get("post_attention_layernorm.weight");
+  l.gate_proj = get("mlp.gate_proj.weight");
+  l.up_proj = get("mlp.up_proj.weight");
+  l.down_proj = get("mlp.down_proj.weight");
+  return l;
+}
+
+FinalWeights final_view(const ModelConfig& c, const ParamLayout& layout, const Tensor& flat) {
+  const ParamGroup& group = layout.groups()[final_group(c)];
+  FinalWeights f;
+  f.norm = param_view(group, flat, "model.norm.weight");
+  if (!c.tie_word_embeddings) f.lm_head = param_view(group, flat, "lm_head.weight");
+  return f;
+}
+
 Tensor ParamBuffers::get(const std::string& name) const {
   std::size_t g = 0;
   const ParamSpec* spec = layout_.find(name, &g);
   UL_CHECK(spec, "unknown parameter '", name, "' for model_type ", config_.model_type);
-  return flat_[g].rows(spec->offset, spec->offset + shape_numel(spec->shape)).view(spec->shape);
+  return param_view(layout_.groups()[g], flat_[g], name);
 }
 
 ModelWeights ParamBuffers::weights() const {
-  const ModelConfig& c = config_;
   ModelWeights w;
-  w.embed = get("model.embed_tokens.weight");
-  for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    LayerWeights l;
-    l.input_norm = get(p + "input_layernorm.weight");
-    l.q_proj = get(p + "self_attn.q_proj.weight");
-    l.k_proj = get(p + "self_attn.k_proj.weight");
-    l.v_proj = get(p + "self_attn.v_proj.weight");
-    l.o_proj = get(p + "self_attn.o_proj.weight");
-    if (c.qkv_bias) {
-      l.q_bias = get(p + "self_attn.q_proj.bias");
-      l.k_bias = get(p + "self_attn.k_proj.bias");
-      l.v_bias = get(p + "self_attn.v_proj.bias");
-    }
-    if (c.o_bias) l.o_bias = get(p + "self_attn.o_proj.bias");
-    if (c.qk_norm) {
-      l.q_norm = get(p + "self_attn.q_norm.weight");
-      l.k_norm = get(p + "self_attn.k_norm.weight");
-    }
-    l.post_norm = get(p + "post_attention_layernorm.weight");
-    l.gate_proj = get(p + "mlp.gate_proj.weight");
-    l.up_proj = get(p + "mlp.up_proj.weight");
-    l.down_proj = get(p + "mlp.down_proj.weight");
-    w.layers.push_back(l);
-  }
-  w.final_norm = get("model.norm.weight");
-  w.lm_head = c.tie_word_embeddings ? w.embed : get("lm_head.weight");
+  w.embed = embed_view(layout_, flat_.front());
+  for (std::int64_t i = 0; i < config_.num_hidden_layers; ++i)
+    w.layers.push_back(layer_view(config_, layout_, i, flat_[layer_group(i)]));
+  const FinalWeights f = final_view(config_, layout_, flat_.back());
+  w.final_norm = f.norm;
+  w.lm_head = config_.tie_word_embeddings ? w.embed : f.lm_head;
   return w;
 }
 

@@ -60,6 +60,22 @@ struct ModelWeights {
   Tensor lm_head;     // [V, C]; the embedding table itself when tie_word_embeddings
 };
 
+// Views of one group's parameters inside its flat buffer `flat` ([group.numel]).
+Tensor param_view(const ParamGroup& group, const Tensor& flat, const std::string& name);
+// Group indices: 0 = embed, 1 + i = layer i, num_hidden_layers + 1 = final.
+inline std::size_t layer_group(std::int64_t layer) { return static_cast<std::size_t>(layer) + 1; }
+inline std::size_t final_group(const ModelConfig& c) {
+  return static_cast<std::size_t>(c.num_hidden_layers) + 1;
+}
+Tensor embed_view(const ParamLayout& layout, const Tensor& flat);
+LayerWeights layer_view(const ModelConfig& config, const ParamLayout& layout, std::int64_t layer,
+                        const Tensor& flat);
+struct FinalWeights {
+  Tensor norm;     // [C]
+  Tensor lm_head;  // [V, C]; undefined when tie_word_embeddings (use the embedding table)
+};
+FinalWeights final_view(const ModelConfig& config, const ParamLayout& layout, const Tensor& flat);
+
 // Flat buffers for every group of a layout (parameters, gradients or optimizer moments).
 class ParamBuffers {
  public:

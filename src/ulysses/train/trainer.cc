@@ -164,15 +164,13 @@ StepMetrics Trainer::train_step(std::int64_t step) {
     m.skipped = true;
   } else {
     grads_.zero();
-    const model::ModelWeights weights = params_.weights();
-    const model::ModelWeights grads = grads_.weights();
     const float grad_scale = static_cast<float>(1.0 / static_cast<double>(m.valid_labels));
     model::StepOptions options;
     options.gradient_checkpointing = config_.gradient_checkpointing;
     // Ranks whose shards hold no valid label still run: the all-to-alls need every SP rank.
     double loss_sum = 0;
     for (const auto& shard : shards)
-      loss_sum += decoder_->forward_backward(ctx_, weights, &grads, shard, grad_scale, options)
+      loss_sum += decoder_->forward_backward(ctx_, params_, &grads_, shard, grad_scale, options)
                       .loss_sum;
     m.loss = sum_over_ranks(loss_sum) / static_cast<double>(m.valid_labels);
     // Weight gradients are partial sums over each rank's tokens: reduce over the world.
