@@ -77,10 +77,12 @@ const ParamSpec* ParamLayout::find(const std::string& name, std::size_t* group_i
   return nullptr;
 }
 
-ParamBuffers::ParamBuffers(const ModelConfig& config, Device device)
+ParamBuffers::ParamBuffers(const ModelConfig& config, Device device, DType dtype)
     : config_(config), layout_(config) {
+  UL_CHECK(dtype == DType::f32 || dtype == DType::bf16, "ParamBuffers: dtype ", dtype_name(dtype),
+           " is not supported (f32 or bf16)");
   for (const auto& group : layout_.groups())
-    flat_.push_back(Tensor::zeros({group.numel}, DType::f32, device));
+    flat_.push_back(Tensor::zeros({group.numel}, dtype, device));
 }
 
 Tensor param_view(const ParamGroup& group, const Tensor& flat, const std::string& name) {
@@ -166,7 +168,7 @@ void init_weights(ParamBuffers& params, std::uint64_t seed, float std) {
         Rng rng = Rng::derive(seed, {name_hash(spec.name)});
         for (std::int64_t i = 0; i < host.numel(); ++i) p[i] = std * rng.normal();
       }
-      t.copy_from(host);
+      t.copy_from(t.dtype() == DType::f32 ? host : host.to(t.dtype()));
     }
   }
 }

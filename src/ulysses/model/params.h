@@ -77,9 +77,12 @@ struct FinalWeights {
 FinalWeights final_view(const ModelConfig& config, const ParamLayout& layout, const Tensor& flat);
 
 // Flat buffers for every group of a layout (parameters, gradients or optimizer moments).
+// dtype: f32 (master weights, gradients, moments) or bf16 (the compute copy of the weights on
+// CUDA).
 class ParamBuffers {
  public:
-  ParamBuffers(const ModelConfig& config, Device device = Device::cpu());
+  ParamBuffers(const ModelConfig& config, Device device = Device::cpu(),
+               DType dtype = DType::f32);
 
   const ModelConfig& config() const { return config_; }
   const ParamLayout& layout() const { return layout_; }
@@ -93,7 +96,7 @@ class ParamBuffers {
  private:
   ModelConfig config_;
   ParamLayout layout_;
-  std::vector<Tensor> flat_;  // one [numel] f32 tensor per group
+  std::vector<Tensor> flat_;  // one [numel] tensor per group (f32 unless constructed bf16)
 };
 
 // Initialization as Transformers does for these models: normal(0, std) for embeddings and

@@ -2,6 +2,9 @@
 
 #include "ulysses/core/error.h"
 #include "ulysses/ops/cpu/adamw.h"
+#ifdef ULYSSES_HAS_CUDA
+#include "ulysses/ops/cuda/adamw.h"
+#endif
 
 namespace ulysses::ops {
 
@@ -19,13 +22,35 @@ void check_state(const Context& ctx, const Tensor& t, const Tensor& param, const
 
 void adamw_step(const Context& ctx, const AdamWConfig& config, std::int64_t step, Tensor param,
                 const Tensor& grad, Tensor exp_avg, Tensor exp_avg_sq) {
+  adamw_step_with_copy(ctx, config, step, param, grad, exp_avg, exp_avg_sq, Tensor());
+}
+
+void adamw_step_with_copy(const Context& ctx, const AdamWConfig& config, std::int64_t step,
+                          Tensor param, const Tensor& grad, Tensor exp_avg, Tensor exp_avg_sq,
+                          Tensor param_copy) {
   UL_CHECK(step >= 1, "adamw_step: step must be >= 1 (1-based update count), got ", step);
   UL_CHECK(param.defined(), "adamw_step: param is undefined");
   check_state(ctx, param, param, "adamw_step: param");
   check_state(ctx, grad, param, "adamw_step: grad");
   check_state(ctx, exp_avg, param, "adamw_step: exp_avg");
   check_state(ctx, exp_avg_sq, param, "adamw_step: exp_avg_sq");
-  if (ctx.device.is_cpu()) return cpu::adamw_step(config, step, param, grad, exp_avg, exp_avg_sq);
+  if (param_copy.defined()) {
+    UL_CHECK(param_copy.dtype() == DType::f32 || param_copy.dtype() == DType::bf16,
+             "adamw_step: param_copy has dtype ", dtype_name(param_copy.dtype()),
+             ", expected f32 or bf16");
+    check_shape(param_copy, param.shape(), "adamw_step: param_copy");
+    UL_CHECK(param_copy.device() == ctx.device, "adamw_step: param_copy is on ",
+             param_copy.device().str(), " but ctx.device is ", ctx.device.str());
+  }
+  if (ctx.device.is_cpu()) {
+    cpu::adamw_step(config, step, param, grad, exp_avg, exp_avg_sq);
+    if (param_copy.defined()) param_copy.copy_from(param.to(param_copy.dtype()));
+    return;
+  }
+#ifdef ULYSSES_HAS_CUDA
+  if (ctx.device.is_cuda())
+    return cuda::adamw_step(ctx, config, step, param, grad, exp_avg, exp_avg_sq, param_copy);
+#endif
   UL_FAIL("adamw_step: no kernel for device ", ctx.device.str());
 }
 

@@ -20,8 +20,16 @@ struct AdamWConfig {
   float weight_decay = 0.0f;
 };
 
-// param, grad, exp_avg, exp_avg_sq: same shape, f32; step >= 1 is the 1-based update count.
+// param, grad, exp_avg, exp_avg_sq: same shape, f32 (every device); step >= 1 is the 1-based
+// update count.
 void adamw_step(const Context& ctx, const AdamWConfig& config, std::int64_t step, Tensor param,
                 const Tensor& grad, Tensor exp_avg, Tensor exp_avg_sq);
+
+// The same update, also writing the updated parameters into param_copy (same shape, f32 or
+// bf16, rounded to nearest even): on CUDA in the same pass, so the bf16 compute weights follow
+// the f32 master weights without a separate conversion. Undefined param_copy = adamw_step.
+void adamw_step_with_copy(const Context& ctx, const AdamWConfig& config, std::int64_t step,
+                          Tensor param, const Tensor& grad, Tensor exp_avg, Tensor exp_avg_sq,
+                          Tensor param_copy);
 
 }  // namespace ulysses::ops

@@ -5,16 +5,22 @@
 
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/attention.h"
+#ifdef ULYSSES_HAS_CUDA
+#include "ulysses/ops/cuda/attention.h"
+#endif
 
 namespace ulysses::ops {
 namespace {
 
+// Element type of q, k, v, out and their gradients: f32 on CPU, bf16 on CUDA.
+DType attention_dtype(const Context& ctx) { return ctx.device.is_cuda() ? DType::bf16 : DType::f32; }
+
 // Checks q, k, v, cu_seqlens and the block size; returns the shape for the kernels.
 cpu::AttentionShape check_inputs(const Context& ctx, const Tensor& q, const Tensor& k,
                                  const Tensor& v, const Tensor& cu_seqlens) {
-  check_dtype(q, DType::f32, "attention: q");
-  check_dtype(k, DType::f32, "attention: k");
-  check_dtype(v, DType::f32, "attention: v");
+  check_dtype(q, attention_dtype(ctx), "attention: q");
+  check_dtype(k, attention_dtype(ctx), "attention: k");
+  check_dtype(v, attention_dtype(ctx), "attention: v");
   check_dtype(cu_seqlens, DType::i32, "attention: cu_seqlens");
   UL_CHECK(q.ndim() == 3, "attention: q must be [T, Hq, D], got shape ", shape_str(q.shape()));
   UL_CHECK(k.ndim() == 3, "attention: k must be [T, Hkv, D], got shape ", shape_str(k.shape()));
@@ -36,6 +42,14 @@ cpu::AttentionShape check_inputs(const Context& ctx, const Tensor& q, const Tens
   check_on_context_device(ctx, k, "attention: k");
   check_on_context_device(ctx, v, "attention: v");
   check_on_context_device(ctx, cu_seqlens, "attention: cu_seqlens");
+#ifdef ULYSSES_HAS_CUDA
+  if (ctx.device.is_cuda()) {
+    UL_CHECK(cuda::attention_supports_head_dim(D), "attention: head_dim ", D,
+             " has no CUDA kernel (supported: 64, 128)");
+    UL_CHECK(T < (std::int64_t{1} << 31) / Hq, "attention: ", T, " tokens x ", Hq,
+             " heads exceed the CUDA kernels' 32-bit row indexing");
+  }
+#endif
 
   // cu_seqlens values (read on the host).
   const Tensor cu_host = cu_seqlens.device().is_cpu() ? cu_seqlens : cu_seqlens.to(Device::cpu());
@@ -56,7 +70,7 @@ cpu::AttentionShape check_inputs(const Context& ctx, const Tensor& q, const Tens
 void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& cu_seqlens, float scale, Tensor out, Tensor lse) {
   const cpu::AttentionShape shape = check_inputs(ctx, q, k, v, cu_seqlens);
-  check_dtype(out, DType::f32, "attention_forward: out");
+  check_dtype(out, attention_dtype(ctx), "attention_forward: out");
   check_dtype(lse, DType::f32, "attention_forward: lse");
   check_shape(out, q.shape(), "attention_forward: out");
   check_shape(lse, {shape.query_heads, shape.tokens}, "attention_forward: lse");
@@ -67,6 +81,13 @@ void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, con
     cpu::attention_forward(shape, q.data<float>(), k.data<float>(), v.data<float>(),
                            cu_seqlens.data<std::int32_t>(), scale, out.data<float>(),
                            lse.data<float>());
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    for (const Tensor* t : std::initializer_list<const Tensor*>{&q, &k, &v, &out})
+      UL_CHECK(reinterpret_cast<std::uintptr_t>(t->raw()) % 16 == 0,
+               "attention_forward: CUDA tensors must be 16-byte aligned");
+    cuda::attention_forward(ctx, q, k, v, cu_seqlens, scale, out, lse);
+#endif
   } else {
     UL_FAIL("attention_forward: no kernel for device ", ctx.device.str());
   }
@@ -86,7 +107,7 @@ void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, co
       {dv, k.shape(), "attention_backward: dv"},
   };
   for (const auto& other : others) {
-    check_dtype(other.tensor, DType::f32, other.name);
+    check_dtype(other.tensor, attention_dtype(ctx), other.name);
     check_shape(other.tensor, other.shape, other.name);
     check_on_context_device(ctx, other.tensor, other.name);
   }
@@ -99,6 +120,14 @@ void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, co
                             cu_seqlens.data<std::int32_t>(), scale, out.data<float>(),
                             lse.data<float>(), dout.data<float>(), dq.data<float>(),
                             dk.data<float>(), dv.data<float>());
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    for (const Tensor* t :
+         std::initializer_list<const Tensor*>{&q, &k, &v, &out, &dout, &dq, &dk, &dv})
+      UL_CHECK(reinterpret_cast<std::uintptr_t>(t->raw()) % 16 == 0,
+               "attention_backward: CUDA tensors must be 16-byte aligned");
+    cuda::attention_backward(ctx, q, k, v, cu_seqlens, scale, out, lse, dout, dq, dk, dv);
+#endif
   } else {
     UL_FAIL("attention_backward: no kernel for device ", ctx.device.str());
   }

@@ -16,7 +16,10 @@ namespace ulysses::ops {
 // cu_seqlens[0] == 0, cu_seqlens[n] == T (empty documents allowed).
 // scale multiplies q.k (1/sqrt(D) for every supported model).
 // out: [T, Hq, D] written; lse: [Hq, T] f32 written (natural-log sum of exp of scaled scores).
-// Block size: ctx.attention_block (any T works, not only multiples of it).
+// Block size: ctx.attention_block (CPU; any T works, not only multiples of it).
+// Dtypes: CPU: q, k, v, out (and dout, dq, dk, dv) f32. CUDA: those bf16, 16-byte aligned,
+// head_dim 64 or 128; lse f32 on every device. The cu_seqlens values are checked on a host copy
+// (synchronizes). CUDA forward and backward are deterministic (no atomics).
 void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& cu_seqlens, float scale, Tensor out, Tensor lse);
 

@@ -3,6 +3,11 @@
 #include "ulysses/core/error.h"
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/cross_entropy.h"
+#ifdef ULYSSES_HAS_CUDA
+#include <vector>
+
+#include "ulysses/ops/cuda/cross_entropy.h"
+#endif
 
 namespace ulysses::ops {
 
@@ -22,8 +27,8 @@ LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor&
            " has ", weight.dim(1), " channels but x ", shape_str(x.shape()), " has ", channels);
   UL_CHECK(vocab_size >= 1, "lm_head_cross_entropy: weight has an empty vocabulary");
   UL_CHECK(labels.defined(), "lm_head_cross_entropy: labels is undefined");
-  check_dtype(x, DType::f32, "lm_head_cross_entropy: x");
-  check_dtype(weight, DType::f32, "lm_head_cross_entropy: weight");
+  check_compute_dtype(ctx, x, "lm_head_cross_entropy: x");
+  check_same_dtype(weight, x, "lm_head_cross_entropy: weight", "x");
   check_dtype(labels, DType::i32, "lm_head_cross_entropy: labels");
   check_shape(labels, {num_tokens}, "lm_head_cross_entropy: labels");
   UL_CHECK(x.device() == ctx.device, "lm_head_cross_entropy: x is on ", x.device().str(),
@@ -34,7 +39,7 @@ LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor&
     UL_CHECK(dx.defined(), "lm_head_cross_entropy: dx is undefined but grad_scale = ", grad_scale);
     UL_CHECK(dweight.defined(),
              "lm_head_cross_entropy: dweight is undefined but grad_scale = ", grad_scale);
-    check_dtype(dx, DType::f32, "lm_head_cross_entropy: dx");
+    check_same_dtype(dx, x, "lm_head_cross_entropy: dx", "x");
     check_dtype(dweight, DType::f32, "lm_head_cross_entropy: dweight");
     check_shape(dx, x.shape(), "lm_head_cross_entropy: dx");
     check_shape(dweight, weight.shape(), "lm_head_cross_entropy: dweight");
@@ -45,6 +50,24 @@ LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor&
   if (ctx.device.is_cpu())
     return cpu::lm_head_cross_entropy(ctx.loss_tile_tokens, x, weight, labels, grad_scale, dx,
                                       dweight);
+#ifdef ULYSSES_HAS_CUDA
+  if (ctx.device.is_cuda()) {
+    // Labels are checked on a host copy (synchronizes); the valid positions go to the kernel.
+    const Tensor host = labels.to(Device::cpu());
+    const std::int32_t* label = host.data<std::int32_t>();
+    std::vector<std::int32_t> valid_rows;
+    for (std::int64_t t = 0; t < num_tokens; ++t) {
+      if (label[t] == kIgnoreIndex) continue;
+      if (label[t] < 0 || label[t] >= vocab_size)
+        UL_FAIL("lm_head_cross_entropy: labels[", t, "] = ", label[t],
+                " is outside [0, vocab_size = ", vocab_size, ") and is not the ignore index ",
+                kIgnoreIndex);
+      valid_rows.push_back(static_cast<std::int32_t>(t));
+    }
+    return cuda::lm_head_cross_entropy(ctx, x, weight, labels, valid_rows, grad_scale, dx,
+                                       dweight);
+  }
+#endif
   UL_FAIL("lm_head_cross_entropy: no kernel for device ", ctx.device.str());
 }
 

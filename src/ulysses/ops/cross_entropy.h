@@ -22,6 +22,9 @@ struct LossSum {
 //   dx: [T, C] += grad_scale * d loss_sum / dx;  dweight: [V, C] += grad_scale * d loss_sum / dW.
 // With grad_scale == 0 (evaluation) dx and dweight may be undefined and are not touched.
 // Tokens with ignored labels contribute nothing (and no NaN even when every label is ignored).
+// Dtypes: x, weight, dx one dtype (f32 on CPU; f32 or bf16 on CUDA); dweight f32 everywhere.
+// CUDA: logits of a tile are f32 ([tile, V] f32 plus [tile, V] dlogits in x's dtype); the labels
+// are checked on a host copy and the loss sum is read back: two host synchronizations per call.
 LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor& weight,
                               const Tensor& labels, float grad_scale, Tensor dx, Tensor dweight);
 

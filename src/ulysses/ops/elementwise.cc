@@ -2,39 +2,74 @@
 
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/elementwise.h"
+#ifdef ULYSSES_HAS_CUDA
+#include "ulysses/ops/cuda/elementwise.h"
+#endif
 
 namespace ulysses::ops {
 void add_inplace(const Context& ctx, Tensor y, const Tensor& x) {
-  check_dtype(y, DType::f32, "add_inplace: y");
-  check_dtype(x, DType::f32, "add_inplace: x");
+  check_compute_dtype(ctx, y, "add_inplace: y");
+  check_same_dtype(x, y, "add_inplace: x", "y");
   check_shape(x, y.shape(), "add_inplace: x");
   check_on_context_device(ctx, y, "add_inplace: y");
   check_on_context_device(ctx, x, "add_inplace: x");
 
   if (ctx.device.is_cpu()) {
     cpu::add_inplace(y.data<float>(), x.data<float>(), y.numel());
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    cuda::add_inplace(ctx, y, x);
+#endif
   } else {
     UL_FAIL("add_inplace: no kernel for device ", ctx.device.str());
   }
 }
 
 void scale_inplace(const Context& ctx, Tensor x, float factor) {
-  check_dtype(x, DType::f32, "scale_inplace: x");
+  check_compute_dtype(ctx, x, "scale_inplace: x");
   check_on_context_device(ctx, x, "scale_inplace: x");
 
   if (ctx.device.is_cpu()) {
     cpu::scale_inplace(x.data<float>(), factor, x.numel());
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    cuda::scale_inplace(ctx, x, factor);
+#endif
   } else {
     UL_FAIL("scale_inplace: no kernel for device ", ctx.device.str());
   }
 }
 
 double sum_of_squares(const Context& ctx, const Tensor& x) {
-  check_dtype(x, DType::f32, "sum_of_squares: x");
+  check_compute_dtype(ctx, x, "sum_of_squares: x");
   check_on_context_device(ctx, x, "sum_of_squares: x");
 
   if (ctx.device.is_cpu()) return cpu::sum_of_squares(x.data<float>(), x.numel());
+#ifdef ULYSSES_HAS_CUDA
+  if (ctx.device.is_cuda()) return cuda::sum_of_squares(ctx, x);
+#endif
   UL_FAIL("sum_of_squares: no kernel for device ", ctx.device.str());
+}
+
+void convert(const Context& ctx, const Tensor& src, Tensor dst) {
+  UL_CHECK(src.defined() && dst.defined(), "convert: src and dst must be defined");
+  UL_CHECK(src.dtype() == DType::f32 || src.dtype() == DType::bf16, "convert: src has dtype ",
+           dtype_name(src.dtype()), ", expected f32 or bf16");
+  UL_CHECK(dst.dtype() == DType::f32 || dst.dtype() == DType::bf16, "convert: dst has dtype ",
+           dtype_name(dst.dtype()), ", expected f32 or bf16");
+  check_shape(dst, src.shape(), "convert: dst");
+  check_on_context_device(ctx, src, "convert: src");
+  check_on_context_device(ctx, dst, "convert: dst");
+
+  if (ctx.device.is_cpu()) {
+    dst.copy_from(src.to(dst.dtype()));
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    cuda::convert(ctx, src, dst);
+#endif
+  } else {
+    UL_FAIL("convert: no kernel for device ", ctx.device.str());
+  }
 }
 
 }  // namespace ulysses::ops

@@ -6,11 +6,17 @@
 
 namespace ulysses::ops {
 
+// Dtypes: f32 on CPU; on CUDA f32 or bf16 (y and x of add_inplace alike), arithmetic in f32.
+
 // y += x (same shape).
 void add_inplace(const Context& ctx, Tensor y, const Tensor& x);
 // x *= factor.
 void scale_inplace(const Context& ctx, Tensor x, float factor);
-// Sum of x^2 accumulated in double (deterministic order).
+// Sum of x^2 accumulated in double (deterministic order). CUDA: fixed grid and fixed-order
+// reductions, so deterministic too; synchronizes the host with the stream to return the value.
 double sum_of_squares(const Context& ctx, const Tensor& x);
+// dst = src converted to dst's dtype (f32 <-> bf16, or a plain copy; same shape, both on the
+// context's device). Rounds to nearest even into bf16.
+void convert(const Context& ctx, const Tensor& src, Tensor dst);
 
 }  // namespace ulysses::ops

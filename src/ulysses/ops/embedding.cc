@@ -2,19 +2,25 @@
 
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/embedding.h"
+#ifdef ULYSSES_HAS_CUDA
+#include "ulysses/ops/cuda/embedding.h"
+#endif
 
 namespace ulysses::ops {
 namespace {
 
-// ids: [T] i32 on the CPU; throws a user-facing error for the first id outside [0, V).
-void check_ids_in_vocabulary(const Tensor& ids, std::int64_t vocab_size) {
-  const std::int32_t* id = ids.data<std::int32_t>();
+// ids: [T] i32 (a CPU copy is made of device ids); throws a user-facing error for the first id outside [0, V).
+// Returns the CPU tensor checked.
+Tensor check_ids_in_vocabulary(const Tensor& ids, std::int64_t vocab_size) {
+  const Tensor host = ids.device().is_cpu() ? ids : ids.to(Device::cpu());
+  const std::int32_t* id = host.data<std::int32_t>();
   for (std::int64_t t = 0; t < ids.numel(); ++t) {
     if (id[t] < 0 || id[t] >= vocab_size) {
       UL_FAIL("token id ", id[t], " at position ", t, " is outside the vocabulary (vocab_size ",
               vocab_size, ")");
     }
   }
+  return host;
 }
 
 }  // namespace
@@ -23,13 +29,13 @@ void embedding_forward(const Context& ctx, const Tensor& ids, const Tensor& tabl
   check_dtype(ids, DType::i32, "embedding_forward: ids");
   UL_CHECK(ids.ndim() == 1, "embedding_forward: ids has shape ", shape_str(ids.shape()),
            ", expected [T]");
-  check_dtype(table, DType::f32, "embedding_forward: table");
+  check_compute_dtype(ctx, table, "embedding_forward: table");
   UL_CHECK(table.ndim() == 2, "embedding_forward: table has shape ", shape_str(table.shape()),
            ", expected [V, C]");
   const std::int64_t T = ids.dim(0);
   const std::int64_t V = table.dim(0);
   const std::int64_t C = table.dim(1);
-  check_dtype(out, DType::f32, "embedding_forward: out");
+  check_same_dtype(out, table, "embedding_forward: out", "table");
   check_shape(out, {T, C}, "embedding_forward: out");
   check_on_context_device(ctx, ids, "embedding_forward: ids");
   check_on_context_device(ctx, table, "embedding_forward: table");
@@ -38,6 +44,11 @@ void embedding_forward(const Context& ctx, const Tensor& ids, const Tensor& tabl
   if (ctx.device.is_cpu()) {
     check_ids_in_vocabulary(ids, V);
     cpu::embedding_forward(ids.data<std::int32_t>(), table.data<float>(), out.data<float>(), T, C);
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    check_ids_in_vocabulary(ids, V);  // host copy: synchronizes
+    cuda::embedding_forward(ctx, ids, table, out);
+#endif
   } else {
     UL_FAIL("embedding_forward: no kernel for device ", ctx.device.str());
   }
@@ -53,7 +64,7 @@ void embedding_backward(const Context& ctx, const Tensor& ids, const Tensor& dou
   const std::int64_t T = ids.dim(0);
   const std::int64_t V = dtable.dim(0);
   const std::int64_t C = dtable.dim(1);
-  check_dtype(dout, DType::f32, "embedding_backward: dout");
+  check_compute_dtype(ctx, dout, "embedding_backward: dout");
   check_shape(dout, {T, C}, "embedding_backward: dout");
   check_on_context_device(ctx, ids, "embedding_backward: ids");
   check_on_context_device(ctx, dout, "embedding_backward: dout");
@@ -63,6 +74,11 @@ void embedding_backward(const Context& ctx, const Tensor& ids, const Tensor& dou
     check_ids_in_vocabulary(ids, V);
     cpu::embedding_backward(ids.data<std::int32_t>(), dout.data<float>(), dtable.data<float>(), T,
                             C);
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    const Tensor ids_host = check_ids_in_vocabulary(ids, V);  // host copy: synchronizes
+    cuda::embedding_backward(ctx, ids_host, dout, dtable);
+#endif
   } else {
     UL_FAIL("embedding_backward: no kernel for device ", ctx.device.str());
   }

@@ -5,6 +5,9 @@
 // passed). Forward outputs are overwritten. Backward gradient outputs are ACCUMULATED (+=), so
 // micro-steps, tiles and residual branches add up without copies; callers zero them first.
 // The CPU backend computes in f32; integer inputs (ids, positions, labels, cu_seqlens) are i32.
+// Dtypes on CUDA (all ops): weights and activations f32 or bf16 (one dtype per call, normally
+// ctx.compute_dtype = bf16), statistics (rstd, lse) and weight gradients f32, f32 arithmetic.
+// Each op's header lists its own rule; on CPU every float tensor is f32.
 #pragma once
 
 #include "ulysses/core/context.h"
@@ -14,9 +17,12 @@ namespace ulysses::ops {
 
 // ids: [T] i32, each in [0, V); table: [V, C] -> out: [T, C] written.
 // An id outside [0, V) throws Error naming the position and the vocabulary size.
+// CUDA: table and out f32 or bf16 (alike); the ids are checked on a host copy (synchronizes).
 void embedding_forward(const Context& ctx, const Tensor& ids, const Tensor& table, Tensor out);
 
 // dtable: [V, C] += the rows of dout: [T, C] scattered by ids (deterministic order).
+// CUDA: dout f32 or bf16, dtable f32; the ids are checked and grouped on a host copy
+// (synchronizes).
 void embedding_backward(const Context& ctx, const Tensor& ids, const Tensor& dout, Tensor dtable);
 
 }  // namespace ulysses::ops

@@ -1,5 +1,7 @@
 // Linear layer y = x W^T + b with Hugging Face's weight layout [out_features, in_features].
-// CPU: OpenBLAS sgemm.
+// CPU: OpenBLAS sgemm. CUDA: cuBLASLt (fp32 accumulation; descriptors cached per shape).
+// Dtypes: x, weight, bias, y, dy, dx one dtype (f32 on CPU; f32 or bf16 on CUDA); dweight and
+// dbias f32 on every device (CUDA accumulates dweight with an f32-output product, beta = 1).
 #pragma once
 
 #include "ulysses/core/context.h"

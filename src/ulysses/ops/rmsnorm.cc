@@ -2,13 +2,16 @@
 
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/rmsnorm.h"
+#ifdef ULYSSES_HAS_CUDA
+#include "ulysses/ops/cuda/rmsnorm.h"
+#endif
 
 namespace ulysses::ops {
 namespace {
 
-// x: [..., C] f32 with C > 0; returns C.
-std::int64_t check_rows(const Tensor& x, const char* name) {
-  check_dtype(x, DType::f32, name);
+// x: [..., C] (a compute dtype) with C > 0; returns C.
+std::int64_t check_rows(const Context& ctx, const Tensor& x, const char* name) {
+  check_compute_dtype(ctx, x, name);
   UL_CHECK(x.ndim() >= 1 && x.dim(-1) > 0, name, " has shape ", shape_str(x.shape()),
            ", expected [..., C] with C > 0");
   return x.dim(-1);
@@ -18,11 +21,11 @@ std::int64_t check_rows(const Tensor& x, const char* name) {
 
 void rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& weight, float eps, Tensor y,
                      Tensor rstd) {
-  const std::int64_t C = check_rows(x, "rmsnorm_forward: x");
+  const std::int64_t C = check_rows(ctx, x, "rmsnorm_forward: x");
   const std::int64_t N = x.numel() / C;
-  check_dtype(weight, DType::f32, "rmsnorm_forward: weight");
+  check_same_dtype(weight, x, "rmsnorm_forward: weight", "x");
   check_shape(weight, {C}, "rmsnorm_forward: weight");
-  check_dtype(y, DType::f32, "rmsnorm_forward: y");
+  check_same_dtype(y, x, "rmsnorm_forward: y", "x");
   check_shape(y, x.shape(), "rmsnorm_forward: y");
   check_dtype(rstd, DType::f32, "rmsnorm_forward: rstd");
   check_shape(rstd, {N}, "rmsnorm_forward: rstd");
@@ -35,6 +38,10 @@ void rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& weight, 
   if (ctx.device.is_cpu()) {
     cpu::rmsnorm_forward(x.data<float>(), weight.data<float>(), eps, y.data<float>(),
                          rstd.data<float>(), N, C);
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    cuda::rmsnorm_forward(ctx, x, weight, eps, y, rstd);
+#endif
   } else {
     UL_FAIL("rmsnorm_forward: no kernel for device ", ctx.device.str());
   }
@@ -42,15 +49,15 @@ void rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& weight, 
 
 void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& rstd,
                       const Tensor& dy, Tensor dx, Tensor dweight) {
-  const std::int64_t C = check_rows(x, "rmsnorm_backward: x");
+  const std::int64_t C = check_rows(ctx, x, "rmsnorm_backward: x");
   const std::int64_t N = x.numel() / C;
-  check_dtype(weight, DType::f32, "rmsnorm_backward: weight");
+  check_same_dtype(weight, x, "rmsnorm_backward: weight", "x");
   check_shape(weight, {C}, "rmsnorm_backward: weight");
   check_dtype(rstd, DType::f32, "rmsnorm_backward: rstd");
   check_shape(rstd, {N}, "rmsnorm_backward: rstd");
-  check_dtype(dy, DType::f32, "rmsnorm_backward: dy");
+  check_same_dtype(dy, x, "rmsnorm_backward: dy", "x");
   check_shape(dy, x.shape(), "rmsnorm_backward: dy");
-  check_dtype(dx, DType::f32, "rmsnorm_backward: dx");
+  check_same_dtype(dx, x, "rmsnorm_backward: dx", "x");
   check_shape(dx, x.shape(), "rmsnorm_backward: dx");
   check_dtype(dweight, DType::f32, "rmsnorm_backward: dweight");
   check_shape(dweight, {C}, "rmsnorm_backward: dweight");
@@ -65,6 +72,10 @@ void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& weight,
   if (ctx.device.is_cpu()) {
     cpu::rmsnorm_backward(x.data<float>(), weight.data<float>(), rstd.data<float>(),
                           dy.data<float>(), dx.data<float>(), dweight.data<float>(), N, C);
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    cuda::rmsnorm_backward(ctx, x, weight, rstd, dy, dx, dweight);
+#endif
   } else {
     UL_FAIL("rmsnorm_backward: no kernel for device ", ctx.device.str());
   }

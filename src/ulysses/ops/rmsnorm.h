@@ -13,6 +13,8 @@ void rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& weight, 
                      Tensor y, Tensor rstd);
 
 // dx: [..., C] += dL/dx; dweight: [C] += dL/dweight. dx must not alias dy.
+// Dtypes: x, weight, y, dy, dx one dtype (f32 on CPU; f32 or bf16 on CUDA); rstd and dweight
+// f32 on every device. CUDA: dweight is reduced deterministically (no atomics).
 void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& weight,
                       const Tensor& rstd, const Tensor& dy, Tensor dx, Tensor dweight);
 

@@ -5,6 +5,9 @@
 
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/rope.h"
+#ifdef ULYSSES_HAS_CUDA
+#include "ulysses/ops/cuda/rope.h"
+#endif
 
 namespace ulysses::ops {
 namespace {
@@ -14,10 +17,10 @@ void check_head_dim(std::int64_t head_dim, const char* where) {
            ", expected a positive even number");
 }
 
-// x: [T, H, D] f32 with D even, and a table of [T, D/2] cos/sin.
-void check_rotation_arguments(const RopeTable& table, const Tensor& x, const char* where,
-                              const char* x_name) {
-  check_dtype(x, DType::f32, x_name);
+// x: [T, H, D] (a compute dtype) with D even, and a table of [T, D/2] f32 cos/sin.
+void check_rotation_arguments(const Context& ctx, const RopeTable& table, const Tensor& x,
+                              const char* where, const char* x_name) {
+  check_compute_dtype(ctx, x, x_name);
   UL_CHECK(x.ndim() == 3, x_name, " has shape ", shape_str(x.shape()), ", expected [T, H, D]");
   check_head_dim(x.dim(2), where);
   const Shape table_shape = {x.dim(0), x.dim(2) / 2};
@@ -106,8 +109,8 @@ RopeTable rope_table(const RopeConfig& config, std::int64_t head_dim, const Tens
 }
 
 void rope_forward(const Context& ctx, const RopeTable& table, const Tensor& x, Tensor out) {
-  check_rotation_arguments(table, x, "rope_forward", "rope_forward: x");
-  check_dtype(out, DType::f32, "rope_forward: out");
+  check_rotation_arguments(ctx, table, x, "rope_forward", "rope_forward: x");
+  check_same_dtype(out, x, "rope_forward: out", "x");
   check_shape(out, x.shape(), "rope_forward: out");
   check_on_context_device(ctx, table.cos, "rope_forward: table cos");
   check_on_context_device(ctx, table.sin, "rope_forward: table sin");
@@ -117,14 +120,18 @@ void rope_forward(const Context& ctx, const RopeTable& table, const Tensor& x, T
   if (ctx.device.is_cpu()) {
     cpu::rope_forward(table.cos.data<float>(), table.sin.data<float>(), x.data<float>(),
                       out.data<float>(), x.dim(0), x.dim(1), x.dim(2));
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    cuda::rope_forward(ctx, table.cos, table.sin, x, out);
+#endif
   } else {
     UL_FAIL("rope_forward: no kernel for device ", ctx.device.str());
   }
 }
 
 void rope_backward(const Context& ctx, const RopeTable& table, const Tensor& dout, Tensor dx) {
-  check_rotation_arguments(table, dout, "rope_backward", "rope_backward: dout");
-  check_dtype(dx, DType::f32, "rope_backward: dx");
+  check_rotation_arguments(ctx, table, dout, "rope_backward", "rope_backward: dout");
+  check_same_dtype(dx, dout, "rope_backward: dx", "dout");
   check_shape(dx, dout.shape(), "rope_backward: dx");
   UL_CHECK(dx.raw() != dout.raw(), "rope_backward: dx must not alias dout");
   check_on_context_device(ctx, table.cos, "rope_backward: table cos");
@@ -135,6 +142,10 @@ void rope_backward(const Context& ctx, const RopeTable& table, const Tensor& dou
   if (ctx.device.is_cpu()) {
     cpu::rope_backward(table.cos.data<float>(), table.sin.data<float>(), dout.data<float>(),
                        dx.data<float>(), dout.dim(0), dout.dim(1), dout.dim(2));
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    cuda::rope_backward(ctx, table.cos, table.sin, dout, dx);
+#endif
   } else {
     UL_FAIL("rope_backward: no kernel for device ", ctx.device.str());
   }

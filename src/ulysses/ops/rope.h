@@ -37,6 +37,8 @@ RopeTable rope_table(const RopeConfig& config, std::int64_t head_dim, const Tens
 void rope_forward(const Context& ctx, const RopeTable& table, const Tensor& x, Tensor out);
 
 // dx: [T, H, D] += R^T dout (the inverse rotation); dx must not alias dout.
+// Dtypes: x/out and dout/dx f32 on CPU; f32 or bf16 on CUDA (each pair alike). The table is f32
+// on the op's device (rope_table puts it on the device of positions).
 void rope_backward(const Context& ctx, const RopeTable& table, const Tensor& dout, Tensor dx);
 
 }  // namespace ulysses::ops

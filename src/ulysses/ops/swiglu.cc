@@ -2,15 +2,18 @@
 
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/swiglu.h"
+#ifdef ULYSSES_HAS_CUDA
+#include "ulysses/ops/cuda/swiglu.h"
+#endif
 
 namespace ulysses::ops {
 void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor out) {
-  check_dtype(gate, DType::f32, "swiglu_forward: gate");
+  check_compute_dtype(ctx, gate, "swiglu_forward: gate");
   UL_CHECK(gate.ndim() == 2, "swiglu_forward: gate has shape ", shape_str(gate.shape()),
            ", expected [N, I]");
-  check_dtype(up, DType::f32, "swiglu_forward: up");
+  check_same_dtype(up, gate, "swiglu_forward: up", "gate");
   check_shape(up, gate.shape(), "swiglu_forward: up");
-  check_dtype(out, DType::f32, "swiglu_forward: out");
+  check_same_dtype(out, gate, "swiglu_forward: out", "gate");
   check_shape(out, gate.shape(), "swiglu_forward: out");
   check_on_context_device(ctx, gate, "swiglu_forward: gate");
   check_on_context_device(ctx, up, "swiglu_forward: up");
@@ -18,6 +21,10 @@ void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Te
 
   if (ctx.device.is_cpu()) {
     cpu::swiglu_forward(gate.data<float>(), up.data<float>(), out.data<float>(), gate.numel());
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    cuda::swiglu_forward(ctx, gate, up, out);
+#endif
   } else {
     UL_FAIL("swiglu_forward: no kernel for device ", ctx.device.str());
   }
@@ -25,16 +32,16 @@ void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Te
 
 void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
                      Tensor dgate, Tensor dup) {
-  check_dtype(gate, DType::f32, "swiglu_backward: gate");
+  check_compute_dtype(ctx, gate, "swiglu_backward: gate");
   UL_CHECK(gate.ndim() == 2, "swiglu_backward: gate has shape ", shape_str(gate.shape()),
            ", expected [N, I]");
-  check_dtype(up, DType::f32, "swiglu_backward: up");
+  check_same_dtype(up, gate, "swiglu_backward: up", "gate");
   check_shape(up, gate.shape(), "swiglu_backward: up");
-  check_dtype(dout, DType::f32, "swiglu_backward: dout");
+  check_same_dtype(dout, gate, "swiglu_backward: dout", "gate");
   check_shape(dout, gate.shape(), "swiglu_backward: dout");
-  check_dtype(dgate, DType::f32, "swiglu_backward: dgate");
+  check_same_dtype(dgate, gate, "swiglu_backward: dgate", "gate");
   check_shape(dgate, gate.shape(), "swiglu_backward: dgate");
-  check_dtype(dup, DType::f32, "swiglu_backward: dup");
+  check_same_dtype(dup, gate, "swiglu_backward: dup", "gate");
   check_shape(dup, gate.shape(), "swiglu_backward: dup");
   check_on_context_device(ctx, gate, "swiglu_backward: gate");
   check_on_context_device(ctx, up, "swiglu_backward: up");
@@ -45,6 +52,10 @@ void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, c
   if (ctx.device.is_cpu()) {
     cpu::swiglu_backward(gate.data<float>(), up.data<float>(), dout.data<float>(),
                          dgate.data<float>(), dup.data<float>(), gate.numel());
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    cuda::swiglu_backward(ctx, gate, up, dout, dgate, dup);
+#endif
   } else {
     UL_FAIL("swiglu_backward: no kernel for device ", ctx.device.str());
   }

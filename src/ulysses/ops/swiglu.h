@@ -10,6 +10,7 @@ namespace ulysses::ops {
 void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor out);
 
 // dgate += dout * up * silu'(gate); dup += dout * silu(gate). All [N, I].
+// Dtypes: every tensor f32 on CPU; on CUDA f32 or bf16, all alike (f32 arithmetic).
 void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
                      Tensor dgate, Tensor dup);
 

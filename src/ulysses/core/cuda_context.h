@@ -1,0 +1,41 @@
+// Making contexts and reading device memory statistics. Usable in every build: without CUDA
+// (ULYSSES_HAS_CUDA undefined) make_cuda_context throws an Error saying so and the memory
+// statistics are zero.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "ulysses/core/context.h"
+
+namespace ulysses {
+
+// CPU context: f32 compute, no CUDA resources.
+Context make_cpu_context();
+
+// CUDA context on one device: selects the device (cudaSetDevice), creates its compute stream
+// (a blocking stream, so the synchronous copies and memsets of Tensor order with it), a
+// cuBLASLt handle and a 64 MiB matmul workspace. compute_dtype is bf16.
+// Every CUDA op of this context runs on its compute stream, asynchronously with the host, except
+// where an op's header documents a host synchronization.
+Context make_cuda_context(int device_index = 0);
+
+// Waits for all work queued on the context's stream (no-op on CPU).
+void synchronize(const Context& ctx);
+
+// Caching device allocator statistics of one device, in bytes.
+struct DeviceMemoryStats {
+  std::size_t in_use = 0;         // handed out to live tensors (rounded sizes)
+  std::size_t peak_in_use = 0;    // maximum of in_use since start or the last reset_peak
+  std::size_t reserved = 0;       // obtained from cudaMalloc (in use + cached free blocks)
+  std::size_t peak_reserved = 0;  // maximum of reserved
+  std::int64_t device_allocations = 0;  // cudaMalloc calls (cache misses)
+  std::int64_t cache_hits = 0;          // allocations served from the cache
+};
+DeviceMemoryStats device_memory_stats(int device_index = 0);
+// Sets peak_in_use to in_use and peak_reserved to reserved.
+void reset_peak_device_memory(int device_index = 0);
+// Returns the cached free blocks to the driver (cudaFree); live tensors are untouched.
+void empty_device_cache(int device_index = 0);
+
+}  // namespace ulysses

@@ -1,0 +1,58 @@
+#include <cmath>
+
+#include "ulysses/ops/cuda/adamw.h"
+#include "ulysses/ops/cuda/common.cuh"
+
+namespace ulysses::ops::cuda {
+
+namespace {
+
+struct AdamWScalars {
+  float beta1, beta2, eps, step_size, bias_correction2_sqrt, decay;
+};
+
+// The same f32 arithmetic as the CPU kernel (ops/cpu/adamw.cc).
+template <typename TC>
+__global__ void adamw_kernel(AdamWScalars s, float* p, const float* g, float* m, float* v,
+                             TC* copy, std::int64_t n) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    const float gi = g[i];
+    const float mi = s.beta1 * m[i] + (1.0f - s.beta1) * gi;
+    const float vi = s.beta2 * v[i] + (1.0f - s.beta2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    const float denom = sqrtf(vi) / s.bias_correction2_sqrt + s.eps;
+    const float pi = p[i] * s.decay - s.step_size * mi / denom;
+    p[i] = pi;
+    if (copy) copy[i] = from_float<TC>(pi);
+  }
+}
+
+}  // namespace
+
+void adamw_step(const Context& ctx, const AdamWConfig& config, std::int64_t step, Tensor param,
+                const Tensor& grad, Tensor exp_avg, Tensor exp_avg_sq, Tensor param_copy) {
+  const std::int64_t n = param.numel();
+  if (n == 0) return;
+  const double t = static_cast<double>(step);
+  const double bias_correction1 = 1.0 - std::pow(static_cast<double>(config.beta1), t);
+  const double bias_correction2 = 1.0 - std::pow(static_cast<double>(config.beta2), t);
+  const AdamWScalars s{config.beta1,
+                       config.beta2,
+                       config.eps,
+                       static_cast<float>(config.lr / bias_correction1),
+                       static_cast<float>(std::sqrt(bias_correction2)),
+                       1.0f - config.lr * config.weight_decay};
+  const DType copy_dtype = param_copy.defined() ? param_copy.dtype() : DType::f32;
+  dispatch_float_type(copy_dtype, "adamw_step param_copy", [&]<typename TC>() {
+    TC* copy = param_copy.defined() ? ptr<TC>(param_copy) : nullptr;
+    adamw_kernel<<<blocks_for(n, 256, 132 * 16), 256, 0, stream_of(ctx)>>>(
+        s, ptr<float>(param), ptr<float>(grad), ptr<float>(exp_avg), ptr<float>(exp_avg_sq), copy,
+        n);
+    UL_CUDA_CHECK_LAUNCH();
+  });
+}
+
+}  // namespace ulysses::ops::cuda
