@@ -1,0 +1,510 @@
+#include "ulysses/train/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include "ulysses/core/error.h"
+#include "ulysses/core/log.h"
+#include "ulysses/io/safetensors.h"
+
+namespace ulysses::train {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr const char* kStateFormat = "ulysses-training-state";
+constexpr std::int64_t kStateVersion = 1;
+
+std::string os_error() { return std::strerror(errno); }
+
+std::uint64_t fnv1a64(const std::string& bytes) {
+  std::uint64_t hash = 0xcbf29ce484222325ull;
+  for (const unsigned char c : bytes) {
+    hash ^= c;
+    hash *= 0x100000001b3ull;
+  }
+  return hash;
+}
+
+std::string hex64(std::uint64_t value) {
+  char buffer[17];
+  std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(value));
+  return buffer;
+}
+
+// ---- Agreement between ranks ----------------------------------------------------------------
+
+// Broadcasts `text` from `root` (one i32 element per byte).
+void broadcast_string(comm::Communicator& world, int root, std::string& text) {
+  Tensor length = Tensor::empty({1}, DType::i64);  // [1]
+  length.data<std::int64_t>()[0] = static_cast<std::int64_t>(text.size());
+  world.broadcast(length, root);
+  const std::int64_t n = length.data<std::int64_t>()[0];
+  if (n == 0) {
+    text.clear();
+    return;
+  }
+  Tensor bytes = Tensor::empty({n}, DType::i32);  // [n]
+  std::int32_t* b = bytes.data<std::int32_t>();
+  if (world.rank() == root)
+    for (std::int64_t i = 0; i < n; ++i) b[i] = static_cast<unsigned char>(text[i]);
+  world.broadcast(bytes, root);
+  text.resize(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) text[i] = static_cast<char>(b[i]);
+}
+
+// Collective: when any rank passes a non-empty `error`, every rank throws an Error with the
+// message of the lowest failing rank (plus "(rank r)" when the group has several ranks).
+void agree(comm::Communicator& world, const std::string& error) {
+  const int size = world.size();
+  Tensor flag = Tensor::from_ints({error.empty() ? 0 : size - world.rank()}, {1});  // [1]
+  world.all_reduce(flag, comm::ReduceOp::max);
+  const int top = flag.data<std::int32_t>()[0];
+  if (top == 0) return;
+  const int lowest_failing = size - top;
+  std::string message = world.rank() == lowest_failing ? error : std::string();
+  broadcast_string(world, lowest_failing, message);
+  if (size > 1) message += " (rank " + std::to_string(lowest_failing) + ")";
+  throw Error(message);
+}
+
+// Runs `work` (which may throw) and agrees on the outcome with the other ranks.
+template <typename Work>
+void run_agreed(comm::Communicator& world, Work&& work) {
+  std::string error;
+  try {
+    work();
+  } catch (const std::exception& e) {
+    error = e.what();
+    if (error.empty()) error = "unknown error";
+  } catch (...) {
+    error = "unknown non-standard exception";
+  }
+  agree(world, error);
+}
+
+// ---- File system helpers --------------------------------------------------------------------
+
+// fsyncs a regular file (Error on failure) or a folder (best effort: some file systems refuse).
+void fsync_path(const fs::path& path, bool directory) {
+  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) {
+    if (directory) return;
+    UL_FAIL(path.string(), ": cannot open for fsync: ", os_error());
+  }
+  const int rc = ::fsync(fd);
+  const std::string why = rc != 0 ? os_error() : std::string();
+  ::close(fd);
+  if (rc != 0 && !directory) UL_FAIL(path.string(), ": fsync failed: ", why);
+}
+
+// fsyncs every file and folder below `dir`, then `dir` itself.
+void fsync_tree(const fs::path& dir) {
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    if (entry.is_directory()) {
+      fsync_path(entry.path(), true);
+    } else if (entry.is_regular_file()) {
+      fsync_path(entry.path(), false);
+    }
+  }
+  fsync_path(dir, true);
+}
+
+// Writes `content` to `path` (replacing it) and fsyncs it.
+void write_file_synced(const fs::path& path, const std::string& content) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) UL_FAIL(path.string(), ": cannot create file: ", os_error());
+  const char* p = content.data();
+  std::size_t left = content.size();
+  while (left > 0) {
+    const ssize_t put = ::write(fd, p, left);
+    if (put < 0 && errno == EINTR) continue;
+    if (put <= 0) {
+      const std::string why = os_error();
+      ::close(fd);
+      UL_FAIL(path.string(), ": write failed: ", why);
+    }
+    p += put;
+    left -= static_cast<std::size_t>(put);
+  }
+  if (::fsync(fd) != 0) {
+    const std::string why = os_error();
+    ::close(fd);
+    UL_FAIL(path.string(), ": fsync failed: ", why);
+  }
+  if (::close(fd) != 0) UL_FAIL(path.string(), ": close failed: ", os_error());
+}
+
+std::string read_text_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) UL_FAIL(path.string(), ": cannot open file: ", os_error());
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) UL_FAIL(path.string(), ": read failed");
+  return text.str();
+}
+
+// Removes `path` recursively; Error naming it on failure.
+void remove_folder(const fs::path& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+  if (ec) UL_FAIL(path.string(), ": cannot remove folder: ", ec.message());
+}
+
+std::string utc_timestamp() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char buffer[32];
+  std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return buffer;
+}
+
+// Parses the decimal step of "<prefix><digits><suffix>"; nullopt for any other name.
+std::optional<std::int64_t> parse_step(const std::string& name, const std::string& prefix,
+                                       const std::string& suffix) {
+  if (name.size() <= prefix.size() + suffix.size()) return std::nullopt;
+  if (name.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
+  if (name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) return std::nullopt;
+  const char* begin = name.data() + prefix.size();
+  const char* end = name.data() + name.size() - suffix.size();
+  if (!std::all_of(begin, end, [](char c) { return c >= '0' && c <= '9'; })) return std::nullopt;
+  std::int64_t step = 0;
+  const auto [ptr, ec] = std::from_chars(begin, end, step);
+  if (ec != std::errc() || ptr != end) return std::nullopt;
+  return step;
+}
+
+struct FoundCheckpoint {
+  std::int64_t step = 0;
+  fs::path path;
+  bool complete = false;
+  bool tmp = false;  // a .checkpoint-<N>.tmp folder
+};
+
+// Checkpoint and temporary folders of output_dir, by increasing step (empty when the folder
+// does not exist).
+std::vector<FoundCheckpoint> scan_checkpoints(const fs::path& output_dir) {
+  std::vector<FoundCheckpoint> found;
+  std::error_code ec;
+  if (!fs::is_directory(output_dir, ec)) return found;
+  fs::directory_iterator it(output_dir, ec);
+  if (ec) UL_FAIL(output_dir.string(), ": cannot list folder: ", ec.message());
+  for (const auto& entry : it) {
+    if (!entry.is_directory()) continue;
+    const std::string name = entry.path().filename().string();
+    if (const auto step = parse_step(name, "checkpoint-", "")) {
+      found.push_back({*step, entry.path(), is_complete_checkpoint(entry.path()), false});
+    } else if (const auto tmp_step = parse_step(name, ".checkpoint-", ".tmp")) {
+      found.push_back({*tmp_step, entry.path(), false, true});
+    }
+  }
+  std::sort(found.begin(), found.end(), [](const FoundCheckpoint& a, const FoundCheckpoint& b) {
+    return a.step != b.step ? a.step < b.step : a.path < b.path;
+  });
+  return found;
+}
+
+std::string interrupted_message(const fs::path& dir) {
+  return dir.string() + ": not a complete checkpoint: the " + kCompleteMarkerName +
+         " marker is missing, i.e. the save was interrupted (resume from an earlier checkpoint)";
+}
+
+// ---- trainer_state.json fields --------------------------------------------------------------
+
+const json& field(const json& object, const char* key, const std::string& origin) {
+  if (!object.contains(key)) UL_FAIL(origin, ": missing field \"", key, "\"");
+  return object.at(key);
+}
+std::int64_t int_field(const json& object, const char* key, const std::string& origin) {
+  const json& value = field(object, key, origin);
+  if (!value.is_number_integer() ||
+      (value.is_number_unsigned() && value.get<std::uint64_t>() > INT64_MAX))
+    UL_FAIL(origin, ": field \"", key, "\" must be an integer, got ", value.dump());
+  return value.get<std::int64_t>();
+}
+
+}  // namespace
+
+std::string checkpoint_folder_name(std::int64_t step) {
+  return "checkpoint-" + std::to_string(step);
+}
+std::string checkpoint_tmp_folder_name(std::int64_t step) {
+  return ".checkpoint-" + std::to_string(step) + ".tmp";
+}
+std::string rank_file_name(std::int64_t rank, std::int64_t world_size) {
+  return "rank-" + std::to_string(rank) + "-of-" + std::to_string(world_size) + ".safetensors";
+}
+
+std::string model_fingerprint(const model::ModelConfig& config) {
+  json config_json = model_config_to_json(config);
+  config_json.erase("torch_dtype");
+  std::ostringstream out;
+  out << config.model_type << " hidden=" << config.hidden_size
+      << " layers=" << config.num_hidden_layers << " heads=" << config.num_attention_heads
+      << " kv_heads=" << config.num_key_value_heads << " vocab=" << config.vocab_size
+      << " config=" << hex64(fnv1a64(config_json.dump()));
+  return out.str();
+}
+
+json training_state_to_json(const TrainingState& state) {
+  return json{{"format", kStateFormat},
+              {"version", kStateVersion},
+              {"step", state.step},
+              {"data_position", state.data_position},
+              {"seed", state.seed},
+              {"world_size", state.world_size},
+              {"sp_size", state.sp_size},
+              {"dp_shard_size", state.dp_shard_size},
+              {"dp_replicate_size", state.dp_replicate_size},
+              {"zero_stage", state.zero_stage},
+              {"model_fingerprint", state.model_fingerprint},
+              {"extra", state.extra}};
+}
+
+TrainingState training_state_from_json(const json& state_json, const std::string& origin) {
+  if (!state_json.is_object()) UL_FAIL(origin, ": expected a JSON object");
+  const json& format = field(state_json, "format", origin);
+  if (format != kStateFormat)
+    UL_FAIL(origin, ": \"format\" is ", format.dump(), ", expected \"", kStateFormat, "\"");
+  const std::int64_t version = int_field(state_json, "version", origin);
+  if (version != kStateVersion)
+    UL_FAIL(origin, ": version ", version, " is not supported (this build reads version ",
+            kStateVersion, ")");
+  TrainingState state;
+  state.step = int_field(state_json, "step", origin);
+  state.data_position = int_field(state_json, "data_position", origin);
+  const json& seed = field(state_json, "seed", origin);
+  if (!seed.is_number_unsigned())
+    UL_FAIL(origin, ": field \"seed\" must be a non-negative integer, got ", seed.dump());
+  state.seed = seed.get<std::uint64_t>();
+  state.world_size = int_field(state_json, "world_size", origin);
+  state.sp_size = int_field(state_json, "sp_size", origin);
+  state.dp_shard_size = int_field(state_json, "dp_shard_size", origin);
+  state.dp_replicate_size = int_field(state_json, "dp_replicate_size", origin);
+  state.zero_stage = int_field(state_json, "zero_stage", origin);
+  const json& fingerprint = field(state_json, "model_fingerprint", origin);
+  if (!fingerprint.is_string())
+    UL_FAIL(origin, ": field \"model_fingerprint\" must be a string, got ", fingerprint.dump());
+  state.model_fingerprint = fingerprint.get<std::string>();
+  state.extra = state_json.value("extra", json());
+  if (state.step < 0 || state.world_size < 1)
+    UL_FAIL(origin, ": invalid step ", state.step, " or world_size ", state.world_size);
+  return state;
+}
+
+bool is_complete_checkpoint(const fs::path& dir) {
+  std::error_code ec;
+  return fs::is_directory(dir, ec) && fs::is_regular_file(dir / kCompleteMarkerName, ec);
+}
+
+fs::path save_training_checkpoint(comm::Communicator& world, const fs::path& output_dir,
+                                  const TrainingState& state,
+                                  const std::vector<std::pair<std::string, Tensor>>& rank_tensors,
+                                  const std::function<void(const fs::path& tmp_dir)>& extra_files) {
+  const fs::path final_dir = output_dir / checkpoint_folder_name(state.step);
+  const fs::path tmp_dir = output_dir / checkpoint_tmp_folder_name(state.step);
+  const bool is_root = world.rank() == 0;
+  const std::string state_text =
+      training_state_to_json(state).dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+
+  // Every rank must describe the same state: compare hashes of the JSON.
+  Tensor hashes = Tensor::empty({world.size()}, DType::i64);  // [world size]
+  Tensor own_hash = Tensor::empty({1}, DType::i64);           // [1]
+  own_hash.data<std::int64_t>()[0] = std::bit_cast<std::int64_t>(fnv1a64(state_text));
+  world.all_gather(own_hash, hashes);
+
+  // Phase 1: validate; rank 0 prepares an empty temporary folder.
+  run_agreed(world, [&] {
+    if (state.world_size != world.size())
+      UL_FAIL(final_dir.string(), ": state.world_size is ", state.world_size,
+              " but the communicator has ", world.size(), " ranks");
+    if (state.step < 0) UL_FAIL(final_dir.string(), ": negative step ", state.step);
+    for (int r = 1; r < world.size(); ++r)
+      if (hashes.data<std::int64_t>()[r] != hashes.data<std::int64_t>()[0])
+        UL_FAIL(final_dir.string(), ": the training state of rank ", r,
+                " differs from rank 0's (every rank must save the same state)");
+    if (!is_root) return;
+    std::error_code ec;
+    fs::create_directories(output_dir, ec);
+    if (ec) UL_FAIL(output_dir.string(), ": cannot create folder: ", ec.message());
+    if (fs::exists(tmp_dir, ec)) {
+      log_warn("removing ", tmp_dir.string(), ", left behind by an interrupted save");
+      remove_folder(tmp_dir);
+    }
+    fs::create_directory(tmp_dir, ec);
+    if (ec) UL_FAIL(tmp_dir.string(), ": cannot create folder: ", ec.message());
+  });
+
+  const auto remove_tmp_on_failure = [&](auto&& phase) {
+    try {
+      run_agreed(world, phase);
+    } catch (...) {
+      std::error_code ignored;
+      if (is_root) fs::remove_all(tmp_dir, ignored);
+      throw;
+    }
+  };
+
+  // Phase 2: every rank writes (and fsyncs) its own file.
+  remove_tmp_on_failure([&] {
+    const std::map<std::string, std::string> metadata = {
+        {"ulysses.step", std::to_string(state.step)},
+        {"ulysses.rank", std::to_string(world.rank())},
+        {"ulysses.world_size", std::to_string(world.size())}};
+    io::write_safetensors(tmp_dir / rank_file_name(world.rank(), world.size()), rank_tensors,
+                          metadata);
+  });
+
+  // Phase 3: rank 0 completes the folder, renames it into place and marks it complete.
+  remove_tmp_on_failure([&] {
+    if (!is_root) return;
+    write_file_synced(tmp_dir / kTrainerStateName, state_text);
+    if (extra_files) extra_files(tmp_dir);
+    fsync_tree(tmp_dir);
+    std::error_code ec;
+    if (fs::exists(final_dir, ec)) {
+      log_warn("replacing existing ", final_dir.string(),
+               is_complete_checkpoint(final_dir) ? "" : " (an interrupted save)");
+      remove_folder(final_dir);
+    }
+    fs::rename(tmp_dir, final_dir, ec);
+    if (ec)
+      UL_FAIL(final_dir.string(), ": cannot rename ", tmp_dir.string(),
+              " into place: ", ec.message());
+    fsync_path(output_dir, true);
+    write_file_synced(final_dir / kCompleteMarkerName, utc_timestamp() + "\n");
+    fsync_path(final_dir, true);
+  });
+  return final_dir;
+}
+
+fs::path resolve_checkpoint(comm::Communicator& world, const fs::path& output_dir,
+                            const std::string& spec) {
+  std::string resolved;
+  run_agreed(world, [&] {
+    if (world.rank() != 0) return;
+    if (spec.empty())
+      UL_FAIL("--resume-from-checkpoint: empty value (use \"latest\" or a checkpoint folder)");
+    if (spec != "latest") {
+      const fs::path dir(spec);
+      std::error_code ec;
+      if (!fs::is_directory(dir, ec))
+        UL_FAIL(dir.string(), ": no such checkpoint folder (--resume-from-checkpoint)");
+      if (!is_complete_checkpoint(dir)) UL_FAIL(interrupted_message(dir));
+      resolved = dir.string();
+      return;
+    }
+    const std::vector<FoundCheckpoint> found = scan_checkpoints(output_dir);
+    for (auto it = found.rbegin(); it != found.rend(); ++it) {
+      if (it->tmp) continue;
+      if (it->complete) {
+        resolved = it->path.string();
+        return;
+      }
+      log_warn("skipping ", it->path.string(), ": no ", kCompleteMarkerName,
+               " marker (the save was interrupted)");
+    }
+    UL_FAIL(output_dir.string(), ": no complete checkpoint-<step> folder to resume from ",
+            "(--resume-from-checkpoint latest)");
+  });
+  broadcast_string(world, 0, resolved);
+  return resolved;
+}
+
+LoadedCheckpoint load_training_checkpoint(comm::Communicator& world, const fs::path& dir,
+                                          const TrainingState& expected) {
+  LoadedCheckpoint loaded;
+  run_agreed(world, [&] {
+    if (!is_complete_checkpoint(dir)) {
+      std::error_code ec;
+      if (!fs::is_directory(dir, ec)) UL_FAIL(dir.string(), ": no such checkpoint folder");
+      UL_FAIL(interrupted_message(dir));
+    }
+    const fs::path state_path = dir / kTrainerStateName;
+    json state_json;
+    try {
+      state_json = json::parse(read_text_file(state_path));
+    } catch (const json::exception& e) {
+      UL_FAIL(state_path.string(), ": invalid JSON: ", e.what());
+    }
+    const TrainingState saved = training_state_from_json(state_json, state_path.string());
+
+    const std::string refuse =
+        "; resuming with a different model, world size, parallel layout or ZeRO stage is not "
+        "supported (run with the saved settings)";
+    if (saved.model_fingerprint != expected.model_fingerprint)
+      UL_FAIL(dir.string(), ": the checkpoint was saved for model '", saved.model_fingerprint,
+              "', this run trains '", expected.model_fingerprint, "'", refuse);
+    const auto compare = [&](const char* what, std::int64_t saved_value,
+                             std::int64_t current_value) {
+      if (saved_value != current_value)
+        UL_FAIL(dir.string(), ": the checkpoint was saved with ", what, " ", saved_value,
+                ", this run has ", what, " ", current_value, refuse);
+    };
+    compare("world size", saved.world_size, expected.world_size);
+    compare("sequence-parallel size (sp_size)", saved.sp_size, expected.sp_size);
+    compare("data-parallel shard size (dp_shard_size)", saved.dp_shard_size,
+            expected.dp_shard_size);
+    compare("data-parallel replicate size (dp_replicate_size)", saved.dp_replicate_size,
+            expected.dp_replicate_size);
+    compare("ZeRO stage", saved.zero_stage, expected.zero_stage);
+    if (saved.world_size != world.size())
+      UL_FAIL(dir.string(), ": expected.world_size is ", expected.world_size,
+              " but the communicator has ", world.size(), " ranks");
+
+    const fs::path rank_path = dir / rank_file_name(world.rank(), world.size());
+    io::SafetensorsReader reader(rank_path);
+    const auto& metadata = reader.metadata();
+    const auto check_metadata = [&](const char* key, std::int64_t want) {
+      const auto it = metadata.find(key);
+      if (it == metadata.end() || it->second != std::to_string(want))
+        UL_FAIL(rank_path.string(), ": metadata ", key, " is '",
+                it == metadata.end() ? "(missing)" : it->second, "', expected ", want,
+                " (a file of another checkpoint or rank?)");
+    };
+    check_metadata("ulysses.step", saved.step);
+    check_metadata("ulysses.rank", world.rank());
+    check_metadata("ulysses.world_size", world.size());
+    for (const auto& name : reader.names()) loaded.tensors.emplace(name, reader.read(name));
+    loaded.state = saved;
+  });
+  return loaded;
+}
+
+void rotate_checkpoints(comm::Communicator& world, const fs::path& output_dir, std::int64_t limit) {
+  run_agreed(world, [&] {
+    if (world.rank() != 0) return;
+    const std::vector<FoundCheckpoint> found = scan_checkpoints(output_dir);
+    std::int64_t newest_complete = -1;
+    std::int64_t complete_seen = 0;  // counted from the newest
+    std::vector<fs::path> doomed;
+    for (auto it = found.rbegin(); it != found.rend(); ++it) {
+      if (it->complete) {
+        newest_complete = std::max(newest_complete, it->step);
+        ++complete_seen;
+        if (limit > 0 && complete_seen > limit) doomed.push_back(it->path);
+      } else if (newest_complete >= 0 && it->step < newest_complete) {
+        doomed.push_back(it->path);
+      }
+    }
+    for (const auto& path : doomed) {
+      log_info("removing old checkpoint ", path.string());
+      remove_folder(path);
+    }
+  });
+}
+
+}  // namespace ulysses::train
