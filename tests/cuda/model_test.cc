@@ -90,16 +90,12 @@ TEST_P(CudaModel, LossAndGradientsMatchCpu) {
 
   Context cpu;
   cpu.loss_tile_tokens = 64;
-  const auto w_cpu = params.weights();
-  const auto g_cpu = grads_cpu.weights();
-  const ops::LossSum want = decoder.forward_backward(cpu, w_cpu, &g_cpu, shard, grad_scale, {});
+  const ops::LossSum want = decoder.forward_backward(cpu, params, &grads_cpu, shard, grad_scale, {});
 
   Context ctx = testing::gpu();
   ctx.loss_tile_tokens = 64;
-  const auto w_gpu = params_gpu.weights();
-  const auto g_gpu = grads_gpu.weights();
   const ops::LossSum got =
-      decoder.forward_backward(ctx, w_gpu, &g_gpu, to_device(shard), grad_scale, {});
+      decoder.forward_backward(ctx, params_gpu, &grads_gpu, to_device(shard), grad_scale, {});
 
   EXPECT_EQ(got.valid_count, want.valid_count);
   EXPECT_NEAR(got.loss_sum, want.loss_sum, 1e-2 * std::fabs(want.loss_sum));
@@ -109,11 +105,10 @@ TEST_P(CudaModel, LossAndGradientsMatchCpu) {
   }
   // Gradient checkpointing on CUDA: bitwise identical (the same kernels on the same inputs).
   ParamBuffers grads_ckpt(c, Device::cuda(0));
-  const auto g_ckpt = grads_ckpt.weights();
   StepOptions checkpointing;
   checkpointing.gradient_checkpointing = true;
   const ops::LossSum again =
-      decoder.forward_backward(ctx, w_gpu, &g_ckpt, to_device(shard), grad_scale, checkpointing);
+      decoder.forward_backward(ctx, params_gpu, &grads_ckpt, to_device(shard), grad_scale, checkpointing);
   EXPECT_EQ(again.loss_sum, got.loss_sum);
   for (std::size_t g = 0; g < grads_gpu.flat().size(); ++g)
     EXPECT_EQ(grads_ckpt.flat()[g].to_floats(), grads_gpu.flat()[g].to_floats()) << "group " << g;
