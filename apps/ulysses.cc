@@ -68,6 +68,10 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
       ->capture_default_str();
   cmd.add_option("--save-steps", c.save_steps, "Save a checkpoint every N steps (0: at the end)")
       ->capture_default_str();
+  cmd.add_option("--save-total-limit", c.save_total_limit,
+                 "Keep only the newest N checkpoint-<step> folders (0: all)")->capture_default_str();
+  cmd.add_option("--resume-from-checkpoint", c.resume_from_checkpoint,
+                 "Continue from a checkpoint folder, or 'latest' in --output-dir");
   cmd.add_option("--save-dtype", c.save_dtype, "float32 or bfloat16")->capture_default_str();
   cmd.add_option("--logging-steps", c.logging_steps, "Log every N steps")->capture_default_str();
   cmd.add_option("--seed", c.seed, "Random seed (init and data)")->capture_default_str();

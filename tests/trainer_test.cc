@@ -122,3 +122,87 @@ TEST(Trainer, SlidingWindowShorterThanSequenceIsRefused) {
 
 }  // namespace
 }  // namespace ulysses::train
+
+namespace ulysses::train {
+namespace {
+
+std::vector<float> all_params(Trainer& trainer) {
+  std::vector<float> out;
+  for (const auto& flat : trainer.params().flat()) {
+    const auto v = flat.to_floats();
+    out.insert(out.end(), v.begin(), v.end());
+  }
+  return out;
+}
+
+TEST(Trainer, ResumeContinuesBitExactly) {
+  TrainConfig c = small_config();
+  c.max_steps = 6;
+  c.output_dir = (std::filesystem::temp_directory_path() / "ulysses_resume_test").string();
+  std::filesystem::remove_all(c.output_dir);
+  // Straight through.
+  TrainConfig straight = c;
+  straight.output_dir = c.output_dir + "/straight";
+  Trainer a(straight);
+  const auto history = a.run();
+  // Three steps, checkpoint, "exit" (the trainer is destroyed), resume, three more.
+  {
+    Trainer first(c);
+    for (std::int64_t s = 1; s <= 3; ++s) first.train_step(s);
+    first.save_checkpoint(3);
+  }
+  TrainConfig again = c;
+  again.resume_from_checkpoint = "latest";
+  Trainer second(again);
+  const auto rest = second.run();
+  ASSERT_EQ(rest.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(rest[i].step, history[i + 3].step);
+    EXPECT_EQ(rest[i].loss, history[i + 3].loss);  // bitwise
+  }
+  EXPECT_EQ(all_params(second), all_params(a));
+  // The checkpoint folder is complete and holds loadable HF weights too.
+  const auto dir = std::filesystem::path(c.output_dir) / "checkpoint-3";
+  EXPECT_TRUE(std::filesystem::exists(dir / "COMPLETE"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "model.safetensors"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "config.json"));
+  std::filesystem::remove_all(c.output_dir);
+}
+
+TEST(Trainer, ResumeRefusesAnotherModelAndIncompleteFolders) {
+  TrainConfig c = small_config();
+  c.output_dir = (std::filesystem::temp_directory_path() / "ulysses_resume_refuse").string();
+  std::filesystem::remove_all(c.output_dir);
+  {
+    Trainer t(c);
+    t.train_step(1);
+    t.save_checkpoint(1);
+  }
+  const auto other_model = std::filesystem::path(c.output_dir) / "other-model";
+  std::filesystem::create_directories(other_model);
+  std::ofstream(other_model / "config.json") << R"({"model_type": "qwen3", "hidden_size": 32,
+    "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 2,
+    "num_key_value_heads": 1, "head_dim": 16, "vocab_size": 128})";
+  TrainConfig other = c;
+  other.model = other_model.string();
+  other.resume_from_checkpoint = c.output_dir + "/checkpoint-1";
+  try {
+    Trainer t(other);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("checkpoint-1"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(std::filesystem::path(c.output_dir) / "checkpoint-1" / "COMPLETE");
+  TrainConfig incomplete = c;
+  incomplete.resume_from_checkpoint = c.output_dir + "/checkpoint-1";
+  try {
+    Trainer t(incomplete);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("COMPLETE"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(c.output_dir);
+}
+
+}  // namespace
+}  // namespace ulysses::train

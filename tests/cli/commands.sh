@@ -38,4 +38,14 @@ expect_ok "train from a JSON config, model from a saved directory" $ULYSSES trai
   --config "$WORK/run.json" --model "$WORK/a" --output-dir "$WORK/c"
 expect_ok "train on JSON Lines data" $ULYSSES train --quiet --data "$DATA/tiny_docs.jsonl" \
   --max-steps 2 --max-seq-length 64 --per-device-train-batch-size 2 --output-dir "$WORK/d"
+# Checkpoints: --save-steps with --save-total-limit, then --resume-from-checkpoint latest.
+R="$ULYSSES train --quiet --max-seq-length 64 --per-device-train-batch-size 2 --logging-steps 1 --output-dir $WORK/r"
+expect_ok "train with checkpoints" $R --max-steps 4 --save-steps 2 --save-total-limit 1
+[ -f "$WORK/r/checkpoint-4/COMPLETE" ] && [ ! -d "$WORK/r/checkpoint-2" ] && echo "ok: rotation keeps the newest" \
+  || { echo "FAIL: rotation"; ls "$WORK/r"; failures=$((failures + 1)); }
+expect_ok "resume from latest" $R --max-steps 6 --resume-from-checkpoint latest
+n=$(wc -l < "$WORK/r/metrics.jsonl")
+[ "$n" -eq 6 ] && echo "ok: resumed run appended steps 5-6" || { echo "FAIL: $n metric lines"; failures=$((failures + 1)); }
+rm "$WORK/r/checkpoint-4/COMPLETE"
+expect_fail "incomplete checkpoint" "COMPLETE" $R --max-steps 6 --resume-from-checkpoint "$WORK/r/checkpoint-4"
 finish

@@ -64,10 +64,10 @@ std::int64_t host_peak_memory_bytes() {
   return kib * 1024;
 }
 
-MetricsWriter::MetricsWriter(const std::filesystem::path& dir) {
+MetricsWriter::MetricsWriter(const std::filesystem::path& dir, bool append) {
   if (dir.empty()) return;
   std::filesystem::create_directories(dir);
-  out_.open(dir / "metrics.jsonl", std::ios::trunc);
+  out_.open(dir / "metrics.jsonl", append ? std::ios::app : std::ios::trunc);
   UL_CHECK(out_.good(), "cannot write ", (dir / "metrics.jsonl").string());
 }
 

@@ -32,8 +32,8 @@ std::int64_t host_peak_memory_bytes();
 
 class MetricsWriter {
  public:
-  // Opens (truncates) dir/metrics.jsonl; an empty dir disables the file.
-  explicit MetricsWriter(const std::filesystem::path& dir);
+  // Opens dir/metrics.jsonl (truncated, or appended to when resuming); an empty dir disables it.
+  explicit MetricsWriter(const std::filesystem::path& dir, bool append = false);
   void write(const StepMetrics& m);
 
  private:

@@ -10,15 +10,21 @@ AdamW::AdamW(const model::ModelConfig& config, const ops::AdamWConfig& hyper, De
     : hyper_(hyper), exp_avg_(config, device), exp_avg_sq_(config, device) {}
 
 void AdamW::step(const Context& ctx, model::ParamBuffers& params, const model::ParamBuffers& grads,
-                 float lr) {
+                 float lr, model::ParamBuffers* compute_copy) {
   ++steps_;
   for (const auto& group : params.layout().groups()) {
     for (const auto& spec : group.params) {
       ops::AdamWConfig hyper = hyper_;
       hyper.lr = lr;
       if (!spec.weight_decay) hyper.weight_decay = 0.0f;
-      ops::adamw_step(ctx, hyper, steps_, params.get(spec.name), grads.get(spec.name),
-                      exp_avg_.get(spec.name), exp_avg_sq_.get(spec.name));
+      if (compute_copy) {
+        ops::adamw_step_with_copy(ctx, hyper, steps_, params.get(spec.name),
+                                  grads.get(spec.name), exp_avg_.get(spec.name),
+                                  exp_avg_sq_.get(spec.name), compute_copy->get(spec.name));
+      } else {
+        ops::adamw_step(ctx, hyper, steps_, params.get(spec.name), grads.get(spec.name),
+                        exp_avg_.get(spec.name), exp_avg_sq_.get(spec.name));
+      }
     }
   }
 }

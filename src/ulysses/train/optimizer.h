@@ -16,9 +16,10 @@ class AdamW {
  public:
   AdamW(const model::ModelConfig& config, const ops::AdamWConfig& hyper, Device device);
 
-  // One update with learning rate lr; increments step().
+  // One update with learning rate lr; increments step(). With `compute_copy` (bf16 mixed
+  // precision) the updated parameters are also written, rounded, into it in the same pass.
   void step(const Context& ctx, model::ParamBuffers& params, const model::ParamBuffers& grads,
-            float lr);
+            float lr, model::ParamBuffers* compute_copy = nullptr);
   std::int64_t steps_taken() const { return steps_; }
   model::ParamBuffers& exp_avg() { return exp_avg_; }
   model::ParamBuffers& exp_avg_sq() { return exp_avg_sq_; }

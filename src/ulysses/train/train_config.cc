@@ -33,6 +33,11 @@ void validate(const TrainConfig& c) {
   if (!(c.adam_beta1 >= 0 && c.adam_beta1 < 1)) UL_FAIL("--adam-beta1 must be in [0, 1)");
   if (!(c.adam_beta2 >= 0 && c.adam_beta2 < 1)) UL_FAIL("--adam-beta2 must be in [0, 1)");
   if (c.warmup_steps < 0) UL_FAIL("--warmup-steps must be >= 0 (got ", c.warmup_steps, ")");
+  if (c.save_total_limit < 0)
+    UL_FAIL("--save-total-limit must be >= 0 (got ", c.save_total_limit, ")");
+  if (!c.resume_from_checkpoint.empty() && c.output_dir.empty() &&
+      c.resume_from_checkpoint == "latest")
+    UL_FAIL("--resume-from-checkpoint latest needs --output-dir (where the checkpoints are)");
   if (c.save_steps < 0) UL_FAIL("--save-steps must be >= 0 (got ", c.save_steps, ")");
   if (c.save_dtype != "float32" && c.save_dtype != "bfloat16")
     UL_FAIL("--save-dtype must be float32 or bfloat16 (got '", c.save_dtype, "')");

@@ -42,6 +42,8 @@ struct TrainConfig {
   // Output.
   std::string output_dir = "runs/ulysses";
   std::int64_t save_steps = 0;  // 0 = only at the end
+  std::int64_t save_total_limit = 0;   // keep the newest N checkpoint-<step> folders (0 = all)
+  std::string resume_from_checkpoint;  // "" = start fresh, "latest" or a checkpoint folder
   std::string save_dtype = "float32";  // float32 | bfloat16
   std::int64_t logging_steps = 10;
   std::uint64_t seed = 42;

@@ -1,11 +1,15 @@
 #include "ulysses/train/trainer.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <cstdio>
 #include <sstream>
 
+#include "ulysses/core/cuda_context.h"
+#include "ulysses/core/device_memory.h"
 #include "ulysses/core/log.h"
+#include "ulysses/ops/elementwise.h"
 #include "ulysses/io/hf_checkpoint.h"
 #include "ulysses/model/memory_plan.h"
 
@@ -23,10 +27,23 @@ ops::AdamWConfig adamw_config(const TrainConfig& c) {
   return a;
 }
 
-Device resolve_device(const std::string& device) {
-  if (device == "cpu" || device == "auto") return Device::cpu();
-  UL_FAIL("--device ", device,
-          ": the CUDA backend is not available yet; use --device cpu (or auto)");
+// The context of this rank: CPU, or the CUDA device given by the launcher's local rank.
+Context make_context(const std::string& device, int world_size) {
+  const bool want_cuda = device == "cuda" || (device == "auto" && cuda_device_count() > 0);
+  if (!want_cuda) return make_cpu_context();
+  if (!built_with_cuda())
+    UL_FAIL("--device ", device, ": this build has no CUDA backend (configure with "
+            "-DULYSSES_CUDA=on on a machine with nvcc)");
+  const int devices = cuda_device_count();
+  if (devices == 0) UL_FAIL("--device cuda: no CUDA device is visible (use --device cpu)");
+  if (world_size > 1)
+    UL_FAIL("--device cuda with ", world_size, " ranks: multi-GPU training needs the NCCL "
+            "backend, which is not in this build yet; run one rank per job on CUDA, or use "
+            "--device cpu for multi-rank runs");
+  int local_rank = 0;
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"})
+    if (const char* value = std::getenv(name)) local_rank = std::atoi(value);
+  return make_cuda_context(local_rank % devices);
 }
 
 }  // namespace
@@ -43,10 +60,10 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
       world_(world ? *world : *own_world_),
       config_((validate(config), config)),
       model_config_(model::resolve_model_config(config.model)),
-      params_(model_config_, resolve_device(config.device)),
-      grads_(model_config_, params_.flat().front().device()),
-      optimizer_(model_config_, adamw_config(config), params_.flat().front().device()) {
-  ctx_.device = params_.flat().front().device();
+      ctx_(make_context(config.device, world_.size())),
+      params_(model_config_, ctx_.device),
+      grads_(model_config_, ctx_.device),
+      optimizer_(model_config_, adamw_config(config), ctx_.device) {
   ctx_.loss_tile_tokens = config_.loss_tile_tokens;
   if (model_config_.sliding_window > 0 && config_.max_seq_length > model_config_.sliding_window)
     UL_FAIL("--model ", config_.model, " uses sliding-window attention (sliding_window ",
@@ -61,6 +78,12 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     io::load_hf_weights(config_.model, params_);
   } else {
     model::init_weights(params_, config_.seed, static_cast<float>(config_.initializer_range));
+  }
+  if (ctx_.compute_dtype != DType::f32) {
+    compute_params_ =
+        std::make_unique<model::ParamBuffers>(model_config_, ctx_.device, ctx_.compute_dtype);
+    for (std::size_t g = 0; g < params_.flat().size(); ++g)
+      ops::convert(ctx_, params_.flat()[g], compute_params_->flat()[g]);
   }
 
   schedule_ = {config_.lr_scheduler_type, config_.learning_rate, config_.warmup_steps,
@@ -89,7 +112,73 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     attention_ = parallel::make_local_attention();
   }
   decoder_ = std::make_unique<model::Decoder>(model_config_, *attention_);
-  metrics_ = std::make_unique<MetricsWriter>(is_main() ? config_.output_dir : std::string());
+  if (!config_.resume_from_checkpoint.empty()) resume(config_.resume_from_checkpoint);
+  // A resumed run appends to the metrics of the run it continues.
+  metrics_ = std::make_unique<MetricsWriter>(is_main() ? config_.output_dir : std::string(),
+                                             /*append=*/first_step_ > 1);
+}
+
+TrainingState Trainer::training_state(std::int64_t step) const {
+  TrainingState state;
+  state.step = step;
+  state.data_position = packer_->position();
+  state.seed = config_.seed;
+  state.world_size = world_.size();
+  state.sp_size = mesh_->config().sp_size;
+  state.dp_shard_size = mesh_->config().dp_shard_size;
+  state.dp_replicate_size = mesh_->config().dp_replicate_size;
+  state.zero_stage = config_.zero_stage;
+  state.model_fingerprint = model_fingerprint(model_config_);
+  state.extra = {{"lr_scheduler_type", config_.lr_scheduler_type},
+                 {"learning_rate", config_.learning_rate},
+                 {"max_steps", config_.max_steps}};
+  return state;
+}
+
+void Trainer::save_checkpoint(std::int64_t step) {
+  // Every rank holds the whole (identical) state without ZeRO and writes it to its own file.
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  const auto& groups = params_.layout().groups();
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    tensors.emplace_back("param." + groups[g].name, params_.flat()[g]);
+    tensors.emplace_back("exp_avg." + groups[g].name, optimizer_.exp_avg().flat()[g]);
+    tensors.emplace_back("exp_avg_sq." + groups[g].name, optimizer_.exp_avg_sq().flat()[g]);
+  }
+  const DType dtype = config_.save_dtype == "bfloat16" ? DType::bf16 : DType::f32;
+  const auto dir = save_training_checkpoint(
+      world_, config_.output_dir, training_state(step), tensors,
+      [&](const std::filesystem::path& tmp) { io::save_hf_checkpoint(tmp, params_, dtype); });
+  rotate_checkpoints(world_, config_.output_dir, config_.save_total_limit);
+  if (!config_.quiet && is_main()) std::printf("saved %s\n", dir.string().c_str());
+}
+
+void Trainer::resume(const std::string& spec) {
+  const auto dir = resolve_checkpoint(world_, config_.output_dir, spec);
+  const LoadedCheckpoint loaded = load_training_checkpoint(world_, dir, training_state(0));
+  const auto& groups = params_.layout().groups();
+  auto take = [&](const std::string& name, Tensor into) {
+    const auto it = loaded.tensors.find(name);
+    if (it == loaded.tensors.end())
+      UL_FAIL(dir.string(), ": tensor '", name, "' is missing from this rank's state file");
+    if (it->second.shape() != into.shape() || it->second.dtype() != into.dtype())
+      UL_FAIL(dir.string(), ": tensor '", name, "' has shape ", shape_str(it->second.shape()),
+              ", expected ", shape_str(into.shape()));
+    into.copy_from(it->second);
+  };
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    take("param." + groups[g].name, params_.flat()[g]);
+    take("exp_avg." + groups[g].name, optimizer_.exp_avg().flat()[g]);
+    take("exp_avg_sq." + groups[g].name, optimizer_.exp_avg_sq().flat()[g]);
+  }
+  if (compute_params_)
+    for (std::size_t g = 0; g < params_.flat().size(); ++g)
+      ops::convert(ctx_, params_.flat()[g], compute_params_->flat()[g]);
+  optimizer_.set_steps_taken(loaded.state.step);
+  packer_->set_position(loaded.state.data_position);
+  first_step_ = loaded.state.step + 1;
+  if (!config_.quiet && is_main())
+    std::printf("resumed from %s at step %lld\n", dir.string().c_str(),
+                static_cast<long long>(loaded.state.step));
 }
 
 Trainer::~Trainer() = default;
@@ -111,6 +200,10 @@ std::string Trainer::plan() const {
   in.tokens_per_device = config_.max_seq_length / config_.sp_size;
   in.gradient_checkpointing = config_.gradient_checkpointing;
   in.loss_tile_tokens = config_.loss_tile_tokens;
+  in.precision = ctx_.compute_dtype == DType::f32 ? model::Precision::fp32
+                                                  : model::Precision::bf16_mixed;
+  out << "device: " << ctx_.device.str() << " (" << dtype_name(ctx_.compute_dtype)
+      << " compute)\n";
   out << model::format_memory_plan(model::plan_memory(c, in), in);
   return out.str();
 }
@@ -146,7 +239,14 @@ StepMetrics Trainer::train_step(std::int64_t step) {
     for (std::int64_t b = 0; b < B; ++b) {
       const auto& sequence = batch[static_cast<std::size_t>((a * D + mesh_->dp_index()) * B + b)];
       const std::int64_t T = sequence.length() / P;
-      shards.push_back(data::make_shard(sequence, r * T, (r + 1) * T));
+      data::SequenceShard shard = data::make_shard(sequence, r * T, (r + 1) * T);
+      if (!ctx_.device.is_cpu()) {
+        shard.input_ids = shard.input_ids.to(ctx_.device);
+        shard.position_ids = shard.position_ids.to(ctx_.device);
+        shard.shift_labels = shard.shift_labels.to(ctx_.device);
+        shard.cu_seqlens = shard.cu_seqlens.to(ctx_.device);
+      }
+      shards.push_back(std::move(shard));
       for (std::int64_t t = r * T; t < (r + 1) * T; ++t)
         local_labels += sequence.shift_labels[static_cast<std::size_t>(t)] != ops::kIgnoreIndex;
     }
@@ -170,7 +270,7 @@ StepMetrics Trainer::train_step(std::int64_t step) {
     // Ranks whose shards hold no valid label still run: the all-to-alls need every SP rank.
     double loss_sum = 0;
     for (const auto& shard : shards)
-      loss_sum += decoder_->forward_backward(ctx_, params_, &grads_, shard, grad_scale, options)
+      loss_sum += decoder_->forward_backward(ctx_, forward_params(), &grads_, shard, grad_scale, options)
                       .loss_sum;
     m.loss = sum_over_ranks(loss_sum) / static_cast<double>(m.valid_labels);
     // Weight gradients are partial sums over each rank's tokens: reduce over the world.
@@ -178,13 +278,17 @@ StepMetrics Trainer::train_step(std::int64_t step) {
       for (auto& flat : grads_.flat()) world_.all_reduce(flat, comm::ReduceOp::sum);
     m.grad_norm = gradient_norm(ctx_, grads_);
     clip_gradients(ctx_, grads_, m.grad_norm, config_.max_grad_norm);
-    optimizer_.step(ctx_, params_, grads_, static_cast<float>(m.learning_rate));
+    optimizer_.step(ctx_, params_, grads_, static_cast<float>(m.learning_rate),
+                    compute_params_.get());
   }
 
+  synchronize(ctx_);
   m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   m.tokens_per_s = static_cast<double>(m.tokens) / m.seconds;
   m.tflops_per_device = flops / world_.size() / m.seconds / 1e12;
-  m.peak_mem_bytes = host_peak_memory_bytes();
+  m.peak_mem_bytes = ctx_.device.is_cpu()
+                         ? host_peak_memory_bytes()
+                         : static_cast<std::int64_t>(device_memory_stats(ctx_.device.index).peak_in_use);
   return m;
 }
 
@@ -213,7 +317,7 @@ void Trainer::save(const std::filesystem::path& dir) const {
 std::vector<StepMetrics> Trainer::run() {
   if (!config_.quiet && is_main()) std::printf("%s", plan().c_str());
   std::vector<StepMetrics> history;
-  for (std::int64_t step = 1; step <= config_.max_steps; ++step) {
+  for (std::int64_t step = first_step_; step <= config_.max_steps; ++step) {
     history.push_back(train_step(step));
     const StepMetrics& m = history.back();
     if (step == 1 || step % config_.logging_steps == 0 || step == config_.max_steps) {
@@ -223,9 +327,8 @@ std::vector<StepMetrics> Trainer::run() {
         std::fflush(stdout);
       }
     }
-    if (config_.save_steps > 0 && step % config_.save_steps == 0 && step != config_.max_steps &&
-        !config_.output_dir.empty())
-      save(std::filesystem::path(config_.output_dir) / ("checkpoint-" + std::to_string(step)));
+    if (config_.save_steps > 0 && step % config_.save_steps == 0 && !config_.output_dir.empty())
+      save_checkpoint(step);
   }
   if (!config_.output_dir.empty()) save(config_.output_dir);
   return history;

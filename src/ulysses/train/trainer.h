@@ -13,6 +13,7 @@
 #include "ulysses/model/decoder.h"
 #include "ulysses/model/params.h"
 #include "ulysses/parallel/mesh.h"
+#include "ulysses/train/checkpoint.h"
 #include "ulysses/train/metrics.h"
 #include "ulysses/train/optimizer.h"
 #include "ulysses/train/schedule.h"
@@ -39,12 +40,21 @@ class Trainer {
   model::ParamBuffers& params() { return params_; }
   // The plan printed before step 1.
   std::string plan() const;
+  // Training checkpoint of the state after `step` (collective): <output_dir>/checkpoint-<step>
+  // with every rank's state, trainer_state.json and the HF weights; then --save-total-limit.
+  void save_checkpoint(std::int64_t step);
+  // Restores the state of a checkpoint ("latest" or a folder); run() continues after its step.
+  void resume(const std::string& spec);
 
  private:
   // `world` when given, else the owned communicator.
   Trainer(const TrainConfig& config, comm::Communicator* world,
           std::unique_ptr<comm::Communicator> owned);
   void save(const std::filesystem::path& dir) const;
+  TrainingState training_state(std::int64_t step) const;
+  const model::ParamBuffers& forward_params() const {
+    return compute_params_ ? *compute_params_ : params_;
+  }
   std::int64_t global_batch_sequences() const;
   double sum_over_ranks(double value) const;
   bool is_main() const { return world_.rank() == 0; }
@@ -54,8 +64,11 @@ class Trainer {
   TrainConfig config_;
   model::ModelConfig model_config_;
   Context ctx_;
-  model::ParamBuffers params_;
-  model::ParamBuffers grads_;
+  model::ParamBuffers params_;  // f32: the parameters (the fp32 master weights on CUDA)
+  model::ParamBuffers grads_;   // f32
+  // bf16 copy used by forward/backward when the compute dtype is not f32 (CUDA); kept in step
+  // with params_ by the optimizer.
+  std::unique_ptr<model::ParamBuffers> compute_params_;
   AdamW optimizer_;
   ScheduleConfig schedule_;
   std::unique_ptr<data::DocumentSource> source_;
@@ -64,6 +77,7 @@ class Trainer {
   std::unique_ptr<parallel::AttentionStrategy> attention_;
   std::unique_ptr<model::Decoder> decoder_;
   std::unique_ptr<MetricsWriter> metrics_;
+  std::int64_t first_step_ = 1;  // > 1 after resuming
 };
 
 }  // namespace ulysses::train

@@ -1,0 +1,156 @@
+// GPU training-step benchmark: one preset at one sequence length on one GPU.
+//
+//   gpu_train_bench --model qwen3-4b --seq 8192 [--steps 3] [--gradient-checkpointing]
+//
+// Each sequence is one document of seq - 1 tokens (the synthetic copy task), so attention
+// really spans the whole sequence. Prints a table and one JSON line: tokens/s, model TFLOP/s
+// (docs/architecture.md formula), MFU against the dense bf16 peak (989 TFLOP/s for H100/H200 SXM),
+// peak device memory, and a breakdown of the step: GEMM and attention time measured in isolation
+// on the same shapes (forward + backward, times the layer count, plus the recomputed forward
+// with gradient checkpointing), "other" = step - GEMM - attention.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "ulysses/core/cuda_context.h"
+#include "ulysses/core/device_memory.h"
+#include "ulysses/model/memory_plan.h"
+#include "ulysses/ops/attention.h"
+#include "ulysses/ops/linear.h"
+#include "ulysses/train/trainer.h"
+
+namespace {
+
+using namespace ulysses;
+
+double seconds_of(const Context& ctx, const std::function<void()>& f, int repeats) {
+  f();  // warm-up
+  synchronize(ctx);
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < repeats; ++i) f();
+  synchronize(ctx);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / repeats;
+}
+
+Tensor random_bf16(const Shape& shape, Device device, std::uint64_t seed) {
+  Tensor host = Tensor::empty(shape, DType::f32);
+  Rng rng(seed);
+  for (std::int64_t i = 0; i < host.numel(); ++i) host.data<float>()[i] = 0.05f * rng.normal();
+  return host.to(DType::bf16).to(device);
+}
+
+// Forward + backward seconds of one layer's projections and of its attention at T tokens.
+std::pair<double, double> layer_component_seconds(const Context& ctx, const model::ModelConfig& c,
+                                                  std::int64_t T) {
+  const Device dev = ctx.device;
+  const std::int64_t C = c.hidden_size, I = c.intermediate_size;
+  struct Shape3 { std::int64_t in, out; };
+  const Shape3 projections[] = {{C, c.q_dim()}, {C, c.kv_dim()}, {C, c.kv_dim()},
+                                {c.q_dim(), C}, {C, I},          {C, I},
+                                {I, C}};
+  double gemm = 0;
+  for (const auto& p : projections) {
+    Tensor x = random_bf16({T, p.in}, dev, 1), w = random_bf16({p.out, p.in}, dev, 2);
+    Tensor y = Tensor::empty({T, p.out}, DType::bf16, dev);
+    Tensor dx = Tensor::zeros({T, p.in}, DType::bf16, dev);
+    Tensor dw = Tensor::zeros({p.out, p.in}, DType::f32, dev);
+    gemm += seconds_of(ctx, [&] {
+      ops::linear_forward(ctx, x, w, Tensor(), y);
+      ops::linear_backward(ctx, x, w, y, dx, dw, Tensor());
+    }, 3);
+  }
+  const std::int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads, D = c.head_dim;
+  Tensor q = random_bf16({T, Hq, D}, dev, 3), k = random_bf16({T, Hkv, D}, dev, 4),
+         v = random_bf16({T, Hkv, D}, dev, 5);
+  Tensor out = Tensor::empty({T, Hq, D}, DType::bf16, dev);
+  Tensor lse = Tensor::empty({Hq, T}, DType::f32, dev);
+  Tensor dq = Tensor::zeros({T, Hq, D}, DType::bf16, dev), dk = Tensor::zeros({T, Hkv, D}, DType::bf16, dev),
+         dv = Tensor::zeros({T, Hkv, D}, DType::bf16, dev);
+  const Tensor cu = Tensor::from_ints({0, static_cast<std::int32_t>(T)}, {2}).to(dev);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const double attention = seconds_of(ctx, [&] {
+    ops::attention_forward(ctx, q, k, v, cu, scale, out, lse);
+    ops::attention_backward(ctx, q, k, v, cu, scale, out, lse, out, dq, dk, dv);
+  }, 1);
+  return {gemm, attention};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model = "qwen3-4b";
+  std::int64_t seq = 8192, steps = 3;
+  bool checkpointing = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--model" && i + 1 < argc) model = argv[++i];
+    else if (a == "--seq" && i + 1 < argc) seq = std::atoll(argv[++i]);
+    else if (a == "--steps" && i + 1 < argc) steps = std::atoll(argv[++i]);
+    else if (a == "--gradient-checkpointing") checkpointing = true;
+    else {
+      std::fprintf(stderr, "usage: gpu_train_bench [--model P] [--seq N] [--steps K] "
+                           "[--gradient-checkpointing]\n");
+      return 2;
+    }
+  }
+  try {
+    if (cuda_device_count() == 0) {
+      std::printf("gpu_train_bench: no CUDA device visible; nothing measured\n");
+      return 0;
+    }
+    train::TrainConfig config;
+    config.model = model;
+    config.device = "cuda";
+    config.max_seq_length = seq;
+    config.copy_min_length = config.copy_max_length = (seq - 2) / 2;
+    config.per_device_train_batch_size = 1;
+    config.max_steps = steps + 1;
+    config.gradient_checkpointing = checkpointing;
+    config.output_dir = "";
+    config.quiet = true;
+    config.learning_rate = 1e-5;
+    train::Trainer trainer(config);
+    std::printf("%s", trainer.plan().c_str());
+    trainer.train_step(1);  // warm-up: plans, allocator
+    double seconds = 0, flops = 0;
+    std::int64_t tokens = 0, peak = 0;
+    for (std::int64_t s = 2; s <= steps + 1; ++s) {
+      const auto m = trainer.train_step(s);
+      seconds += m.seconds;
+      flops += m.tflops_per_device * 1e12 * m.seconds;
+      tokens += m.tokens;
+      peak = std::max(peak, m.peak_mem_bytes);
+      std::printf("step %lld: %.3f s, loss %.4f\n", static_cast<long long>(s), m.seconds, m.loss);
+    }
+    const Context ctx = make_cuda_context(0);
+    const auto [gemm_layer, attention_layer] = layer_component_seconds(ctx, trainer.model_config(), seq);
+    const double L = static_cast<double>(trainer.model_config().num_hidden_layers);
+    // With checkpointing each layer's forward runs twice: forward ~ 1/3 of forward + backward.
+    const double recompute = checkpointing ? 4.0 / 3.0 : 1.0;
+    const double step = seconds / static_cast<double>(steps);
+    const double gemm = gemm_layer * L * recompute, attention = attention_layer * L * recompute;
+    const double tflops = flops / seconds / 1e12;
+    const double peak_tflops = 989.0;
+    std::printf("\n| model | seq | ckpt | step s | tokens/s | TFLOP/s | MFU | peak GiB | GEMM s | attention s | other s |\n");
+    std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    std::printf("| %s | %lld | %s | %.3f | %.0f | %.1f | %.1f%% | %.1f | %.3f | %.3f | %.3f |\n",
+                model.c_str(), static_cast<long long>(seq), checkpointing ? "yes" : "no", step,
+                static_cast<double>(tokens) / seconds, tflops, 100 * tflops / peak_tflops,
+                static_cast<double>(peak) / (1ll << 30), gemm, attention,
+                std::max(0.0, step - gemm - attention));
+    std::printf("{\"model\": \"%s\", \"seq\": %lld, \"gradient_checkpointing\": %s, \"step_s\": %.4f, "
+                "\"tokens_per_s\": %.1f, \"tflops_per_device\": %.2f, \"mfu\": %.4f, "
+                "\"peak_gib\": %.2f, \"gemm_s\": %.4f, \"attention_s\": %.4f, \"other_s\": %.4f}\n",
+                model.c_str(), static_cast<long long>(seq), checkpointing ? "true" : "false", step,
+                static_cast<double>(tokens) / seconds, tflops, tflops / peak_tflops,
+                static_cast<double>(peak) / (1ll << 30), gemm, attention,
+                std::max(0.0, step - gemm - attention));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
