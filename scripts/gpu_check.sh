@@ -33,11 +33,15 @@ COMMON=(train --quiet --model "$MODEL" --max-seq-length 256 --per-device-train-b
         --weight-decay 0.01 --logging-steps 10 --seed 42)
 "$BUILD/ulysses" "${COMMON[@]}" --device cuda --output-dir "$OUT/gpu-run" || status=1
 "$BUILD/ulysses" "${COMMON[@]}" --device cpu --output-dir "$OUT/cpu-run" || status=1
-paste -d' ' <(sed -E 's/.*"step":([0-9]+).*"loss":([0-9.eE+-]+).*/\1 \2/' "$OUT/gpu-run/metrics.jsonl") \
-            <(sed -E 's/.*"loss":([0-9.eE+-]+).*/\1/' "$OUT/cpu-run/metrics.jsonl") \
-  | awk '{d = ($2 - $3) / $3; if (d < 0) d = -d; if (d > m) m = d;
-          printf "step %4d  gpu %.5f  cpu %.5f  rel %.4f\n", $1, $2, $3, d}
-         END {printf "max relative difference %.4f (limit 0.02)\n", m; exit (m > 0.02)}' \
+losses() { grep -o '"loss":[0-9.eE+-]*' "$1" | cut -d: -f2; }
+steps() { grep -o '"step":[0-9]*' "$1" | cut -d: -f2; }
+paste -d' ' <(steps "$OUT/gpu-run/metrics.jsonl") <(losses "$OUT/gpu-run/metrics.jsonl") \
+            <(losses "$OUT/cpu-run/metrics.jsonl") \
+  | awk 'NF != 3 || $3 <= 0 {print "unreadable metrics line: " $0; bad = 1; next}
+         {d = ($2 - $3) / $3; if (d < 0) d = -d; if (d > m) m = d; n++;
+          printf "step %4d  gpu %.6f  cpu %.6f  rel %.5f\n", $1, $2, $3, d}
+         END {printf "%d logged steps, max relative difference %.5f (limit 0.02)\n", n, m;
+              exit (bad || n == 0 || m > 0.02)}' \
   | tee "$OUT/gpu_vs_cpu.txt" || status=1
 
 echo "== benchmark"
