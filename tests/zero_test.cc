@@ -103,8 +103,8 @@ TEST(ZeroMemoryFormulaTest, Llama3_8bEveryStage) {
   EXPECT_EQ(p1.optimizer, 8 * shard6);
 
   // Offload accounting: optimizer (+ master) and, at stage 3, the parameter shards.
-  const ZeroMemory o = zero_memory_formula(config, ZeroConfig{3, true, true}, 4,
-                                           model::Precision::bf16_mixed);
+  const ZeroMemory o =
+      zero_memory_formula(config, ZeroConfig{3, true, true}, 4, model::Precision::bf16_mixed);
   EXPECT_EQ(o.offloaded, o.optimizer + o.master + o.params);
   const ZeroMemory o1 = zero_memory_formula(config, ZeroConfig{1, true, false}, 4);
   EXPECT_EQ(o1.offloaded, o1.optimizer);

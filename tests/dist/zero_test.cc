@@ -1,5 +1,5 @@
-// ZeRO stages 0-3 under mpirun (1, 2 and 4 ranks; with 4 ranks also dp_replicate 2 x dp_shard 2):
-// every rank runs the decoder with a ZeroState as its parameter store on its own sequences, and
+// ZeRO stages 0-3 under mpirun (1, 2 and 4 ranks; layouts: see layouts()): every rank runs the
+// decoder with a ZeroState as its parameter store on its own token shards, and
 // every rank also computes the single-process reference itself (all ranks' sequences through a
 // ResidentParamStore, plain AdamW with global-norm clipping). Same grad norms, losses and
 // parameters (relative 1e-5), bit-identical parameters on every rank.
@@ -50,12 +50,14 @@ float lr_at(std::int64_t step) { return 1e-2f * static_cast<float>(step) / kStep
 
 // Sequence `index` of step `step`: two documents of 7 and 5 tokens.
 data::PackedSequence make_sequence(std::int64_t step, std::int64_t index, std::int64_t vocab) {
-  Rng rng = Rng::derive(kSeed, {static_cast<std::uint64_t>(step), static_cast<std::uint64_t>(index)});
+  Rng rng =
+      Rng::derive(kSeed, {static_cast<std::uint64_t>(step), static_cast<std::uint64_t>(index)});
   data::PackedSequence s;
   s.cu_seqlens = {0, 7, 12};
   for (std::size_t d = 0; d + 1 < s.cu_seqlens.size(); ++d) {
     for (std::int32_t t = s.cu_seqlens[d]; t < s.cu_seqlens[d + 1]; ++t) {
-      s.input_ids.push_back(static_cast<std::int32_t>(rng.below(static_cast<std::uint64_t>(vocab))));
+      s.input_ids.push_back(
+          static_cast<std::int32_t>(rng.below(static_cast<std::uint64_t>(vocab))));
       s.position_ids.push_back(t - s.cu_seqlens[d]);
     }
   }
@@ -91,8 +93,9 @@ struct History {
   std::vector<double> params;
 };
 
-// The single-process reference: every sequence of the step through resident buffers.
-History reference_run(const model::ModelConfig& config, double max_grad_norm) {
+// The single-process reference: every sequence of the step (D data-parallel groups) through
+// resident buffers.
+History reference_run(const model::ModelConfig& config, double max_grad_norm, std::int64_t D) {
   const Context ctx;
   auto attention = make_local_attention();
   const model::Decoder decoder(config, *attention);
@@ -101,12 +104,14 @@ History reference_run(const model::ModelConfig& config, double max_grad_norm) {
   train::AdamW adamw(config, adamw_config(), Device::cpu());
   History h;
   for (std::int64_t step = 1; step <= kSteps; ++step) {
-    const auto batch = step_sequences(step, world().size(), config.vocab_size);
+    const auto batch = step_sequences(step, D, config.vocab_size);
     grads.zero();
     double loss = 0;
     for (const auto& s : batch)
-      loss += decoder.forward_backward(ctx, params, &grads, data::make_full_shard(s),
-                                       grad_scale(batch), {}).loss_sum;
+      loss += decoder
+                  .forward_backward(ctx, params, &grads, data::make_full_shard(s),
+                                    grad_scale(batch), {})
+                  .loss_sum;
     h.losses.push_back(loss * grad_scale(batch));
     const double norm = train::gradient_norm(ctx, grads);
     h.norms.push_back(norm);
@@ -132,16 +137,20 @@ double sum_over_world(double value) {
   return sum;
 }
 
-// One optimizer step of this rank's sequences through the ZeroState; returns the loss.
-double zero_step(ZeroState& zero, const model::Decoder& decoder, std::int64_t step,
-                 double max_grad_norm, double* norm) {
+// One optimizer step of this rank's token shards through the ZeroState; returns the loss.
+double zero_step(ZeroState& zero, const Mesh& mesh, const model::Decoder& decoder,
+                 std::int64_t step, double max_grad_norm, double* norm) {
   const Context ctx;
-  const auto batch = step_sequences(step, world().size(), zero.config().vocab_size);
+  const std::int64_t D = mesh.dp_size(), P = mesh.sp_size(), r = mesh.sp_rank();
+  const auto batch = step_sequences(step, D, zero.config().vocab_size);
   zero.begin_step();
   double loss = 0;
   for (std::int64_t a = 0; a < kMicroSteps; ++a) {
-    const auto& s = batch[static_cast<std::size_t>(a * world().size() + world().rank())];
-    loss += decoder.forward_backward(ctx, zero, data::make_full_shard(s), grad_scale(batch), {})
+    const auto& s = batch[static_cast<std::size_t>(a * D + mesh.dp_index())];
+    const std::int64_t T = s.length() / P;
+    loss += decoder
+                .forward_backward(ctx, zero, data::make_shard(s, r * T, (r + 1) * T),
+                                  grad_scale(batch), {})
                 .loss_sum;
   }
   *norm = zero.finish_step(ctx, step, lr_at(step), max_grad_norm);
@@ -162,17 +171,20 @@ std::int64_t full_bytes(const model::ModelConfig& config) {
   return 4 * model::ParamLayout(config).numel();
 }
 
-void check_stage(const model::ModelConfig& config, std::int64_t replicas, int stage,
-                 double max_grad_norm, const History& expected, const std::string& what) {
+void check_stage(const model::ModelConfig& config, std::int64_t sp, std::int64_t replicas,
+                 int stage, double max_grad_norm, const History& expected,
+                 const std::string& what) {
   SCOPED_TRACE(what);
   ParallelConfig layout;
-  layout.sp_size = 1;
+  layout.sp_size = sp;
   layout.dp_replicate_size = replicas;
-  layout.dp_shard_size = world().size() / replicas;
+  layout.dp_shard_size = world().size() / replicas / sp;
   Mesh mesh(world(), layout);
   ASSERT_EQ(mesh.zero_group().size(), world().size() / replicas);
   ASSERT_EQ(mesh.replicate_group().size(), replicas);
-  auto attention = make_local_attention();
+  auto attention = sp == 1 ? make_local_attention()
+                           : make_ulysses_attention(mesh.sp_group(), config.num_attention_heads,
+                                                    config.num_key_value_heads);
   const model::Decoder decoder(config, *attention);
   model::ParamBuffers init(config);
   model::init_weights(init, kSeed);
@@ -182,7 +194,7 @@ void check_stage(const model::ModelConfig& config, std::int64_t replicas, int st
   History got;
   for (std::int64_t step = 1; step <= kSteps; ++step) {
     double norm = 0;
-    got.losses.push_back(zero_step(zero, decoder, step, max_grad_norm, &norm));
+    got.losses.push_back(zero_step(zero, mesh, decoder, step, max_grad_norm, &norm));
     got.norms.push_back(norm);
     if (stage >= 2) {  // never all full gradients at once; stage 3: never all parameters
       EXPECT_GT(zero.peak_transient().grads, 0);
@@ -214,8 +226,8 @@ void check_stage(const model::ModelConfig& config, std::int64_t replicas, int st
   ZeroState resumed(config, mesh, ZeroConfig{stage, false, false}, adamw_config());
   resumed.load_state_tensors(saved);
   double norm_a = 0, norm_b = 0;
-  const double loss_a = zero_step(zero, decoder, kSteps + 1, max_grad_norm, &norm_a);
-  const double loss_b = zero_step(resumed, decoder, kSteps + 1, max_grad_norm, &norm_b);
+  const double loss_a = zero_step(zero, mesh, decoder, kSteps + 1, max_grad_norm, &norm_a);
+  const double loss_b = zero_step(resumed, mesh, decoder, kSteps + 1, max_grad_norm, &norm_b);
   EXPECT_EQ(loss_a, loss_b);
   EXPECT_EQ(norm_a, norm_b);
   model::ParamBuffers a(config), b(config);
@@ -224,22 +236,37 @@ void check_stage(const model::ModelConfig& config, std::int64_t replicas, int st
   EXPECT_EQ(flatten(a), flatten(b)) << "resumed state differs";
 }
 
+struct Layout {
+  std::int64_t sp, replicas;
+};
+
+// Layouts of this world: sp 1 (dp_shard = world); with 4 ranks also dp_replicate 2 x dp_shard 2,
+// sp 2 x dp_shard 2 and sp 2 x dp_replicate 2; with 2 ranks also sp 2.
+std::vector<Layout> layouts() {
+  std::vector<Layout> out = {{1, 1}};
+  if (world().size() == 4) out.insert(out.end(), {{1, 2}, {2, 1}, {2, 2}});
+  if (world().size() == 2) out.push_back({2, 1});
+  return out;
+}
+
 TEST(Zero, EveryStageEqualsSingleProcessTraining) {
   for (const bool tied : {false, true}) {
     const model::ModelConfig config = tiny_config(tied);
-    // Clipping active on some steps (max below the first norm), off when max_grad_norm = 0.
-    const History probe = reference_run(config, 0.0);
-    for (const double max_grad_norm : {0.0, 0.5 * probe.norms.front()}) {
-      const History expected = max_grad_norm > 0 ? reference_run(config, max_grad_norm) : probe;
-      std::vector<std::int64_t> replica_counts = {1};
-      if (world().size() == 4) replica_counts.push_back(2);
-      for (const std::int64_t replicas : replica_counts) {
+    for (const Layout layout : layouts()) {
+      const std::int64_t D = world().size() / layout.sp;
+      // Clipping active (max below the first norm); also off in the first layout.
+      const History probe = reference_run(config, 0.0, D);
+      std::vector<double> max_norms = {0.5 * probe.norms.front()};
+      if (layout.sp == 1 && layout.replicas == 1) max_norms.push_back(0.0);
+      for (const double max_grad_norm : max_norms) {
+        const History expected =
+            max_grad_norm > 0 ? reference_run(config, max_grad_norm, D) : probe;
         for (int stage = 0; stage <= 3; ++stage) {
           const std::string what = std::string(tied ? "tied" : "untied") + " stage " +
-                                   std::to_string(stage) + " replicas " +
-                                   std::to_string(replicas) + " max_grad_norm " +
-                                   std::to_string(max_grad_norm);
-          check_stage(config, replicas, stage, max_grad_norm, expected, what);
+                                   std::to_string(stage) + " sp " + std::to_string(layout.sp) +
+                                   " replicas " + std::to_string(layout.replicas) +
+                                   " max_grad_norm " + std::to_string(max_grad_norm);
+          check_stage(config, layout.sp, layout.replicas, stage, max_grad_norm, expected, what);
         }
       }
     }

@@ -32,15 +32,15 @@ double sum_in_rank_order(comm::Communicator& group, double value) {
 }  // namespace
 
 void validate_zero_config(const ZeroConfig& c) {
-  if (c.stage < 0 || c.stage > 3)
-    UL_FAIL("--zero-stage must be 0, 1, 2 or 3 (got ", c.stage, ")");
+  if (c.stage < 0 || c.stage > 3) UL_FAIL("--zero-stage must be 0, 1, 2 or 3 (got ", c.stage, ")");
   if (c.offload_params && c.stage != 3)
     UL_FAIL("--offload-params needs --zero-stage 3 (got --zero-stage ", c.stage,
             "): parameters are sharded only at stage 3; use --zero-stage 3 or drop "
             "--offload-params");
   if (c.offload_optimizer && c.stage < 1)
-    UL_FAIL("--offload-optimizer needs --zero-stage 1, 2 or 3 (got --zero-stage 0); raise "
-            "--zero-stage or drop --offload-optimizer");
+    UL_FAIL(
+        "--offload-optimizer needs --zero-stage 1, 2 or 3 (got --zero-stage 0); raise "
+        "--zero-stage or drop --offload-optimizer");
 }
 
 ZeroMemory zero_memory_formula(const model::ModelConfig& config, const ZeroConfig& zero,
@@ -165,8 +165,7 @@ Tensor ZeroState::grads(std::size_t index) {
 void ZeroState::grads_done(std::size_t index) {
   Group& g = group(index);
   if (zero_.stage < 2) return;
-  UL_CHECK(g.grad_full.defined(), "ZeroState: grads_done for group ", index,
-           " without gradients");
+  UL_CHECK(g.grad_full.defined(), "ZeroState: grads_done for group ", index, " without gradients");
   Tensor reduced = Tensor::empty({g.shard}, DType::f32);  // [s] sum over the ZeRO group
   mesh_.zero_group().reduce_scatter(g.grad_full, reduced, comm::ReduceOp::sum);
   ops::add_inplace(Context{}, g.grads, reduced);
