@@ -48,6 +48,9 @@ Mesh::Mesh(comm::Communicator& world, const ParallelConfig& config)
   UL_CHECK(config.sp_size * config.dp_shard_size * config.dp_replicate_size == world.size(),
            "mesh sizes do not multiply to the world size (resolve the config first)");
   sp_group_ = world.split(world.rank() / sp, world.rank() % sp);
+  const int zero_size = static_cast<int>(config.dp_shard_size * config.sp_size);
+  zero_group_ = world.split(world.rank() / zero_size, world.rank() % zero_size);
+  replicate_group_ = world.split(world.rank() % zero_size, world.rank() / zero_size);
 }
 
 std::string Mesh::describe() const {

@@ -36,6 +36,12 @@ class Mesh {
 
   comm::Communicator& world() const { return world_; }
   comm::Communicator& sp_group() const { return *sp_group_; }
+  // ZeRO shards over the dp_shard x sp ranks of one replica: world ranks
+  // [replica * dp_shard * sp, (replica + 1) * dp_shard * sp), in world rank order.
+  comm::Communicator& zero_group() const { return *zero_group_; }
+  // The dp_replicate ranks holding the same ZeRO shard: world ranks with equal
+  // rank % (dp_shard * sp), in world rank order (size 1 without replicas).
+  comm::Communicator& replicate_group() const { return *replicate_group_; }
   const ParallelConfig& config() const { return config_; }
   int sp_rank() const { return sp_group_->rank(); }
   int sp_size() const { return sp_group_->size(); }
@@ -51,6 +57,8 @@ class Mesh {
   comm::Communicator& world_;
   ParallelConfig config_;
   std::unique_ptr<comm::Communicator> sp_group_;
+  std::unique_ptr<comm::Communicator> zero_group_;
+  std::unique_ptr<comm::Communicator> replicate_group_;
 };
 
 }  // namespace ulysses::parallel

@@ -1,0 +1,310 @@
+#include "ulysses/parallel/zero.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "ulysses/core/error.h"
+#include "ulysses/ops/elementwise.h"
+
+namespace ulysses::parallel {
+
+namespace {
+
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
+// Sum of every rank's double, added in rank order (exact same result on every rank).
+double sum_in_rank_order(comm::Communicator& group, double value) {
+  if (group.size() == 1) return value;
+  Tensor mine = Tensor::empty({1}, DType::i64);  // [1] the double's bits
+  std::memcpy(mine.data<std::int64_t>(), &value, sizeof value);
+  Tensor all = Tensor::empty({group.size()}, DType::i64);  // [size]
+  group.all_gather(mine, all);
+  double sum = 0;
+  for (int i = 0; i < group.size(); ++i) {
+    double v;
+    std::memcpy(&v, all.data<std::int64_t>() + i, sizeof v);
+    sum += v;
+  }
+  return sum;
+}
+
+}  // namespace
+
+void validate_zero_config(const ZeroConfig& c) {
+  if (c.stage < 0 || c.stage > 3) UL_FAIL("--zero-stage must be 0, 1, 2 or 3 (got ", c.stage, ")");
+  if (c.offload_params && c.stage != 3)
+    UL_FAIL("--offload-params needs --zero-stage 3 (got --zero-stage ", c.stage,
+            "): parameters are sharded only at stage 3; use --zero-stage 3 or drop "
+            "--offload-params");
+  if (c.offload_optimizer && c.stage < 1)
+    UL_FAIL(
+        "--offload-optimizer needs --zero-stage 1, 2 or 3 (got --zero-stage 0); raise "
+        "--zero-stage or drop --offload-optimizer");
+}
+
+ZeroMemory zero_memory_formula(const model::ModelConfig& config, const ZeroConfig& zero,
+                               int zero_group_size, model::Precision precision) {
+  validate_zero_config(zero);
+  UL_CHECK(zero_group_size >= 1, "zero_memory_formula: zero_group_size must be >= 1, got ",
+           zero_group_size);
+  const std::int64_t Z = zero.stage == 0 ? 1 : zero_group_size;
+  std::int64_t full = 0, shard = 0;  // elements: sum of padded groups, sum of shards
+  const model::ParamLayout layout(config);
+  for (const auto& group : layout.groups()) {
+    const std::int64_t s = ceil_div(group.numel, Z);
+    full += Z * s;
+    shard += s;
+  }
+  const bool bf16 = precision == model::Precision::bf16_mixed;
+  ZeroMemory m;
+  m.params = (bf16 ? 2 : 4) * (zero.stage >= 3 ? shard : full);
+  m.grads = 4 * (zero.stage >= 2 ? shard : full);
+  m.optimizer = 8 * shard;
+  m.master = bf16 ? 4 * shard : 0;
+  if (zero.offload_optimizer) m.offloaded += m.optimizer + m.master;
+  if (zero.offload_params) m.offloaded += m.params;
+  return m;
+}
+
+// One parameter group's state on this rank. s = shard, padded = Z * s; this rank owns
+// elements [lo, lo + s) of the padded flat buffer.
+struct ZeroState::Group {
+  std::int64_t numel = 0, shard = 0, padded = 0, lo = 0;
+  Tensor params;      // stage 0-2: [padded] full; stage 3: [s] this rank's shard
+  Tensor grads;       // stage 0-1: [padded] full; stage 2-3: [s] this rank's shard
+  Tensor exp_avg;     // [s]
+  Tensor exp_avg_sq;  // [s]
+  Tensor gathered;    // stage 3: [padded] full parameters while acquired
+  int acquire_count = 0;
+  Tensor grad_full;  // stage 2-3: [padded] gradients of the backward in progress
+
+  bool params_sharded = false, grads_sharded = false;  // stage >= 3, stage >= 2
+
+  // This rank's shard of the parameters and gradients ([s] views).
+  Tensor param_shard() const { return params_sharded ? params : params.rows(lo, lo + shard); }
+  Tensor grad_shard() const { return grads_sharded ? grads : grads.rows(lo, lo + shard); }
+};
+
+ZeroState::ZeroState(const model::ModelConfig& config, Mesh& mesh, const ZeroConfig& zero,
+                     const ops::AdamWConfig& adamw)
+    : config_(config), layout_(config), mesh_(mesh), zero_(zero), adamw_(adamw) {
+  validate_zero_config(zero);
+  if (zero.stage >= 1) {
+    zero_size_ = mesh.zero_group().size();
+    zero_rank_ = mesh.zero_group().rank();
+  }
+  for (const auto& spec : layout_.groups()) {
+    Group g;
+    g.numel = spec.numel;
+    g.shard = ceil_div(spec.numel, zero_size_);
+    g.padded = g.shard * zero_size_;
+    g.lo = g.shard * zero_rank_;
+    g.params_sharded = zero.stage >= 3;
+    g.grads_sharded = zero.stage >= 2;
+    g.params = Tensor::zeros({g.params_sharded ? g.shard : g.padded}, DType::f32);
+    g.grads = Tensor::zeros({g.grads_sharded ? g.shard : g.padded}, DType::f32);
+    g.exp_avg = Tensor::zeros({g.shard}, DType::f32);
+    g.exp_avg_sq = Tensor::zeros({g.shard}, DType::f32);
+    groups_.push_back(std::move(g));
+  }
+}
+
+ZeroState::~ZeroState() = default;
+
+ZeroState::Group& ZeroState::group(std::size_t index) {
+  UL_CHECK(index < groups_.size(), "ZeroState: parameter group ", index, " out of range (",
+           groups_.size(), " groups)");
+  return groups_[index];
+}
+
+void ZeroState::all_gather_shard(const Group& g, Tensor full) {
+  // full: [padded]. The send buffer must not overlap the receive buffer: copy the shard out.
+  const Tensor shard = g.param_shard().clone();  // [s]
+  mesh_.zero_group().all_gather(shard, full);
+}
+
+void ZeroState::note_transient() {
+  peak_.params = std::max(peak_.params, current_.params);
+  peak_.grads = std::max(peak_.grads, current_.grads);
+}
+
+Tensor ZeroState::acquire(std::size_t index) {
+  Group& g = group(index);
+  if (zero_.stage < 3) return g.params.rows(0, g.numel);
+  if (g.acquire_count++ == 0) {
+    g.gathered = Tensor::empty({g.padded}, DType::f32);
+    all_gather_shard(g, g.gathered);
+    current_.params += g.padded * 4;
+    note_transient();
+  }
+  return g.gathered.rows(0, g.numel);
+}
+
+void ZeroState::release(std::size_t index) {
+  Group& g = group(index);
+  if (zero_.stage < 3) return;
+  UL_CHECK(g.acquire_count > 0, "ZeroState: release of group ", index, " without acquire");
+  if (--g.acquire_count == 0) {
+    g.gathered = Tensor();
+    current_.params -= g.padded * 4;
+  }
+}
+
+Tensor ZeroState::grads(std::size_t index) {
+  Group& g = group(index);
+  if (zero_.stage < 2) return g.grads.rows(0, g.numel);
+  if (!g.grad_full.defined()) {
+    g.grad_full = Tensor::zeros({g.padded}, DType::f32);
+    current_.grads += g.padded * 4;
+    note_transient();
+  }
+  return g.grad_full.rows(0, g.numel);
+}
+
+void ZeroState::grads_done(std::size_t index) {
+  Group& g = group(index);
+  if (zero_.stage < 2) return;
+  UL_CHECK(g.grad_full.defined(), "ZeroState: grads_done for group ", index, " without gradients");
+  Tensor reduced = Tensor::empty({g.shard}, DType::f32);  // [s] sum over the ZeRO group
+  mesh_.zero_group().reduce_scatter(g.grad_full, reduced, comm::ReduceOp::sum);
+  ops::add_inplace(Context{}, g.grads, reduced);
+  g.grad_full = Tensor();
+  current_.grads -= g.padded * 4;
+}
+
+void ZeroState::set_parameters(const model::ParamBuffers& full) {
+  UL_CHECK(full.flat().size() == groups_.size(), "set_parameters: ", full.flat().size(),
+           " parameter groups, expected ", groups_.size());
+  for (std::size_t i = 0; i < groups_.size(); ++i) {
+    Group& g = groups_[i];
+    const Tensor& src = full.flat()[i];  // [numel]
+    check_dtype(src, DType::f32, "set_parameters: full parameters");
+    check_shape(src, {g.numel}, "set_parameters: full parameters");
+    if (zero_.stage < 3) {
+      g.params.rows(0, g.numel).copy_from(src);
+      continue;
+    }
+    g.params.zero_();
+    const std::int64_t end = std::min(g.lo + g.shard, g.numel);
+    if (end > g.lo) g.params.rows(0, end - g.lo).copy_from(src.rows(g.lo, end));
+  }
+}
+
+void ZeroState::begin_step() {
+  for (Group& g : groups_) {
+    UL_CHECK(!g.grad_full.defined(), "begin_step: a backward did not call grads_done");
+    g.grads.zero_();
+  }
+  peak_ = current_;
+}
+
+double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
+                              double max_grad_norm) {
+  for (const Group& g : groups_)
+    UL_CHECK(!g.grad_full.defined(), "finish_step: a backward did not call grads_done");
+  // 1. Reduce: every rank's gradients become the sum over the world.
+  comm::Communicator& world = mesh_.world();
+  comm::Communicator& replicas = mesh_.replicate_group();
+  for (Group& g : groups_) {
+    if (zero_.stage < 2) {
+      if (world.size() > 1) world.all_reduce(g.grads, comm::ReduceOp::sum);
+    } else if (replicas.size() > 1) {
+      replicas.all_reduce(g.grads, comm::ReduceOp::sum);
+    }
+  }
+  // 2. Global norm: this rank's shards (padding is zero), then the ZeRO group in rank order.
+  double sum = 0;
+  for (const Group& g : groups_) sum += ops::sum_of_squares(ctx, g.grad_shard());
+  if (zero_.stage >= 1) sum = sum_in_rank_order(mesh_.zero_group(), sum);
+  const double norm = std::sqrt(sum);
+  // 3. Clip (torch's clip_grad_norm_ rule).
+  if (max_grad_norm > 0) {
+    const double factor = max_grad_norm / (norm + 1e-6);
+    if (factor < 1.0)
+      for (Group& g : groups_) ops::scale_inplace(ctx, g.grad_shard(), static_cast<float>(factor));
+  }
+  // 4. AdamW on the owned elements of every parameter (weight decay per ParamSpec).
+  for (std::size_t i = 0; i < groups_.size(); ++i) {
+    Group& g = groups_[i];
+    Tensor param = g.param_shard(), grad = g.grad_shard();  // [s]
+    for (const auto& spec : layout_.groups()[i].params) {
+      const std::int64_t begin = std::max(spec.offset, g.lo);
+      const std::int64_t end = std::min(spec.offset + shape_numel(spec.shape), g.lo + g.shard);
+      if (end <= begin) continue;
+      ops::AdamWConfig hyper = adamw_;
+      hyper.lr = lr;
+      if (!spec.weight_decay) hyper.weight_decay = 0.0f;
+      const std::int64_t a = begin - g.lo, b = end - g.lo;
+      ops::adamw_step(ctx, hyper, step, param.rows(a, b), grad.rows(a, b), g.exp_avg.rows(a, b),
+                      g.exp_avg_sq.rows(a, b));
+    }
+    // 5. Refresh the full parameters (stage 1-2).
+    if (zero_.stage == 1 || zero_.stage == 2) all_gather_shard(g, g.params);
+  }
+  return norm;
+}
+
+void ZeroState::gather_parameters(model::ParamBuffers& out) {
+  UL_CHECK(out.flat().size() == groups_.size(), "gather_parameters: ", out.flat().size(),
+           " parameter groups, expected ", groups_.size());
+  for (std::size_t i = 0; i < groups_.size(); ++i) {
+    Group& g = groups_[i];
+    Tensor dst = out.flat()[i];  // [numel]
+    check_shape(dst, {g.numel}, "gather_parameters: out");
+    if (zero_.stage < 3) {
+      dst.copy_from(g.params.rows(0, g.numel));
+      continue;
+    }
+    Tensor full = Tensor::empty({g.padded}, DType::f32);  // [padded]
+    all_gather_shard(g, full);
+    dst.copy_from(full.rows(0, g.numel));
+  }
+}
+
+std::vector<std::pair<std::string, Tensor>> ZeroState::state_tensors() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (std::size_t i = 0; i < groups_.size(); ++i) {
+    const Group& g = groups_[i];
+    const std::string& name = layout_.groups()[i].name;
+    out.emplace_back("param." + name, g.param_shard());
+    out.emplace_back("exp_avg." + name, g.exp_avg);
+    out.emplace_back("exp_avg_sq." + name, g.exp_avg_sq);
+  }
+  return out;
+}
+
+void ZeroState::load_state_tensors(const std::map<std::string, Tensor>& tensors) {
+  // Check everything before changing anything.
+  std::vector<std::pair<Tensor, Tensor>> copies;  // (destination, source)
+  for (auto& [name, dst] : state_tensors()) {
+    const auto it = tensors.find(name);
+    if (it == tensors.end())
+      UL_FAIL("ZeRO state: tensor '", name, "' is missing from the checkpoint (ZeRO stage ",
+              zero_.stage, ", ZeRO group of ", zero_size_, " ranks)");
+    const Tensor& src = it->second;
+    if (src.dtype() != DType::f32 || src.shape() != dst.shape())
+      UL_FAIL("ZeRO state: tensor '", name, "' has shape ", shape_str(src.shape()), " ",
+              dtype_name(src.dtype()), " in the checkpoint but ", shape_str(dst.shape()),
+              " f32 is expected (ZeRO stage ", zero_.stage, ", ZeRO group of ", zero_size_,
+              " ranks); resume with the ZeRO stage and layout the checkpoint was saved with");
+    copies.emplace_back(dst, src);
+  }
+  for (auto& [dst, src] : copies) dst.copy_from(src);
+  if (zero_.stage == 1 || zero_.stage == 2)
+    for (Group& g : groups_) all_gather_shard(g, g.params);
+}
+
+ZeroMemory ZeroState::memory() const {
+  ZeroMemory m;
+  for (const Group& g : groups_) {
+    m.params += static_cast<std::int64_t>(g.params.nbytes());
+    m.grads += static_cast<std::int64_t>(g.grads.nbytes());
+    m.optimizer += static_cast<std::int64_t>(g.exp_avg.nbytes() + g.exp_avg_sq.nbytes());
+  }
+  if (zero_.offload_optimizer) m.offloaded += m.optimizer;
+  if (zero_.offload_params) m.offloaded += m.params;
+  return m;
+}
+
+}  // namespace ulysses::parallel

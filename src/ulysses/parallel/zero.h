@@ -1,0 +1,171 @@
+// ZeRO (DeepSpeed semantics): optimizer state, gradients and parameters sharded over the ZeRO
+// group, with dp_replicate as an outer replica dimension.
+//
+// ZeRO group = the Z = dp_shard x sp ranks of one replica (Mesh::zero_group()); replicate group
+// = the dp_replicate ranks that hold the same shard (Mesh::replicate_group()). Every parameter
+// group's flat buffer (embed, layers.i, final) is padded with zeros to a multiple of Z and cut
+// into Z equal shards: ZeRO rank z owns elements [z * s, (z + 1) * s), s = ceil(numel / Z).
+//
+//   stage 0: everything replicated (the plain data-parallel step).
+//   stage 1: AdamW moments sharded; each rank updates its shard of the (full) parameters and
+//            the updated shards are all-gathered into the full buffers.
+//   stage 2: + gradients sharded: the decoder accumulates a group's gradients into a temporary
+//            full buffer, which is reduce-scattered over the ZeRO group (and added into this
+//            rank's persistent gradient shard) as soon as the group's backward is done.
+//   stage 3: + parameters sharded: a group's full parameters exist only between acquire and
+//            release (all-gathered over the ZeRO group on the first acquire).
+//
+// Gradient reduction (sums in rank order, so every rank of a replica gets bit-identical
+// results): stage 0-1 all-reduce the full gradients over the world; stage 2-3 reduce-scatter
+// over the ZeRO group during backward, then all-reduce the shards over the replicate group.
+// The global grad norm adds the ranks' partial sums of squares (double) in ZeRO rank order.
+//
+// Per-rank memory (N parameters; every group rounded up to its padded size Z * s, and "N/Z"
+// meaning the sum of the per-group shards s):
+//
+//   fp32 (CPU reference)   params        grads         optimizer (exp_avg + exp_avg_sq)
+//   stage 0                4N            4N            8N              (unpadded, Z = 1)
+//   stage 1                4N            4N            8N/Z
+//   stage 2                4N            4N/Z          8N/Z
+//   stage 3                4N/Z          4N/Z          8N/Z
+//
+//   bf16 mixed (CUDA): params 2N (2N/Z at stage 3) plus fp32 master weights 4N sharded like the
+//   optimizer (4N at stage 0, 4N/Z at stage >= 1); grads and optimizer as above (fp32).
+//
+// Not counted: the transient full buffers of stage 2-3 (one group's gradients between grads()
+// and grads_done(), one group's gathered parameters between acquire and release; see
+// peak_transient()).
+//
+// Offload: on the CPU backend every buffer already lives in host memory, so
+// offload_optimizer / offload_params change nothing but the accounting (Memory::offloaded). On
+// CUDA they will keep the optimizer state and fp32 master shard (offload_optimizer) and the
+// stage-3 parameter shards (offload_params) in host memory.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ulysses/core/context.h"
+#include "ulysses/model/memory_plan.h"
+#include "ulysses/model/param_store.h"
+#include "ulysses/model/params.h"
+#include "ulysses/ops/adamw.h"
+#include "ulysses/parallel/mesh.h"
+
+namespace ulysses::parallel {
+
+struct ZeroConfig {
+  int stage = 0;
+  bool offload_optimizer = false;
+  bool offload_params = false;
+};
+
+// Stage in 0..3 (Error naming --zero-stage); --offload-params needs stage 3; --offload-optimizer
+// needs stage >= 1 (Errors naming the flags and the fix).
+void validate_zero_config(const ZeroConfig& config);
+
+// Bytes per rank (see the table above).
+struct ZeroMemory {
+  std::int64_t params = 0;     // weights used by forward/backward (compute dtype)
+  std::int64_t grads = 0;      // fp32 gradients
+  std::int64_t optimizer = 0;  // AdamW moments (fp32)
+  std::int64_t master = 0;     // separate fp32 master weights (bf16 mixed only)
+  std::int64_t offloaded = 0;  // of the above, bytes the offload flags put in host memory
+  std::int64_t total() const { return params + grads + optimizer + master; }
+};
+
+// The formula of the table, from the model's parameter layout. zero_group_size = Z.
+ZeroMemory zero_memory_formula(const model::ModelConfig& config, const ZeroConfig& zero,
+                               int zero_group_size,
+                               model::Precision precision = model::Precision::fp32);
+inline ZeroMemory zero_memory_formula(const model::ModelConfig& config, int stage,
+                                      int zero_group_size,
+                                      model::Precision precision = model::Precision::fp32) {
+  return zero_memory_formula(config, ZeroConfig{stage, false, false}, zero_group_size, precision);
+}
+
+// Collectives: acquire/release (stage 3), grads_done (stage 2-3), finish_step,
+// gather_parameters and load_state_tensors (stage 1-3) are collective over the ZeRO group (the
+// world for finish_step); every rank calls them in the same order, as the decoder does.
+class ZeroState final : public model::ParamStore {
+ public:
+  using Memory = ZeroMemory;
+
+  // Collective-free. Parameters start at zero: call set_parameters before training.
+  ZeroState(const model::ModelConfig& config, Mesh& mesh, const ZeroConfig& zero,
+            const ops::AdamWConfig& adamw);
+  ~ZeroState() override;
+  ZeroState(const ZeroState&) = delete;
+  ZeroState& operator=(const ZeroState&) = delete;
+
+  // ParamStore. acquire: stage 0-2 the resident full buffer; stage 3 all-gathers the group's
+  // shards into a temporary full buffer on the first (outer) acquire and frees it on the last
+  // release. grads: stage 0-1 the persistent full buffer; stage 2-3 a temporary full buffer,
+  // zeroed when created, reduce-scattered into this rank's gradient shard by grads_done (which
+  // frees it; grads_done is a no-op at stage 0-1).
+  const model::ModelConfig& config() const override { return config_; }
+  const model::ParamLayout& layout() const override { return layout_; }
+  Tensor acquire(std::size_t group) override;
+  void release(std::size_t group) override;
+  Tensor grads(std::size_t group) override;
+  void grads_done(std::size_t group) override;
+
+  // Same values on every rank (initialized or loaded weights). Not collective.
+  void set_parameters(const model::ParamBuffers& full);
+  // Zeroes the gradient accumulators (and the transient peaks). Call before the first backward
+  // of an optimizer step.
+  void begin_step();
+  // After every micro-step's backward: reduces the gradients, computes the global grad norm
+  // (identical on all ranks), clips to max_grad_norm (> 0; torch's rule), runs AdamW (1-based
+  // step, learning rate lr; weight decay only where ParamSpec::weight_decay) on this rank's
+  // shards and refreshes the parameters (stage 1-2: all-gather into the full buffers; stage 3:
+  // the shard is the parameter). Returns the grad norm before clipping. Collective over the
+  // world.
+  double finish_step(const Context& ctx, std::int64_t step, float lr, double max_grad_norm);
+  // Full parameters on every rank (for saving). Collective over the ZeRO group at stage 3.
+  void gather_parameters(model::ParamBuffers& out);
+
+  // This rank's training state: "param.<group>", "exp_avg.<group>", "exp_avg_sq.<group>" for
+  // every group name of the layout ("embed", "layers.3", "final"), each [s] f32 (this rank's
+  // shard; stage 0: the whole group, [numel]). The tensors are views of the live state: save
+  // them before the next step. (The step count is the caller's.)
+  std::vector<std::pair<std::string, Tensor>> state_tensors() const;
+  // The inverse: Error naming the tensor when one is missing or has another shape (a different
+  // ZeRO stage or group size) or dtype. Collective over the ZeRO group at stage 1-2 (the
+  // loaded parameter shards are all-gathered into the full buffers).
+  void load_state_tensors(const std::map<std::string, Tensor>& tensors);
+
+  // Bytes this rank holds persistently for params / grads / optimizer (fp32; master = 0).
+  Memory memory() const;
+  // Largest transient full buffers held at once since begin_step (stage 2-3 gradients, stage 3
+  // gathered parameters), in bytes.
+  struct Transient {
+    std::int64_t params = 0, grads = 0;
+  };
+  Transient peak_transient() const { return peak_; }
+
+  int zero_rank() const { return zero_rank_; }
+  int zero_size() const { return zero_size_; }
+  const ZeroConfig& zero_config() const { return zero_; }
+
+ private:
+  struct Group;
+  Group& group(std::size_t index);
+  void all_gather_shard(const Group& g, Tensor full);
+  void note_transient();
+
+  model::ModelConfig config_;
+  model::ParamLayout layout_;
+  Mesh& mesh_;
+  ZeroConfig zero_;
+  ops::AdamWConfig adamw_;
+  int zero_size_ = 1;  // Z (1 at stage 0)
+  int zero_rank_ = 0;
+  std::vector<Group> groups_;
+  Transient current_, peak_;
+};
+
+}  // namespace ulysses::parallel
