@@ -13,6 +13,7 @@
 #include "ulysses/core/error.h"
 #include "ulysses/model/config.h"
 #include "ulysses/model/memory_plan.h"
+#include "ulysses/parallel/zero.h"
 #include "ulysses/train/config_file.h"
 #include "ulysses/train/trainer.h"
 
@@ -62,7 +63,11 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
                  "ZeRO sharding degree (0: world / (sp x dp_replicate))")->capture_default_str();
   cmd.add_option("--dp-replicate-size", c.dp_replicate_size, "Replica degree")
       ->capture_default_str();
-  cmd.add_option("--zero-stage", c.zero_stage, "ZeRO stage 0-3")->capture_default_str();
+  cmd.add_option("--zero-stage", c.zero_stage,
+                 "ZeRO stage 0-3 over the dp_shard x sp ranks")->capture_default_str();
+  cmd.add_flag("--offload-optimizer", c.offload_optimizer,
+               "ZeRO >= 1: master weights and AdamW state in host memory");
+  cmd.add_flag("--offload-params", c.offload_params, "ZeRO 3: parameter shards in host memory");
   cmd.add_option("--device", c.device, "cpu, cuda or auto")->capture_default_str();
   cmd.add_option("--output-dir", c.output_dir, "Checkpoints and metrics.jsonl go here")
       ->capture_default_str();
@@ -119,7 +124,7 @@ int launcher_rank() {
 }
 
 int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
-             double memory_gib, const std::string& precision) {
+             double memory_gib, const std::string& precision, int zero_ranks) {
   using namespace ulysses::model;
   const ModelConfig c = resolve_model_config(model);
   std::printf("model %s: %s\n", model.c_str(), c.model_type.c_str());
@@ -142,6 +147,7 @@ int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
   in.precision = precision == "bf16" ? Precision::bf16_mixed : Precision::fp32;
   in.budget_bytes = static_cast<std::int64_t>(memory_gib * (1ll << 30));
   std::printf("%s", format_memory_plan(plan_memory(c, in), in).c_str());
+  std::printf("%s", ulysses::parallel::zero_memory_table(c, zero_ranks, in.precision).c_str());
   return 0;
 }
 
@@ -164,7 +170,11 @@ int main(int argc, char** argv) {
   std::int64_t info_seq = 4096;
   bool info_checkpointing = false;
   double info_memory_gib = 80.0;
+  int info_zero_ranks = 1;
   CLI::App* info = app.add_subcommand("info", "Shapes, parameters, FLOPs and the memory plan");
+  info->add_option("--world-size", info_zero_ranks,
+                   "Ranks ZeRO shards over (dp_shard x sp) for the per-stage memory table")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   info->add_option("--model", info_model, "Preset or Hugging Face model directory")
       ->capture_default_str();
   info->add_option("--max-seq-length", info_seq, "Tokens per device")->capture_default_str()
@@ -195,7 +205,8 @@ int main(int argc, char** argv) {
 
   if (*info) {
     try {
-      return run_info(info_model, info_seq, info_checkpointing, info_memory_gib, info_precision);
+      return run_info(info_model, info_seq, info_checkpointing, info_memory_gib, info_precision,
+                      info_zero_ranks);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "error: %s\n", e.what());
       return 1;

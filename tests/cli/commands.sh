@@ -10,6 +10,18 @@ out=$($ULYSSES info --model llama-3-8b --max-seq-length 8192 --precision bf16)
 grep -q "parameters 8030261248" <<<"$out" && echo "ok: llama-3-8b parameter count" \
   || { echo "FAIL: llama-3-8b info: $out"; failures=$((failures + 1)); }
 
+# ZeRO memory per rank on 4 ranks, bf16 mixed precision: the docs' formula for llama-3-8b
+# (N = 8030261248; stage 3: params 2N/4, master 4N/4, grads 4N/4, optimizer 8N/4, per-group
+# padding is invisible here because every group divides by 4).
+out=$($ULYSSES info --model llama-3-8b --world-size 4 --precision bf16)
+for row in "0   16060522496   32121044992   32121044992   64242089984  144544702464" \
+           "1   16060522496    8030261248   32121044992   16060522496   72272351232" \
+           "2   16060522496    8030261248    8030261248   16060522496   48181567488" \
+           "3    4015130624    8030261248    8030261248   16060522496   36136175616"; do
+  grep -qF -- "$row" <<<"$out" && echo "ok: zero row ${row%% *}" \
+    || { echo "FAIL: info lacks zero row: $row"; failures=$((failures + 1)); }
+done
+
 echo 'max_steps: 3
 logging_steps: 1
 max_seq_length: 64

@@ -52,14 +52,14 @@ train::TrainConfig base_config(const std::string& model) {
   return c;
 }
 
-struct Run {
+struct TrainingRun {
   std::vector<double> losses;
   std::vector<float> params;
 };
 
-Run train(const train::TrainConfig& config, comm::Communicator& group) {
+TrainingRun train(const train::TrainConfig& config, comm::Communicator& group) {
   train::Trainer trainer(config, group);
-  Run run;
+  TrainingRun run;
   for (const auto& m : trainer.run()) run.losses.push_back(m.loss);
   for (const auto& flat : trainer.params().flat()) {
     const auto v = flat.to_floats();
@@ -75,8 +75,8 @@ void expect_same_training(const train::TrainConfig& parallel, const std::string&
   single.sp_size = 1;
   single.dp_shard_size = 1;
   single.per_device_train_batch_size = parallel.per_device_train_batch_size * dp;
-  const Run expected = train(single, *self);
-  const Run got = train(parallel, world());
+  const TrainingRun expected = train(single, *self);
+  const TrainingRun got = train(parallel, world());
   ASSERT_EQ(got.losses.size(), expected.losses.size());
   for (std::size_t i = 0; i < got.losses.size(); ++i)
     EXPECT_NEAR(got.losses[i], expected.losses[i], 1e-6 * expected.losses[i])
@@ -115,6 +115,76 @@ TEST(UlyssesTraining, EqualsSingleRankForEveryLayout) {
       }
     }
   }
+}
+
+TEST(ZeroTraining, EveryStageEqualsSingleRank) {
+  // sp x dp_shard (ZeRO over both) and dp_replicate (replicas all-reduce their shards).
+  const std::string model = model_dir(4, 2, "qwen3");
+  struct ZeroLayout {
+    std::int64_t sp, replicate;
+  };
+  for (const ZeroLayout layout : {ZeroLayout{2, 1}, ZeroLayout{1, 2}, ZeroLayout{2, 2}}) {
+    if (world().size() % (layout.sp * layout.replicate) != 0) continue;
+    for (std::int64_t stage = 0; stage <= 3; ++stage) {
+      for (const bool offload : {false, true}) {
+        if (offload && stage == 0) continue;
+        train::TrainConfig c = base_config(model);
+        c.sp_size = layout.sp;
+        c.dp_replicate_size = layout.replicate;
+        c.zero_stage = stage;
+        c.offload_optimizer = offload;
+        c.offload_params = offload && stage == 3;
+        c.per_device_train_batch_size = 1;
+        c.gradient_accumulation_steps = 2;
+        const std::string what = "zero " + std::to_string(stage) + (offload ? " offload" : "") +
+                                 " sp " + std::to_string(layout.sp) + " replicate " +
+                                 std::to_string(layout.replicate);
+        SCOPED_TRACE(what);
+        auto self = comm::make_self_communicator();
+        train::TrainConfig single = c;
+        single.sp_size = 1;
+        single.dp_replicate_size = 1;
+        single.zero_stage = 0;
+        single.offload_optimizer = single.offload_params = false;
+        single.per_device_train_batch_size = world().size() / c.sp_size;
+        const TrainingRun expected = train(single, *self);
+        const TrainingRun got = train(c, world());
+        for (std::size_t i = 0; i < got.losses.size(); ++i)
+          EXPECT_NEAR(got.losses[i], expected.losses[i], 1e-5 * expected.losses[i]) << what;
+        std::vector<double> a(got.params.begin(), got.params.end());
+        std::vector<double> b(expected.params.begin(), expected.params.end());
+        EXPECT_LT(relative_error(a, b), 1e-5) << what;
+      }
+    }
+  }
+}
+
+TEST(ZeroTraining, Stage3ResumeIsBitExact) {
+  train::TrainConfig c = base_config(model_dir(4, 2, "qwen3"));
+  c.sp_size = world().size() >= 2 ? 2 : 1;
+  c.zero_stage = 3;
+  c.max_steps = 4;
+  c.per_device_train_batch_size = 1;
+  const auto root = std::filesystem::temp_directory_path() / "ulysses_zero_resume";
+  if (world().rank() == 0) std::filesystem::remove_all(root);
+  world().barrier();
+  train::TrainConfig straight = c;
+  straight.output_dir = (root / "straight").string();
+  const TrainingRun expected = train(straight, world());
+  c.output_dir = (root / "resumed").string();
+  {
+    train::Trainer first(c, world());
+    for (std::int64_t s = 1; s <= 2; ++s) first.train_step(s);
+    first.save_checkpoint(2);
+  }
+  c.resume_from_checkpoint = "latest";
+  const TrainingRun resumed = train(c, world());
+  ASSERT_EQ(resumed.losses.size(), 2u);
+  EXPECT_EQ(resumed.losses[0], expected.losses[2]);
+  EXPECT_EQ(resumed.losses[1], expected.losses[3]);
+  EXPECT_EQ(resumed.params, expected.params);
+  world().barrier();
+  if (world().rank() == 0) std::filesystem::remove_all(root);
 }
 
 TEST(UlyssesTraining, JsonlDataWithMaskedPromptsEqualsSingleRank) {

@@ -1,5 +1,8 @@
 #include "ulysses/parallel/zero.h"
 
+#include <cstdio>
+#include <sstream>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -305,6 +308,25 @@ ZeroMemory ZeroState::memory() const {
   if (zero_.offload_optimizer) m.offloaded += m.optimizer;
   if (zero_.offload_params) m.offloaded += m.params;
   return m;
+}
+
+std::string zero_memory_table(const model::ModelConfig& config, int zero_group_size,
+                              model::Precision precision) {
+  std::ostringstream out;
+  out << "ZeRO memory per rank over " << zero_group_size << " ranks (dp_shard x sp), "
+      << (precision == model::Precision::fp32 ? "fp32" : "bf16 + fp32 master")
+      << ", model states only (bytes):\n";
+  out << "  stage        params        master         grads     optimizer         total\n";
+  for (int stage = 0; stage <= 3; ++stage) {
+    const ZeroMemory m = zero_memory_formula(config, stage, zero_group_size, precision);
+    char line[160];
+    std::snprintf(line, sizeof line, "  %5d %13lld %13lld %13lld %13lld %13lld  (%s)\n", stage,
+                  static_cast<long long>(m.params), static_cast<long long>(m.master),
+                  static_cast<long long>(m.grads), static_cast<long long>(m.optimizer),
+                  static_cast<long long>(m.total()), model::format_bytes(m.total()).c_str());
+    out << line;
+  }
+  return out.str();
 }
 
 }  // namespace ulysses::parallel

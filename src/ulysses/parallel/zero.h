@@ -87,6 +87,11 @@ inline ZeroMemory zero_memory_formula(const model::ModelConfig& config, int stag
   return zero_memory_formula(config, ZeroConfig{stage, false, false}, zero_group_size, precision);
 }
 
+// Per-rank memory of stages 0..3 for `zero_group_size` ranks, as printed by `ulysses info`:
+// one row per stage with params, master, grads, optimizer and total, in bytes and GiB.
+std::string zero_memory_table(const model::ModelConfig& config, int zero_group_size,
+                              model::Precision precision);
+
 // Collectives: acquire/release (stage 3), grads_done (stage 2-3), finish_step,
 // gather_parameters and load_state_tensors (stage 1-3) are collective over the ZeRO group (the
 // world for finish_step); every rank calls them in the same order, as the decoder does.

@@ -1,6 +1,7 @@
 #include "ulysses/train/train_config.h"
 
 #include "ulysses/core/error.h"
+#include "ulysses/parallel/zero.h"
 
 namespace ulysses::train {
 
@@ -54,11 +55,8 @@ void validate(const TrainConfig& c) {
     UL_FAIL("--max-seq-length ", c.max_seq_length, " is not a multiple of --sp-size ", c.sp_size,
             ": packed sequences have exactly that length and each SP rank takes 1/sp of it; use "
             "--max-seq-length ", (c.max_seq_length + c.sp_size - 1) / c.sp_size * c.sp_size);
-  if (c.zero_stage < 0 || c.zero_stage > 3)
-    UL_FAIL("--zero-stage must be 0, 1, 2 or 3 (got ", c.zero_stage, ")");
-  if (c.zero_stage != 0)
-    UL_FAIL("--zero-stage ", c.zero_stage,
-            " is not available yet (ZeRO sharding is the next milestone); use --zero-stage 0");
+  parallel::validate_zero_config({static_cast<int>(c.zero_stage), c.offload_optimizer,
+                                  c.offload_params});
 }
 
 }  // namespace ulysses::train

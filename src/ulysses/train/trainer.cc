@@ -61,9 +61,7 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
       config_((validate(config), config)),
       model_config_(model::resolve_model_config(config.model)),
       ctx_(make_context(config.device, world_.size())),
-      params_(model_config_, ctx_.device),
-      grads_(model_config_, ctx_.device),
-      optimizer_(model_config_, adamw_config(config), ctx_.device) {
+      params_(model_config_, ctx_.device) {
   ctx_.loss_tile_tokens = config_.loss_tile_tokens;
   if (model_config_.sliding_window > 0 && config_.max_seq_length > model_config_.sliding_window)
     UL_FAIL("--model ", config_.model, " uses sliding-window attention (sliding_window ",
@@ -112,6 +110,21 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     attention_ = parallel::make_local_attention();
   }
   decoder_ = std::make_unique<model::Decoder>(model_config_, *attention_);
+  if (config_.zero_stage > 0) {
+    if (!ctx_.device.is_cpu())
+      UL_FAIL("--zero-stage ", config_.zero_stage, " on ", ctx_.device.str(),
+              ": ZeRO runs on the CPU backend for now (multi-GPU ZeRO comes with NCCL); use "
+              "--zero-stage 0 on CUDA");
+    zero_ = std::make_unique<parallel::ZeroState>(
+        model_config_, *mesh_,
+        parallel::ZeroConfig{static_cast<int>(config_.zero_stage), config_.offload_optimizer,
+                             config_.offload_params},
+        adamw_config(config_));
+    zero_->set_parameters(params_);
+  } else {
+    grads_ = std::make_unique<model::ParamBuffers>(model_config_, ctx_.device);
+    optimizer_ = std::make_unique<AdamW>(model_config_, adamw_config(config_), ctx_.device);
+  }
   if (!config_.resume_from_checkpoint.empty()) resume(config_.resume_from_checkpoint);
   // A resumed run appends to the metrics of the run it continues.
   metrics_ = std::make_unique<MetricsWriter>(is_main() ? config_.output_dir : std::string(),
@@ -131,18 +144,25 @@ TrainingState Trainer::training_state(std::int64_t step) const {
   state.model_fingerprint = model_fingerprint(model_config_);
   state.extra = {{"lr_scheduler_type", config_.lr_scheduler_type},
                  {"learning_rate", config_.learning_rate},
-                 {"max_steps", config_.max_steps}};
+                 {"max_steps", config_.max_steps},
+                 {"updates", updates_}};
   return state;
 }
 
 void Trainer::save_checkpoint(std::int64_t step) {
-  // Every rank holds the whole (identical) state without ZeRO and writes it to its own file.
+  // Without ZeRO every rank holds the whole (identical) state and writes it to its own file;
+  // with ZeRO each rank writes its shards.
   std::vector<std::pair<std::string, Tensor>> tensors;
-  const auto& groups = params_.layout().groups();
-  for (std::size_t g = 0; g < groups.size(); ++g) {
-    tensors.emplace_back("param." + groups[g].name, params_.flat()[g]);
-    tensors.emplace_back("exp_avg." + groups[g].name, optimizer_.exp_avg().flat()[g]);
-    tensors.emplace_back("exp_avg_sq." + groups[g].name, optimizer_.exp_avg_sq().flat()[g]);
+  if (zero_) {
+    tensors = zero_->state_tensors();
+    zero_->gather_parameters(params_);  // collective: the HF weights below need them
+  } else {
+    const auto& groups = params_.layout().groups();
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+      tensors.emplace_back("param." + groups[g].name, params_.flat()[g]);
+      tensors.emplace_back("exp_avg." + groups[g].name, optimizer_->exp_avg().flat()[g]);
+      tensors.emplace_back("exp_avg_sq." + groups[g].name, optimizer_->exp_avg_sq().flat()[g]);
+    }
   }
   const DType dtype = config_.save_dtype == "bfloat16" ? DType::bf16 : DType::f32;
   const auto dir = save_training_checkpoint(
@@ -155,6 +175,10 @@ void Trainer::save_checkpoint(std::int64_t step) {
 void Trainer::resume(const std::string& spec) {
   const auto dir = resolve_checkpoint(world_, config_.output_dir, spec);
   const LoadedCheckpoint loaded = load_training_checkpoint(world_, dir, training_state(0));
+  if (zero_) {
+    zero_->load_state_tensors(loaded.tensors);
+    zero_->gather_parameters(params_);
+  }
   const auto& groups = params_.layout().groups();
   auto take = [&](const std::string& name, Tensor into) {
     const auto it = loaded.tensors.find(name);
@@ -165,15 +189,16 @@ void Trainer::resume(const std::string& spec) {
               ", expected ", shape_str(into.shape()));
     into.copy_from(it->second);
   };
-  for (std::size_t g = 0; g < groups.size(); ++g) {
+  for (std::size_t g = 0; !zero_ && g < groups.size(); ++g) {
     take("param." + groups[g].name, params_.flat()[g]);
-    take("exp_avg." + groups[g].name, optimizer_.exp_avg().flat()[g]);
-    take("exp_avg_sq." + groups[g].name, optimizer_.exp_avg_sq().flat()[g]);
+    take("exp_avg." + groups[g].name, optimizer_->exp_avg().flat()[g]);
+    take("exp_avg_sq." + groups[g].name, optimizer_->exp_avg_sq().flat()[g]);
   }
   if (compute_params_)
     for (std::size_t g = 0; g < params_.flat().size(); ++g)
       ops::convert(ctx_, params_.flat()[g], compute_params_->flat()[g]);
-  optimizer_.set_steps_taken(loaded.state.step);
+  updates_ = loaded.state.extra.value("updates", loaded.state.step);
+  if (optimizer_) optimizer_->set_steps_taken(updates_);
   packer_->set_position(loaded.state.data_position);
   first_step_ = loaded.state.step + 1;
   if (!config_.quiet && is_main())
@@ -204,7 +229,21 @@ std::string Trainer::plan() const {
                                                   : model::Precision::bf16_mixed;
   out << "device: " << ctx_.device.str() << " (" << dtype_name(ctx_.compute_dtype)
       << " compute)\n";
-  out << model::format_memory_plan(model::plan_memory(c, in), in);
+  model::MemoryPlan memory = model::plan_memory(c, in);
+  if (config_.zero_stage > 0) {
+    const auto z = parallel::zero_memory_formula(
+        c, {static_cast<int>(config_.zero_stage), config_.offload_optimizer, config_.offload_params},
+        static_cast<int>(mesh_->config().dp_shard_size * mesh_->config().sp_size), in.precision);
+    memory.params = z.params;
+    memory.grads = z.grads;
+    memory.optimizer = z.optimizer;
+    memory.master = z.master;
+    out << "zero: stage " << config_.zero_stage << " over "
+        << mesh_->config().dp_shard_size * mesh_->config().sp_size << " ranks (dp_shard x sp)";
+    if (z.offloaded) out << ", " << model::format_bytes(z.offloaded) << " offloaded to host";
+    out << "\n";
+  }
+  out << model::format_memory_plan(memory, in);
   return out.str();
 }
 
@@ -263,23 +302,33 @@ StepMetrics Trainer::train_step(std::int64_t step) {
       log_warn("step ", step, ": the global batch has no valid labels; step skipped (no update)");
     m.skipped = true;
   } else {
-    grads_.zero();
     const float grad_scale = static_cast<float>(1.0 / static_cast<double>(m.valid_labels));
     model::StepOptions options;
     options.gradient_checkpointing = config_.gradient_checkpointing;
+    ++updates_;
+    const auto lr = static_cast<float>(m.learning_rate);
     // Ranks whose shards hold no valid label still run: the all-to-alls need every SP rank.
     double loss_sum = 0;
-    for (const auto& shard : shards)
-      loss_sum += decoder_->forward_backward(ctx_, forward_params(), &grads_, shard, grad_scale, options)
-                      .loss_sum;
+    if (zero_) {
+      zero_->begin_step();
+      for (const auto& shard : shards)
+        loss_sum += decoder_->forward_backward(ctx_, *zero_, shard, grad_scale, options).loss_sum;
+      m.grad_norm = zero_->finish_step(ctx_, updates_, lr, config_.max_grad_norm);
+    } else {
+      grads_->zero();
+      for (const auto& shard : shards)
+        loss_sum +=
+            decoder_->forward_backward(ctx_, forward_params(), grads_.get(), shard, grad_scale,
+                                       options)
+                .loss_sum;
+      // Weight gradients are partial sums over each rank's tokens: reduce over the world.
+      if (world_.size() > 1)
+        for (auto& flat : grads_->flat()) world_.all_reduce(flat, comm::ReduceOp::sum);
+      m.grad_norm = gradient_norm(ctx_, *grads_);
+      clip_gradients(ctx_, *grads_, m.grad_norm, config_.max_grad_norm);
+      optimizer_->step(ctx_, params_, *grads_, lr, compute_params_.get());
+    }
     m.loss = sum_over_ranks(loss_sum) / static_cast<double>(m.valid_labels);
-    // Weight gradients are partial sums over each rank's tokens: reduce over the world.
-    if (world_.size() > 1)
-      for (auto& flat : grads_.flat()) world_.all_reduce(flat, comm::ReduceOp::sum);
-    m.grad_norm = gradient_norm(ctx_, grads_);
-    clip_gradients(ctx_, grads_, m.grad_norm, config_.max_grad_norm);
-    optimizer_.step(ctx_, params_, grads_, static_cast<float>(m.learning_rate),
-                    compute_params_.get());
   }
 
   synchronize(ctx_);
@@ -307,7 +356,8 @@ double Trainer::sum_over_ranks(double value) const {
   return sum;
 }
 
-void Trainer::save(const std::filesystem::path& dir) const {
+void Trainer::save(const std::filesystem::path& dir) {
+  if (zero_) zero_->gather_parameters(params_);  // collective
   if (!is_main()) return;
   const DType dtype = config_.save_dtype == "bfloat16" ? DType::bf16 : DType::f32;
   io::save_hf_checkpoint(dir, params_, dtype);

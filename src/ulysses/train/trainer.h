@@ -13,6 +13,7 @@
 #include "ulysses/model/decoder.h"
 #include "ulysses/model/params.h"
 #include "ulysses/parallel/mesh.h"
+#include "ulysses/parallel/zero.h"
 #include "ulysses/train/checkpoint.h"
 #include "ulysses/train/metrics.h"
 #include "ulysses/train/optimizer.h"
@@ -37,7 +38,11 @@ class Trainer {
 
   const model::ModelConfig& model_config() const { return model_config_; }
   const parallel::Mesh& mesh() const { return *mesh_; }
-  model::ParamBuffers& params() { return params_; }
+  // Full parameters (collective with ZeRO: gathers the shards on every rank).
+  model::ParamBuffers& params() {
+    if (zero_) zero_->gather_parameters(params_);
+    return params_;
+  }
   // The plan printed before step 1.
   std::string plan() const;
   // Training checkpoint of the state after `step` (collective): <output_dir>/checkpoint-<step>
@@ -50,7 +55,7 @@ class Trainer {
   // `world` when given, else the owned communicator.
   Trainer(const TrainConfig& config, comm::Communicator* world,
           std::unique_ptr<comm::Communicator> owned);
-  void save(const std::filesystem::path& dir) const;
+  void save(const std::filesystem::path& dir);
   TrainingState training_state(std::int64_t step) const;
   const model::ParamBuffers& forward_params() const {
     return compute_params_ ? *compute_params_ : params_;
@@ -65,11 +70,13 @@ class Trainer {
   model::ModelConfig model_config_;
   Context ctx_;
   model::ParamBuffers params_;  // f32: the parameters (the fp32 master weights on CUDA)
-  model::ParamBuffers grads_;   // f32
+  std::unique_ptr<model::ParamBuffers> grads_;  // f32, without ZeRO
+  std::unique_ptr<parallel::ZeroState> zero_;    // ZeRO >= 1: sharded gradients and state
   // bf16 copy used by forward/backward when the compute dtype is not f32 (CUDA); kept in step
   // with params_ by the optimizer.
   std::unique_ptr<model::ParamBuffers> compute_params_;
-  AdamW optimizer_;
+  std::unique_ptr<AdamW> optimizer_;  // without ZeRO
+  std::int64_t updates_ = 0;          // optimizer updates applied (skipped steps excluded)
   ScheduleConfig schedule_;
   std::unique_ptr<data::DocumentSource> source_;
   std::unique_ptr<data::Packer> packer_;
