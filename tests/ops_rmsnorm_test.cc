@@ -12,28 +12,13 @@ namespace {
 
 using testing::as_doubles;
 using testing::numerical_gradient;
+using testing::numerical_gradient_f64;
 using testing::poisoned;
 using testing::random_tensor;
 using testing::relative_error;
 using testing::weighted_sum;
 
 constexpr float kEps = 1e-5f;
-
-// Central differences in double of a double function of x (x is restored).
-std::vector<double> numerical_gradient_f64(std::vector<double>& x, const std::function<double()>& f,
-                                           double step = 1e-6) {
-  std::vector<double> grad(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    const double saved = x[i];
-    x[i] = saved + step;
-    const double plus = f();
-    x[i] = saved - step;
-    const double minus = f();
-    x[i] = saved;
-    grad[i] = (plus - minus) / (2 * step);
-  }
-  return grad;
-}
 
 // Naive float64 RMSNorm. x: [N, C], weight: [C] -> y: [N, C], rstd: [N].
 void rmsnorm_reference(const std::vector<double>& x, const std::vector<double>& weight,

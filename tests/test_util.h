@@ -65,6 +65,24 @@ inline std::vector<double> numerical_gradient(Tensor x, const std::function<doub
   return grad;
 }
 
+// Central differences in double of a double function of x (x is restored): for checking a
+// float64 reference's analytic gradient with tight tolerances.
+inline std::vector<double> numerical_gradient_f64(std::vector<double>& x,
+                                                  const std::function<double()>& f,
+                                                  double step = 1e-6) {
+  std::vector<double> grad(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double saved = x[i];
+    x[i] = saved + step;
+    const double plus = f();
+    x[i] = saved - step;
+    const double minus = f();
+    x[i] = saved;
+    grad[i] = (plus - minus) / (2 * step);
+  }
+  return grad;
+}
+
 // Sum of out * weights in double: the scalar "loss" whose gradient w.r.t. out is `weights`.
 inline double weighted_sum(const Tensor& out, const Tensor& weights) {
   const auto a = out.to_floats();
