@@ -125,6 +125,40 @@ TEST(Model, GradientCheckpointingIsBitwiseIdentical) {
   }
 }
 
+// Counts the attention forwards it forwards to the local strategy.
+class CountingAttention final : public parallel::AttentionStrategy {
+ public:
+  std::string name() const override { return "counting"; }
+  void forward(const Context& ctx, const data::SequenceShard& shard, const Tensor& q,
+               const Tensor& k, const Tensor& v, float scale, Tensor out,
+               parallel::AttentionSaved& saved) override {
+    ++forwards;
+    inner->forward(ctx, shard, q, k, v, scale, out, saved);
+  }
+  void backward(const Context& ctx, const data::SequenceShard& shard, const Tensor& q,
+                const Tensor& k, const Tensor& v, float scale, const Tensor& out,
+                const parallel::AttentionSaved& saved, const Tensor& dout, Tensor dq, Tensor dk,
+                Tensor dv) override {
+    inner->backward(ctx, shard, q, k, v, scale, out, saved, dout, dq, dk, dv);
+  }
+  std::unique_ptr<parallel::AttentionStrategy> inner = parallel::make_local_attention();
+  int forwards = 0;
+};
+
+TEST(Model, GradientCheckpointingNeverRecomputesAttention) {
+  const ModelConfig c = tiny_config("qwen3");
+  ParamBuffers params(c), grads(c);
+  randomize(params, 2);
+  CountingAttention attention;
+  Decoder decoder(c, attention);
+  Context ctx;
+  StepOptions checkpointing;
+  checkpointing.gradient_checkpointing = true;
+  decoder.forward_backward(ctx, params, &grads, data::make_full_shard(sample_sequence(c.vocab_size)),
+                           0.1f, checkpointing);
+  EXPECT_EQ(attention.forwards, c.num_hidden_layers);
+}
+
 TEST(Model, PackedDocumentsDoNotInteract) {
   // The loss of a packed sequence equals the sum of the losses of its documents run alone.
   const ModelConfig c = tiny_config("llama");

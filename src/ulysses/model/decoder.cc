@@ -76,9 +76,13 @@ Tensor Decoder::layer_forward(const Context& ctx, const LayerWeights& w, const o
   ops::rope_forward(ctx, rope, a.q, a.q);
   ops::rope_forward(ctx, rope, a.k, a.k);
 
-  a.att = alloc.empty({T, Hq, D});
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  attention_.forward(ctx, shard, a.q, a.k, a.v, scale, a.att, a.att_saved);
+  // Recomputing a checkpointed layer keeps the attention output and statistics saved by the
+  // first forward: attention (the costliest part at long context) never runs twice.
+  if (!a.att.defined()) {
+    a.att = alloc.empty({T, Hq, D});
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+    attention_.forward(ctx, shard, a.q, a.k, a.v, scale, a.att, a.att_saved);
+  }
 
   a.x_mid = alloc.empty({T, C});
   ops::linear_forward(ctx, a.att.view({T, Hq * D}), w.o_proj, w.o_bias, a.x_mid);
@@ -186,10 +190,15 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
       x = layer_forward(ctx, w, rope, shard, a);
     }
     store.release(layer_group(l));
-    if (options.gradient_checkpointing || !train) {
-      Tensor input = a.x;  // keep only the layer input
+    if (!train) {
       a = LayerActivations{};
-      a.x = input;
+    } else if (options.gradient_checkpointing) {
+      // Keep the layer input and attention's output and saved statistics; drop the rest.
+      LayerActivations kept;
+      kept.x = a.x;
+      kept.att = a.att;
+      kept.att_saved = a.att_saved;
+      a = std::move(kept);
     }
   }
 

@@ -4,8 +4,9 @@
 // The decoder knows nothing of devices or ranks: it calls ops on tensors and the
 // AttentionStrategy for attention. Activations kept for backward are listed in
 // LayerActivations; with gradient checkpointing only each layer's input is kept and the rest
-// is recomputed, layer by layer, during backward (attention included on CPU; the results are
-// bitwise identical because the recomputation runs the same code on the same inputs).
+// is recomputed, layer by layer, during backward — except attention, whose output and saved
+// statistics are kept, so attention forward never runs twice. The results are bitwise identical
+// because the recomputation runs the same code on the same inputs.
 #pragma once
 
 #include <cstdint>

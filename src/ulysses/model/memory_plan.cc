@@ -24,7 +24,10 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   const std::int64_t layer = layer_activation_bytes(c, T) / 4 * act_size;
   const std::int64_t L = c.num_hidden_layers;
   const std::int64_t residual = T * c.hidden_size * act_size;
-  p.activations = in.gradient_checkpointing ? L * residual + layer : L * layer;
+  // Checkpointing keeps each layer's input and attention output (+ lse in f32) and one layer's
+  // full activations during its recompute.
+  const std::int64_t kept = residual + T * c.q_dim() * act_size + T * c.num_attention_heads * 4;
+  p.activations = in.gradient_checkpointing ? L * kept + layer : L * layer;
   p.activations += 2 * residual;  // embedding output and final norm output
   const std::int64_t tile = std::min(in.loss_tile_tokens, T);
   p.buffers = layer + 2 * tile * c.vocab_size * 4;  // backward temporaries; logits + their grad
