@@ -50,15 +50,6 @@ data::PackedSequence sample_sequence(std::int64_t vocab) {
   return s;
 }
 
-data::SequenceShard to_device(const data::SequenceShard& shard) {
-  data::SequenceShard out = shard;
-  out.input_ids = shard.input_ids.to(Device::cuda(0));
-  out.position_ids = shard.position_ids.to(Device::cuda(0));
-  out.shift_labels = shard.shift_labels.to(Device::cuda(0));
-  out.cu_seqlens = shard.cu_seqlens.to(Device::cuda(0));
-  return out;
-}
-
 class CudaModel : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CudaModel, LossAndGradientsMatchCpu) {
@@ -95,7 +86,7 @@ TEST_P(CudaModel, LossAndGradientsMatchCpu) {
   Context ctx = testing::gpu();
   ctx.loss_tile_tokens = 64;
   const ops::LossSum got =
-      decoder.forward_backward(ctx, params_gpu, &grads_gpu, to_device(shard), grad_scale, {});
+      decoder.forward_backward(ctx, params_gpu, &grads_gpu, data::to_device(shard, Device::cuda(0)), grad_scale, {});
 
   EXPECT_EQ(got.valid_count, want.valid_count);
   EXPECT_NEAR(got.loss_sum, want.loss_sum, 1e-2 * std::fabs(want.loss_sum));
@@ -108,7 +99,7 @@ TEST_P(CudaModel, LossAndGradientsMatchCpu) {
   StepOptions checkpointing;
   checkpointing.gradient_checkpointing = true;
   const ops::LossSum again =
-      decoder.forward_backward(ctx, params_gpu, &grads_ckpt, to_device(shard), grad_scale, checkpointing);
+      decoder.forward_backward(ctx, params_gpu, &grads_ckpt, data::to_device(shard, Device::cuda(0)), grad_scale, checkpointing);
   EXPECT_EQ(again.loss_sum, got.loss_sum);
   for (std::size_t g = 0; g < grads_gpu.flat().size(); ++g)
     EXPECT_EQ(grads_ckpt.flat()[g].to_floats(), grads_gpu.flat()[g].to_floats()) << "group " << g;

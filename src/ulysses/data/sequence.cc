@@ -33,4 +33,14 @@ SequenceShard make_shard(const PackedSequence& sequence, std::int64_t begin, std
   return shard;
 }
 
+SequenceShard to_device(const SequenceShard& shard, Device device) {
+  if (device.is_cpu() && shard.input_ids.device().is_cpu()) return shard;
+  SequenceShard out = shard;
+  out.input_ids = shard.input_ids.to(device);
+  out.position_ids = shard.position_ids.to(device);
+  out.shift_labels = shard.shift_labels.to(device);
+  out.cu_seqlens = shard.cu_seqlens.to(device);
+  return out;
+}
+
 }  // namespace ulysses::data

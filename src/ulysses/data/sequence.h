@@ -37,6 +37,9 @@ struct SequenceShard {
 
 // Tokens [begin, end) of every per-token array of `sequence`, with the global cu_seqlens.
 SequenceShard make_shard(const PackedSequence& sequence, std::int64_t begin, std::int64_t end);
+// The same shard with every tensor copied to `device` (no-op copy avoided on the CPU).
+SequenceShard to_device(const SequenceShard& shard, Device device);
+
 // The whole sequence as one shard (single rank).
 inline SequenceShard make_full_shard(const PackedSequence& sequence) {
   return make_shard(sequence, 0, sequence.length());

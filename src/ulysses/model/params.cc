@@ -139,17 +139,6 @@ Tensor ParamBuffers::get(const std::string& name) const {
   return param_view(layout_.groups()[g], flat_[g], name);
 }
 
-ModelWeights ParamBuffers::weights() const {
-  ModelWeights w;
-  w.embed = embed_view(layout_, flat_.front());
-  for (std::int64_t i = 0; i < config_.num_hidden_layers; ++i)
-    w.layers.push_back(layer_view(config_, layout_, i, flat_[layer_group(i)]));
-  const FinalWeights f = final_view(config_, layout_, flat_.back());
-  w.final_norm = f.norm;
-  w.lm_head = config_.tie_word_embeddings ? w.embed : f.lm_head;
-  return w;
-}
-
 void ParamBuffers::zero() {
   for (auto& t : flat_) t.zero_();
 }

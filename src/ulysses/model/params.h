@@ -4,7 +4,8 @@
 // "layers.{i}" (one decoder layer) and "final" (final norm and, when untied, lm_head). Each
 // group lives in ONE flat f32 buffer; every parameter is a view into it. The same layout holds
 // gradients and optimizer state, so a whole layer can be reduced, sharded (ZeRO) or gathered
-// with one call. The decoder sees parameters only through ModelWeights views.
+// with one call. The decoder reaches parameters group by group through a ParamStore
+// (model/param_store.h) and per-group views (layer_view, embed_view, final_view).
 #pragma once
 
 #include <cstdint>
@@ -53,13 +54,6 @@ struct LayerWeights {
   Tensor gate_proj, up_proj, down_proj;   // [I, C], [I, C], [C, I]
 };
 
-struct ModelWeights {
-  Tensor embed;  // [V, C]
-  std::vector<LayerWeights> layers;
-  Tensor final_norm;  // [C]
-  Tensor lm_head;     // [V, C]; the embedding table itself when tie_word_embeddings
-};
-
 // Views of one group's parameters inside its flat buffer `flat` ([group.numel]).
 Tensor param_view(const ParamGroup& group, const Tensor& flat, const std::string& name);
 // Group indices: 0 = embed, 1 + i = layer i, num_hidden_layers + 1 = final.
@@ -90,7 +84,6 @@ class ParamBuffers {
   const std::vector<Tensor>& flat() const { return flat_; }
   // View of one parameter by HF name; Error naming it when unknown.
   Tensor get(const std::string& name) const;
-  ModelWeights weights() const;
   void zero();
 
  private:

@@ -1,6 +1,7 @@
 #include "ulysses/ops/adamw.h"
 
 #include "ulysses/core/error.h"
+#include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/adamw.h"
 #ifdef ULYSSES_HAS_CUDA
 #include "ulysses/ops/cuda/adamw.h"
@@ -14,8 +15,7 @@ void check_state(const Context& ctx, const Tensor& t, const Tensor& param, const
   UL_CHECK(t.defined(), name, " is undefined");
   check_dtype(t, DType::f32, name);
   check_shape(t, param.shape(), name);
-  UL_CHECK(t.device() == ctx.device, name, " is on ", t.device().str(), " but ctx.device is ",
-           ctx.device.str());
+  check_on_context_device(ctx, t, name);
 }
 
 }  // namespace
@@ -39,8 +39,7 @@ void adamw_step_with_copy(const Context& ctx, const AdamWConfig& config, std::in
              "adamw_step: param_copy has dtype ", dtype_name(param_copy.dtype()),
              ", expected f32 or bf16");
     check_shape(param_copy, param.shape(), "adamw_step: param_copy");
-    UL_CHECK(param_copy.device() == ctx.device, "adamw_step: param_copy is on ",
-             param_copy.device().str(), " but ctx.device is ", ctx.device.str());
+    check_on_context_device(ctx, param_copy, "adamw_step: param_copy");
   }
   if (ctx.device.is_cpu()) {
     cpu::adamw_step(config, step, param, grad, exp_avg, exp_avg_sq);

@@ -278,14 +278,7 @@ StepMetrics Trainer::train_step(std::int64_t step) {
     for (std::int64_t b = 0; b < B; ++b) {
       const auto& sequence = batch[static_cast<std::size_t>((a * D + mesh_->dp_index()) * B + b)];
       const std::int64_t T = sequence.length() / P;
-      data::SequenceShard shard = data::make_shard(sequence, r * T, (r + 1) * T);
-      if (!ctx_.device.is_cpu()) {
-        shard.input_ids = shard.input_ids.to(ctx_.device);
-        shard.position_ids = shard.position_ids.to(ctx_.device);
-        shard.shift_labels = shard.shift_labels.to(ctx_.device);
-        shard.cu_seqlens = shard.cu_seqlens.to(ctx_.device);
-      }
-      shards.push_back(std::move(shard));
+      shards.push_back(data::to_device(data::make_shard(sequence, r * T, (r + 1) * T), ctx_.device));
       for (std::int64_t t = r * T; t < (r + 1) * T; ++t)
         local_labels += sequence.shift_labels[static_cast<std::size_t>(t)] != ops::kIgnoreIndex;
     }
