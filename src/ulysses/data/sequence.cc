@@ -6,8 +6,9 @@
 
 namespace ulysses::data {
 
-std::int64_t PackedSequence::valid_labels() const {
-  return std::count_if(shift_labels.begin(), shift_labels.end(),
+std::int64_t PackedSequence::valid_labels(std::int64_t begin, std::int64_t end) const {
+  if (end < 0) end = length();
+  return std::count_if(shift_labels.begin() + begin, shift_labels.begin() + end,
                        [](std::int32_t l) { return l != ops::kIgnoreIndex; });
 }
 

@@ -21,7 +21,8 @@ struct PackedSequence {
   std::int64_t padding_tokens = 0;
 
   std::int64_t length() const { return static_cast<std::int64_t>(input_ids.size()); }
-  std::int64_t valid_labels() const;
+  // Labels != -100 among tokens [begin, end) (the whole sequence by default).
+  std::int64_t valid_labels(std::int64_t begin = 0, std::int64_t end = -1) const;
 };
 
 struct SequenceShard {

@@ -279,8 +279,7 @@ StepMetrics Trainer::train_step(std::int64_t step) {
       const auto& sequence = batch[static_cast<std::size_t>((a * D + mesh_->dp_index()) * B + b)];
       const std::int64_t T = sequence.length() / P;
       shards.push_back(data::to_device(data::make_shard(sequence, r * T, (r + 1) * T), ctx_.device));
-      for (std::int64_t t = r * T; t < (r + 1) * T; ++t)
-        local_labels += sequence.shift_labels[static_cast<std::size_t>(t)] != ops::kIgnoreIndex;
+      local_labels += sequence.valid_labels(r * T, (r + 1) * T);
     }
   }
   // N: valid labels of the whole step over every rank, known before any backward.
