@@ -52,7 +52,8 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
                  "Std of the random init of presets")->capture_default_str();
   cmd.add_flag("--gradient-checkpointing", c.gradient_checkpointing,
                "Keep only layer inputs; recompute the rest in backward")->capture_default_str();
-  cmd.add_option("--attn-implementation", c.attn_implementation, "auto or blockwise")
+  cmd.add_option("--attn-implementation", c.attn_implementation,
+                 "auto, cudnn or builtin (CUDA), blockwise (CPU)")
       ->capture_default_str();
   cmd.add_option("--loss-tile-tokens", c.loss_tile_tokens,
                  "Tokens per tile of the fused LM head + cross-entropy")->capture_default_str();

@@ -45,7 +45,11 @@ double time_median(const Context& ctx, int warmup, int repeats, const std::funct
   return seconds[seconds.size() / 2];
 }
 
-void bench_attention(const Context& ctx, std::int64_t T, int repeats) {
+// One document of T tokens (or `documents` equal ones) through the chosen kernel.
+void bench_attention(const Context& base, AttentionKernel kernel, std::int64_t T,
+                     std::int64_t documents, int repeats) {
+  Context ctx = base;
+  ctx.attention_kernel = kernel;
   const std::int64_t Hq = 32, Hkv = 8, D = 128;
   Rng rng(static_cast<std::uint64_t>(T));
   const Device dev = ctx.device;
@@ -53,7 +57,11 @@ void bench_attention(const Context& ctx, std::int64_t T, int repeats) {
   const Tensor k = random_bf16({T, Hkv, D}, rng, 2.0f, dev);
   const Tensor v = random_bf16({T, Hkv, D}, rng, 1.0f, dev);
   const Tensor dout = random_bf16({T, Hq, D}, rng, 1.0f, dev);
-  const Tensor cu = Tensor::from_ints({0, static_cast<std::int32_t>(T)}, {2}).to(dev);
+  std::vector<std::int32_t> bounds;
+  for (std::int64_t i = 0; i <= documents; ++i)
+    bounds.push_back(static_cast<std::int32_t>(T * i / documents));
+  const Tensor cu =
+      Tensor::from_ints(bounds, {static_cast<std::int64_t>(bounds.size())}).to(dev);
   Tensor out = Tensor::empty({T, Hq, D}, DType::bf16, dev);
   Tensor lse = Tensor::empty({Hq, T}, DType::f32, dev);
   Tensor dq = Tensor::zeros({T, Hq, D}, DType::bf16, dev);
@@ -66,12 +74,15 @@ void bench_attention(const Context& ctx, std::int64_t T, int repeats) {
   const double bwd = time_median(ctx, 1, repeats, [&] {
     ops::attention_backward(ctx, q, k, v, cu, scale, out, lse, dout, dq, dk, dv);
   });
-  // Causal: half of the dense 4 T^2 D H forward FLOPs; backward counted as 2.5x forward.
-  const double fwd_flops = 4.0 * static_cast<double>(T) * T / 2 * D * Hq;
+  // Causal: half of the dense 4 L^2 D H forward FLOPs per document of L tokens; backward
+  // counted as 2.5x forward.
+  const double L = static_cast<double>(T) / static_cast<double>(documents);
+  const double fwd_flops = 4.0 * L * L / 2 * D * Hq * static_cast<double>(documents);
   const double bwd_flops = 2.5 * fwd_flops;
-  std::printf("attention causal T=%-6lld Hq=32 Hkv=8 D=128 | fwd %8.3f ms %6.1f TFLOP/s | bwd %8.3f "
-              "ms %6.1f TFLOP/s | fwd+bwd %6.1f TFLOP/s\n",
-              static_cast<long long>(T), fwd * 1e3, fwd_flops / fwd / 1e12, bwd * 1e3,
+  std::printf("attention %-7s causal T=%-6lld docs=%-3lld Hq=32 Hkv=8 D=128 | fwd %8.3f ms %6.1f "
+              "TFLOP/s | bwd %8.3f ms %6.1f TFLOP/s | fwd+bwd %6.1f TFLOP/s\n",
+              kernel == AttentionKernel::cudnn ? "cudnn" : "builtin", static_cast<long long>(T),
+              static_cast<long long>(documents), fwd * 1e3, fwd_flops / fwd / 1e12, bwd * 1e3,
               bwd_flops / bwd / 1e12, (fwd_flops + bwd_flops) / (fwd + bwd) / 1e12);
 }
 
@@ -115,7 +126,10 @@ int main(int argc, char** argv) {
     bench_linear(ctx, "gate/up", N, 2560, 9728, repeats);
     bench_linear(ctx, "down", N, 9728, 2560, repeats);
     bench_linear(ctx, "lm_head", 1024, 2560, 151936, repeats);
-    for (const std::int64_t T : {8192, 32768}) bench_attention(ctx, T, quick ? 2 : 5);
+    for (const auto kernel : {ulysses::AttentionKernel::cudnn, ulysses::AttentionKernel::builtin})
+      for (const std::int64_t T : {8192, 32768}) bench_attention(ctx, kernel, T, 1, quick ? 2 : 5);
+    bench_attention(ctx, ulysses::AttentionKernel::cudnn, 32768, 8, quick ? 2 : 5);
+    bench_attention(ctx, ulysses::AttentionKernel::cudnn, 131072, 1, 2);
     const auto stats = ulysses::device_memory_stats(0);
     std::printf("device memory: peak in use %.1f MiB, reserved %.1f MiB, %lld cudaMalloc calls, "
                 "%lld cache hits\n",

@@ -1,5 +1,7 @@
 // CUDA attention against the CPU op: GQA, packed documents (one of a single token, one empty),
-// tiles that straddle document boundaries, forward and backward, head_dim 64 and 128.
+// tiles that straddle document boundaries, forward and backward; the built-in kernel (head_dim
+// 64 and 128) and cuDNN's fused engine (head_dim 16 to 128), and each backward after the other
+// kernel's forward (they share the lse layout).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -14,12 +16,26 @@ using testing::gpu_poisoned;
 using testing::on_gpu;
 using testing::relative_error;
 
-class CudaAttention : public ::testing::TestWithParam<std::int64_t> {};
+struct Case {
+  AttentionKernel kernel;
+  std::int64_t head_dim, query_heads, kv_heads;
+  std::vector<std::int32_t> cu;
+};
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  const Case& c = info.param;
+  return std::string(c.kernel == AttentionKernel::cudnn ? "cudnn" : "builtin") + "_d" +
+         std::to_string(c.head_dim) + "_h" + std::to_string(c.query_heads) + "_kv" +
+         std::to_string(c.kv_heads) + "_docs" + std::to_string(c.cu.size() - 1);
+}
+
+class CudaAttention : public ::testing::TestWithParam<Case> {};
 
 TEST_P(CudaAttention, MatchesCpuForwardAndBackward) {
   UL_REQUIRE_GPU();
-  const std::int64_t D = GetParam(), Hq = 8, Hkv = 2;
-  const std::vector<std::int32_t> cu = {0, 70, 71, 200, 200, 333};
+  const Case& param = GetParam();
+  const std::int64_t D = param.head_dim, Hq = param.query_heads, Hkv = param.kv_heads;
+  const std::vector<std::int32_t>& cu = param.cu;
   const std::int64_t T = cu.back();
   Rng rng(static_cast<std::uint64_t>(D));
   const DType bf = DType::bf16;
@@ -29,7 +45,8 @@ TEST_P(CudaAttention, MatchesCpuForwardAndBackward) {
   const Tensor v = testing::random_rounded({T, Hkv, D}, rng, bf);
   const Tensor cu_cpu = Tensor::from_ints(cu, {static_cast<std::int64_t>(cu.size())});
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const Context& ctx = testing::gpu();
+  Context ctx = testing::gpu();
+  ctx.attention_kernel = param.kernel;
   const Context cpu;
 
   Tensor out_gpu = gpu_poisoned({T, Hq, D}, bf), lse_gpu = gpu_poisoned({Hq, T}, DType::f32);
@@ -56,24 +73,58 @@ TEST_P(CudaAttention, MatchesCpuForwardAndBackward) {
   EXPECT_LT(relative_error(dk_gpu, dk_cpu), 1e-2);
   EXPECT_LT(relative_error(dv_gpu, dv_cpu), 1e-2);
 
-  // Deterministic: the same call gives the same bits.
-  Tensor dq2 = on_gpu(dq, bf), dk2 = on_gpu(dk, bf), dv2 = on_gpu(dv, bf);
-  attention_backward(ctx, q_gpu, k_gpu, v_gpu, cu_gpu, scale, on_gpu(out, bf), lse_gpu,
-                     on_gpu(dout, bf), dq2, dk2, dv2);
-  EXPECT_EQ(dq2.to_floats(), dq_gpu.to_floats());
-  EXPECT_EQ(dk2.to_floats(), dk_gpu.to_floats());
-  EXPECT_EQ(dv2.to_floats(), dv_gpu.to_floats());
+  if (param.kernel == AttentionKernel::builtin) {
+    // Deterministic: the same call gives the same bits (cuDNN sums dq with atomics).
+    Tensor dq2 = on_gpu(dq, bf), dk2 = on_gpu(dk, bf), dv2 = on_gpu(dv, bf);
+    attention_backward(ctx, q_gpu, k_gpu, v_gpu, cu_gpu, scale, on_gpu(out, bf), lse_gpu,
+                       on_gpu(dout, bf), dq2, dk2, dv2);
+    EXPECT_EQ(dq2.to_floats(), dq_gpu.to_floats());
+    EXPECT_EQ(dk2.to_floats(), dk_gpu.to_floats());
+    EXPECT_EQ(dv2.to_floats(), dv_gpu.to_floats());
+  }
+
+  // The other kernel's backward from this kernel's lse (head_dim 64/128: both kernels exist).
+  if (D == 64 || D == 128) {
+    Context other = ctx;
+    other.attention_kernel = param.kernel == AttentionKernel::cudnn ? AttentionKernel::builtin
+                                                                    : AttentionKernel::cudnn;
+    Tensor dq3 = on_gpu(dq, bf), dk3 = on_gpu(dk, bf), dv3 = on_gpu(dv, bf);
+    attention_backward(other, q_gpu, k_gpu, v_gpu, cu_gpu, scale, on_gpu(out, bf), lse_gpu,
+                       on_gpu(dout, bf), dq3, dk3, dv3);
+    EXPECT_LT(relative_error(dq3, dq_cpu), 1e-2);
+    EXPECT_LT(relative_error(dk3, dk_cpu), 1e-2);
+    EXPECT_LT(relative_error(dv3, dv_cpu), 1e-2);
+  }
 }
 
-INSTANTIATE_TEST_SUITE_P(HeadDims, CudaAttention, ::testing::Values(64, 128));
+const std::vector<std::int32_t> kPacked = {0, 70, 71, 200, 200, 333};
+// 9 documents: a document-count bucket of 16, one 600-token document.
+const std::vector<std::int32_t> kMany = {0, 1, 17, 300, 301, 302, 900, 1000, 1000, 1100};
+
+INSTANTIATE_TEST_SUITE_P(
+    Kernels, CudaAttention,
+    ::testing::Values(Case{AttentionKernel::builtin, 64, 8, 2, kPacked},
+                      Case{AttentionKernel::builtin, 128, 8, 2, kPacked},
+                      Case{AttentionKernel::cudnn, 64, 8, 2, kPacked},
+                      Case{AttentionKernel::cudnn, 128, 8, 2, kPacked},
+                      Case{AttentionKernel::cudnn, 128, 4, 4, kPacked},
+                      Case{AttentionKernel::cudnn, 16, 4, 1, kPacked},
+                      Case{AttentionKernel::cudnn, 32, 4, 2, kPacked},
+                      Case{AttentionKernel::cudnn, 128, 8, 1, kMany},
+                      Case{AttentionKernel::builtin, 64, 8, 1, kMany}),
+    case_name);
 
 TEST(CudaAttentionArgs, RejectsUnsupportedHeadDimAndF32) {
   UL_REQUIRE_GPU();
-  const Context& ctx = testing::gpu();
+  Context ctx = testing::gpu();
+  ctx.attention_kernel = AttentionKernel::builtin;  // no built-in kernel for head_dim 32
   const Tensor cu = Tensor::from_ints({0, 4}, {2}).to(Device::cuda(0));
   Tensor q = Tensor::zeros({4, 2, 32}, DType::bf16, Device::cuda(0));
   Tensor lse = Tensor::zeros({2, 4}, DType::f32, Device::cuda(0));
   EXPECT_THROW(attention_forward(ctx, q, q, q, cu, 1.0f, q, lse), Error);
+  ctx.attention_kernel = AttentionKernel::cudnn;  // nor cuDNN for head_dim 136
+  Tensor q136 = Tensor::zeros({4, 2, 136}, DType::bf16, Device::cuda(0));
+  EXPECT_THROW(attention_forward(ctx, q136, q136, q136, cu, 1.0f, q136, lse), Error);
   Tensor q32 = Tensor::zeros({4, 2, 64}, DType::f32, Device::cuda(0));
   EXPECT_THROW(attention_forward(ctx, q32, q32, q32, cu, 1.0f, q32, lse), Error);
 }

@@ -12,6 +12,10 @@ namespace ulysses {
 // defined by the CUDA backend. Null on CPU.
 struct CudaResources;
 
+// Which CUDA attention kernel runs: cuDNN's fused engine with the built-in kernel as fallback
+// (automatic), only cuDNN (an Error where it cannot run), or only the built-in kernel.
+enum class AttentionKernel { automatic, cudnn, builtin };
+
 struct Context {
   Device device = Device::cpu();
   // Element type of weights and activations in forward/backward: f32 on CPU (the exact
@@ -21,6 +25,7 @@ struct Context {
   std::int64_t loss_tile_tokens = 1024;
   // Query/key block size of the CPU blockwise attention.
   std::int64_t attention_block = 64;
+  AttentionKernel attention_kernel = AttentionKernel::automatic;
   std::shared_ptr<CudaResources> cuda;
 };
 

@@ -12,6 +12,7 @@ constexpr std::size_t kWorkspaceBytes = std::size_t{64} << 20;
 CudaResources::~CudaResources() {
   // Errors are ignored: this may run while the process tears the CUDA runtime down.
   matmul_plans.reset();
+  attention_plans.reset();
   if (cublaslt) cublasLtDestroy(cublaslt);
   if (workspace) cudaFree(workspace);
   if (stream) cudaStreamDestroy(stream);

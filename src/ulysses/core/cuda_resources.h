@@ -36,6 +36,9 @@
 namespace ulysses {
 
 struct MatmulPlanCache;  // defined by ops/cuda/matmul.cu
+namespace ops::cuda {
+struct CudnnAttentionCache;  // defined by ops/cuda/cudnn_attention.cu
+}
 
 struct CudaResources {
   int device_index = 0;
@@ -49,6 +52,9 @@ struct CudaResources {
   // Matmul descriptors and the chosen algorithm per shape (ops/cuda/matmul.cu).
   std::mutex matmul_mutex;
   std::shared_ptr<MatmulPlanCache> matmul_plans;
+  // cuDNN handle and attention plans per shape (ops/cuda/cudnn_attention.cu).
+  std::mutex attention_mutex;
+  std::shared_ptr<ops::cuda::CudnnAttentionCache> attention_plans;
 
   CudaResources() = default;
   CudaResources(const CudaResources&) = delete;

@@ -2,11 +2,14 @@
 #include "ulysses/ops/attention.h"
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/attention.h"
 #ifdef ULYSSES_HAS_CUDA
 #include "ulysses/ops/cuda/attention.h"
+#include "ulysses/ops/cuda/cudnn_attention.h"
 #endif
 
 namespace ulysses::ops {
@@ -15,9 +18,11 @@ namespace {
 // Element type of q, k, v, out and their gradients: f32 on CPU, bf16 on CUDA.
 DType attention_dtype(const Context& ctx) { return ctx.device.is_cuda() ? DType::bf16 : DType::f32; }
 
-// Checks q, k, v, cu_seqlens and the block size; returns the shape for the kernels.
+// Checks q, k, v, cu_seqlens and the block size; returns the shape for the kernels and the
+// cu_seqlens values (read on the host).
 cpu::AttentionShape check_inputs(const Context& ctx, const Tensor& q, const Tensor& k,
-                                 const Tensor& v, const Tensor& cu_seqlens) {
+                                 const Tensor& v, const Tensor& cu_seqlens,
+                                 std::vector<std::int32_t>* cu_values = nullptr) {
   check_dtype(q, attention_dtype(ctx), "attention: q");
   check_dtype(k, attention_dtype(ctx), "attention: k");
   check_dtype(v, attention_dtype(ctx), "attention: v");
@@ -44,8 +49,6 @@ cpu::AttentionShape check_inputs(const Context& ctx, const Tensor& q, const Tens
   check_on_context_device(ctx, cu_seqlens, "attention: cu_seqlens");
 #ifdef ULYSSES_HAS_CUDA
   if (ctx.device.is_cuda()) {
-    UL_CHECK(cuda::attention_supports_head_dim(D), "attention: head_dim ", D,
-             " has no CUDA kernel (supported: 64, 128)");
     UL_CHECK(T < (std::int64_t{1} << 31) / Hq, "attention: ", T, " tokens x ", Hq,
              " heads exceed the CUDA kernels' 32-bit row indexing");
   }
@@ -62,14 +65,32 @@ cpu::AttentionShape check_inputs(const Context& ctx, const Tensor& q, const Tens
   }
   UL_CHECK(cu[n] == T, "attention: cu_seqlens must end at the token count T = ", T,
            ", but cu_seqlens[", n, "] = ", cu[n]);
+  if (cu_values) cu_values->assign(cu, cu + n + 1);
   return {T, Hq, Hkv, D, n, ctx.attention_block};
 }
+
+#ifdef ULYSSES_HAS_CUDA
+// After cuDNN declined a call (or was not asked): the built-in kernel, or an Error that says why
+// neither can run it.
+void require_builtin_kernel(const Context& ctx, std::int64_t head_dim) {
+  UL_CHECK(ctx.attention_kernel != AttentionKernel::cudnn,
+           "attention: cuDNN attention was requested (--attn-implementation cudnn) but cuDNN "
+           "cannot run this call (the log says why); use --attn-implementation auto");
+  std::string why;
+  const bool has_cudnn = cuda::cudnn_version(&why) > 0;
+  UL_CHECK(cuda::attention_supports_head_dim(head_dim), "attention: head_dim ", head_dim,
+           " has no built-in CUDA kernel (64 and 128 do)",
+           has_cudnn ? std::string(" and cuDNN refused the shape")
+                     : std::string(" and cuDNN is not available: ") + why);
+}
+#endif
 
 }  // namespace
 
 void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& cu_seqlens, float scale, Tensor out, Tensor lse) {
-  const cpu::AttentionShape shape = check_inputs(ctx, q, k, v, cu_seqlens);
+  std::vector<std::int32_t> cu;
+  const cpu::AttentionShape shape = check_inputs(ctx, q, k, v, cu_seqlens, &cu);
   check_dtype(out, attention_dtype(ctx), "attention_forward: out");
   check_dtype(lse, DType::f32, "attention_forward: lse");
   check_shape(out, q.shape(), "attention_forward: out");
@@ -86,6 +107,10 @@ void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, con
     for (const Tensor* t : std::initializer_list<const Tensor*>{&q, &k, &v, &out})
       UL_CHECK(reinterpret_cast<std::uintptr_t>(t->raw()) % 16 == 0,
                "attention_forward: CUDA tensors must be 16-byte aligned");
+    if (ctx.attention_kernel != AttentionKernel::builtin &&
+        cuda::cudnn_attention_forward(ctx, q, k, v, cu_seqlens, cu, scale, out, lse))
+      return;
+    require_builtin_kernel(ctx, shape.head_dim);
     cuda::attention_forward(ctx, q, k, v, cu_seqlens, scale, out, lse);
 #endif
   } else {
@@ -96,7 +121,8 @@ void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, con
 void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& cu_seqlens, float scale, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, Tensor dq, Tensor dk, Tensor dv) {
-  const cpu::AttentionShape shape = check_inputs(ctx, q, k, v, cu_seqlens);
+  std::vector<std::int32_t> cu;
+  const cpu::AttentionShape shape = check_inputs(ctx, q, k, v, cu_seqlens, &cu);
   const struct {
     const Tensor& tensor;
     const Shape& shape;
@@ -126,6 +152,11 @@ void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, co
          std::initializer_list<const Tensor*>{&q, &k, &v, &out, &dout, &dq, &dk, &dv})
       UL_CHECK(reinterpret_cast<std::uintptr_t>(t->raw()) % 16 == 0,
                "attention_backward: CUDA tensors must be 16-byte aligned");
+    if (ctx.attention_kernel != AttentionKernel::builtin &&
+        cuda::cudnn_attention_backward(ctx, q, k, v, cu_seqlens, cu, scale, out, lse, dout, dq,
+                                       dk, dv))
+      return;
+    require_builtin_kernel(ctx, shape.head_dim);
     cuda::attention_backward(ctx, q, k, v, cu_seqlens, scale, out, lse, dout, dq, dk, dv);
 #endif
   } else {

@@ -44,8 +44,10 @@ void validate(const TrainConfig& c) {
     UL_FAIL("--save-dtype must be float32 or bfloat16 (got '", c.save_dtype, "')");
   if (c.device != "cpu" && c.device != "cuda" && c.device != "auto")
     UL_FAIL("--device must be cpu, cuda or auto (got '", c.device, "')");
-  if (c.attn_implementation != "auto" && c.attn_implementation != "blockwise")
-    UL_FAIL("--attn-implementation must be auto or blockwise (got '", c.attn_implementation, "')");
+  if (c.attn_implementation != "auto" && c.attn_implementation != "blockwise" &&
+      c.attn_implementation != "cudnn" && c.attn_implementation != "builtin")
+    UL_FAIL("--attn-implementation must be auto, cudnn, builtin (CUDA) or blockwise (CPU) (got '",
+            c.attn_implementation, "')");
   positive(c.sp_size, "--sp-size");
   positive(c.dp_replicate_size, "--dp-replicate-size");
   if (c.dp_shard_size < 0) UL_FAIL("--dp-shard-size must be >= 1 (or 0 for automatic)");

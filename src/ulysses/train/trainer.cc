@@ -63,6 +63,14 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
       ctx_(make_context(config.device, world_.size())),
       params_(model_config_, ctx_.device) {
   ctx_.loss_tile_tokens = config_.loss_tile_tokens;
+  const std::string& attn = config_.attn_implementation;
+  if (ctx_.device.is_cpu() && (attn == "cudnn" || attn == "builtin"))
+    UL_FAIL("--attn-implementation ", attn, " is a CUDA kernel; on the CPU use auto or blockwise");
+  if (ctx_.device.is_cuda() && attn == "blockwise")
+    UL_FAIL("--attn-implementation blockwise is the CPU kernel; on CUDA use auto, cudnn or builtin");
+  ctx_.attention_kernel = attn == "cudnn"     ? AttentionKernel::cudnn
+                          : attn == "builtin" ? AttentionKernel::builtin
+                                              : AttentionKernel::automatic;
   if (model_config_.sliding_window > 0 && config_.max_seq_length > model_config_.sliding_window)
     UL_FAIL("--model ", config_.model, " uses sliding-window attention (sliding_window ",
             model_config_.sliding_window, ") and --max-seq-length ", config_.max_seq_length,
