@@ -1,13 +1,19 @@
-// GPU training-step benchmark: one preset at one sequence length on one GPU.
+// GPU training-step benchmark: one preset at one sequence length on 1..N GPUs.
 //
 //   gpu_train_bench --model qwen3-4b --seq 8192 [--steps 3] [--gradient-checkpointing]
+//   mpirun -np 4 -x NCCL_NVLS_ENABLE=0 gpu_train_bench --model qwen3-4b --seq 131072
+//       --sp 4 --zero-stage 3 --gradient-checkpointing      (one command line)
 //
-// Each sequence is one document of seq - 1 tokens (the synthetic copy task), so attention
-// really spans the whole sequence. Prints a table and one JSON line: tokens/s, model TFLOP/s
-// (docs/architecture.md formula), MFU against the dense bf16 peak (989 TFLOP/s for H100/H200 SXM),
-// peak device memory, and a breakdown of the step: GEMM and attention time measured in isolation
-// on the same shapes (forward + backward, times the layer count, plus the projections'
-// recomputed forward with gradient checkpointing), "other" = step - GEMM - attention.
+// One rank per GPU. Each sequence is one document of seq - 1 tokens (the synthetic copy task),
+// so attention really spans the whole sequence; with --sp P every rank holds seq / P tokens.
+// Rank 0 prints a table and one JSON line: global tokens/s, model TFLOP/s per GPU
+// (docs/architecture.md formula), MFU against the dense bf16 peak (989 TFLOP/s for H100/H200
+// SXM), peak device memory per GPU (the largest rank's), and a breakdown of the step: GEMM and
+// attention time measured in isolation on the rank's shapes (forward + backward, times the layer
+// count, plus the projections' recomputed forward with gradient checkpointing), the Ulysses
+// all-to-alls measured in isolation on the same groups (8 per layer: q, k, v, out forward;
+// dout, dq, dk, dv backward; they run in stream order with the compute, so all of it is
+// exposed), and "other" = step - the rest (norms, RoPE, loss, optimizer, ZeRO traffic).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,11 +21,13 @@
 #include <cstring>
 #include <string>
 
+#include "ulysses/comm/communicator.h"
 #include "ulysses/core/cuda_context.h"
 #include "ulysses/core/device_memory.h"
 #include "ulysses/model/memory_plan.h"
 #include "ulysses/ops/attention.h"
 #include "ulysses/ops/linear.h"
+#include "ulysses/parallel/ulysses_exchange.h"
 #include "ulysses/train/trainer.h"
 
 namespace {
@@ -42,9 +50,10 @@ Tensor random_bf16(const Shape& shape, Device device, std::uint64_t seed) {
   return host.to(DType::bf16).to(device);
 }
 
-// Forward + backward seconds of one layer's projections and of its attention at T tokens.
+// Forward + backward seconds of one layer's projections on T local tokens and of its attention
+// over the whole sequence of S = T * P tokens for this rank's Hq / P query heads.
 std::pair<double, double> layer_component_seconds(const Context& ctx, const model::ModelConfig& c,
-                                                  std::int64_t T) {
+                                                  std::int64_t T, std::int64_t P) {
   const Device dev = ctx.device;
   const std::int64_t C = c.hidden_size, I = c.intermediate_size;
   struct Shape3 { std::int64_t in, out; };
@@ -62,7 +71,9 @@ std::pair<double, double> layer_component_seconds(const Context& ctx, const mode
       ops::linear_backward(ctx, x, w, y, dx, dw, Tensor());
     }, 3);
   }
-  const std::int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads, D = c.head_dim;
+  const std::int64_t Hq = c.num_attention_heads / P, D = c.head_dim;
+  const std::int64_t Hkv = std::max<std::int64_t>(1, c.num_key_value_heads / P);
+  T *= P;
   Tensor q = random_bf16({T, Hq, D}, dev, 3), k = random_bf16({T, Hkv, D}, dev, 4),
          v = random_bf16({T, Hkv, D}, dev, 5);
   Tensor out = Tensor::empty({T, Hq, D}, DType::bf16, dev);
@@ -78,29 +89,66 @@ std::pair<double, double> layer_component_seconds(const Context& ctx, const mode
   return {gemm, attention};
 }
 
+// Seconds of one layer's eight Ulysses all-to-alls on this rank (T local tokens), on the
+// trainer's own SP group. Collective: every rank calls it.
+double layer_all_to_all_seconds(const Context& ctx, comm::Communicator& group,
+                                const model::ModelConfig& c, std::int64_t T) {
+  const std::int64_t P = group.size();
+  if (P == 1) return 0;
+  const Device dev = ctx.device;
+  const std::int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads, D = c.head_dim;
+  const auto qh = parallel::query_head_chunks(Hq, P);
+  const auto kvh = parallel::kv_head_chunks(Hkv, P);
+  Tensor q = random_bf16({T, Hq, D}, dev, 6), k = random_bf16({T, Hkv, D}, dev, 7);
+  Tensor q_back = Tensor::zeros({T, Hq, D}, DType::bf16, dev);
+  Tensor k_back = Tensor::zeros({T, Hkv, D}, DType::bf16, dev);
+  group.barrier();
+  return seconds_of(ctx, [&] {
+    // forward: q, k, v to heads, out back; backward: dout to heads, dq, dk, dv back.
+    for (int pass = 0; pass < 2; ++pass) {
+      const Tensor q_heads = parallel::sequence_to_heads(ctx, group, q, qh.first_head, qh.chunk);
+      const Tensor k_heads = parallel::sequence_to_heads(ctx, group, k, kvh.first_head, kvh.chunk);
+      const Tensor v_heads = parallel::sequence_to_heads(ctx, group, k, kvh.first_head, kvh.chunk);
+      parallel::heads_to_sequence(ctx, group, q_heads, qh.first_head, qh.chunk, q_back, pass == 1);
+      if (pass == 1) {
+        parallel::heads_to_sequence(ctx, group, k_heads, kvh.first_head, kvh.chunk, k_back, true);
+        parallel::heads_to_sequence(ctx, group, v_heads, kvh.first_head, kvh.chunk, k_back, true);
+      }
+    }
+  }, 3);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string model = "qwen3-4b";
-  std::int64_t seq = 8192, steps = 3;
-  bool checkpointing = false;
+  std::int64_t seq = 8192, steps = 3, sp = 1, zero_stage = 0;
+  bool checkpointing = false, offload_optimizer = false, offload_params = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--model" && i + 1 < argc) model = argv[++i];
     else if (a == "--seq" && i + 1 < argc) seq = std::atoll(argv[++i]);
     else if (a == "--steps" && i + 1 < argc) steps = std::atoll(argv[++i]);
+    else if (a == "--sp" && i + 1 < argc) sp = std::atoll(argv[++i]);
+    else if (a == "--zero-stage" && i + 1 < argc) zero_stage = std::atoll(argv[++i]);
     else if (a == "--gradient-checkpointing") checkpointing = true;
+    else if (a == "--offload-optimizer") offload_optimizer = true;
+    else if (a == "--offload-params") offload_params = true;
     else {
-      std::fprintf(stderr, "usage: gpu_train_bench [--model P] [--seq N] [--steps K] "
-                           "[--gradient-checkpointing]\n");
+      std::fprintf(stderr, "usage: gpu_train_bench [--model P] [--seq N] [--steps K] [--sp P] "
+                           "[--zero-stage Z] [--gradient-checkpointing] [--offload-optimizer] "
+                           "[--offload-params]\n");
       return 2;
     }
   }
+  std::unique_ptr<comm::Communicator> world;
   try {
     if (cuda_device_count() == 0) {
       std::printf("gpu_train_bench: no CUDA device visible; nothing measured\n");
       return 0;
     }
+    world = comm::make_mpi_world();
+    const bool main_rank = world->rank() == 0;
     train::TrainConfig config;
     config.model = model;
     config.device = "cuda";
@@ -109,11 +157,15 @@ int main(int argc, char** argv) {
     config.per_device_train_batch_size = 1;
     config.max_steps = steps + 1;
     config.gradient_checkpointing = checkpointing;
+    config.sp_size = sp;
+    config.zero_stage = zero_stage;
+    config.offload_optimizer = offload_optimizer;
+    config.offload_params = offload_params;
     config.output_dir = "";
     config.quiet = true;
     config.learning_rate = 1e-5;
-    train::Trainer trainer(config);
-    std::printf("%s", trainer.plan().c_str());
+    train::Trainer trainer(config, *world);
+    if (main_rank) std::printf("%s", trainer.plan().c_str());
     trainer.train_step(1);  // warm-up: plans, allocator
     double seconds = 0, flops = 0;
     std::int64_t tokens = 0, peak = 0;
@@ -123,34 +175,57 @@ int main(int argc, char** argv) {
       flops += m.tflops_per_device * 1e12 * m.seconds;
       tokens += m.tokens;
       peak = std::max(peak, m.peak_mem_bytes);
-      std::printf("step %lld: %.3f s, loss %.4f\n", static_cast<long long>(s), m.seconds, m.loss);
+      if (main_rank)
+        std::printf("step %lld: %.3f s, loss %.4f\n", static_cast<long long>(s), m.seconds, m.loss);
     }
-    const Context ctx = make_cuda_context(0);
-    const auto [gemm_layer, attention_layer] = layer_component_seconds(ctx, trainer.model_config(), seq);
+    // The largest rank's peak memory.
+    Tensor peak_all = Tensor::empty({1}, DType::i64);
+    peak_all.data<std::int64_t>()[0] = peak;
+    world->all_reduce(peak_all, comm::ReduceOp::max);
+    peak = peak_all.data<std::int64_t>()[0];
+    const Context& ctx = trainer.context();
+    const std::int64_t local = seq / sp;
+    const double all_to_all_layer =
+        layer_all_to_all_seconds(ctx, trainer.mesh().sp_group(), trainer.model_config(), local);
+    const auto [gemm_layer, attention_layer] =
+        layer_component_seconds(ctx, trainer.model_config(), local, sp);
     const double L = static_cast<double>(trainer.model_config().num_hidden_layers);
     // With checkpointing each layer's projections run forward twice (forward ~ 1/3 of
     // forward + backward); attention's forward is kept, never recomputed.
     const double recompute = checkpointing ? 4.0 / 3.0 : 1.0;
     const double step = seconds / static_cast<double>(steps);
     const double gemm = gemm_layer * L * recompute, attention = attention_layer * L;
+    const double all_to_all = all_to_all_layer * L;
+    const double other = std::max(0.0, step - gemm - attention - all_to_all);
     const double tflops = flops / seconds / 1e12;
     const double peak_tflops = 989.0;
-    std::printf("\n| model | seq | ckpt | step s | tokens/s | TFLOP/s | MFU | peak GiB | GEMM s | attention s | other s |\n");
-    std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
-    std::printf("| %s | %lld | %s | %.3f | %.0f | %.1f | %.1f%% | %.1f | %.3f | %.3f | %.3f |\n",
-                model.c_str(), static_cast<long long>(seq), checkpointing ? "yes" : "no", step,
-                static_cast<double>(tokens) / seconds, tflops, 100 * tflops / peak_tflops,
-                static_cast<double>(peak) / (1ll << 30), gemm, attention,
-                std::max(0.0, step - gemm - attention));
-    std::printf("{\"model\": \"%s\", \"seq\": %lld, \"gradient_checkpointing\": %s, \"step_s\": %.4f, "
-                "\"tokens_per_s\": %.1f, \"tflops_per_device\": %.2f, \"mfu\": %.4f, "
-                "\"peak_gib\": %.2f, \"gemm_s\": %.4f, \"attention_s\": %.4f, \"other_s\": %.4f}\n",
-                model.c_str(), static_cast<long long>(seq), checkpointing ? "true" : "false", step,
-                static_cast<double>(tokens) / seconds, tflops, tflops / peak_tflops,
-                static_cast<double>(peak) / (1ll << 30), gemm, attention,
-                std::max(0.0, step - gemm - attention));
+    const int gpus = world->size();
+    if (main_rank) {
+      std::printf("\n| model | seq | GPUs | sp | ZeRO | ckpt | step s | tokens/s | TFLOP/s/GPU | MFU | "
+                  "peak GiB/GPU | GEMM s | attention s | all-to-all s (share) | other s |\n");
+      std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+                  "| --- |\n");
+      std::printf("| %s | %lld | %d | %lld | %lld | %s | %.3f | %.0f | %.1f | %.1f%% | %.1f | %.3f | "
+                  "%.3f | %.3f (%.1f%%) | %.3f |\n",
+                  model.c_str(), static_cast<long long>(seq), gpus, static_cast<long long>(sp),
+                  static_cast<long long>(zero_stage), checkpointing ? "yes" : "no", step,
+                  static_cast<double>(tokens) / seconds, tflops, 100 * tflops / peak_tflops,
+                  static_cast<double>(peak) / (1ll << 30), gemm, attention, all_to_all,
+                  100 * all_to_all / step, other);
+      std::printf("{\"model\": \"%s\", \"seq\": %lld, \"gpus\": %d, \"sp\": %lld, "
+                  "\"zero_stage\": %lld, \"gradient_checkpointing\": %s, \"step_s\": %.4f, "
+                  "\"tokens_per_s\": %.1f, \"tflops_per_device\": %.2f, \"mfu\": %.4f, "
+                  "\"peak_gib\": %.2f, \"gemm_s\": %.4f, \"attention_s\": %.4f, "
+                  "\"all_to_all_s\": %.4f, \"all_to_all_share\": %.4f, \"other_s\": %.4f}\n",
+                  model.c_str(), static_cast<long long>(seq), gpus, static_cast<long long>(sp),
+                  static_cast<long long>(zero_stage), checkpointing ? "true" : "false", step,
+                  static_cast<double>(tokens) / seconds, tflops, tflops / peak_tflops,
+                  static_cast<double>(peak) / (1ll << 30), gemm, attention, all_to_all,
+                  all_to_all / step, other);
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
+    if (world && world->size() > 1) comm::abort_job(1);  // the other ranks may be waiting
     return 1;
   }
   return 0;

@@ -11,6 +11,9 @@ expect_fail "non-positive sequence length" "--max-seq-length" $T --max-seq-lengt
 expect_fail "non-positive batch size" "--per-device-train-batch-size" $T --per-device-train-batch-size 0
 expect_fail "unknown scheduler" "--lr-scheduler-type" $T --lr-scheduler-type polynomial
 expect_fail "zero stage out of range" "--zero-stage" $T --zero-stage 7
+expect_fail "unknown attention kernel" "--attn-implementation" $T --attn-implementation flash
+expect_fail "CUDA attention kernel on the CPU" "--attn-implementation cudnn is a CUDA kernel" \
+  $T --device cpu --attn-implementation cudnn
 expect_fail "unknown preset / missing dir" "no config.json" $T --model /nonexistent/model
 mkdir -p "$WORK/badjson" && echo '{"model_type": "llama", ' > "$WORK/badjson/config.json"
 expect_fail "invalid config.json" "$WORK/badjson/config.json" $T --model "$WORK/badjson"

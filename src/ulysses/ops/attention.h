@@ -17,9 +17,11 @@ namespace ulysses::ops {
 // scale multiplies q.k (1/sqrt(D) for every supported model).
 // out: [T, Hq, D] written; lse: [Hq, T] f32 written (natural-log sum of exp of scaled scores).
 // Block size: ctx.attention_block (CPU; any T works, not only multiples of it).
-// Dtypes: CPU: q, k, v, out (and dout, dq, dk, dv) f32. CUDA: those bf16, 16-byte aligned,
-// head_dim 64 or 128; lse f32 on every device. The cu_seqlens values are checked on a host copy
-// (synchronizes). CUDA forward and backward are deterministic (no atomics).
+// Dtypes: CPU: q, k, v, out (and dout, dq, dk, dv) f32. CUDA: those bf16, 16-byte aligned; lse
+// f32 on every device. The cu_seqlens values are checked on a host copy (synchronizes).
+// CUDA kernels (ctx.attention_kernel): cuDNN's fused engine (head_dim a multiple of 8 up to 128;
+// backward not bitwise deterministic) with the built-in kernel (head_dim 64 or 128,
+// deterministic) as fallback; Error when neither can run the call.
 void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& cu_seqlens, float scale, Tensor out, Tensor lse);
 

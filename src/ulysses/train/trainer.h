@@ -37,6 +37,8 @@ class Trainer {
   StepMetrics train_step(std::int64_t step);
 
   const model::ModelConfig& model_config() const { return model_config_; }
+  // This rank's device context (its CUDA stream and resources on a GPU).
+  const Context& context() const { return ctx_; }
   const parallel::Mesh& mesh() const { return *mesh_; }
   // Full parameters (collective with ZeRO: gathers the shards on every rank).
   model::ParamBuffers& params() {
