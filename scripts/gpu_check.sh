@@ -40,7 +40,7 @@ compare() {
          {d = ($2 - $3) / $3; if (d < 0) d = -d; if (d > m) m = d; n++;
           printf "step %4d  gpu %.6f  cpu %.6f  rel %.5f\n", $1, $2, $3, d}
          END {printf "%d logged steps, max relative difference %.5f (limit %s)\n", n, m,
-                     limit > 0 ? limit : "none: reported only";
+                     (limit > 0 ? limit : "none: reported only");
               exit (bad || n == 0 || (limit > 0 && m > limit))}'
 }
 # The criterion (2% at every logged step), then a faster rate whose steep loss drop amplifies
