@@ -54,6 +54,12 @@ ncclDataType_t nccl_type(DType dtype) {
 
 ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::sum ? ncclSum : ncclMax; }
 
+std::string seconds_str(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g s", seconds);
+  return text;
+}
+
 // Collectives queued on the communication stream, in order, and the communicators to poll.
 // Shared by a world and its splits (they share the stream); the thread runs while any of them
 // lives.
@@ -136,8 +142,8 @@ class Watchdog {
           fatal(front.what + " failed on the GPU: " + cudaGetErrorString(status));
         const double waited = std::chrono::duration<double>(Clock::now() - front.start).count();
         if (waited > timeout_s_)
-          fatal(front.what + " did not complete within " + std::to_string(timeout_s_) +
-                " s (ULYSSES_NCCL_TIMEOUT_S): another rank may have stopped or be waiting in a "
+          fatal(front.what + " did not complete within " + seconds_str(timeout_s_) +
+                " (ULYSSES_NCCL_TIMEOUT_S): another rank may have stopped or be waiting in a "
                 "different collective");
         break;
       }
@@ -182,8 +188,8 @@ void wait_ready(ncclComm_t comm, ncclResult_t returned, double timeout_s, const 
     if (state != ncclInProgress)
       fatal(what + " failed: " + ncclGetErrorString(state) + " (" + ncclGetLastError(comm) + ")");
     if (std::chrono::duration<double>(Clock::now() - start).count() > timeout_s)
-      fatal(what + " did not complete within " + std::to_string(timeout_s) +
-            " s (ULYSSES_NCCL_TIMEOUT_S): another rank may have stopped or be elsewhere");
+      fatal(what + " did not complete within " + seconds_str(timeout_s) +
+            " (ULYSSES_NCCL_TIMEOUT_S): another rank may have stopped or be elsewhere");
     std::this_thread::yield();
   }
 }
