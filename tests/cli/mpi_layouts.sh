@@ -21,5 +21,9 @@ expect_fail "max-seq-length not a multiple of sp" "use --max-seq-length 64" \
 out=$($MPIRUN -np 2 $T --sp-size 2 --max-seq-length 63 2>&1)
 n=$(grep -c "error:" <<<"$out")
 [ "$n" -eq 1 ] && echo "ok: message printed once" || { echo "FAIL: printed $n times"; failures=$((failures + 1)); }
+# --device cuda with more ranks than visible GPUs (none here, or one when CUDA_VISIBLE_DEVICES=0
+# on a GPU machine): every rank stops with a message naming --device cuda, nobody hangs.
+expect_fail "cuda with more ranks than GPUs" "--device cuda" \
+  env CUDA_VISIBLE_DEVICES=0 $MPIRUN -np 2 $T --sp-size 2 --device cuda
 expect_ok "sp 2 x dp 2 trains" $MPIRUN -np 4 $T --sp-size 2 --max-steps 2
 finish

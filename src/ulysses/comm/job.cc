@@ -11,6 +11,7 @@
 #include <string>
 
 #include "ulysses/comm/communicator.h"
+#include "ulysses/comm/nccl_communicator.h"
 
 namespace ulysses::comm {
 
@@ -38,5 +39,13 @@ void abort_job(int exit_code) {
   if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, exit_code);
   std::_Exit(exit_code);
 }
+
+#ifndef ULYSSES_HAS_CUDA
+// Builds without CUDA have no NCCL backend (nccl_communicator.cc is not compiled).
+std::unique_ptr<Communicator> make_nccl_world(Communicator&, const Context&) {
+  UL_FAIL("make_nccl_world: this build has no CUDA/NCCL support; configure with -DULYSSES_CUDA=on");
+}
+double nccl_timeout_seconds() { return 600.0; }
+#endif
 
 }  // namespace ulysses::comm

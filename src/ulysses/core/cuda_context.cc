@@ -1,9 +1,41 @@
 // make_cpu_context for every build; host-only stand-ins for the CUDA context functions.
 #include "ulysses/core/cuda_context.h"
 
+#include <cstdlib>
+
 namespace ulysses {
 
 Context make_cpu_context() { return Context{}; }
+
+LocalRank launcher_local_rank() {
+  auto read = [](std::initializer_list<const char*> names, int fallback) {
+    for (const char* name : names) {
+      const char* value = std::getenv(name);
+      if (value == nullptr || *value == '\0') continue;
+      char* end = nullptr;
+      const long parsed = std::strtol(value, &end, 10);
+      if (end != value && *end == '\0' && parsed >= 0) return static_cast<int>(parsed);
+    }
+    return fallback;
+  };
+  LocalRank local;
+  local.rank = read({"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"}, 0);
+  local.size = read({"OMPI_COMM_WORLD_LOCAL_SIZE", "LOCAL_WORLD_SIZE"}, 0);
+  return local;
+}
+
+int choose_cuda_device(LocalRank local, int devices, int world_size) {
+  if (devices <= 0) UL_FAIL("--device cuda: no CUDA device is visible (use --device cpu)");
+  if (world_size <= 1) return local.rank % devices;
+  const int ranks_here = local.size > 0 ? local.size : local.rank + 1;
+  if (ranks_here > devices || local.rank >= devices)
+    UL_FAIL("--device cuda: ", local.size > 0 ? std::to_string(local.size) : std::string("at least ") +
+            std::to_string(ranks_here), " ranks on this node but only ", devices,
+            " GPU(s) visible; multi-GPU training needs one GPU per rank (NCCL cannot share a GPU "
+            "between ranks): launch at most ", devices, " ranks per node (e.g. mpirun -np ",
+            devices, ") or make more GPUs visible (CUDA_VISIBLE_DEVICES)");
+  return local.rank;
+}
 
 #ifndef ULYSSES_HAS_CUDA
 Context make_cuda_context(int) {

@@ -20,6 +20,21 @@ Context make_cpu_context();
 // where an op's header documents a host synchronization.
 Context make_cuda_context(int device_index = 0);
 
+// Where this process sits on its node, from the launcher's environment (Open MPI
+// OMPI_COMM_WORLD_LOCAL_RANK/_LOCAL_SIZE, Slurm SLURM_LOCALID, torchrun-style
+// LOCAL_RANK/LOCAL_WORLD_SIZE). size is 0 when the launcher does not say.
+struct LocalRank {
+  int rank = 0;
+  int size = 0;
+};
+LocalRank launcher_local_rank();
+
+// The GPU of this rank among `devices` visible ones. One rank (world_size 1): local.rank modulo
+// devices. Several ranks: every rank needs its own GPU (NCCL cannot put two ranks of a
+// communicator on one GPU), so local.rank is the device, and an Error explains how to launch
+// when the node has more ranks than GPUs.
+int choose_cuda_device(LocalRank local, int devices, int world_size);
+
 // Waits for all work queued on the context's stream (no-op on CPU).
 void synchronize(const Context& ctx);
 

@@ -16,6 +16,7 @@ CudaResources::~CudaResources() {
   if (cublaslt) cublasLtDestroy(cublaslt);
   if (workspace) cudaFree(workspace);
   if (stream) cudaStreamDestroy(stream);
+  if (comm_stream) cudaStreamDestroy(comm_stream);
 }
 
 CudaResources& cuda_resources(const Context& ctx) {
@@ -33,6 +34,7 @@ Context make_cuda_context(int device_index) {
   auto resources = std::make_shared<CudaResources>();
   resources->device_index = device_index;
   UL_CUDA_CHECK(cudaStreamCreate(&resources->stream));
+  UL_CUDA_CHECK(cudaStreamCreateWithFlags(&resources->comm_stream, cudaStreamNonBlocking));
   UL_CUBLAS_CHECK(cublasLtCreate(&resources->cublaslt));
   UL_CUDA_CHECK(cudaMalloc(&resources->workspace, kWorkspaceBytes));
   resources->workspace_bytes = kWorkspaceBytes;

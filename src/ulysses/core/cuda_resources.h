@@ -43,6 +43,9 @@ struct CudnnAttentionCache;  // defined by ops/cuda/cudnn_attention.cu
 struct CudaResources {
   int device_index = 0;
   cudaStream_t stream = nullptr;           // compute stream (blocking: orders with cudaMemcpy)
+  // Communication stream (non-blocking) for collectives (comm/nccl_communicator.h): ordered
+  // with the compute stream by events around every collective.
+  cudaStream_t comm_stream = nullptr;
   cublasLtHandle_t cublaslt = nullptr;
   void* workspace = nullptr;               // cuBLASLt workspace
   std::size_t workspace_bytes = 0;

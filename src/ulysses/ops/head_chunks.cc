@@ -3,6 +3,9 @@
 #include <cstring>
 
 #include "ulysses/ops/check.h"
+#ifdef ULYSSES_HAS_CUDA
+#include "ulysses/ops/cuda/head_chunks.h"
+#endif
 
 namespace ulysses::ops {
 
@@ -21,7 +24,8 @@ void check_layout(const Context& ctx, const Tensor& x, const Tensor& chunks,
   UL_CHECK(chunks.dtype() == x.dtype(), op, ": chunks and x differ in dtype");
   check_on_context_device(ctx, x, op);
   check_on_context_device(ctx, chunks, op);
-  UL_CHECK(ctx.device.is_cpu(), op, ": no kernel for device ", ctx.device.str());
+  UL_CHECK(ctx.device.is_cpu() || ctx.device.is_cuda(), op, ": no kernel for device ",
+           ctx.device.str());
 }
 }  // namespace
 
@@ -29,6 +33,9 @@ void gather_head_chunks(const Context& ctx, const Tensor& x,
                         const std::vector<std::int64_t>& first_head,
                         std::int64_t heads_per_chunk, Tensor out) {
   check_layout(ctx, x, out, first_head, heads_per_chunk, "gather_head_chunks");
+#ifdef ULYSSES_HAS_CUDA
+  if (ctx.device.is_cuda()) return cuda::gather_head_chunks(ctx, x, first_head, heads_per_chunk, out);
+#endif
   const std::int64_t T = x.dim(0), H = x.dim(1), D = x.dim(2);
   const std::size_t row = static_cast<std::size_t>(heads_per_chunk * D) * dtype_size(x.dtype());
   const std::size_t head_bytes = static_cast<std::size_t>(D) * dtype_size(x.dtype());
@@ -47,6 +54,15 @@ void scatter_head_chunks(const Context& ctx, const Tensor& chunks,
                          const std::vector<std::int64_t>& first_head,
                          std::int64_t heads_per_chunk, Tensor x, bool accumulate) {
   check_layout(ctx, x, chunks, first_head, heads_per_chunk, "scatter_head_chunks");
+#ifdef ULYSSES_HAS_CUDA
+  if (ctx.device.is_cuda()) {
+    if (accumulate)
+      UL_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::bf16,
+               "scatter_head_chunks (accumulate): x has dtype ", dtype_name(x.dtype()),
+               ", expected f32 or bf16");
+    return cuda::scatter_head_chunks(ctx, chunks, first_head, heads_per_chunk, x, accumulate);
+  }
+#endif
   const std::int64_t T = x.dim(0), H = x.dim(1), D = x.dim(2);
   const std::int64_t width = heads_per_chunk * D;
   if (!accumulate) {

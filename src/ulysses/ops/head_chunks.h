@@ -5,6 +5,10 @@
 // [P, T, heads_per_chunk, D] (chunk-major, ready for an equal-split all-to-all); scattering does
 // the inverse for the tensor that comes back. Chunks may overlap (replicated kv heads): the
 // accumulating scatter then sums the replicas' contributions in chunk order.
+//
+// CPU: f32 (accumulate) or any dtype (copies). CUDA (ops/cuda/head_chunks.h): copies of any
+// dtype; accumulate in f32 or bf16 (bf16: x plus the replicas summed in f32 in chunk order,
+// rounded once). Deterministic on both, no host synchronization.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +26,7 @@ void gather_head_chunks(const Context& ctx, const Tensor& x,
                         std::int64_t heads_per_chunk, Tensor out);
 
 // chunks: [P, T, heads_per_chunk, D] -> x: [T, H, D]. With accumulate, x[t, first_head[j] + h]
-// += chunks[j, t, h] for j = 0..P-1 in order (f32); without, x[t, first_head[j] + h] =
+// += chunks[j, t, h] for j = 0..P-1 in order (f32; bf16 too on CUDA); without, x[t, first_head[j] + h] =
 // chunks[j, t, h] (any dtype; chunks must then not overlap and must cover all heads).
 void scatter_head_chunks(const Context& ctx, const Tensor& chunks,
                          const std::vector<std::int64_t>& first_head,

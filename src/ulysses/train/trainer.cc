@@ -4,8 +4,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <cstdio>
+#include <exception>
 #include <sstream>
 
+#include "ulysses/comm/nccl_communicator.h"
 #include "ulysses/core/cuda_context.h"
 #include "ulysses/core/device_memory.h"
 #include "ulysses/core/log.h"
@@ -34,16 +36,27 @@ Context make_context(const std::string& device, int world_size) {
   if (!built_with_cuda())
     UL_FAIL("--device ", device, ": this build has no CUDA backend (configure with "
             "-DULYSSES_CUDA=on on a machine with nvcc)");
-  const int devices = cuda_device_count();
-  if (devices == 0) UL_FAIL("--device cuda: no CUDA device is visible (use --device cpu)");
-  if (world_size > 1)
-    UL_FAIL("--device cuda with ", world_size, " ranks: multi-GPU training needs the NCCL "
-            "backend, which is not in this build yet; run one rank per job on CUDA, or use "
-            "--device cpu for multi-rank runs");
-  int local_rank = 0;
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"})
-    if (const char* value = std::getenv(name)) local_rank = std::atoi(value);
-  return make_cuda_context(local_rank % devices);
+  return make_cuda_context(choose_cuda_device(launcher_local_rank(), cuda_device_count(), world_size));
+}
+
+// make_context, agreed on by every rank of world: when it fails anywhere, it throws everywhere
+// (the failing ranks their own error), so no rank walks on into a collective alone.
+Context make_agreed_context(const std::string& device, comm::Communicator& world) {
+  Context ctx;
+  std::exception_ptr error;
+  try {
+    ctx = make_context(device, world.size());
+  } catch (const std::exception&) {
+    error = std::current_exception();
+  }
+  if (world.size() > 1) {
+    Tensor flag = Tensor::from_ints({error ? 1 : 0}, {1});
+    world.all_reduce(flag, comm::ReduceOp::max);
+    if (!error && flag.data<std::int32_t>()[0] != 0)
+      UL_FAIL("--device ", device, ": setting up the device failed on another rank");
+  }
+  if (error) std::rethrow_exception(error);
+  return ctx;
 }
 
 }  // namespace
@@ -60,7 +73,7 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
       world_(world ? *world : *own_world_),
       config_((validate(config), config)),
       model_config_(model::resolve_model_config(config.model)),
-      ctx_(make_context(config.device, world_.size())),
+      ctx_(make_agreed_context(config.device, world_)),
       params_(model_config_, ctx_.device) {
   ctx_.loss_tile_tokens = config_.loss_tile_tokens;
   const std::string& attn = config_.attn_implementation;
@@ -110,7 +123,9 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   packer_ = std::make_unique<data::Packer>(*source_, packing);
 
   // Collective from here on: every rank reaches this point (errors above are the same on all).
-  mesh_ = std::make_unique<parallel::Mesh>(world_, layout);
+  // Several GPUs: the groups are NCCL communicators (host tensors still go through MPI).
+  if (ctx_.device.is_cuda() && world_.size() > 1) nccl_world_ = comm::make_nccl_world(world_, ctx_);
+  mesh_ = std::make_unique<parallel::Mesh>(nccl_world_ ? *nccl_world_ : world_, layout);
   if (mesh_->sp_size() > 1) {
     attention_ = parallel::make_ulysses_attention(mesh_->sp_group(), model_config_.num_attention_heads,
                                                   model_config_.num_key_value_heads);
@@ -236,7 +251,7 @@ std::string Trainer::plan() const {
   in.precision = ctx_.compute_dtype == DType::f32 ? model::Precision::fp32
                                                   : model::Precision::bf16_mixed;
   out << "device: " << ctx_.device.str() << " (" << dtype_name(ctx_.compute_dtype)
-      << " compute)\n";
+      << " compute, " << mesh_->world().backend() << " collectives)\n";
   model::MemoryPlan memory = model::plan_memory(c, in);
   if (config_.zero_stage > 0) {
     const auto z = parallel::zero_memory_formula(
@@ -323,7 +338,7 @@ StepMetrics Trainer::train_step(std::int64_t step) {
                 .loss_sum;
       // Weight gradients are partial sums over each rank's tokens: reduce over the world.
       if (world_.size() > 1)
-        for (auto& flat : grads_->flat()) world_.all_reduce(flat, comm::ReduceOp::sum);
+        for (auto& flat : grads_->flat()) mesh_->world().all_reduce(flat, comm::ReduceOp::sum);
       m.grad_norm = gradient_norm(ctx_, *grads_);
       clip_gradients(ctx_, *grads_, m.grad_norm, config_.max_grad_norm);
       optimizer_->step(ctx_, params_, *grads_, lr, compute_params_.get());

@@ -71,6 +71,9 @@ class Trainer {
   TrainConfig config_;
   model::ModelConfig model_config_;
   Context ctx_;
+  // Several GPUs: the NCCL world the mesh is built on (null on CPU or with one rank). Declared
+  // before mesh_, which refers to it.
+  std::unique_ptr<comm::Communicator> nccl_world_;
   model::ParamBuffers params_;  // f32: the parameters (the fp32 master weights on CUDA)
   std::unique_ptr<model::ParamBuffers> grads_;  // f32, without ZeRO
   std::unique_ptr<parallel::ZeroState> zero_;    // ZeRO >= 1: sharded gradients and state

@@ -1,0 +1,489 @@
+// NCCL backend of Communicator (CUDA builds only; see nccl_communicator.h for the contracts).
+//
+// Every NCCL communicator is created in non-blocking mode (ncclConfig_t::blocking = 0): NCCL
+// calls return at once, possibly with ncclInProgress, and the host polls
+// ncclCommGetAsyncError until the call is done — with a timeout, so a missing peer cannot hang
+// the host. Each collective then records a completion event on the communication stream that a
+// watchdog thread polls (cudaEventQuery, with the same timeout) together with
+// ncclCommGetAsyncError of every live communicator. Any failure is fatal for the job: the
+// message names the collective, the group rank and the world rank, then comm::abort_job.
+#include "ulysses/comm/nccl_communicator.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ulysses/comm/comm_checks.h"
+#include "ulysses/core/cuda_resources.h"
+
+namespace ulysses::comm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+[[noreturn]] void fatal(const std::string& message) {
+  std::fprintf(stderr, "error: %s; stopping every rank of the job\n", message.c_str());
+  abort_job(1);
+}
+
+// Where a failure happened, for messages: "all_reduce (group rank 1 of 2, world rank 3)".
+std::string where(const std::string& collective, int rank, int size, int world_rank) {
+  return "NCCL " + collective + " (group rank " + std::to_string(rank) + " of " +
+         std::to_string(size) + ", world rank " + std::to_string(world_rank) + ")";
+}
+
+ncclDataType_t nccl_type(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return ncclFloat32;
+    case DType::bf16: return ncclBfloat16;
+    case DType::i32: return ncclInt32;
+    case DType::i64: return ncclInt64;
+  }
+  UL_FAIL("nccl communicator: unknown dtype");
+}
+
+ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::sum ? ncclSum : ncclMax; }
+
+std::string seconds_str(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g s", seconds);
+  return text;
+}
+
+// Collectives queued on the communication stream, in order, and the communicators to poll.
+// Shared by a world and its splits (they share the stream); the thread runs while any of them
+// lives.
+class Watchdog {
+ public:
+  Watchdog(int device, double timeout_s) : device_(device), timeout_s_(timeout_s) {
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+    for (const auto& p : pending_) cudaEventDestroy(p.event);
+    for (const auto event : free_events_) cudaEventDestroy(event);
+  }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+  double timeout_s() const { return timeout_s_; }
+
+  void add_comm(ncclComm_t comm) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    comms_.push_back(comm);
+  }
+  void remove_comm(ncclComm_t comm) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::erase(comms_, comm);
+  }
+
+  // Records a completion event on `stream` for the collective just queued there.
+  void watch(cudaStream_t stream, std::string what) {
+    cudaEvent_t event = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!free_events_.empty()) {
+        event = free_events_.back();
+        free_events_.pop_back();
+      }
+    }
+    if (event == nullptr && cudaEventCreateWithFlags(&event, cudaEventDisableTiming) != cudaSuccess)
+      fatal(what + ": cudaEventCreate failed");
+    const cudaError_t status = cudaEventRecord(event, stream);
+    if (status != cudaSuccess)
+      fatal(what + ": cudaEventRecord failed: " + cudaGetErrorString(status));
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      pending_.push_back({event, std::move(what), Clock::now()});
+    }
+    wake_.notify_all();
+  }
+
+ private:
+  struct Pending {
+    cudaEvent_t event;
+    std::string what;
+    Clock::time_point start;
+  };
+
+  void loop() {
+    cudaSetDevice(device_);
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stop_) {
+      if (pending_.empty()) {
+        wake_.wait_for(lock, std::chrono::milliseconds(200));
+        continue;
+      }
+      // Collectives complete in stream order: retire finished ones from the front.
+      while (!pending_.empty()) {
+        Pending& front = pending_.front();
+        const cudaError_t status = cudaEventQuery(front.event);
+        if (status == cudaSuccess) {
+          free_events_.push_back(front.event);
+          pending_.pop_front();
+          continue;
+        }
+        if (status != cudaErrorNotReady)
+          fatal(front.what + " failed on the GPU: " + cudaGetErrorString(status));
+        const double waited = std::chrono::duration<double>(Clock::now() - front.start).count();
+        if (waited > timeout_s_)
+          fatal(front.what + " did not complete within " + seconds_str(timeout_s_) +
+                " (ULYSSES_NCCL_TIMEOUT_S): another rank may have stopped or be waiting in a "
+                "different collective");
+        break;
+      }
+      for (const auto comm : comms_) {
+        ncclResult_t state = ncclSuccess;
+        const ncclResult_t result = ncclCommGetAsyncError(comm, &state);
+        if (result != ncclSuccess || (state != ncclSuccess && state != ncclInProgress)) {
+          const std::string what = pending_.empty() ? std::string("NCCL") : pending_.front().what;
+          fatal(what + ": NCCL reported an asynchronous error: " +
+                ncclGetErrorString(result != ncclSuccess ? result : state) + " (" +
+                ncclGetLastError(comm) + ")");
+        }
+      }
+      lock.unlock();
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      lock.lock();
+    }
+  }
+
+  int device_;
+  double timeout_s_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stop_ = false;
+  std::deque<Pending> pending_;
+  std::vector<cudaEvent_t> free_events_;
+  std::vector<ncclComm_t> comms_;
+  std::thread thread_;  // last: started after every other member exists
+};
+
+// Waits until the last call on `comm` is no longer in progress; fatal on error or timeout.
+void wait_ready(ncclComm_t comm, ncclResult_t returned, double timeout_s, const std::string& what) {
+  if (returned != ncclSuccess && returned != ncclInProgress)
+    fatal(what + " failed: " + ncclGetErrorString(returned) + " (" + ncclGetLastError(comm) + ")");
+  const auto start = Clock::now();
+  for (;;) {
+    ncclResult_t state = ncclSuccess;
+    const ncclResult_t result = ncclCommGetAsyncError(comm, &state);
+    if (result != ncclSuccess) fatal(what + ": ncclCommGetAsyncError failed: " +
+                                     ncclGetErrorString(result));
+    if (state == ncclSuccess) return;
+    if (state != ncclInProgress)
+      fatal(what + " failed: " + ncclGetErrorString(state) + " (" + ncclGetLastError(comm) + ")");
+    if (std::chrono::duration<double>(Clock::now() - start).count() > timeout_s)
+      fatal(what + " did not complete within " + seconds_str(timeout_s) +
+            " (ULYSSES_NCCL_TIMEOUT_S): another rank may have stopped or be elsewhere");
+    std::this_thread::yield();
+  }
+}
+
+ncclConfig_t nonblocking_config() {
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  return config;
+}
+
+// What a world and its splits share: the CUDA context (streams) and the watchdog.
+struct Shared {
+  Context ctx;
+  std::shared_ptr<Watchdog> watchdog;
+  int world_rank = 0;
+};
+
+class NcclCommunicator final : public Communicator {
+ public:
+  // Takes ownership of comm (ready, not in progress); host is the host communicator of the
+  // same group.
+  NcclCommunicator(std::shared_ptr<Shared> shared, ncclComm_t comm,
+                   std::unique_ptr<Communicator> host)
+      : shared_(std::move(shared)), comm_(comm), host_(std::move(host)) {
+    rank_ = host_->rank();
+    size_ = host_->size();
+    int nccl_rank = -1, nccl_size = -1;
+    ncclCommUserRank(comm_, &nccl_rank);
+    ncclCommCount(comm_, &nccl_size);
+    if (nccl_rank != rank_ || nccl_size != size_)
+      fatal(where("communicator", rank_, size_, shared_->world_rank) + ": NCCL rank " +
+            std::to_string(nccl_rank) + " of " + std::to_string(nccl_size) +
+            " disagrees with the host communicator");
+    UL_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
+    shared_->watchdog->add_comm(comm_);
+  }
+  ~NcclCommunicator() override {
+    shared_->watchdog->remove_comm(comm_);
+    // Flush queued work (bounded by the timeout), then free; abort if finalizing fails.
+    const double timeout_s = shared_->watchdog->timeout_s();
+    ncclResult_t result = ncclCommFinalize(comm_);
+    const auto start = Clock::now();
+    ncclResult_t state = ncclInProgress;
+    while (result == ncclSuccess || result == ncclInProgress) {
+      if (ncclCommGetAsyncError(comm_, &state) != ncclSuccess || state != ncclInProgress) break;
+      if (std::chrono::duration<double>(Clock::now() - start).count() > timeout_s) break;
+      std::this_thread::yield();
+    }
+    if ((result == ncclSuccess || result == ncclInProgress) && state == ncclSuccess) {
+      ncclCommDestroy(comm_);
+    } else {
+      ncclCommAbort(comm_);
+    }
+    cudaEventDestroy(ready_);
+  }
+  NcclCommunicator(const NcclCommunicator&) = delete;
+  NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend() const override { return "nccl"; }
+  std::vector<int> world_ranks() const override { return host_->world_ranks(); }
+
+  void all_to_all(const Tensor& send, Tensor recv) override {
+    detail::check_all_to_all(send, recv, size_);
+    if (on_host("all_to_all", send, recv)) return host_->all_to_all(send, recv);
+    const std::size_t chunk = static_cast<std::size_t>(send.numel() / size_);
+    const std::size_t bytes = chunk * dtype_size(send.dtype());
+    const ncclDataType_t type = nccl_type(send.dtype());
+    const char* s = static_cast<const char*>(send.raw());
+    char* r = static_cast<char*>(recv.raw());
+    run("all_to_all", chunk > 0, [&](cudaStream_t stream) {
+      ncclGroupStart();
+      for (int j = 0; j < size_; ++j) {
+        ncclSend(s + j * bytes, chunk, type, j, comm_, stream);
+        ncclRecv(r + j * bytes, chunk, type, j, comm_, stream);
+      }
+      return ncclGroupEnd();
+    });
+  }
+
+  void all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts, Tensor recv,
+                    const std::vector<std::int64_t>& recv_counts) override {
+    detail::check_all_to_all_v(send, send_counts, recv, recv_counts, size_);
+    if (on_host("all_to_all_v", send, recv))
+      return host_->all_to_all_v(send, send_counts, recv, recv_counts);
+    check_counts_agree(send_counts, recv_counts);
+    const std::size_t element = dtype_size(send.dtype());
+    const auto send_offsets = detail::prefix_offsets(send_counts);
+    const auto recv_offsets = detail::prefix_offsets(recv_counts);
+    const ncclDataType_t type = nccl_type(send.dtype());
+    const char* s = static_cast<const char*>(send.raw());
+    char* r = static_cast<char*>(recv.raw());
+    run("all_to_all_v", send.numel() + recv.numel() > 0, [&](cudaStream_t stream) {
+      ncclGroupStart();
+      for (int j = 0; j < size_; ++j) {
+        // Zero counts are skipped on both sides (the counts agree).
+        if (send_counts[j] > 0)
+          ncclSend(s + send_offsets[j] * element, static_cast<std::size_t>(send_counts[j]), type,
+                   j, comm_, stream);
+        if (recv_counts[j] > 0)
+          ncclRecv(r + recv_offsets[j] * element, static_cast<std::size_t>(recv_counts[j]), type,
+                   j, comm_, stream);
+      }
+      return ncclGroupEnd();
+    });
+  }
+
+  void all_gather(const Tensor& send, Tensor recv) override {
+    detail::check_all_gather(send, recv, size_);
+    if (on_host("all_gather", send, recv)) return host_->all_gather(send, recv);
+    run("all_gather", send.numel() > 0, [&](cudaStream_t stream) {
+      return ncclAllGather(send.raw(), recv.raw(), static_cast<std::size_t>(send.numel()),
+                           nccl_type(send.dtype()), comm_, stream);
+    });
+  }
+
+  void reduce_scatter(const Tensor& send, Tensor recv, ReduceOp op) override {
+    detail::check_reduce_scatter(send, recv, size_);
+    if (on_host("reduce_scatter", send, recv)) return host_->reduce_scatter(send, recv, op);
+    run("reduce_scatter", recv.numel() > 0, [&](cudaStream_t stream) {
+      return ncclReduceScatter(send.raw(), recv.raw(), static_cast<std::size_t>(recv.numel()),
+                               nccl_type(send.dtype()), nccl_op(op), comm_, stream);
+    });
+  }
+
+  void all_reduce(Tensor data, ReduceOp op) override {
+    detail::check_defined("all_reduce", data, "data");
+    if (on_host("all_reduce", data, data)) return host_->all_reduce(data, op);
+    run("all_reduce", data.numel() > 0, [&](cudaStream_t stream) {
+      return ncclAllReduce(data.raw(), data.raw(), static_cast<std::size_t>(data.numel()),
+                           nccl_type(data.dtype()), nccl_op(op), comm_, stream);
+    });
+  }
+
+  void broadcast(Tensor data, int root) override {
+    detail::check_defined("broadcast", data, "data");
+    detail::check_rank_in_group("broadcast", "root", root, size_);
+    if (on_host("broadcast", data, data)) return host_->broadcast(data, root);
+    run("broadcast", data.numel() > 0, [&](cudaStream_t stream) {
+      return ncclBroadcast(data.raw(), data.raw(), static_cast<std::size_t>(data.numel()),
+                           nccl_type(data.dtype()), root, comm_, stream);
+    });
+  }
+
+  void send(const Tensor& data, int peer, int tag) override {
+    check_point_to_point("send", data, peer, tag);
+    if (on_host("send", data, data)) return host_->send(data, peer, tag);
+    run("send", data.numel() > 0, [&](cudaStream_t stream) {
+      return ncclSend(data.raw(), static_cast<std::size_t>(data.numel()), nccl_type(data.dtype()),
+                      peer, comm_, stream);
+    });
+  }
+
+  void recv(Tensor data, int peer, int tag) override {
+    check_point_to_point("recv", data, peer, tag);
+    if (on_host("recv", data, data)) return host_->recv(data, peer, tag);
+    run("recv", data.numel() > 0, [&](cudaStream_t stream) {
+      return ncclRecv(data.raw(), static_cast<std::size_t>(data.numel()), nccl_type(data.dtype()),
+                      peer, comm_, stream);
+    });
+  }
+
+  void barrier() override { host_->barrier(); }
+
+  std::unique_ptr<Communicator> split(int color, int key) const override {
+    UL_CHECK(color >= 0, "split: color ", color, " must be non-negative");
+    auto host = host_->split(color, key);
+    ncclConfig_t config = nonblocking_config();
+    ncclComm_t part = nullptr;
+    const std::string what = where("split", rank_, size_, shared_->world_rank);
+    const ncclResult_t result = ncclCommSplit(comm_, color, key, &part, &config);
+    wait_ready(comm_, result, shared_->watchdog->timeout_s(), what);
+    if (part == nullptr) fatal(what + ": ncclCommSplit returned no communicator");
+    wait_ready(part, ncclSuccess, shared_->watchdog->timeout_s(), what);
+    return std::make_unique<NcclCommunicator>(shared_, part, std::move(host));
+  }
+
+ private:
+  // True for host tensors (to be delegated); checks that device tensors are on our device.
+  bool on_host(const char* collective, const Tensor& a, const Tensor& b) const {
+    const bool host_a = a.device().is_cpu(), host_b = b.device().is_cpu();
+    UL_CHECK(host_a == host_b, collective, ": one tensor is on ", a.device().str(),
+             " and the other on ", b.device().str(), "; both must be on the host or both on ",
+             shared_->ctx.device.str());
+    if (host_a) return true;
+    UL_CHECK(a.device() == shared_->ctx.device && b.device() == shared_->ctx.device, collective,
+             ": tensor on ", a.device().str(), " but this NCCL communicator is on ",
+             shared_->ctx.device.str());
+    return false;
+  }
+
+  // Orders `enqueue` (NCCL calls on the communication stream) after the compute stream's work
+  // and the compute stream's later work after it; registers it with the watchdog.
+  template <typename F>
+  void run(const char* collective, bool has_data, F&& enqueue) {
+    if (!has_data) return;
+    CudaResources& cuda = cuda_resources(shared_->ctx);
+    const std::string what = where(collective, rank_, size_, shared_->world_rank);
+    cudaError_t status = cudaEventRecord(ready_, cuda.stream);
+    if (status == cudaSuccess) status = cudaStreamWaitEvent(cuda.comm_stream, ready_, 0);
+    if (status != cudaSuccess) fatal(what + ": " + cudaGetErrorString(status));
+    wait_ready(comm_, enqueue(cuda.comm_stream), shared_->watchdog->timeout_s(), what);
+    shared_->watchdog->watch(cuda.comm_stream, what);
+    status = cudaEventRecord(ready_, cuda.comm_stream);
+    if (status == cudaSuccess) status = cudaStreamWaitEvent(cuda.stream, ready_, 0);
+    if (status != cudaSuccess) fatal(what + ": " + cudaGetErrorString(status));
+  }
+
+  void check_point_to_point(const char* what, const Tensor& data, int peer, int tag) const {
+    detail::check_defined(what, data, "data");
+    detail::check_rank_in_group(what, "peer", peer, size_);
+    UL_CHECK(peer != rank_, what, ": peer ", peer, " is this rank itself");
+    UL_CHECK(tag >= 0, what, ": tag ", tag, " must be non-negative");
+  }
+
+  // all_to_all_v: every rank checks (over the host communicator) that what rank i sends to
+  // rank j is what rank j expects, so all ranks throw together instead of hanging.
+  void check_counts_agree(const std::vector<std::int64_t>& send_counts,
+                          const std::vector<std::int64_t>& recv_counts) {
+    Tensor mine = Tensor::empty({size_}, DType::i64);
+    Tensor incoming = Tensor::empty({size_}, DType::i64);
+    std::memcpy(mine.raw(), send_counts.data(), send_counts.size() * sizeof(std::int64_t));
+    host_->all_to_all(mine, incoming);
+    int first_bad = -1;
+    for (int i = 0; i < size_ && first_bad < 0; ++i)
+      if (incoming.data<std::int64_t>()[i] != recv_counts[i]) first_bad = i;
+    Tensor flag = Tensor::from_ints({first_bad >= 0 ? 1 : 0}, {1});
+    host_->all_reduce(flag, ReduceOp::max);
+    if (first_bad >= 0)
+      UL_FAIL("all_to_all_v: rank ", rank_, " expects recv_counts[", first_bad,
+              "] = ", recv_counts[first_bad], " elements from rank ", first_bad, ", which sends ",
+              incoming.data<std::int64_t>()[first_bad]);
+    if (flag.data<std::int32_t>()[0] != 0)
+      UL_FAIL("all_to_all_v: send_counts and recv_counts disagree between other ranks of the "
+              "group (rank ", rank_, "'s are consistent)");
+  }
+
+  std::shared_ptr<Shared> shared_;
+  ncclComm_t comm_;
+  std::unique_ptr<Communicator> host_;
+  cudaEvent_t ready_ = nullptr;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+}  // namespace
+
+double nccl_timeout_seconds() {
+  const char* value = std::getenv("ULYSSES_NCCL_TIMEOUT_S");
+  if (value == nullptr || *value == '\0') return 600.0;
+  char* end = nullptr;
+  const double seconds = std::strtod(value, &end);
+  UL_CHECK(end != value && *end == '\0' && seconds > 0, "ULYSSES_NCCL_TIMEOUT_S='", value,
+           "': expected a positive number of seconds");
+  return seconds;
+}
+
+std::unique_ptr<Communicator> make_nccl_world(Communicator& host_world, const Context& ctx) {
+  UL_CHECK(ctx.device.is_cuda() && ctx.cuda, "make_nccl_world: the context is on ",
+           ctx.device.str(), "; NCCL needs a CUDA context (make_cuda_context)");
+  const double timeout_s = nccl_timeout_seconds();
+  // Our own host communicator of the same group (collective over host_world).
+  auto host = host_world.split(0, host_world.rank());
+  ncclUniqueId id;
+  static_assert(sizeof(id) % sizeof(std::int32_t) == 0);
+  Tensor id_bytes = Tensor::zeros({static_cast<std::int64_t>(sizeof(id) / 4)}, DType::i32);
+  const int world_rank = host->world_ranks()[static_cast<std::size_t>(host->rank())];
+  const std::string what = where("init", host->rank(), host->size(), world_rank);
+  if (host->rank() == 0) {
+    const ncclResult_t result = ncclGetUniqueId(&id);
+    if (result != ncclSuccess) {
+      // Tell the others (an all-zero id) so they stop too instead of waiting.
+      host->broadcast(id_bytes, 0);
+      fatal(what + ": ncclGetUniqueId failed: " + ncclGetErrorString(result));
+    }
+    std::memcpy(id_bytes.raw(), &id, sizeof(id));
+  }
+  host->broadcast(id_bytes, 0);
+  std::memcpy(&id, id_bytes.raw(), sizeof(id));
+
+  UL_CUDA_CHECK(cudaSetDevice(ctx.device.index));
+  ncclConfig_t config = nonblocking_config();
+  ncclComm_t comm = nullptr;
+  const ncclResult_t result = ncclCommInitRankConfig(&comm, host->size(), id, host->rank(), &config);
+  if (result != ncclSuccess && result != ncclInProgress)
+    fatal(what + ": ncclCommInitRankConfig failed: " + ncclGetErrorString(result));
+  wait_ready(comm, ncclSuccess, timeout_s, what);
+
+  auto shared = std::make_shared<Shared>();
+  shared->ctx = ctx;
+  shared->watchdog = std::make_shared<Watchdog>(ctx.device.index, timeout_s);
+  shared->world_rank = world_rank;
+  return std::make_unique<NcclCommunicator>(std::move(shared), comm, std::move(host));
+}
+
+}  // namespace ulysses::comm

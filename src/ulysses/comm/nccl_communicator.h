@@ -1,0 +1,50 @@
+// NCCL backend of Communicator: one process per GPU, bootstrapped over a host communicator.
+//
+// Contracts (in addition to communicator.h):
+// - Device (CUDA) tensors go through NCCL; host (CPU) tensors go through a host communicator of
+//   the same group (a split of the host world given at creation, e.g. MPI), so callers that
+//   reduce host counters or agree on host flags work unchanged. A collective's tensors must all
+//   be on the host or all on this communicator's device.
+// - Ordering: every NCCL call runs on the context's communication stream. Before it, that
+//   stream waits (cudaEvent) for all work queued so far on the compute stream; after it, the
+//   compute stream waits for the collective. So the call looks synchronous in stream order:
+//   work queued on the compute stream (and Tensor's copies) after the call sees the result, and
+//   buffers freed after the call may be reused at once. The host does not wait for the GPU.
+// - Reductions: NCCL's own algorithms. Every rank gets the same values, and a run is
+//   reproducible on the same machine and sizes, but the order of the additions is NCCL's (not
+//   rank order as in the MPI backend), so results may differ from the MPI backend in the last
+//   bits. bf16 is reduced by NCCL in bf16.
+// - send/recv: NCCL has no tags; messages between two ranks are matched in call order (the tag
+//   is checked to be >= 0 and otherwise ignored). barrier() is a host barrier (MPI).
+// - split(color, key): splits both the NCCL communicator (ncclCommSplit) and the host one.
+// - Errors: argument errors throw ulysses::Error (as the other backends). An NCCL or CUDA error
+//   reported by a collective, or a collective that does not complete within the timeout
+//   (ULYSSES_NCCL_TIMEOUT_S, seconds, default 600), prints a message naming the collective and
+//   the rank to stderr and stops every rank of the job (comm::abort_job) — never a silent hang.
+//   Communicators are created in non-blocking mode; the host polls their state with the same
+//   timeout, and a watchdog thread (one per world, shared by its splits) polls the completion
+//   events of the queued collectives and ncclCommGetAsyncError.
+// - Thread-safety: one thread issues collectives (as for every Communicator); the watchdog only
+//   reads completion state.
+// - Lifetime: the context's CUDA resources are shared (kept alive) by the communicator and its
+//   splits; destroy communicators before the end of main().
+#pragma once
+
+#include <memory>
+
+#include "ulysses/comm/communicator.h"
+#include "ulysses/core/context.h"
+
+namespace ulysses::comm {
+
+// Collective over host_world (every rank calls it with its own CUDA context): rank 0 creates an
+// NCCL unique id, host_world broadcasts it, each rank joins on ctx's device. host_world must
+// outlive nothing: the new communicator keeps its own split of it for host tensors.
+// Throws Error without CUDA support, when ctx is not a CUDA context or ULYSSES_NCCL_TIMEOUT_S
+// is malformed; NCCL setup failures stop the job as described above.
+std::unique_ptr<Communicator> make_nccl_world(Communicator& host_world, const Context& ctx);
+
+// ULYSSES_NCCL_TIMEOUT_S when set (a positive number of seconds), else 600. Error if malformed.
+double nccl_timeout_seconds();
+
+}  // namespace ulysses::comm
