@@ -22,6 +22,15 @@ namespace ulysses::comm {
 
 enum class ReduceOp { sum, max };
 
+// A collective started by an *_start call. wait() orders the caller's later work after it (on
+// a GPU: the compute stream waits for the communication stream; the host does not block); it
+// keeps the collective's tensors alive until then. Destroying a Work without wait() waits.
+class Work {
+ public:
+  virtual ~Work() = default;
+  virtual void wait() = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -35,6 +44,10 @@ class Communicator {
   // Equal splits: send and recv both hold size() chunks of numel / size() elements; chunk j of
   // send goes to rank j, chunk i of recv came from rank i.
   virtual void all_to_all(const Tensor& send, Tensor recv) = 0;
+  // all_to_all that may run while the caller queues more work: send and recv must not be
+  // touched until the returned Work's wait(). The NCCL backend runs it on the communication
+  // stream after the compute stream's work so far; other backends complete it before returning.
+  virtual std::unique_ptr<Work> all_to_all_start(const Tensor& send, Tensor recv);
   // Variable splits: send_counts[j] elements (consecutive, in rank order) go to rank j;
   // recv_counts[i] elements arrive from rank i, stored consecutively in rank order.
   virtual void all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts,

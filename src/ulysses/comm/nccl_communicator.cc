@@ -207,6 +207,41 @@ struct Shared {
   int world_rank = 0;
 };
 
+// An all_to_all_start on the communication stream: wait() makes the compute stream wait for
+// its completion event; until then it holds the tensors (so the caching allocator cannot hand
+// their memory to other work while NCCL still reads or writes it).
+class StreamWork final : public Work {
+ public:
+  StreamWork(std::shared_ptr<Shared> shared, Tensor send, Tensor recv)
+      : shared_(std::move(shared)), send_(std::move(send)), recv_(std::move(recv)) {
+    UL_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+    // Until a collective records it, the event counts as complete.
+  }
+  StreamWork(const StreamWork&) = delete;
+  StreamWork& operator=(const StreamWork&) = delete;
+  ~StreamWork() override {
+    if (!waited_) {
+      // Order the compute stream after the collective before the tensors are released.
+      cudaStreamWaitEvent(cuda_resources(shared_->ctx).stream, done_, 0);
+    }
+    cudaEventDestroy(done_);
+  }
+  cudaEvent_t done() const { return done_; }
+  void wait() override {
+    if (waited_) return;
+    UL_CUDA_CHECK(cudaStreamWaitEvent(cuda_resources(shared_->ctx).stream, done_, 0));
+    waited_ = true;
+    send_ = Tensor();
+    recv_ = Tensor();
+  }
+
+ private:
+  std::shared_ptr<Shared> shared_;
+  Tensor send_, recv_;
+  cudaEvent_t done_ = nullptr;
+  bool waited_ = false;
+};
+
 class NcclCommunicator final : public Communicator {
  public:
   // Takes ownership of comm (ready, not in progress); host is the host communicator of the
@@ -269,6 +304,29 @@ class NcclCommunicator final : public Communicator {
       }
       return ncclGroupEnd();
     });
+  }
+
+  std::unique_ptr<Work> all_to_all_start(const Tensor& send, Tensor recv) override {
+    detail::check_all_to_all(send, recv, size_);
+    if (on_host("all_to_all", send, recv)) return Communicator::all_to_all_start(send, recv);
+    const std::size_t chunk = static_cast<std::size_t>(send.numel() / size_);
+    const std::size_t bytes = chunk * dtype_size(send.dtype());
+    const ncclDataType_t type = nccl_type(send.dtype());
+    const char* s = static_cast<const char*>(send.raw());
+    char* r = static_cast<char*>(recv.raw());
+    auto work = std::make_unique<StreamWork>(shared_, send, recv);
+    if (chunk == 0) return work;
+    run("all_to_all", true,
+        [&](cudaStream_t stream) {
+          ncclGroupStart();
+          for (int j = 0; j < size_; ++j) {
+            ncclSend(s + j * bytes, chunk, type, j, comm_, stream);
+            ncclRecv(r + j * bytes, chunk, type, j, comm_, stream);
+          }
+          return ncclGroupEnd();
+        },
+        work->done());
+    return work;
   }
 
   void all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts, Tensor recv,
@@ -384,8 +442,10 @@ class NcclCommunicator final : public Communicator {
 
   // Orders `enqueue` (NCCL calls on the communication stream) after the compute stream's work
   // and the compute stream's later work after it; registers it with the watchdog.
+  // With `done` (an asynchronous start): the event is recorded after the collective and the
+  // compute stream does not wait (the Work's wait() makes it wait).
   template <typename F>
-  void run(const char* collective, bool has_data, F&& enqueue) {
+  void run(const char* collective, bool has_data, F&& enqueue, cudaEvent_t done = nullptr) {
     if (!has_data) return;
     CudaResources& cuda = cuda_resources(shared_->ctx);
     const std::string what = where(collective, rank_, size_, shared_->world_rank);
@@ -394,6 +454,11 @@ class NcclCommunicator final : public Communicator {
     if (status != cudaSuccess) fatal(what + ": " + cudaGetErrorString(status));
     wait_ready(comm_, enqueue(cuda.comm_stream), shared_->watchdog->timeout_s(), what);
     shared_->watchdog->watch(cuda.comm_stream, what);
+    if (done) {
+      status = cudaEventRecord(done, cuda.comm_stream);
+      if (status != cudaSuccess) fatal(what + ": " + cudaGetErrorString(status));
+      return;
+    }
     status = cudaEventRecord(ready_, cuda.comm_stream);
     if (status == cudaSuccess) status = cudaStreamWaitEvent(cuda.stream, ready_, 0);
     if (status != cudaSuccess) fatal(what + ": " + cudaGetErrorString(status));

@@ -27,7 +27,8 @@ void gather_head_chunks(const Context& ctx, const Tensor& x,
 
 // chunks: [P, T, heads_per_chunk, D] -> x: [T, H, D]. With accumulate, x[t, first_head[j] + h]
 // += chunks[j, t, h] for j = 0..P-1 in order (f32; bf16 too on CUDA); without, x[t, first_head[j] + h] =
-// chunks[j, t, h] (any dtype; chunks must then not overlap and must cover all heads).
+// chunks[j, t, h] (any dtype; chunks must then not overlap; heads outside every chunk keep
+// their values, so a caller may fill x in several calls).
 void scatter_head_chunks(const Context& ctx, const Tensor& chunks,
                          const std::vector<std::int64_t>& first_head,
                          std::int64_t heads_per_chunk, Tensor x, bool accumulate);

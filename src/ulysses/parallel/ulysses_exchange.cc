@@ -31,6 +31,43 @@ void heads_to_sequence(const Context& ctx, comm::Communicator& group, const Tens
   ops::scatter_head_chunks(ctx, recv, first_head, chunk, x, accumulate);
 }
 
+PendingExchange start_sequence_to_heads(const Context& ctx, comm::Communicator& group,
+                                        const Tensor& x, const std::vector<std::int64_t>& first_head,
+                                        std::int64_t chunk, Tensor out) {
+  const std::int64_t P = group.size(), T = x.dim(0), D = x.dim(2);
+  UL_CHECK(static_cast<std::int64_t>(first_head.size()) == P, "sequence_to_heads: ",
+           first_head.size(), " head chunks for a group of ", P);
+  check_shape(out, {P * T, chunk, D}, "sequence_to_heads: out");
+  Tensor send = Tensor::empty({P, T, chunk, D}, x.dtype(), x.device());
+  ops::gather_head_chunks(ctx, x, first_head, chunk, send);
+  PendingExchange pending;
+  pending.recv = out;
+  pending.work = group.all_to_all_start(send.view({send.numel()}), out.view({out.numel()}));
+  return pending;
+}
+
+void finish_sequence_to_heads(PendingExchange& pending) { pending.work->wait(); }
+
+PendingExchange start_heads_to_sequence(const Context& /*ctx*/, comm::Communicator& group,
+                                        const Tensor& x_heads, std::int64_t tokens) {
+  const std::int64_t P = group.size();
+  UL_CHECK(x_heads.dim(0) == P * tokens, "heads_to_sequence: x_heads has ", x_heads.dim(0),
+           " tokens, expected ", P * tokens);
+  PendingExchange pending;
+  pending.recv = Tensor::empty({P, tokens, x_heads.dim(1), x_heads.dim(2)}, x_heads.dtype(),
+                               x_heads.device());
+  pending.work =
+      group.all_to_all_start(x_heads.view({x_heads.numel()}), pending.recv.view({pending.recv.numel()}));
+  return pending;
+}
+
+void finish_heads_to_sequence(const Context& ctx, PendingExchange& pending,
+                              const std::vector<std::int64_t>& first_head, std::int64_t chunk,
+                              Tensor x, bool accumulate) {
+  pending.work->wait();
+  ops::scatter_head_chunks(ctx, pending.recv, first_head, chunk, x, accumulate);
+}
+
 HeadChunks query_head_chunks(std::int64_t num_heads, std::int64_t sp) {
   UL_CHECK(num_heads % sp == 0, "Ulysses: ", num_heads, " attention heads are not divisible by sp ",
            sp);
