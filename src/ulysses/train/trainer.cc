@@ -61,7 +61,9 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
       config_((validate(config), config)),
       model_config_(model::resolve_model_config(config.model)),
       ctx_(make_context(config.device, world_.size())),
-      params_(model_config_, ctx_.device) {
+      // With ZeRO the device state lives in the ZeroState; params_ is the host copy it is
+      // initialized from and gathers into for saving.
+      params_(model_config_, config.zero_stage > 0 ? Device::cpu() : ctx_.device) {
   ctx_.loss_tile_tokens = config_.loss_tile_tokens;
   if (model_config_.sliding_window > 0 && config_.max_seq_length > model_config_.sliding_window)
     UL_FAIL("--model ", config_.model, " uses sliding-window attention (sliding_window ",
@@ -77,7 +79,7 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   } else {
     model::init_weights(params_, config_.seed, static_cast<float>(config_.initializer_range));
   }
-  if (ctx_.compute_dtype != DType::f32) {
+  if (ctx_.compute_dtype != DType::f32 && config_.zero_stage == 0) {
     compute_params_ =
         std::make_unique<model::ParamBuffers>(model_config_, ctx_.device, ctx_.compute_dtype);
     for (std::size_t g = 0; g < params_.flat().size(); ++g)
@@ -111,12 +113,8 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   }
   decoder_ = std::make_unique<model::Decoder>(model_config_, *attention_);
   if (config_.zero_stage > 0) {
-    if (!ctx_.device.is_cpu())
-      UL_FAIL("--zero-stage ", config_.zero_stage, " on ", ctx_.device.str(),
-              ": ZeRO runs on the CPU backend for now (multi-GPU ZeRO comes with NCCL); use "
-              "--zero-stage 0 on CUDA");
     zero_ = std::make_unique<parallel::ZeroState>(
-        model_config_, *mesh_,
+        ctx_, model_config_, *mesh_,
         parallel::ZeroConfig{static_cast<int>(config_.zero_stage), config_.offload_optimizer,
                              config_.offload_params},
         adamw_config(config_));
