@@ -116,7 +116,11 @@ std::string zero_memory_table(const model::ModelConfig& config, int zero_group_s
 // gather_parameters (stage 3; mixed precision: stage 1-3) and load_state_tensors (stage 1-3) are
 // collective over the ZeRO group (the world for finish_step); every rank calls them in the same
 // order, as the decoder does. Collectives on device tensors go through the Communicator like any
-// other (NCCL on GPUs); the ZeroState never talks to a backend directly.
+// other (NCCL on GPUs); the ZeroState never talks to a backend directly. It relies on a
+// collective on device tensors being ordered after the compute stream's earlier work and before
+// its later work (so a transient buffer may go back to the caching allocator as soon as the call
+// returns), and on collectives of host tensors (the grad norm's partial sums) working on every
+// backend.
 class ZeroState final : public model::ParamStore {
  public:
   using Memory = ZeroMemory;

@@ -228,6 +228,7 @@ std::string Trainer::plan() const {
   out << "device: " << ctx_.device.str() << " (" << dtype_name(ctx_.compute_dtype)
       << " compute)\n";
   model::MemoryPlan memory = model::plan_memory(c, in);
+  std::int64_t offloaded = 0;  // of the model states, bytes the offload flags keep in host memory
   if (config_.zero_stage > 0) {
     const auto z = parallel::zero_memory_formula(
         c, {static_cast<int>(config_.zero_stage), config_.offload_optimizer, config_.offload_params},
@@ -240,8 +241,12 @@ std::string Trainer::plan() const {
         << mesh_->config().dp_shard_size * mesh_->config().sp_size << " ranks (dp_shard x sp)";
     if (z.offloaded) out << ", " << model::format_bytes(z.offloaded) << " offloaded to host";
     out << "\n";
+    if (!ctx_.device.is_cpu()) offloaded = z.offloaded;
   }
   out << model::format_memory_plan(memory, in);
+  if (offloaded > 0)
+    out << "  on the device " << model::format_bytes(memory.total() - offloaded) << " ("
+        << model::format_bytes(offloaded) << " of the above in host memory)\n";
   return out.str();
 }
 
