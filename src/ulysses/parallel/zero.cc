@@ -71,32 +71,50 @@ ZeroMemory zero_memory_formula(const model::ModelConfig& config, const ZeroConfi
 }
 
 // One parameter group's state on this rank. s = shard, padded = Z * s; this rank owns
-// elements [lo, lo + s) of the padded flat buffer.
+// elements [lo, lo + s) of the padded flat buffer. "device" is the context's device; "host"
+// buffers are the offloaded ones (on the CPU backend both are host memory).
 struct ZeroState::Group {
   std::int64_t numel = 0, shard = 0, padded = 0, lo = 0;
-  Tensor params;      // stage 0-2: [padded] full; stage 3: [s] this rank's shard
-  Tensor grads;       // stage 0-1: [padded] full; stage 2-3: [s] this rank's shard
-  Tensor exp_avg;     // [s]
-  Tensor exp_avg_sq;  // [s]
-  Tensor gathered;    // stage 3: [padded] full parameters while acquired
+  // Compute dtype. Stage 0-2: [padded] full on the device; stage 3: [s] this rank's shard (in
+  // host memory with offload_params).
+  Tensor params;
+  Tensor master;      // mixed precision only: [s] f32 master shard (host with offload_optimizer)
+  Tensor grads;       // f32 on the device. Stage 0-1: [padded] full; stage 2-3: [s] shard
+  Tensor exp_avg;     // [s] f32 (host with offload_optimizer)
+  Tensor exp_avg_sq;  // [s] f32 (host with offload_optimizer)
+  Tensor gathered;    // stage 3: [padded] compute dtype on the device while acquired
   int acquire_count = 0;
-  Tensor grad_full;  // stage 2-3: [padded] gradients of the backward in progress
+  Tensor grad_full;  // stage 2-3: [padded] f32 on the device, gradients of the running backward
 
   bool params_sharded = false, grads_sharded = false;  // stage >= 3, stage >= 2
 
   // This rank's shard of the parameters and gradients ([s] views).
   Tensor param_shard() const { return params_sharded ? params : params.rows(lo, lo + shard); }
   Tensor grad_shard() const { return grads_sharded ? grads : grads.rows(lo, lo + shard); }
+  // What AdamW updates ([s] f32): the master shard in mixed precision, else the parameters.
+  Tensor master_shard() const { return master.defined() ? master : param_shard(); }
 };
 
 ZeroState::ZeroState(const model::ModelConfig& config, Mesh& mesh, const ZeroConfig& zero,
                      const ops::AdamWConfig& adamw)
-    : config_(config), layout_(config), mesh_(mesh), zero_(zero), adamw_(adamw) {
+    : ZeroState(Context{}, config, mesh, zero, adamw) {}
+
+ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh& mesh,
+                     const ZeroConfig& zero, const ops::AdamWConfig& adamw)
+    : ctx_(ctx), config_(config), layout_(config), mesh_(mesh), zero_(zero), adamw_(adamw) {
   validate_zero_config(zero);
+  UL_CHECK(ctx.compute_dtype == DType::f32 || ctx.compute_dtype == DType::bf16,
+           "ZeroState: compute dtype ", dtype_name(ctx.compute_dtype), " (expected f32 or bf16)");
+  UL_CHECK(!ctx.device.is_cpu() || ctx.compute_dtype == DType::f32,
+           "ZeroState: the CPU backend computes in f32, got compute dtype ",
+           dtype_name(ctx.compute_dtype));
   if (zero.stage >= 1) {
     zero_size_ = mesh.zero_group().size();
     zero_rank_ = mesh.zero_group().rank();
   }
+  const Device device = ctx.device;
+  const Device optimizer_device = zero.offload_optimizer ? Device::cpu() : device;
+  const Device param_shard_device = zero.offload_params ? Device::cpu() : device;
   for (const auto& spec : layout_.groups()) {
     Group g;
     g.numel = spec.numel;
@@ -105,10 +123,13 @@ ZeroState::ZeroState(const model::ModelConfig& config, Mesh& mesh, const ZeroCon
     g.lo = g.shard * zero_rank_;
     g.params_sharded = zero.stage >= 3;
     g.grads_sharded = zero.stage >= 2;
-    g.params = Tensor::zeros({g.params_sharded ? g.shard : g.padded}, DType::f32);
-    g.grads = Tensor::zeros({g.grads_sharded ? g.shard : g.padded}, DType::f32);
-    g.exp_avg = Tensor::zeros({g.shard}, DType::f32);
-    g.exp_avg_sq = Tensor::zeros({g.shard}, DType::f32);
+    g.params = g.params_sharded
+                   ? Tensor::zeros({g.shard}, ctx.compute_dtype, param_shard_device)
+                   : Tensor::zeros({g.padded}, ctx.compute_dtype, device);
+    if (mixed()) g.master = Tensor::zeros({g.shard}, DType::f32, optimizer_device);
+    g.grads = Tensor::zeros({g.grads_sharded ? g.shard : g.padded}, DType::f32, device);
+    g.exp_avg = Tensor::zeros({g.shard}, DType::f32, optimizer_device);
+    g.exp_avg_sq = Tensor::zeros({g.shard}, DType::f32, optimizer_device);
     groups_.push_back(std::move(g));
   }
 }
@@ -121,10 +142,27 @@ ZeroState::Group& ZeroState::group(std::size_t index) {
   return groups_[index];
 }
 
-void ZeroState::all_gather_shard(const Group& g, Tensor full) {
-  // full: [padded]. The send buffer must not overlap the receive buffer: copy the shard out.
-  const Tensor shard = g.param_shard().clone();  // [s]
-  mesh_.zero_group().all_gather(shard, full);
+Tensor ZeroState::on_device(const Tensor& t) const {
+  return t.device() == ctx_.device ? t : t.to(ctx_.device);
+}
+
+void ZeroState::convert_into(const Tensor& src, Tensor dst) const {
+  if (src.dtype() == dst.dtype()) return dst.copy_from(src);
+  if (dst.device().is_cpu())  // host memory (CPU backend or offloaded): the CPU rounding (RNE)
+    return dst.copy_from((src.device().is_cpu() ? src : src.to(Device::cpu())).to(dst.dtype()));
+  ops::convert(ctx_, on_device(src), dst);  // the same rounding on the device
+}
+
+void ZeroState::publish(Group& g, const Tensor& shard) {
+  Tensor own = g.param_shard();  // [s] where this rank's shard lives
+  const bool in_place = shard.device() == own.device() && shard.raw() == own.raw();
+  if (zero_.stage >= 3 || zero_size_ == 1) {
+    if (!in_place) own.copy_from(shard);
+    return;
+  }
+  // Stage 1-2 over Z > 1 ranks. The send buffer must not overlap the receive buffer.
+  const Tensor send = in_place ? own.clone() : on_device(shard);  // [s]
+  mesh_.zero_group().all_gather(send, g.params);
 }
 
 void ZeroState::note_transient() {
@@ -136,9 +174,10 @@ Tensor ZeroState::acquire(std::size_t index) {
   Group& g = group(index);
   if (zero_.stage < 3) return g.params.rows(0, g.numel);
   if (g.acquire_count++ == 0) {
-    g.gathered = Tensor::empty({g.padded}, DType::f32);
-    all_gather_shard(g, g.gathered);
-    current_.params += g.padded * 4;
+    g.gathered = Tensor::empty({g.padded}, ctx_.compute_dtype, ctx_.device);
+    // Offloaded shards are copied to the device first.
+    mesh_.zero_group().all_gather(on_device(g.params), g.gathered);
+    current_.params += static_cast<std::int64_t>(g.gathered.nbytes());
     note_transient();
   }
   return g.gathered.rows(0, g.numel);
@@ -149,8 +188,8 @@ void ZeroState::release(std::size_t index) {
   if (zero_.stage < 3) return;
   UL_CHECK(g.acquire_count > 0, "ZeroState: release of group ", index, " without acquire");
   if (--g.acquire_count == 0) {
+    current_.params -= static_cast<std::int64_t>(g.gathered.nbytes());
     g.gathered = Tensor();
-    current_.params -= g.padded * 4;
   }
 }
 
@@ -158,7 +197,7 @@ Tensor ZeroState::grads(std::size_t index) {
   Group& g = group(index);
   if (zero_.stage < 2) return g.grads.rows(0, g.numel);
   if (!g.grad_full.defined()) {
-    g.grad_full = Tensor::zeros({g.padded}, DType::f32);
+    g.grad_full = Tensor::zeros({g.padded}, DType::f32, ctx_.device);
     current_.grads += g.padded * 4;
     note_transient();
   }
@@ -169,9 +208,9 @@ void ZeroState::grads_done(std::size_t index) {
   Group& g = group(index);
   if (zero_.stage < 2) return;
   UL_CHECK(g.grad_full.defined(), "ZeroState: grads_done for group ", index, " without gradients");
-  Tensor reduced = Tensor::empty({g.shard}, DType::f32);  // [s] sum over the ZeRO group
+  Tensor reduced = Tensor::empty({g.shard}, DType::f32, ctx_.device);  // [s] sum over ZeRO group
   mesh_.zero_group().reduce_scatter(g.grad_full, reduced, comm::ReduceOp::sum);
-  ops::add_inplace(Context{}, g.grads, reduced);
+  ops::add_inplace(ctx_, g.grads, reduced);
   g.grad_full = Tensor();
   current_.grads -= g.padded * 4;
 }
@@ -181,15 +220,25 @@ void ZeroState::set_parameters(const model::ParamBuffers& full) {
            " parameter groups, expected ", groups_.size());
   for (std::size_t i = 0; i < groups_.size(); ++i) {
     Group& g = groups_[i];
-    const Tensor& src = full.flat()[i];  // [numel]
+    const Tensor& src = full.flat()[i];  // [numel] f32
     check_dtype(src, DType::f32, "set_parameters: full parameters");
     check_shape(src, {g.numel}, "set_parameters: full parameters");
+    const std::int64_t end = std::min(g.lo + g.shard, g.numel);  // this rank's part of src
+    if (mixed()) {
+      g.master.zero_();
+      if (end > g.lo) g.master.rows(0, end - g.lo).copy_from(src.rows(g.lo, end));
+      if (zero_.stage < 3) {
+        convert_into(src, g.params.rows(0, g.numel));
+      } else {
+        convert_into(g.master, g.params);
+      }
+      continue;
+    }
     if (zero_.stage < 3) {
       g.params.rows(0, g.numel).copy_from(src);
       continue;
     }
     g.params.zero_();
-    const std::int64_t end = std::min(g.lo + g.shard, g.numel);
     if (end > g.lo) g.params.rows(0, end - g.lo).copy_from(src.rows(g.lo, end));
   }
 }
@@ -202,8 +251,49 @@ void ZeroState::begin_step() {
   peak_ = current_;
 }
 
+void ZeroState::update_group(std::size_t index, std::int64_t step, float lr) {
+  Group& g = groups_[index];
+  // offload_optimizer on a device: the update runs on the CPU, where the state lives.
+  const bool on_host = zero_.offload_optimizer && !ctx_.device.is_cpu();
+  const Context optimizer_ctx = on_host ? Context{} : ctx_;
+  Tensor grad = g.grad_shard();      // [s] f32, reduced and clipped
+  Tensor master = g.master_shard();  // [s] f32
+  if (on_host) {
+    grad = grad.to(Device::cpu());
+    if (!mixed()) master = master.to(Device::cpu());  // f32 on a device: params are the master
+  }
+  // Mixed precision: the updated shard rounded to the compute dtype, written by AdamW in the
+  // same pass: straight into the resident shard when it is on this device and needs no
+  // all-gather, else into a zeroed temporary (its padding stays zero).
+  Tensor rounded;
+  if (mixed()) {
+    const Tensor own = g.param_shard();
+    if (!on_host && own.device() == ctx_.device && (zero_.stage >= 3 || zero_size_ == 1))
+      rounded = own;
+    else
+      rounded = Tensor::zeros({g.shard}, ctx_.compute_dtype, optimizer_ctx.device);
+  }
+  for (const auto& spec : layout_.groups()[index].params) {
+    const std::int64_t begin = std::max(spec.offset, g.lo);
+    const std::int64_t end = std::min(spec.offset + shape_numel(spec.shape), g.lo + g.shard);
+    if (end <= begin) continue;
+    ops::AdamWConfig hyper = adamw_;
+    hyper.lr = lr;
+    if (!spec.weight_decay) hyper.weight_decay = 0.0f;
+    const std::int64_t a = begin - g.lo, b = end - g.lo;
+    ops::adamw_step_with_copy(optimizer_ctx, hyper, step, master.rows(a, b), grad.rows(a, b),
+                              g.exp_avg.rows(a, b), g.exp_avg_sq.rows(a, b),
+                              rounded.defined() ? rounded.rows(a, b) : Tensor());
+  }
+  if (mixed()) return publish(g, rounded);
+  if (on_host) g.param_shard().copy_from(master);
+  publish(g, g.param_shard());
+}
+
 double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
                               double max_grad_norm) {
+  UL_CHECK(ctx.device == ctx_.device, "finish_step: context on ", ctx.device.str(),
+           " but the ZeRO state lives on ", ctx_.device.str());
   for (const Group& g : groups_)
     UL_CHECK(!g.grad_full.defined(), "finish_step: a backward did not call grads_done");
   // 1. Reduce: every rank's gradients become the sum over the world.
@@ -216,35 +306,21 @@ double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
       replicas.all_reduce(g.grads, comm::ReduceOp::sum);
     }
   }
-  // 2. Global norm: this rank's shards (padding is zero), then the ZeRO group in rank order.
+  // 2. Global norm: this rank's shards (padding is zero; on the device, double accumulation),
+  // then the ZeRO group's partial sums in rank order on the host.
   double sum = 0;
-  for (const Group& g : groups_) sum += ops::sum_of_squares(ctx, g.grad_shard());
+  for (const Group& g : groups_) sum += ops::sum_of_squares(ctx_, g.grad_shard());
   if (zero_.stage >= 1) sum = sum_in_rank_order(mesh_.zero_group(), sum);
   const double norm = std::sqrt(sum);
   // 3. Clip (torch's clip_grad_norm_ rule).
   if (max_grad_norm > 0) {
     const double factor = max_grad_norm / (norm + 1e-6);
     if (factor < 1.0)
-      for (Group& g : groups_) ops::scale_inplace(ctx, g.grad_shard(), static_cast<float>(factor));
+      for (Group& g : groups_) ops::scale_inplace(ctx_, g.grad_shard(), static_cast<float>(factor));
   }
-  // 4. AdamW on the owned elements of every parameter (weight decay per ParamSpec).
-  for (std::size_t i = 0; i < groups_.size(); ++i) {
-    Group& g = groups_[i];
-    Tensor param = g.param_shard(), grad = g.grad_shard();  // [s]
-    for (const auto& spec : layout_.groups()[i].params) {
-      const std::int64_t begin = std::max(spec.offset, g.lo);
-      const std::int64_t end = std::min(spec.offset + shape_numel(spec.shape), g.lo + g.shard);
-      if (end <= begin) continue;
-      ops::AdamWConfig hyper = adamw_;
-      hyper.lr = lr;
-      if (!spec.weight_decay) hyper.weight_decay = 0.0f;
-      const std::int64_t a = begin - g.lo, b = end - g.lo;
-      ops::adamw_step(ctx, hyper, step, param.rows(a, b), grad.rows(a, b), g.exp_avg.rows(a, b),
-                      g.exp_avg_sq.rows(a, b));
-    }
-    // 5. Refresh the full parameters (stage 1-2).
-    if (zero_.stage == 1 || zero_.stage == 2) all_gather_shard(g, g.params);
-  }
+  // 4. AdamW on the owned elements of every parameter (weight decay per ParamSpec), then the
+  // parameters are refreshed (stage 0-2: all-gathered into the full buffers).
+  for (std::size_t i = 0; i < groups_.size(); ++i) update_group(i, step, lr);
   return norm;
 }
 
@@ -253,14 +329,20 @@ void ZeroState::gather_parameters(model::ParamBuffers& out) {
            " parameter groups, expected ", groups_.size());
   for (std::size_t i = 0; i < groups_.size(); ++i) {
     Group& g = groups_[i];
-    Tensor dst = out.flat()[i];  // [numel]
+    Tensor dst = out.flat()[i];  // [numel] f32
     check_shape(dst, {g.numel}, "gather_parameters: out");
-    if (zero_.stage < 3) {
+    check_dtype(dst, DType::f32, "gather_parameters: out");
+    if (!mixed() && zero_.stage < 3) {  // the full f32 parameters are resident
       dst.copy_from(g.params.rows(0, g.numel));
       continue;
     }
-    Tensor full = Tensor::empty({g.padded}, DType::f32);  // [padded]
-    all_gather_shard(g, full);
+    const Tensor shard = g.master_shard();  // [s] f32
+    if (zero_size_ == 1) {
+      dst.copy_from(shard.rows(0, g.numel));
+      continue;
+    }
+    Tensor full = Tensor::empty({g.padded}, DType::f32, ctx_.device);  // [padded]
+    mesh_.zero_group().all_gather(on_device(shard), full);
     dst.copy_from(full.rows(0, g.numel));
   }
 }
@@ -270,7 +352,7 @@ std::vector<std::pair<std::string, Tensor>> ZeroState::state_tensors() const {
   for (std::size_t i = 0; i < groups_.size(); ++i) {
     const Group& g = groups_[i];
     const std::string& name = layout_.groups()[i].name;
-    out.emplace_back("param." + name, g.param_shard());
+    out.emplace_back("param." + name, g.master_shard());
     out.emplace_back("exp_avg." + name, g.exp_avg);
     out.emplace_back("exp_avg_sq." + name, g.exp_avg_sq);
   }
@@ -294,18 +376,27 @@ void ZeroState::load_state_tensors(const std::map<std::string, Tensor>& tensors)
     copies.emplace_back(dst, src);
   }
   for (auto& [dst, src] : copies) dst.copy_from(src);
-  if (zero_.stage == 1 || zero_.stage == 2)
-    for (Group& g : groups_) all_gather_shard(g, g.params);
+  // The compute parameters follow the loaded master shards.
+  for (Group& g : groups_) {
+    if (!mixed()) {
+      publish(g, g.param_shard());
+      continue;
+    }
+    Tensor rounded = Tensor::empty({g.shard}, ctx_.compute_dtype, g.master.device());  // [s]
+    convert_into(g.master, rounded);
+    publish(g, rounded);
+  }
 }
 
 ZeroMemory ZeroState::memory() const {
   ZeroMemory m;
   for (const Group& g : groups_) {
     m.params += static_cast<std::int64_t>(g.params.nbytes());
+    if (g.master.defined()) m.master += static_cast<std::int64_t>(g.master.nbytes());
     m.grads += static_cast<std::int64_t>(g.grads.nbytes());
     m.optimizer += static_cast<std::int64_t>(g.exp_avg.nbytes() + g.exp_avg_sq.nbytes());
   }
-  if (zero_.offload_optimizer) m.offloaded += m.optimizer;
+  if (zero_.offload_optimizer) m.offloaded += m.optimizer + m.master;
   if (zero_.offload_params) m.offloaded += m.params;
   return m;
 }

@@ -20,6 +20,18 @@
 // over the ZeRO group during backward, then all-reduce the shards over the replicate group.
 // The global grad norm adds the ranks' partial sums of squares (double) in ZeRO rank order.
 //
+// Precision and devices. The ZeroState lives on its Context's device and uses its compute dtype:
+//   - fp32 (the CPU reference): the parameters are the master weights; the shard AdamW updates
+//     is this rank's slice of the parameters.
+//   - mixed (compute dtype bf16, the CUDA backend): the decoder reads bf16 parameters (full
+//     buffers at stage 0-2, gathered per group at stage 3); the fp32 master shard, the AdamW
+//     moments and the gradients (fp32) are separate. finish_step runs AdamW on the master shard
+//     and writes the rounded bf16 shard in the same pass (ops::adamw_step_with_copy), then the
+//     bf16 shards are all-gathered into the full buffers (stage 1-2) or are the stage-3 shard.
+// Every buffer is allocated once, by the constructor (persistent), except the transient full
+// buffers of stage 2-3 and the small per-step copies, which come from the device's caching
+// allocator (Tensor::empty), so no cudaMalloc runs inside a step once the cache is warm.
+//
 // Per-rank memory (N parameters; every group rounded up to its padded size Z * s, and "N/Z"
 // meaning the sum of the per-group shards s):
 //
@@ -29,17 +41,25 @@
 //   stage 2                4N            4N/Z          8N/Z
 //   stage 3                4N/Z          4N/Z          8N/Z
 //
-//   bf16 mixed (CUDA): params 2N (2N/Z at stage 3) plus fp32 master weights 4N sharded like the
-//   optimizer (4N at stage 0, 4N/Z at stage >= 1); grads and optimizer as above (fp32).
+//   bf16 mixed (CUDA)      params (bf16) master (fp32) grads (fp32)  optimizer (fp32)
+//   stage 0                2N            4N            4N            8N
+//   stage 1                2N            4N/Z          4N            8N/Z
+//   stage 2                2N            4N/Z          4N/Z          8N/Z
+//   stage 3                2N/Z          4N/Z          4N/Z          8N/Z
 //
-// Not counted: the transient full buffers of stage 2-3 (one group's gradients between grads()
-// and grads_done(), one group's gathered parameters between acquire and release; see
-// peak_transient()).
+// Not counted: the transient full buffers of stage 2-3 (one group's fp32 gradients between
+// grads() and grads_done(), one group's gathered compute-dtype parameters between acquire and
+// release; see peak_transient()).
 //
-// Offload: on the CPU backend every buffer already lives in host memory, so
-// offload_optimizer / offload_params change nothing but the accounting (Memory::offloaded). On
-// CUDA they will keep the optimizer state and fp32 master shard (offload_optimizer) and the
-// stage-3 parameter shards (offload_params) in host memory.
+// Offload. On the CPU backend every buffer already lives in host memory, so offload_optimizer /
+// offload_params change nothing but the accounting (Memory::offloaded). On CUDA:
+//   - offload_optimizer keeps the AdamW moments and the fp32 master shard in host memory
+//     (Memory::optimizer + master): finish_step copies the (reduced, clipped) gradient shard to
+//     the host, runs AdamW there (the CPU kernel) and copies the updated bf16 shard back to the
+//     device (stage 1-2: then all-gathered into the full buffers).
+//   - offload_params (stage 3) keeps the bf16 parameter shards in host memory (Memory::params):
+//     acquire copies the shard to the device before the all-gather.
+// The gradients (fp32) always stay on the device.
 #pragma once
 
 #include <cstdint>
@@ -93,24 +113,36 @@ std::string zero_memory_table(const model::ModelConfig& config, int zero_group_s
                               model::Precision precision);
 
 // Collectives: acquire/release (stage 3), grads_done (stage 2-3), finish_step,
-// gather_parameters and load_state_tensors (stage 1-3) are collective over the ZeRO group (the
-// world for finish_step); every rank calls them in the same order, as the decoder does.
+// gather_parameters (stage 3; mixed precision: stage 1-3) and load_state_tensors (stage 1-3) are
+// collective over the ZeRO group (the world for finish_step); every rank calls them in the same
+// order, as the decoder does. Collectives on device tensors go through the Communicator like any
+// other (NCCL on GPUs); the ZeroState never talks to a backend directly. It relies on a
+// collective on device tensors being ordered after the compute stream's earlier work and before
+// its later work (so a transient buffer may go back to the caching allocator as soon as the call
+// returns), and on collectives of host tensors (the grad norm's partial sums) working on every
+// backend.
 class ZeroState final : public model::ParamStore {
  public:
   using Memory = ZeroMemory;
 
-  // Collective-free. Parameters start at zero: call set_parameters before training.
+  // Collective-free. Parameters start at zero: call set_parameters before training. The state
+  // lives on ctx.device with ctx.compute_dtype parameters (see "Precision and devices"); the
+  // context must outlive the ZeroState's use (it is copied; its resources are shared).
+  ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh& mesh,
+            const ZeroConfig& zero, const ops::AdamWConfig& adamw);
+  // The CPU fp32 reference (a CPU context).
   ZeroState(const model::ModelConfig& config, Mesh& mesh, const ZeroConfig& zero,
             const ops::AdamWConfig& adamw);
   ~ZeroState() override;
   ZeroState(const ZeroState&) = delete;
   ZeroState& operator=(const ZeroState&) = delete;
 
-  // ParamStore. acquire: stage 0-2 the resident full buffer; stage 3 all-gathers the group's
-  // shards into a temporary full buffer on the first (outer) acquire and frees it on the last
-  // release. grads: stage 0-1 the persistent full buffer; stage 2-3 a temporary full buffer,
-  // zeroed when created, reduce-scattered into this rank's gradient shard by grads_done (which
-  // frees it; grads_done is a no-op at stage 0-1).
+  // ParamStore. acquire ([numel], compute dtype, on the device): stage 0-2 the resident full
+  // buffer; stage 3 all-gathers the group's shards (copied to the device first when offloaded)
+  // into a temporary full buffer on the first (outer) acquire and frees it on the last release.
+  // grads ([numel] f32 on the device): stage 0-1 the persistent full buffer; stage 2-3 a
+  // temporary full buffer, zeroed when created, reduce-scattered into this rank's gradient
+  // shard by grads_done (which frees it; grads_done is a no-op at stage 0-1).
   const model::ModelConfig& config() const override { return config_; }
   const model::ParamLayout& layout() const override { return layout_; }
   Tensor acquire(std::size_t group) override;
@@ -118,7 +150,9 @@ class ZeroState final : public model::ParamStore {
   Tensor grads(std::size_t group) override;
   void grads_done(std::size_t group) override;
 
-  // Same values on every rank (initialized or loaded weights). Not collective.
+  // Same values on every rank (initialized or loaded weights; f32, any device). Not
+  // collective. Mixed precision: the master shard takes the f32 values, the compute parameters
+  // their bf16 rounding.
   void set_parameters(const model::ParamBuffers& full);
   // Zeroes the gradient accumulators (and the transient peaks). Call before the first backward
   // of an optimizer step.
@@ -130,20 +164,24 @@ class ZeroState final : public model::ParamStore {
   // the shard is the parameter). Returns the grad norm before clipping. Collective over the
   // world.
   double finish_step(const Context& ctx, std::int64_t step, float lr, double max_grad_norm);
-  // Full parameters on every rank (for saving). Collective over the ZeRO group at stage 3.
+  // Full f32 parameters (the master weights in mixed precision) on every rank, for saving; out
+  // is f32 on any device. Collective over the ZeRO group at stage 3, and in mixed precision at
+  // every stage >= 1 (the master weights exist only as shards).
   void gather_parameters(model::ParamBuffers& out);
 
   // This rank's training state: "param.<group>", "exp_avg.<group>", "exp_avg_sq.<group>" for
   // every group name of the layout ("embed", "layers.3", "final"), each [s] f32 (this rank's
-  // shard; stage 0: the whole group, [numel]). The tensors are views of the live state: save
-  // them before the next step. (The step count is the caller's.)
+  // shard; stage 0: the whole group, [numel]); "param" is the master shard in mixed precision.
+  // The tensors are views of the live state (on the device, or in host memory when offloaded):
+  // save them before the next step. (The step count is the caller's.)
   std::vector<std::pair<std::string, Tensor>> state_tensors() const;
   // The inverse: Error naming the tensor when one is missing or has another shape (a different
   // ZeRO stage or group size) or dtype. Collective over the ZeRO group at stage 1-2 (the
   // loaded parameter shards are all-gathered into the full buffers).
   void load_state_tensors(const std::map<std::string, Tensor>& tensors);
 
-  // Bytes this rank holds persistently for params / grads / optimizer (fp32; master = 0).
+  // Bytes this rank holds persistently for params / master / grads / optimizer (master = 0 in
+  // fp32), and which of them are in host memory because of the offload flags.
   Memory memory() const;
   // Largest transient full buffers held at once since begin_step (stage 2-3 gradients, stage 3
   // gathered parameters), in bytes.
@@ -159,9 +197,19 @@ class ZeroState final : public model::ParamStore {
  private:
   struct Group;
   Group& group(std::size_t index);
-  void all_gather_shard(const Group& g, Tensor full);
+  bool mixed() const { return ctx_.compute_dtype != DType::f32; }
+  // The tensor on the state's device (itself when it already is there, else a copy).
+  Tensor on_device(const Tensor& t) const;
+  // dst = src converted to dst's dtype (f32 <-> compute dtype; any devices).
+  void convert_into(const Tensor& src, Tensor dst) const;
+  // Installs this rank's updated compute-dtype shard (`shard`, [s], any device; may be the
+  // resident shard itself): stage 3 stores it, stage 0-2 all-gather it into the full buffer.
+  void publish(Group& g, const Tensor& shard);
+  // AdamW on one group's master shard with the reduced, clipped gradient shard.
+  void update_group(std::size_t index, std::int64_t step, float lr);
   void note_transient();
 
+  Context ctx_;
   model::ModelConfig config_;
   model::ParamLayout layout_;
   Mesh& mesh_;

@@ -37,7 +37,7 @@ struct TrainConfig {
   std::string sp_backend = "ulysses";  // attention strategy when sp_size > 1
   std::int64_t dp_shard_size = 0;  // 0 = world / (sp_size * dp_replicate_size)
   std::int64_t dp_replicate_size = 1;
-  std::int64_t zero_stage = 0;  // 0-3, over the dp_shard x sp ranks (CPU backend for now)
+  std::int64_t zero_stage = 0;  // 0-3, over the dp_shard x sp ranks (CPU and CUDA)
   bool offload_optimizer = false;  // ZeRO >= 1: master weights and AdamW state in host memory
   bool offload_params = false;     // ZeRO 3: parameter shards in host memory
   std::string device = "cpu";  // cpu | cuda | auto

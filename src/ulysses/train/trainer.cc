@@ -74,7 +74,9 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
       config_((validate(config), config)),
       model_config_(model::resolve_model_config(config.model)),
       ctx_(make_agreed_context(config.device, world_)),
-      params_(model_config_, ctx_.device) {
+      // With ZeRO the device state lives in the ZeroState; params_ is the host copy it is
+      // initialized from and gathers into for saving.
+      params_(model_config_, config.zero_stage > 0 ? Device::cpu() : ctx_.device) {
   ctx_.loss_tile_tokens = config_.loss_tile_tokens;
   const std::string& attn = config_.attn_implementation;
   if (ctx_.device.is_cpu() && (attn == "cudnn" || attn == "builtin"))
@@ -98,7 +100,7 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   } else {
     model::init_weights(params_, config_.seed, static_cast<float>(config_.initializer_range));
   }
-  if (ctx_.compute_dtype != DType::f32) {
+  if (ctx_.compute_dtype != DType::f32 && config_.zero_stage == 0) {
     compute_params_ =
         std::make_unique<model::ParamBuffers>(model_config_, ctx_.device, ctx_.compute_dtype);
     for (std::size_t g = 0; g < params_.flat().size(); ++g)
@@ -134,12 +136,8 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   }
   decoder_ = std::make_unique<model::Decoder>(model_config_, *attention_);
   if (config_.zero_stage > 0) {
-    if (!ctx_.device.is_cpu())
-      UL_FAIL("--zero-stage ", config_.zero_stage, " on ", ctx_.device.str(),
-              ": ZeRO runs on the CPU backend for now (multi-GPU ZeRO comes with NCCL); use "
-              "--zero-stage 0 on CUDA");
     zero_ = std::make_unique<parallel::ZeroState>(
-        model_config_, *mesh_,
+        ctx_, model_config_, *mesh_,
         parallel::ZeroConfig{static_cast<int>(config_.zero_stage), config_.offload_optimizer,
                              config_.offload_params},
         adamw_config(config_));
@@ -253,6 +251,7 @@ std::string Trainer::plan() const {
   out << "device: " << ctx_.device.str() << " (" << dtype_name(ctx_.compute_dtype)
       << " compute, " << mesh_->world().backend() << " collectives)\n";
   model::MemoryPlan memory = model::plan_memory(c, in);
+  std::int64_t offloaded = 0;  // of the model states, bytes the offload flags keep in host memory
   if (config_.zero_stage > 0) {
     const auto z = parallel::zero_memory_formula(
         c, {static_cast<int>(config_.zero_stage), config_.offload_optimizer, config_.offload_params},
@@ -265,8 +264,12 @@ std::string Trainer::plan() const {
         << mesh_->config().dp_shard_size * mesh_->config().sp_size << " ranks (dp_shard x sp)";
     if (z.offloaded) out << ", " << model::format_bytes(z.offloaded) << " offloaded to host";
     out << "\n";
+    if (!ctx_.device.is_cpu()) offloaded = z.offloaded;
   }
   out << model::format_memory_plan(memory, in);
+  if (offloaded > 0)
+    out << "  on the device " << model::format_bytes(memory.total() - offloaded) << " ("
+        << model::format_bytes(offloaded) << " of the above in host memory)\n";
   return out.str();
 }
 

@@ -74,11 +74,14 @@ class Trainer {
   // Several GPUs: the NCCL world the mesh is built on (null on CPU or with one rank). Declared
   // before mesh_, which refers to it.
   std::unique_ptr<comm::Communicator> nccl_world_;
-  model::ParamBuffers params_;  // f32: the parameters (the fp32 master weights on CUDA)
+  // f32: the parameters (the fp32 master weights on CUDA). With ZeRO: a host copy, written by
+  // gather_parameters (the live state is in zero_).
+  model::ParamBuffers params_;
   std::unique_ptr<model::ParamBuffers> grads_;  // f32, without ZeRO
   std::unique_ptr<parallel::ZeroState> zero_;    // ZeRO >= 1: sharded gradients and state
-  // bf16 copy used by forward/backward when the compute dtype is not f32 (CUDA); kept in step
-  // with params_ by the optimizer.
+  // bf16 copy used by forward/backward when the compute dtype is not f32 (CUDA) without ZeRO;
+  // kept in step with params_ by the optimizer. (With ZeRO the ZeroState holds the bf16
+  // parameters.)
   std::unique_ptr<model::ParamBuffers> compute_params_;
   std::unique_ptr<AdamW> optimizer_;  // without ZeRO
   std::int64_t updates_ = 0;          // optimizer updates applied (skipped steps excluded)

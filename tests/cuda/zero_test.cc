@@ -1,0 +1,251 @@
+// ZeRO on one GPU (a self communicator, world 1): every stage and offload mode trains like the
+// plain CUDA path (ZeRO-0: fp32 master + bf16 compute copy, AdamW with copy), the buffers live
+// where zero.h's table says (device or host) with exactly the formula's bytes, and steps allocate
+// no new device memory once the caching allocator is warm. Multi-GPU: tests/cuda_dist/zero_test.cc.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "cuda_test_util.h"
+#include "zero_train_util.h"
+#include "ulysses/data/packer.h"
+#include "ulysses/model/decoder.h"
+#include "ulysses/parallel/attention_strategy.h"
+#include "ulysses/parallel/mesh.h"
+#include "ulysses/parallel/zero.h"
+
+namespace ulysses::parallel {
+namespace {
+
+using testing::expect_same_training;
+using testing::train_run;
+using testing::zero_test_model;
+
+struct Variant {
+  int stage;
+  bool offload_optimizer, offload_params;
+  std::string name() const {
+    return "stage " + std::to_string(stage) + (offload_optimizer ? " +offload-optimizer" : "") +
+           (offload_params ? " +offload-params" : "");
+  }
+};
+
+// With one rank every shard is the whole group and the reductions are copies, so each stage
+// runs the same kernels on the same values as ZeRO-0; the only differences are the order of
+// the two sequences' gradient sums at stage 2-3 (each backward into a fresh buffer, then added)
+// and, with --offload-optimizer, AdamW's CPU kernel instead of the GPU's (FMA contraction): a
+// few ulps in the master weights, which can flip the bf16 rounding of a rare weight. Hence
+// 1e-5 rather than bit equality.
+TEST(CudaZeroTraining, EveryStageAndOffloadMatchesZero0) {
+  UL_REQUIRE_GPU();
+  for (const bool tied : {false, true}) {
+    const std::string model =
+        testing::write_model_json(zero_test_model(tied), tied ? "tied" : "untied");
+    const train::TrainConfig base = testing::zero_train_config(model);
+    const testing::TrainResult expected = train_run(base);  // ZeRO-0: the plain CUDA path
+    ASSERT_EQ(expected.losses.size(), 5u);
+    for (const double loss : expected.losses) ASSERT_TRUE(std::isfinite(loss));
+    // (The copy task's tokens are random: 5 steps do not lower the loss measurably.)
+    EXPECT_NE(expected.losses.back(), expected.losses.front()) << "ZeRO-0 did not train";
+    std::vector<Variant> variants = {{3, false, false}, {3, true, true}};
+    if (!tied)
+      variants = {{1, false, false}, {2, false, false}, {3, false, false}, {3, false, true},
+                  {1, true, false},  {2, true, false},  {3, true, true}};
+    for (const Variant& v : variants) {
+      train::TrainConfig config = base;
+      config.zero_stage = v.stage;
+      config.offload_optimizer = v.offload_optimizer;
+      config.offload_params = v.offload_params;
+      const std::string what = (tied ? "tied " : "untied ") + v.name();
+      SCOPED_TRACE(what);
+      expect_same_training(train_run(config), expected, 1e-5, 1e-5, what, /*print=*/true);
+    }
+    std::filesystem::remove(model);
+  }
+}
+
+// A ZeRO checkpoint on the GPU (device shards, or host shards when offloaded) resumes bit for
+// bit: the bf16 parameters are rebuilt from the loaded master shards with the rounding AdamW's
+// copy used.
+TEST(CudaZeroTraining, ResumeContinuesBitExactly) {
+  UL_REQUIRE_GPU();
+  const std::string model = testing::write_model_json(zero_test_model(true), "resume");
+  for (const Variant& v : {Variant{1, false, false}, Variant{3, true, true}}) {
+    SCOPED_TRACE(v.name());
+    train::TrainConfig c = testing::zero_train_config(model);
+    c.zero_stage = v.stage;
+    c.offload_optimizer = v.offload_optimizer;
+    c.offload_params = v.offload_params;
+    const auto root = std::filesystem::temp_directory_path() /
+                      ("ulysses_cuda_zero_resume_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(root);
+    c.output_dir = (root / "run").string();
+    train::TrainConfig straight = c;
+    straight.output_dir = (root / "straight").string();
+    const testing::TrainResult expected = train_run(straight);
+    {
+      train::Trainer first(c);
+      for (std::int64_t step = 1; step <= 3; ++step) first.train_step(step);
+      first.save_checkpoint(3);
+    }
+    train::TrainConfig again = c;
+    again.resume_from_checkpoint = "latest";
+    train::Trainer second(again);
+    const auto rest = second.run();
+    ASSERT_EQ(rest.size(), 2u);
+    EXPECT_EQ(rest[0].loss, expected.losses[3]);  // bitwise
+    EXPECT_EQ(rest[1].loss, expected.losses[4]);
+    std::vector<double> params;
+    for (const auto& flat : second.params().flat())
+      for (const float x : flat.to_floats()) params.push_back(x);
+    EXPECT_EQ(params, expected.params);
+    std::filesystem::remove_all(root);
+  }
+  std::filesystem::remove(model);
+}
+
+TEST(CudaZeroTraining, PlanShowsWhatOffloadKeepsOffTheDevice) {
+  UL_REQUIRE_GPU();
+  const std::string model = testing::write_model_json(zero_test_model(false), "plan");
+  train::TrainConfig config = testing::zero_train_config(model);
+  config.zero_stage = 3;
+  config.offload_optimizer = true;
+  config.offload_params = true;
+  const train::Trainer trainer(config);
+  const std::string plan = trainer.plan();
+  EXPECT_NE(plan.find("zero: stage 3"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("offloaded to host"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("on the device"), std::string::npos) << plan;
+  std::filesystem::remove(model);
+}
+
+std::vector<Variant> all_variants() {
+  return {{0, false, false}, {1, false, false}, {2, false, false}, {3, false, false},
+          {1, true, false},  {2, true, false},  {3, true, false},  {3, false, true},
+          {3, true, true}};
+}
+
+TEST(CudaZeroState, BuffersLiveWhereTheTableSaysWithTheFormulasBytes) {
+  UL_REQUIRE_GPU();
+  const Context& ctx = testing::gpu();
+  auto self = comm::make_self_communicator();
+  Mesh mesh(*self, ParallelConfig{1, 1, 1});
+  const model::ModelConfig config = zero_test_model(false);
+  model::ParamBuffers init(config), back(config);
+  model::init_weights(init, 3);
+  for (const Variant& v : all_variants()) {
+    SCOPED_TRACE(v.name());
+    const ZeroConfig zc{v.stage, v.offload_optimizer, v.offload_params};
+    ZeroState zero(ctx, config, mesh, zc, ops::AdamWConfig{});
+    zero.set_parameters(init);
+
+    const ZeroMemory formula = zero_memory_formula(config, zc, 1, model::Precision::bf16_mixed);
+    const ZeroMemory memory = zero.memory();
+    EXPECT_EQ(memory.params, formula.params);
+    EXPECT_EQ(memory.master, formula.master);
+    EXPECT_EQ(memory.grads, formula.grads);
+    EXPECT_EQ(memory.optimizer, formula.optimizer);
+    EXPECT_EQ(memory.offloaded, formula.offloaded);
+
+    // Master shard and moments: host memory exactly when the optimizer is offloaded.
+    for (const auto& [name, t] : zero.state_tensors()) {
+      EXPECT_EQ(t.dtype(), DType::f32) << name;
+      EXPECT_EQ(t.device().is_cpu(), v.offload_optimizer) << name << " on " << t.device().str();
+    }
+    // The decoder reads bf16 on the GPU: the rounding of the f32 weights.
+    for (const std::size_t g : {std::size_t{0}, model::layer_group(1)}) {
+      const Tensor a = zero.acquire(g), b = zero.acquire(g);  // nested acquires
+      EXPECT_EQ(a.dtype(), DType::bf16);
+      EXPECT_TRUE(a.device().is_cuda());
+      EXPECT_EQ(a.to_floats(), init.flat()[g].to(DType::bf16).to_floats()) << "group " << g;
+      EXPECT_EQ(b.to_floats(), a.to_floats());
+      zero.release(g);
+      zero.release(g);
+      EXPECT_TRUE(zero.grads(g).device().is_cuda());
+      EXPECT_EQ(zero.grads(g).dtype(), DType::f32);
+      zero.grads_done(g);
+    }
+    // gather_parameters returns the f32 master weights, bit for bit.
+    zero.gather_parameters(back);
+    for (std::size_t g = 0; g < init.flat().size(); ++g)
+      EXPECT_EQ(back.flat()[g].to_floats(), init.flat()[g].to_floats()) << "group " << g;
+
+    // State round trip through host copies (as a checkpoint does).
+    std::map<std::string, Tensor> saved;
+    for (const auto& [name, t] : zero.state_tensors()) saved[name] = t.to(Device::cpu());
+    ZeroState loaded(ctx, config, mesh, zc, ops::AdamWConfig{});
+    loaded.load_state_tensors(saved);
+    loaded.gather_parameters(back);
+    for (std::size_t g = 0; g < init.flat().size(); ++g)
+      EXPECT_EQ(back.flat()[g].to_floats(), init.flat()[g].to_floats()) << "loaded group " << g;
+    const Tensor p = loaded.acquire(model::final_group(config));
+    EXPECT_EQ(p.to_floats(),
+              init.flat()[model::final_group(config)].to(DType::bf16).to_floats());
+    loaded.release(model::final_group(config));
+  }
+}
+
+data::PackedSequence sample_sequence(std::int64_t vocab, std::uint64_t seed) {
+  data::PackedSequence s;
+  Rng rng(seed);
+  for (const int n : {90, 1, 120}) {
+    data::Document d;
+    for (int i = 0; i < n; ++i)
+      d.tokens.push_back(static_cast<std::int32_t>(rng.below(static_cast<std::uint64_t>(vocab))));
+    d.labels = d.tokens;
+    data::append_document(s, d);
+  }
+  data::pad_sequence(s, 256);
+  return s;
+}
+
+// DESIGN: no cudaMalloc inside a step. Persistent buffers come from the constructor; the
+// transient full buffers (stage 2-3) come from the caching allocator, which has every size class
+// after the first step.
+TEST(CudaZeroState, StepsAllocateNoDeviceMemoryOnceWarm) {
+  UL_REQUIRE_GPU();
+  const Context& ctx = testing::gpu();
+  auto self = comm::make_self_communicator();
+  Mesh mesh(*self, ParallelConfig{1, 1, 1});
+  const model::ModelConfig config = zero_test_model(true);
+  model::ParamBuffers init(config);
+  model::init_weights(init, 4);
+  auto attention = make_local_attention();
+  const model::Decoder decoder(config, *attention);
+  const data::PackedSequence sequence = sample_sequence(config.vocab_size, 8);
+  const data::SequenceShard shard =
+      data::to_device(data::make_full_shard(sequence), ctx.device);
+  const float grad_scale = 1.0f / static_cast<float>(sequence.valid_labels());
+  const std::int64_t full_bytes = 4 * model::ParamLayout(config).numel();
+  for (const Variant& v : {Variant{2, false, false}, Variant{3, false, false},
+                           Variant{3, true, true}}) {
+    SCOPED_TRACE(v.name());
+    ZeroState zero(ctx, config, mesh, ZeroConfig{v.stage, v.offload_optimizer, v.offload_params},
+                   ops::AdamWConfig{});
+    zero.set_parameters(init);
+    std::vector<double> losses;
+    std::int64_t warm_allocations = 0;
+    for (std::int64_t step = 1; step <= 5; ++step) {
+      if (step == 3) warm_allocations = device_memory_stats(ctx.device.index).device_allocations;
+      zero.begin_step();
+      const auto loss = decoder.forward_backward(ctx, zero, shard, grad_scale, {});
+      const double norm = zero.finish_step(ctx, step, 1e-3f, 1.0);
+      EXPECT_TRUE(std::isfinite(norm));
+      losses.push_back(loss.loss_sum * grad_scale);
+      // Never all gradients (stage 2-3) or all parameters (stage 3) on the device at once.
+      EXPECT_GT(zero.peak_transient().grads, 0);
+      EXPECT_LT(zero.peak_transient().grads, full_bytes);
+      if (v.stage == 3) {
+        EXPECT_GT(zero.peak_transient().params, 0);
+        EXPECT_LT(zero.peak_transient().params, full_bytes / 2);  // bf16
+      }
+    }
+    synchronize(ctx);
+    EXPECT_EQ(device_memory_stats(ctx.device.index).device_allocations, warm_allocations)
+        << "steps 3-5 called cudaMalloc (a cache miss of the caching allocator)";
+    EXPECT_NE(losses.back(), losses.front()) << "the parameters did not change";
+  }
+}
+
+}  // namespace
+}  // namespace ulysses::parallel
