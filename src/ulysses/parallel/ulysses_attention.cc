@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "ulysses/ops/attention.h"
@@ -25,7 +27,10 @@ class UlyssesAttention final : public AttentionStrategy {
         heads_(heads),
         q_(query_head_chunks(heads, group.size())),
         kv_(kv_head_chunks(kv_heads, group.size())) {
-    if (q_.chunk % 2 == 0 && (kv_.chunk % 2 == 0 || kv_.chunk == 1)) parts_ = 2;
+    // ULYSSES_SP_PIPELINE=0 turns the pipelining off (for measurements: same results).
+    const char* pipeline = std::getenv("ULYSSES_SP_PIPELINE");
+    const bool allowed = !(pipeline && std::string(pipeline) == "0");
+    if (allowed && q_.chunk % 2 == 0 && (kv_.chunk % 2 == 0 || kv_.chunk == 1)) parts_ = 2;
     kv_parts_ = kv_.chunk % parts_ == 0 && kv_.chunk > 1 ? parts_ : 1;
   }
 
