@@ -16,7 +16,9 @@
 #include "ulysses/core/device_memory.h"
 #include "ulysses/core/rng.h"
 #include "ulysses/ops/attention.h"
+#ifdef ULYSSES_HAS_CUDA
 #include "ulysses/ops/cuda/cudnn_attention.h"
+#endif
 #include "ulysses/ops/linear.h"
 
 namespace {
@@ -119,9 +121,11 @@ int main(int argc, char** argv) {
   }
   try {
     const ulysses::Context ctx = ulysses::make_cuda_context(0);
+#ifdef ULYSSES_HAS_CUDA
     std::string why;
     const int cudnn = ulysses::ops::cuda::cudnn_version(&why);
     std::printf("cuDNN: %s\n", cudnn ? std::to_string(cudnn).c_str() : why.c_str());
+#endif
     const int repeats = quick ? 3 : 7;
     // qwen3-4b: hidden 2560, 32 x 128 query, 8 x 128 kv, intermediate 9728, vocab 151936.
     const std::int64_t N = 8192;

@@ -164,8 +164,14 @@ int main(int argc, char** argv) {
     config.output_dir = "";
     config.quiet = true;
     config.learning_rate = 1e-5;
+    const auto setup_start = std::chrono::steady_clock::now();
     train::Trainer trainer(config, *world);
-    if (main_rank) std::printf("%s", trainer.plan().c_str());
+    const double setup_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - setup_start).count();
+    if (main_rank) {
+      std::printf("%ssetup (init, NCCL, plan): %.1f s\n", trainer.plan().c_str(), setup_s);
+      std::fflush(stdout);
+    }
     trainer.train_step(1);  // warm-up: plans, allocator
     double seconds = 0, flops = 0;
     std::int64_t tokens = 0, peak = 0;
@@ -175,8 +181,10 @@ int main(int argc, char** argv) {
       flops += m.tflops_per_device * 1e12 * m.seconds;
       tokens += m.tokens;
       peak = std::max(peak, m.peak_mem_bytes);
-      if (main_rank)
+      if (main_rank) {
         std::printf("step %lld: %.3f s, loss %.4f\n", static_cast<long long>(s), m.seconds, m.loss);
+        std::fflush(stdout);
+      }
     }
     // The largest rank's peak memory.
     Tensor peak_all = Tensor::empty({1}, DType::i64);

@@ -2,6 +2,8 @@
 // every architecture variant, and gradient checkpointing giving bitwise identical results.
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
 #include <cmath>
 
 #include "test_util.h"
@@ -187,6 +189,43 @@ TEST(Model, PackedDocumentsDoNotInteract) {
   const double together =
       decoder.forward_backward(ctx, params, nullptr, data::make_full_shard(packed), 0, {}).loss_sum;
   EXPECT_NEAR(together, separate, 1e-5 * std::fabs(separate));
+}
+
+}  // namespace
+}  // namespace ulysses::model
+
+namespace ulysses::model {
+namespace {
+
+// Large tensors are drawn in parallel blocks: the values must not depend on the thread count,
+// and a tensor's first 2^20 values are those of its single stream (small models unchanged).
+TEST(ModelInit, SameValuesForAnyThreadCountAndSmallTensorsUnchanged) {
+  ModelConfig c = tiny_config("llama");
+  c.vocab_size = 4096;
+  c.hidden_size = 512;  // embed_tokens: 2M values = 2 blocks
+  c.intermediate_size = 1024;
+  c.num_attention_heads = 8;
+  c.num_key_value_heads = 8;
+  c.head_dim = 64;
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  ParamBuffers one(c, Device::cpu());
+  init_weights(one, 7);
+  omp_set_num_threads(4);
+  ParamBuffers four(c, Device::cpu());
+  init_weights(four, 7);
+  omp_set_num_threads(threads);
+  for (std::size_t g = 0; g < one.flat().size(); ++g)
+    EXPECT_EQ(one.flat()[g].to_floats(), four.flat()[g].to_floats()) << "group " << g;
+  // The first block of embed_tokens is the tensor's own stream: std * normal() in order.
+  const Tensor embed = one.get("model.embed_tokens.weight");
+  std::uint64_t hash = 1469598103934665603ull;  // FNV-1a of the name, as params.cc
+  for (const unsigned char ch : std::string("model.embed_tokens.weight"))
+    hash = (hash ^ ch) * 1099511628211ull;
+  Rng rng = Rng::derive(7, {hash});
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(embed.data<float>()[i], 0.02f * rng.normal()) << i;
+  // The second block is another stream (not a continuation, not a repeat of the first).
+  EXPECT_NE(embed.data<float>()[1 << 20], embed.data<float>()[0]);
 }
 
 }  // namespace

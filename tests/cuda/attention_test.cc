@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <ostream>
+#include <string>
 
 #include "cuda_test_util.h"
 #include "ulysses/ops/attention.h"
@@ -21,6 +23,13 @@ struct Case {
   std::int64_t head_dim, query_heads, kv_heads;
   std::vector<std::int32_t> cu;
 };
+
+// gtest prints the parameter of a failing case with this (not as raw bytes).
+void PrintTo(const Case& c, std::ostream* out) {
+  *out << (c.kernel == AttentionKernel::cudnn ? "cudnn" : "builtin") << " head_dim " << c.head_dim
+       << ", heads " << c.query_heads << "/" << c.kv_heads << ", " << c.cu.size() - 1
+       << " documents";
+}
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
   const Case& c = info.param;

@@ -1,5 +1,6 @@
 #include "ulysses/model/params.h"
 
+#include <algorithm>
 #include <functional>
 
 namespace ulysses::model {
@@ -154,8 +155,20 @@ void init_weights(ParamBuffers& params, std::uint64_t seed, float std) {
       } else if (is_bias(spec.name)) {
         host.fill_(0.0f);
       } else {
-        Rng rng = Rng::derive(seed, {name_hash(spec.name)});
-        for (std::int64_t i = 0; i < host.numel(); ++i) p[i] = std * rng.normal();
+        // Blocks of 2^20 values, each from its own stream (block 0: the tensor's stream as
+        // before, so tensors up to 2^20 values are unchanged), drawn in parallel: the values
+        // do not depend on the thread count, and a 4B-parameter model initializes in seconds
+        // instead of minutes.
+        const std::uint64_t hash = name_hash(spec.name);
+        const std::int64_t n = host.numel(), block = std::int64_t{1} << 20;
+        const std::int64_t blocks = (n + block - 1) / block;
+#pragma omp parallel for schedule(dynamic)
+        for (std::int64_t b = 0; b < blocks; ++b) {
+          Rng rng = b == 0 ? Rng::derive(seed, {hash})
+                           : Rng::derive(seed, {hash, static_cast<std::uint64_t>(b)});
+          const std::int64_t end = std::min(n, (b + 1) * block);
+          for (std::int64_t i = b * block; i < end; ++i) p[i] = std * rng.normal();
+        }
       }
       t.copy_from(t.dtype() == DType::f32 ? host : host.to(t.dtype()));
     }
