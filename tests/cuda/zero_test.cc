@@ -35,7 +35,10 @@ struct Variant {
 // the two sequences' gradient sums at stage 2-3 (each backward into a fresh buffer, then added)
 // and, with --offload-optimizer, AdamW's CPU kernel instead of the GPU's (FMA contraction): a
 // few ulps in the master weights, which can flip the bf16 rounding of a rare weight. Hence
-// 1e-5 rather than bit equality.
+// 1e-5 rather than bit equality; 1e-3 with --offload-optimizer, whose flipped roundings grow
+// over the 5 steps (measured on an H200: stage 3 with both offloads 2.4e-5 loss, 3.9e-4
+// grad-norm, 1.9e-4 parameters; stage 1 and 2 with it stayed under 1e-5). A wrong update (a
+// stale shard, a missed step) moves these by 1e-2 or more.
 TEST(CudaZeroTraining, EveryStageAndOffloadMatchesZero0) {
   UL_REQUIRE_GPU();
   for (const bool tied : {false, true}) {
@@ -58,7 +61,9 @@ TEST(CudaZeroTraining, EveryStageAndOffloadMatchesZero0) {
       config.offload_params = v.offload_params;
       const std::string what = (tied ? "tied " : "untied ") + v.name();
       SCOPED_TRACE(what);
-      expect_same_training(train_run(config), expected, 1e-5, 1e-5, what, /*print=*/true);
+      const double tolerance = v.offload_optimizer ? 1e-3 : 1e-5;
+      expect_same_training(train_run(config), expected, tolerance, tolerance, what,
+                           /*print=*/true);
     }
     std::filesystem::remove(model);
   }

@@ -52,8 +52,12 @@ TEST(CudaDistZero, StagesMatchZero0OnTheSameRanks) {
       const std::string what = where + " stage " + std::to_string(v.stage) +
                                (v.offload ? " +offload" : "");
       SCOPED_TRACE(what);
-      testing::expect_same_training(testing::train_run(config, &world()), expected, 1e-5, 1e-4,
-                                    what, /*print=*/world().rank() == 0);
+      // --offload-optimizer runs AdamW on the CPU (no FMA): bf16 roundings of rare weights
+      // flip (see tests/cuda/zero_test.cc; measured 1.4e-4 grad-norm, 1.7e-4 parameters on
+      // 2 H200s), hence 1e-3 there.
+      testing::expect_same_training(testing::train_run(config, &world()), expected,
+                                    v.offload ? 1e-3 : 1e-5, v.offload ? 1e-3 : 1e-4, what,
+                                    /*print=*/world().rank() == 0);
     }
   }
   std::filesystem::remove(model);
