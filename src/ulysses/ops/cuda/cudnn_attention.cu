@@ -1,9 +1,4 @@
 // cuDNN fused attention through the backend graph API (see cudnn_attention.h for the contract).
-#include "ulysses/ops/cuda/cudnn_attention.h"
-
-#include <cudnn_graph.h>
-#include <dlfcn.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -14,291 +9,37 @@
 
 #include "ulysses/core/cuda_resources.h"
 #include "ulysses/core/log.h"
+#include "ulysses/ops/cuda/cudnn_attention.h"
+#include "ulysses/ops/cuda/cudnn_graph.h"
 #include "ulysses/ops/elementwise.h"
 
 namespace ulysses::ops::cuda {
 
-// ---------------------------------------------------------------------------------------------
-// The library, loaded once per process. Immutable after loading.
+using namespace cudnn;  // the library, descriptors and graph builder (cudnn_graph.h)
+
 namespace {
-
-struct CudnnLibrary {
-  void* handle = nullptr;
-  std::string error;  // why it could not be used; empty when usable
-  int version = 0;
-  decltype(&cudnnGetVersion) get_version = nullptr;
-  decltype(&cudnnGetErrorString) error_string = nullptr;
-  decltype(&cudnnGetLastErrorString) last_error = nullptr;
-  decltype(&cudnnCreate) create = nullptr;
-  decltype(&cudnnDestroy) destroy = nullptr;
-  decltype(&cudnnSetStream) set_stream = nullptr;
-  decltype(&cudnnBackendCreateDescriptor) create_descriptor = nullptr;
-  decltype(&cudnnBackendDestroyDescriptor) destroy_descriptor = nullptr;
-  decltype(&cudnnBackendSetAttribute) set_attribute = nullptr;
-  decltype(&cudnnBackendGetAttribute) get_attribute = nullptr;
-  decltype(&cudnnBackendFinalize) finalize = nullptr;
-  decltype(&cudnnBackendExecute) execute = nullptr;
-};
-
-// The fused engine needs the backend graph API of cuDNN 9 with ragged (THD) GQA (9.6+).
-constexpr int kMinimumVersion = 90600;
-
-CudnnLibrary load_cudnn() {
-  CudnnLibrary lib;
-  const char* override_path = std::getenv("ULYSSES_CUDNN_LIBRARY");
-  const std::string path = override_path && *override_path ? override_path : "libcudnn.so.9";
-  lib.handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!lib.handle) {
-    const char* why = dlerror();
-    lib.error = "could not load " + path + " (" + (why ? why : "unknown error") + ")";
-    return lib;
-  }
-  bool missing = false;
-  auto load = [&](auto& fn, const char* name) {
-    fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib.handle, name));
-    if (!fn) {
-      lib.error = path + " has no symbol " + name;
-      missing = true;
-    }
-  };
-  load(lib.get_version, "cudnnGetVersion");
-  load(lib.error_string, "cudnnGetErrorString");
-  load(lib.last_error, "cudnnGetLastErrorString");
-  load(lib.create, "cudnnCreate");
-  load(lib.destroy, "cudnnDestroy");
-  load(lib.set_stream, "cudnnSetStream");
-  load(lib.create_descriptor, "cudnnBackendCreateDescriptor");
-  load(lib.destroy_descriptor, "cudnnBackendDestroyDescriptor");
-  load(lib.set_attribute, "cudnnBackendSetAttribute");
-  load(lib.get_attribute, "cudnnBackendGetAttribute");
-  load(lib.finalize, "cudnnBackendFinalize");
-  load(lib.execute, "cudnnBackendExecute");
-  if (missing) return lib;
-  lib.version = static_cast<int>(lib.get_version());
-  if (lib.version < kMinimumVersion)
-    lib.error = path + " is cuDNN " + std::to_string(lib.version) + "; the fused attention "
-                "path needs " + std::to_string(kMinimumVersion) + " or newer";
-  return lib;
-}
-
-const CudnnLibrary& library() {
-  static const CudnnLibrary lib = load_cudnn();
-  return lib;
-}
-
-// A failure while building a graph or a plan: the caller falls back (not an Error).
-struct NotSupported {
-  std::string what;
-};
-
-std::string status_text(cudnnStatus_t status) {
-  const CudnnLibrary& lib = library();
-  std::string text = lib.error_string(status);
-  char detail[512] = {0};
-  lib.last_error(detail, sizeof detail);
-  if (detail[0]) text += std::string(": ") + detail;
-  return text;
-}
-
-void check(cudnnStatus_t status, const char* what) {
-  if (status != CUDNN_STATUS_SUCCESS) throw NotSupported{std::string(what) + ": " + status_text(status)};
-}
-
-// One backend descriptor, destroyed with its owner.
-class Descriptor {
- public:
-  explicit Descriptor(cudnnBackendDescriptorType_t type) {
-    check(library().create_descriptor(type, &desc_), "cudnnBackendCreateDescriptor");
-  }
-  Descriptor(const Descriptor&) = delete;
-  Descriptor& operator=(const Descriptor&) = delete;
-  ~Descriptor() {
-    if (desc_) library().destroy_descriptor(desc_);
-  }
-  cudnnBackendDescriptor_t get() const { return desc_; }
-
-  Descriptor& set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type,
-                  std::int64_t count, const void* values) {
-    check(library().set_attribute(desc_, name, type, count, values), "cudnnBackendSetAttribute");
-    return *this;
-  }
-  template <typename T>
-  Descriptor& set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, T value) {
-    return set(name, type, 1, &value);
-  }
-  Descriptor& set(cudnnBackendAttributeName_t name, const Descriptor& other) {
-    cudnnBackendDescriptor_t d = other.get();
-    return set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &d);
-  }
-  void finalize(const char* what) { check(library().finalize(desc_), what); }
-
- private:
-  cudnnBackendDescriptor_t desc_ = nullptr;
-};
-using DescriptorPtr = std::shared_ptr<Descriptor>;
-
-using Dims = std::vector<std::int64_t>;
-
-// A tensor of the graph: its descriptor and shape.
-struct GraphTensor {
-  DescriptorPtr desc;
-  Dims dims, strides;
-};
 
 // Fixed unique ids of the tensors bound at execution.
 enum Uid : std::int64_t {
-  kQ = 1, kK, kV, kO, kStats, kScale, kSeqQ, kSeqKv, kQOffset, kKvOffset, kStatsOffset, kNegInf,
-  kDO, kDQ, kDK, kDV, kDotSum, kDQAccum, kOne,
-  kFirstVirtual = 1000,
-};
-
-// Builds an operation graph, then an execution plan.
-class GraphBuilder {
- public:
-  GraphTensor tensor(std::int64_t uid, cudnnDataType_t type, Dims dims, Dims strides,
-                     bool is_virtual = false, const GraphTensor* ragged_offset = nullptr,
-                     bool by_value = false) {
-    auto d = std::make_shared<Descriptor>(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
-    d->set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, type);
-    d->set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, static_cast<std::int64_t>(dims.size()),
-           dims.data());
-    d->set(CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, static_cast<std::int64_t>(strides.size()),
-           strides.data());
-    d->set(CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, uid);
-    d->set(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, std::int64_t{16});
-    d->set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, is_virtual);
-    if (by_value) d->set(CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, true);
-    if (ragged_offset) d->set(CUDNN_ATTR_TENSOR_RAGGED_OFFSET_DESC, *ragged_offset->desc);
-    d->finalize("tensor descriptor");
-    keep_.push_back(d);
-    return {d, std::move(dims), std::move(strides)};
-  }
-  GraphTensor virtual_tensor(cudnnDataType_t type, Dims dims, Dims strides) {
-    return tensor(next_virtual_++, type, std::move(dims), std::move(strides), true);
-  }
-  GraphTensor scalar(std::int64_t uid, cudnnDataType_t type) {
-    return tensor(uid, type, {1, 1, 1, 1}, {1, 1, 1, 1}, false, nullptr, true);
-  }
-
-  // y = op(x[, b[, t]]) elementwise; y is a new virtual tensor of x's shape unless given.
-  GraphTensor pointwise(cudnnPointwiseMode_t mode, const GraphTensor& x, const GraphTensor* b,
-                        const GraphTensor* t, cudnnDataType_t y_type,
-                        cudnnDataType_t compute = CUDNN_DATA_FLOAT, std::int64_t axis = -1,
-                        const GraphTensor* y_given = nullptr) {
-    auto pw = std::make_shared<Descriptor>(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
-    pw->set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, mode);
-    pw->set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, compute);
-    if (axis >= 0) pw->set(CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, axis);
-    pw->finalize("pointwise descriptor");
-    keep_.push_back(pw);
-    GraphTensor y = y_given ? *y_given : virtual_tensor(y_type, x.dims, x.strides);
-    auto op = std::make_shared<Descriptor>(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
-    op->set(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, *pw);
-    op->set(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, *x.desc);
-    if (b) op->set(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, *b->desc);
-    if (t) op->set(CUDNN_ATTR_OPERATION_POINTWISE_TDESC, *t->desc);
-    op->set(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, *y.desc);
-    op->finalize("pointwise operation");
-    add(op);
-    return y;
-  }
-
-  void matmul(const GraphTensor& a, const GraphTensor& b, const GraphTensor& c,
-              const GraphTensor* m_override, const GraphTensor* n_override,
-              const GraphTensor* k_override, bool zero_padding = false) {
-    auto mm = std::make_shared<Descriptor>(CUDNN_BACKEND_MATMUL_DESCRIPTOR);
-    mm->set(CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, CUDNN_DATA_FLOAT);
-    if (zero_padding) mm->set(CUDNN_ATTR_MATMUL_PADDING_VALUE, CUDNN_TYPE_DOUBLE, 0.0);
-    mm->finalize("matmul descriptor");
-    keep_.push_back(mm);
-    auto op = std::make_shared<Descriptor>(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR);
-    op->set(CUDNN_ATTR_OPERATION_MATMUL_ADESC, *a.desc);
-    op->set(CUDNN_ATTR_OPERATION_MATMUL_BDESC, *b.desc);
-    op->set(CUDNN_ATTR_OPERATION_MATMUL_CDESC, *c.desc);
-    op->set(CUDNN_ATTR_OPERATION_MATMUL_DESC, *mm);
-    if (m_override) op->set(CUDNN_ATTR_OPERATION_MATMUL_GEMM_M_OVERRIDE_DESC, *m_override->desc);
-    if (n_override) op->set(CUDNN_ATTR_OPERATION_MATMUL_GEMM_N_OVERRIDE_DESC, *n_override->desc);
-    if (k_override) op->set(CUDNN_ATTR_OPERATION_MATMUL_GEMM_K_OVERRIDE_DESC, *k_override->desc);
-    op->finalize("matmul operation");
-    add(op);
-  }
-
-  void reduction(cudnnReduceTensorOp_t reduce, const GraphTensor& x, const GraphTensor& y) {
-    auto red = std::make_shared<Descriptor>(CUDNN_BACKEND_REDUCTION_DESCRIPTOR);
-    red->set(CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, CUDNN_DATA_FLOAT);
-    red->set(CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, reduce);
-    red->finalize("reduction descriptor");
-    keep_.push_back(red);
-    auto op = std::make_shared<Descriptor>(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR);
-    op->set(CUDNN_ATTR_OPERATION_REDUCTION_DESC, *red);
-    op->set(CUDNN_ATTR_OPERATION_REDUCTION_XDESC, *x.desc);
-    op->set(CUDNN_ATTR_OPERATION_REDUCTION_YDESC, *y.desc);
-    op->finalize("reduction operation");
-    add(op);
-  }
-
-  void reshape(const GraphTensor& x, const GraphTensor& y) {
-    auto op = std::make_shared<Descriptor>(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR);
-    op->set(CUDNN_ATTR_OPERATION_RESHAPE_XDESC, *x.desc);
-    op->set(CUDNN_ATTR_OPERATION_RESHAPE_YDESC, *y.desc);
-    op->finalize("reshape operation");
-    add(op);
-  }
-
-  // The execution plan of the first heuristic engine configuration that accepts the graph.
-  DescriptorPtr plan(cudnnHandle_t handle, std::int64_t* workspace_bytes) {
-    Descriptor graph(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-    graph.set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, handle);
-    graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-              static_cast<std::int64_t>(ops_.size()), ops_.data());
-    graph.finalize("operation graph");
-    Descriptor heuristics(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-    heuristics.set(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph);
-    heuristics.set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, CUDNN_HEUR_MODE_A);
-    heuristics.finalize("engine heuristics");
-    std::int64_t count = 0;
-    check(library().get_attribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr),
-          "engine heuristics results");
-    if (count == 0) throw NotSupported{"no engine configuration supports the graph"};
-    std::vector<std::unique_ptr<Descriptor>> configs;
-    std::vector<cudnnBackendDescriptor_t> raw;
-    for (std::int64_t i = 0; i < count; ++i) {
-      configs.push_back(std::make_unique<Descriptor>(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
-      raw.push_back(configs.back()->get());
-    }
-    std::int64_t returned = 0;
-    check(library().get_attribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &returned, raw.data()),
-          "engine heuristics results");
-    std::string last;
-    for (std::int64_t i = 0; i < returned; ++i) {
-      try {
-        auto plan = std::make_shared<Descriptor>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-        plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, handle);
-        plan->set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, *configs[static_cast<std::size_t>(i)]);
-        plan->finalize("execution plan");
-        std::int64_t bytes = 0, n = 0;
-        check(library().get_attribute(plan->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                      CUDNN_TYPE_INT64, 1, &n, &bytes),
-              "workspace size");
-        *workspace_bytes = bytes;
-        return plan;
-      } catch (const NotSupported& e) {
-        last = e.what;
-      }
-    }
-    throw NotSupported{"no engine configuration finalized (" + last + ")"};
-  }
-
- private:
-  void add(const DescriptorPtr& op) {
-    keep_.push_back(op);
-    ops_.push_back(op->get());
-  }
-  std::vector<DescriptorPtr> keep_;
-  std::vector<cudnnBackendDescriptor_t> ops_;
-  std::int64_t next_virtual_ = kFirstVirtual;
+  kQ = 1,
+  kK,
+  kV,
+  kO,
+  kStats,
+  kScale,
+  kSeqQ,
+  kSeqKv,
+  kQOffset,
+  kKvOffset,
+  kStatsOffset,
+  kNegInf,
+  kDO,
+  kDQ,
+  kDK,
+  kDV,
+  kDotSum,
+  kDQAccum,
+  kOne,
 };
 
 // The shape a plan is built for. Documents: `batch` entries (>= n, unused ones have length 0),
@@ -376,12 +117,10 @@ GraphTensor masks(GraphBuilder& g, const Common& c, const GraphTensor& scores, b
     s = g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, s, &c.neg_inf, &ok, CUDNN_DATA_FLOAT);
   }
   if (causal) {
-    const GraphTensor row =
-        g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s, nullptr, nullptr, CUDNN_DATA_INT32,
-                    CUDNN_DATA_FLOAT, 2);
-    const GraphTensor col =
-        g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s, nullptr, nullptr, CUDNN_DATA_INT32,
-                    CUDNN_DATA_FLOAT, 3);
+    const GraphTensor row = g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s, nullptr, nullptr,
+                                        CUDNN_DATA_INT32, CUDNN_DATA_FLOAT, 2);
+    const GraphTensor col = g.pointwise(CUDNN_POINTWISE_GEN_INDEX, s, nullptr, nullptr,
+                                        CUDNN_DATA_INT32, CUDNN_DATA_FLOAT, 3);
     const GraphTensor keep = g.pointwise(CUDNN_POINTWISE_CMP_GE, row, &col, nullptr,
                                          CUDNN_DATA_BOOLEAN, CUDNN_DATA_BOOLEAN);
     s = g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, s, &c.neg_inf, &keep, CUDNN_DATA_FLOAT);
@@ -400,8 +139,8 @@ Plan build_forward(cudnnHandle_t handle, const Shapes& sh) {
                                  false, &c.kv_offset);
   const GraphTensor o =
       g.tensor(kO, CUDNN_DATA_BFLOAT16, sh.thd(sh.hq), sh.thd_strides(sh.hq), false, &c.q_offset);
-  const GraphTensor stats = g.tensor(kStats, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false,
-                                     &c.stats_offset);
+  const GraphTensor stats =
+      g.tensor(kStats, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false, &c.stats_offset);
 
   const GraphTensor s = g.virtual_tensor(CUDNN_DATA_FLOAT, sh.scores(), sh.scores_strides());
   g.matmul(q, k_t, s, &c.seq_q, &c.seq_kv, nullptr, /*zero_padding=*/true);
@@ -439,24 +178,23 @@ Plan build_backward(cudnnHandle_t handle, const Shapes& sh) {
       g.tensor(kO, CUDNN_DATA_BFLOAT16, sh.thd(sh.hq), sh.thd_strides(sh.hq), false, &c.q_offset);
   const GraphTensor d_o =
       g.tensor(kDO, CUDNN_DATA_BFLOAT16, sh.thd(sh.hq), sh.thd_strides(sh.hq), false, &c.q_offset);
-  const GraphTensor stats = g.tensor(kStats, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false,
-                                     &c.stats_offset);
+  const GraphTensor stats =
+      g.tensor(kStats, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false, &c.stats_offset);
   const GraphTensor d_q =
       g.tensor(kDQ, CUDNN_DATA_BFLOAT16, sh.thd(sh.hq), sh.thd_strides(sh.hq), false, &c.q_offset);
-  const GraphTensor d_k = g.tensor(kDK, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv),
-                                   sh.thd_strides(sh.hkv), false, &c.kv_offset);
-  const GraphTensor d_v = g.tensor(kDV, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv),
-                                   sh.thd_strides(sh.hkv), false, &c.kv_offset);
+  const GraphTensor d_k = g.tensor(kDK, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv), sh.thd_strides(sh.hkv),
+                                   false, &c.kv_offset);
+  const GraphTensor d_v = g.tensor(kDV, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv), sh.thd_strides(sh.hkv),
+                                   false, &c.kv_offset);
   const GraphTensor one = g.scalar(kOne, CUDNN_DATA_FLOAT);
   // Workspaces we own: rowsum(dO * O) like lse, and dQ accumulated in f32 like dQ.
-  const GraphTensor dot_sum = g.tensor(kDotSum, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(),
-                                       false, &c.stats_offset);
+  const GraphTensor dot_sum =
+      g.tensor(kDotSum, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false, &c.stats_offset);
   const GraphTensor dq_accum = g.tensor(kDQAccum, CUDNN_DATA_FLOAT, sh.thd(sh.hq),
                                         sh.thd_strides(sh.hq), false, &c.q_offset);
 
   // delta = rowsum(dO * O)
-  const GraphTensor prod =
-      g.pointwise(CUDNN_POINTWISE_MUL, d_o, &o, nullptr, CUDNN_DATA_FLOAT);
+  const GraphTensor prod = g.pointwise(CUDNN_POINTWISE_MUL, d_o, &o, nullptr, CUDNN_DATA_FLOAT);
   const GraphTensor rowsum = g.virtual_tensor(CUDNN_DATA_FLOAT, sh.row(), sh.row_strides());
   g.reduction(CUDNN_REDUCE_TENSOR_ADD, prod, rowsum);
   g.pointwise(CUDNN_POINTWISE_MUL, rowsum, &one, nullptr, CUDNN_DATA_FLOAT, CUDNN_DATA_FLOAT, -1,
@@ -504,7 +242,7 @@ Plan build_backward(cudnnHandle_t handle, const Shapes& sh) {
     g.reduction(CUDNN_REDUCE_TENSOR_ADD, d_k_full, d_k);
   }
   // dQ = dS k (accumulated in f32, then converted)
-  GraphTensor k = g.tensor(kFirstVirtual - 1, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv),
+  GraphTensor k = g.tensor(kFirstVirtualUid - 1, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv),
                            sh.thd_strides(sh.hkv), true, &c.kv_offset);
   g.reshape(k_t, k);
   g.matmul(d_s, k, dq_accum, &c.seq_q, nullptr, &c.seq_kv);
@@ -538,12 +276,12 @@ struct CudnnAttentionCache {
   std::map<PlanKey, Plan> plans;
   ~CudnnAttentionCache() {
     plans.clear();
-    if (handle) library().destroy(handle);
+    if (handle) cudnn_library().destroy(handle);
   }
 };
 
 int cudnn_version(std::string* reason) {
-  const CudnnLibrary& lib = library();
+  const CudnnLibrary& lib = cudnn_library();
   if (!lib.error.empty()) {
     if (reason) *reason = lib.error;
     return 0;
@@ -563,9 +301,7 @@ struct Call {
   std::int32_t* seq_len() const {
     return static_cast<std::int32_t*>(const_cast<void*>(documents.raw()));
   }
-  std::int32_t* offsets(int which) const {
-    return seq_len() + shapes.b + which * (shapes.b + 1);
-  }
+  std::int32_t* offsets(int which) const { return seq_len() + shapes.b + which * (shapes.b + 1); }
 };
 
 bool prepare(const Context& ctx, bool backward, const Tensor& q, const Tensor& k,
@@ -582,10 +318,11 @@ bool prepare(const Context& ctx, bool backward, const Tensor& q, const Tensor& k
   if (T * Hq * D >= std::numeric_limits<std::int32_t>::max() || D % 8 != 0 || D > 128 || T == 0)
     return false;
   std::int64_t longest = 1;
-  for (std::int64_t i = 0; i < n; ++i) longest = std::max<std::int64_t>(longest, cu_host[i + 1] - cu_host[i]);
+  for (std::int64_t i = 0; i < n; ++i)
+    longest = std::max<std::int64_t>(longest, cu_host[i + 1] - cu_host[i]);
   Shapes& sh = call.shapes;
   sh = {next_power_of_two(std::max<std::int64_t>(n, 1)), Hq, Hkv,
-        std::min(next_power_of_two(longest), T), D, T};
+        std::min(next_power_of_two(longest), T),         D,  T};
   const PlanKey key{backward, T, Hq, Hkv, D, sh.b, sh.s};
 
   CudaResources& r = cuda_resources(ctx);
@@ -593,7 +330,7 @@ bool prepare(const Context& ctx, bool backward, const Tensor& q, const Tensor& k
     std::lock_guard<std::mutex> lock(r.attention_mutex);
     if (!r.attention_plans) {
       auto cache = std::make_shared<CudnnAttentionCache>();
-      const cudnnStatus_t status = library().create(&cache->handle);
+      const cudnnStatus_t status = cudnn_library().create(&cache->handle);
       if (status != CUDNN_STATUS_SUCCESS) {
         log_warn("attention: cudnnCreate failed (", status_text(status),
                  "); using the built-in kernels");
@@ -609,8 +346,8 @@ bool prepare(const Context& ctx, bool backward, const Tensor& q, const Tensor& k
       try {
         plan = backward ? build_backward(cache.handle, sh) : build_forward(cache.handle, sh);
         log_debug("attention: cuDNN ", backward ? "backward" : "forward", " plan for T=", T,
-                  " heads ", Hq, "/", Hkv, " head_dim ", D, " documents<=", sh.b, " longest<=",
-                  sh.s, ", workspace ", plan.workspace_bytes, " bytes");
+                  " heads ", Hq, "/", Hkv, " head_dim ", D, " documents<=", sh.b,
+                  " longest<=", sh.s, ", workspace ", plan.workspace_bytes, " bytes");
       } catch (const NotSupported& e) {
         log_warn("attention: cuDNN refused the ", backward ? "backward" : "forward",
                  " graph for T=", T, " heads ", Hq, "/", Hkv, " head_dim ", D, " (", e.what,
@@ -623,16 +360,16 @@ bool prepare(const Context& ctx, bool backward, const Tensor& q, const Tensor& k
     call.handle = cache.handle;
   }
   cudaStream_t stream = r.stream;
-  check(library().set_stream(call.handle, stream), "cudnnSetStream");
+  check(cudnn_library().set_stream(call.handle, stream), "cudnnSetStream");
 
   const std::int64_t b = sh.b;
   call.documents = Tensor::empty({b + 3 * (b + 1)}, DType::i32, ctx.device);
   const int threads = 256;
   const int blocks = static_cast<int>((b + 1 + threads - 1) / threads);
   document_arrays_kernel<<<blocks, threads, 0, stream>>>(
-      static_cast<const std::int32_t*>(cu_seqlens.raw()), static_cast<int>(n),
-      static_cast<int>(b), static_cast<std::int32_t>(Hq * D), static_cast<std::int32_t>(Hkv * D),
-      call.seq_len(), call.offsets(0), call.offsets(1), call.offsets(2));
+      static_cast<const std::int32_t*>(cu_seqlens.raw()), static_cast<int>(n), static_cast<int>(b),
+      static_cast<std::int32_t>(Hq * D), static_cast<std::int32_t>(Hkv * D), call.seq_len(),
+      call.offsets(0), call.offsets(1), call.offsets(2));
   UL_CUDA_CHECK_LAUNCH();
   return true;
 }
@@ -652,7 +389,8 @@ void execute(const Context& ctx, const Call& call, std::vector<std::int64_t> uid
            static_cast<std::int64_t>(pointers.size()), pointers.data());
   pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, workspace_ptr);
   pack.finalize("variant pack");
-  const cudnnStatus_t status = library().execute(call.handle, call.plan->plan->get(), pack.get());
+  const cudnnStatus_t status =
+      cudnn_library().execute(call.handle, call.plan->plan->get(), pack.get());
   if (status != CUDNN_STATUS_SUCCESS)
     UL_FAIL("attention: cudnnBackendExecute failed: ", status_text(status));
 }
@@ -662,30 +400,28 @@ void* bind(const Tensor& t) { return const_cast<void*>(t.raw()); }
 
 }  // namespace
 
-bool cudnn_attention_forward(const Context& ctx, const Tensor& q, const Tensor& k,
-                             const Tensor& v, const Tensor& cu_seqlens,
-                             const std::vector<std::int32_t>& cu_host, float scale, Tensor out,
-                             Tensor lse) {
+bool cudnn_attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                             const Tensor& cu_seqlens, const std::vector<std::int32_t>& cu_host,
+                             float scale, Tensor out, Tensor lse) {
   Call call;
   try {
     if (!prepare(ctx, false, q, k, cu_seqlens, cu_host, call)) return false;
     float scale_value = scale, neg_inf = -std::numeric_limits<float>::infinity();
-    execute(ctx, call,
-            {kQ, kK, kV, kO, kStats, kScale, kNegInf, kSeqQ, kSeqKv, kQOffset, kKvOffset,
-             kStatsOffset},
-            {bind(q), bind(k), bind(v), bind(out), bind(lse), &scale_value, &neg_inf,
-             call.seq_len(), call.seq_len(), call.offsets(0), call.offsets(1), call.offsets(2)});
+    execute(
+        ctx, call,
+        {kQ, kK, kV, kO, kStats, kScale, kNegInf, kSeqQ, kSeqKv, kQOffset, kKvOffset, kStatsOffset},
+        {bind(q), bind(k), bind(v), bind(out), bind(lse), &scale_value, &neg_inf, call.seq_len(),
+         call.seq_len(), call.offsets(0), call.offsets(1), call.offsets(2)});
   } catch (const NotSupported& e) {
     UL_FAIL("attention: cuDNN forward: ", e.what);
   }
   return true;
 }
 
-bool cudnn_attention_backward(const Context& ctx, const Tensor& q, const Tensor& k,
-                              const Tensor& v, const Tensor& cu_seqlens,
-                              const std::vector<std::int32_t>& cu_host, float scale,
-                              const Tensor& out, const Tensor& lse, const Tensor& dout, Tensor dq,
-                              Tensor dk, Tensor dv) {
+bool cudnn_attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                              const Tensor& cu_seqlens, const std::vector<std::int32_t>& cu_host,
+                              float scale, const Tensor& out, const Tensor& lse, const Tensor& dout,
+                              Tensor dq, Tensor dk, Tensor dv) {
   Call call;
   try {
     if (!prepare(ctx, true, q, k, cu_seqlens, cu_host, call)) return false;
@@ -696,13 +432,13 @@ bool cudnn_attention_backward(const Context& ctx, const Tensor& q, const Tensor&
     Tensor dot_sum = Tensor::empty(lse.shape(), DType::f32, ctx.device);
     Tensor dq_accum = Tensor::zeros(q.shape(), DType::f32, ctx.device);
     float scale_value = scale, neg_inf = -std::numeric_limits<float>::infinity(), one = 1.0f;
-    execute(ctx, call,
-            {kQ, kK, kV, kO, kDO, kStats, kDQ, kDK, kDV, kDotSum, kDQAccum, kScale, kNegInf, kOne,
-             kSeqQ, kSeqKv, kQOffset, kKvOffset, kStatsOffset},
-            {bind(q), bind(k), bind(v), bind(out), bind(dout), bind(lse), bind(dq_new),
-             bind(dk_new), bind(dv_new), bind(dot_sum), bind(dq_accum), &scale_value, &neg_inf,
-             &one, call.seq_len(), call.seq_len(), call.offsets(0), call.offsets(1),
-             call.offsets(2)});
+    execute(
+        ctx, call,
+        {kQ, kK, kV, kO, kDO, kStats, kDQ, kDK, kDV, kDotSum, kDQAccum, kScale, kNegInf, kOne,
+         kSeqQ, kSeqKv, kQOffset, kKvOffset, kStatsOffset},
+        {bind(q), bind(k), bind(v), bind(out), bind(dout), bind(lse), bind(dq_new), bind(dk_new),
+         bind(dv_new), bind(dot_sum), bind(dq_accum), &scale_value, &neg_inf, &one, call.seq_len(),
+         call.seq_len(), call.offsets(0), call.offsets(1), call.offsets(2)});
     add_inplace(ctx, dq, dq_new);
     add_inplace(ctx, dk, dk_new);
     add_inplace(ctx, dv, dv_new);

@@ -36,16 +36,14 @@ int cudnn_version(std::string* reason = nullptr);
 
 // q: [T, Hq, D], k, v: [T, Hkv, D] bf16 on the context's device; cu_seqlens: [n + 1] i32 on the
 // device with cu_host its host copy; out: [T, Hq, D] bf16 and lse: [Hq, T] f32 written.
-bool cudnn_attention_forward(const Context& ctx, const Tensor& q, const Tensor& k,
-                             const Tensor& v, const Tensor& cu_seqlens,
-                             const std::vector<std::int32_t>& cu_host, float scale, Tensor out,
-                             Tensor lse);
+bool cudnn_attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                             const Tensor& cu_seqlens, const std::vector<std::int32_t>& cu_host,
+                             float scale, Tensor out, Tensor lse);
 
-bool cudnn_attention_backward(const Context& ctx, const Tensor& q, const Tensor& k,
-                              const Tensor& v, const Tensor& cu_seqlens,
-                              const std::vector<std::int32_t>& cu_host, float scale,
-                              const Tensor& out, const Tensor& lse, const Tensor& dout, Tensor dq,
-                              Tensor dk, Tensor dv);
+bool cudnn_attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                              const Tensor& cu_seqlens, const std::vector<std::int32_t>& cu_host,
+                              float scale, const Tensor& out, const Tensor& lse, const Tensor& dout,
+                              Tensor dq, Tensor dk, Tensor dv);
 
 // Plans of one CUDA context (CudaResources::attention_plans; opaque elsewhere).
 struct CudnnAttentionCache;
