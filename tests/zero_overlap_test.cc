@@ -23,6 +23,13 @@
 namespace ulysses::parallel {
 namespace {
 
+// "<prefix><name>" (appended, not operator+: GCC 12's -Wrestrict false positive at -O3).
+std::string tag(const char* prefix, const std::string& name) {
+  std::string out(prefix);
+  out += name;
+  return out;
+}
+
 // Shared by a recording communicator and its splits: the events, and names for the buffers.
 struct Log {
   std::map<const void*, int> groups;  // parameter shard -> group index
@@ -76,9 +83,9 @@ class RecordingCommunicator final : public comm::Communicator {
   }
   std::unique_ptr<comm::Work> all_gather_start(const Tensor& send, Tensor recv) override {
     const std::string group = log_->group_of(send);
-    log_->add("g" + group);
+    log_->add(tag("g", group));
     return std::make_unique<DeferredWork>([this, send, recv, group] {
-      log_->add("d" + group);
+      log_->add(tag("d", group));
       inner_->all_gather(send, recv);
     });
   }
@@ -117,17 +124,17 @@ class RecordingStore final : public model::ParamStore {
   const model::ParamLayout& layout() const override { return zero_.layout(); }
   Tensor acquire(std::size_t group) override {
     Tensor t = zero_.acquire(group);
-    log_.add("A" + std::to_string(group));
+    log_.add(tag("A", std::to_string(group)));
     return t;
   }
   void release(std::size_t group) override {
     zero_.release(group);
-    log_.add("R" + std::to_string(group));
+    log_.add(tag("R", std::to_string(group)));
   }
   Tensor grads(std::size_t group) override { return zero_.grads(group); }
   void grads_done(std::size_t group) override {
     zero_.grads_done(group);
-    log_.add("D" + std::to_string(group));
+    log_.add(tag("D", std::to_string(group)));
   }
 
  private:

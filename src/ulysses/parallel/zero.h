@@ -140,8 +140,10 @@ std::string zero_memory_table(const model::ModelConfig& config, int zero_group_s
 // other (NCCL on GPUs); the ZeroState never talks to a backend directly. It relies on a
 // collective on device tensors being ordered after the compute stream's earlier work and before
 // its later work (so a transient buffer may go back to the caching allocator as soon as the call
-// returns), and on collectives of host tensors (the grad norm's partial sums) working on every
-// backend.
+// returns) — for a started one (*_start, see "Overlap"), before the compute stream's work after
+// the Work's wait(), which also holds its buffers until then — and on collectives of host
+// tensors (the grad norm's partial sums) working on every backend. Prefetches are collective
+// too: every rank of the ZeRO group makes the same acquire calls, hence the same prefetches.
 class ZeroState final : public model::ParamStore {
  public:
   using Memory = ZeroMemory;
