@@ -18,4 +18,15 @@ std::unique_ptr<Work> Communicator::all_to_all_start(const Tensor& send, Tensor 
   return std::make_unique<CompletedWork>();
 }
 
+std::unique_ptr<Work> Communicator::all_gather_start(const Tensor& send, Tensor recv) {
+  all_gather(send, std::move(recv));
+  return std::make_unique<CompletedWork>();
+}
+
+std::unique_ptr<Work> Communicator::reduce_scatter_start(const Tensor& send, Tensor recv,
+                                                         ReduceOp op) {
+  reduce_scatter(send, std::move(recv), op);
+  return std::make_unique<CompletedWork>();
+}
+
 }  // namespace ulysses::comm

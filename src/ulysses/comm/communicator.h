@@ -56,6 +56,15 @@ class Communicator {
   virtual void all_gather(const Tensor& send, Tensor recv) = 0;
   // send: size() * recv.numel() elements; rank i receives the reduction of every rank's chunk i.
   virtual void reduce_scatter(const Tensor& send, Tensor recv, ReduceOp op) = 0;
+  // Started versions of all_gather and reduce_scatter, with all_to_all_start's contract: send
+  // and recv must not be touched (send not written, recv not read or written) until the
+  // returned Work's wait(); the Work keeps both alive until then. The NCCL backend queues them
+  // on the communication stream after the compute stream's work so far (host tensors: blocking,
+  // over the host communicator); the defaults run the blocking collective and return a
+  // completed Work.
+  virtual std::unique_ptr<Work> all_gather_start(const Tensor& send, Tensor recv);
+  virtual std::unique_ptr<Work> reduce_scatter_start(const Tensor& send, Tensor recv,
+                                                     ReduceOp op);
   // In place.
   virtual void all_reduce(Tensor data, ReduceOp op) = 0;
   virtual void broadcast(Tensor data, int root) = 0;

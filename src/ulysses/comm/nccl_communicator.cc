@@ -207,9 +207,10 @@ struct Shared {
   int world_rank = 0;
 };
 
-// An all_to_all_start on the communication stream: wait() makes the compute stream wait for
-// its completion event; until then it holds the tensors (so the caching allocator cannot hand
-// their memory to other work while NCCL still reads or writes it).
+// A collective started on the communication stream (all_to_all_start, all_gather_start,
+// reduce_scatter_start): wait() makes the compute stream wait for its completion event; until
+// then it holds the tensors (so the caching allocator cannot hand their memory to other work
+// while NCCL still reads or writes it).
 class StreamWork final : public Work {
  public:
   StreamWork(std::shared_ptr<Shared> shared, Tensor send, Tensor recv)
@@ -372,6 +373,34 @@ class NcclCommunicator final : public Communicator {
       return ncclReduceScatter(send.raw(), recv.raw(), static_cast<std::size_t>(recv.numel()),
                                nccl_type(send.dtype()), nccl_op(op), comm_, stream);
     });
+  }
+
+  std::unique_ptr<Work> all_gather_start(const Tensor& send, Tensor recv) override {
+    detail::check_all_gather(send, recv, size_);
+    if (on_host("all_gather", send, recv)) return Communicator::all_gather_start(send, recv);
+    auto work = std::make_unique<StreamWork>(shared_, send, recv);
+    run("all_gather", send.numel() > 0,
+        [&](cudaStream_t stream) {
+          return ncclAllGather(send.raw(), recv.raw(), static_cast<std::size_t>(send.numel()),
+                               nccl_type(send.dtype()), comm_, stream);
+        },
+        work->done());
+    return work;
+  }
+
+  std::unique_ptr<Work> reduce_scatter_start(const Tensor& send, Tensor recv,
+                                             ReduceOp op) override {
+    detail::check_reduce_scatter(send, recv, size_);
+    if (on_host("reduce_scatter", send, recv))
+      return Communicator::reduce_scatter_start(send, recv, op);
+    auto work = std::make_unique<StreamWork>(shared_, send, recv);
+    run("reduce_scatter", recv.numel() > 0,
+        [&](cudaStream_t stream) {
+          return ncclReduceScatter(send.raw(), recv.raw(), static_cast<std::size_t>(recv.numel()),
+                                   nccl_type(send.dtype()), nccl_op(op), comm_, stream);
+        },
+        work->done());
+    return work;
   }
 
   void all_reduce(Tensor data, ReduceOp op) override {

@@ -10,6 +10,8 @@
 //   compute stream waits for the collective. So the call looks synchronous in stream order:
 //   work queued on the compute stream (and Tensor's copies) after the call sees the result, and
 //   buffers freed after the call may be reused at once. The host does not wait for the GPU.
+//   The *_start calls (all_to_all_start, all_gather_start, reduce_scatter_start) are the
+//   exception: the compute stream waits only in the returned Work's wait().
 // - Reductions: NCCL's own algorithms. Every rank gets the same values, and a run is
 //   reproducible on the same machine and sizes, but the order of the additions is NCCL's (not
 //   rank order as in the MPI backend), so results may differ from the MPI backend in the last

@@ -1,6 +1,7 @@
 #include "ulysses/parallel/zero.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include <algorithm>
@@ -82,7 +83,8 @@ struct ZeroState::Group {
   Tensor grads;       // f32 on the device. Stage 0-1: [padded] full; stage 2-3: [s] shard
   Tensor exp_avg;     // [s] f32 (host with offload_optimizer)
   Tensor exp_avg_sq;  // [s] f32 (host with offload_optimizer)
-  Tensor gathered;    // stage 3: [padded] compute dtype on the device while acquired
+  Tensor gathered;    // stage 3: [padded] compute dtype on the device while acquired/prefetched
+  std::unique_ptr<comm::Work> gather_work;  // stage 3: the all-gather into `gathered`, unwaited
   int acquire_count = 0;
   Tensor grad_full;  // stage 2-3: [padded] f32 on the device, gradients of the running backward
 
@@ -103,6 +105,10 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
                      const ZeroConfig& zero, const ops::AdamWConfig& adamw)
     : ctx_(ctx), config_(config), layout_(config), mesh_(mesh), zero_(zero), adamw_(adamw) {
   validate_zero_config(zero);
+  // ULYSSES_ZERO_OVERLAP=0 turns prefetching and asynchronous reduce-scatters off (for
+  // measurements: same results).
+  const char* overlap = std::getenv("ULYSSES_ZERO_OVERLAP");
+  overlap_ = !(overlap && std::string(overlap) == "0");
   UL_CHECK(ctx.compute_dtype == DType::f32 || ctx.compute_dtype == DType::bf16,
            "ZeroState: compute dtype ", dtype_name(ctx.compute_dtype), " (expected f32 or bf16)");
   UL_CHECK(!ctx.device.is_cpu() || ctx.compute_dtype == DType::f32,
@@ -134,6 +140,7 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
   }
 }
 
+// Unwaited Works wait in their destructors (in stream order, before their buffers go).
 ZeroState::~ZeroState() = default;
 
 ZeroState::Group& ZeroState::group(std::size_t index) {
@@ -170,15 +177,52 @@ void ZeroState::note_transient() {
   peak_.grads = std::max(peak_.grads, current_.grads);
 }
 
+void ZeroState::start_gather(Group& g) {
+  g.gathered = Tensor::empty({g.padded}, ctx_.compute_dtype, ctx_.device);
+  // Offloaded shards are copied to the device first (the Work keeps the copy alive).
+  g.gather_work = mesh_.zero_group().all_gather_start(on_device(g.params), g.gathered);
+  current_.params += static_cast<std::int64_t>(g.gathered.nbytes());
+  note_transient();
+}
+
+void ZeroState::drop_prefetch() {
+  if (prefetched_ < 0) return;
+  Group& g = groups_[static_cast<std::size_t>(prefetched_)];
+  prefetched_ = -1;
+  g.gather_work->wait();
+  g.gather_work.reset();
+  current_.params -= static_cast<std::int64_t>(g.gathered.nbytes());
+  g.gathered = Tensor();
+  ++dropped_prefetches_;
+}
+
 Tensor ZeroState::acquire(std::size_t index) {
   Group& g = group(index);
   if (zero_.stage < 3) return g.params.rows(0, g.numel);
   if (g.acquire_count++ == 0) {
-    g.gathered = Tensor::empty({g.padded}, ctx_.compute_dtype, ctx_.device);
-    // Offloaded shards are copied to the device first.
-    mesh_.zero_group().all_gather(on_device(g.params), g.gathered);
-    current_.params += static_cast<std::int64_t>(g.gathered.nbytes());
-    note_transient();
+    if (prefetched_ == static_cast<std::ptrdiff_t>(index)) {
+      prefetched_ = -1;  // its all-gather was started by an earlier acquire
+    } else {
+      start_gather(g);
+    }
+    g.gather_work->wait();
+    g.gather_work.reset();
+  }
+  // Prefetch the group the decoder will need next: i + 1 after i - 1, i (forward); i - 1 after
+  // i + 1, i (backward). At most one prefetched group: an older one is dropped.
+  const auto i = static_cast<std::ptrdiff_t>(index);
+  const std::ptrdiff_t step = i - last_acquired_;
+  last_acquired_ = i;
+  if (overlap_ && (step == 1 || step == -1)) {
+    const std::ptrdiff_t next = i + step;
+    if (next >= 0 && next < static_cast<std::ptrdiff_t>(groups_.size())) {
+      Group& n = groups_[static_cast<std::size_t>(next)];
+      if (n.acquire_count == 0 && !n.gathered.defined()) {
+        drop_prefetch();
+        start_gather(n);
+        prefetched_ = next;
+      }
+    }
   }
   return g.gathered.rows(0, g.numel);
 }
@@ -208,16 +252,31 @@ void ZeroState::grads_done(std::size_t index) {
   Group& g = group(index);
   if (zero_.stage < 2) return;
   UL_CHECK(g.grad_full.defined(), "ZeroState: grads_done for group ", index, " without gradients");
-  Tensor reduced = Tensor::empty({g.shard}, DType::f32, ctx_.device);  // [s] sum over ZeRO group
-  mesh_.zero_group().reduce_scatter(g.grad_full, reduced, comm::ReduceOp::sum);
-  ops::add_inplace(ctx_, g.grads, reduced);
-  g.grad_full = Tensor();
+  // The previous group's reduce-scatter is added first: the additions into every shard keep
+  // the order of the grads_done calls.
+  complete_reduce();
+  reduce_result_ = Tensor::empty({g.shard}, DType::f32, ctx_.device);  // [s] sum over ZeRO group
+  reduce_work_ =
+      mesh_.zero_group().reduce_scatter_start(g.grad_full, reduce_result_, comm::ReduceOp::sum);
+  reduce_group_ = index;
+  g.grad_full = Tensor();  // the Work holds it until the reduce-scatter is done
+  if (!overlap_) complete_reduce();
+}
+
+void ZeroState::complete_reduce() {
+  if (!reduce_work_) return;
+  Group& g = groups_[reduce_group_];
+  reduce_work_->wait();
+  reduce_work_.reset();  // releases the full gradient buffer
   current_.grads -= g.padded * 4;
+  ops::add_inplace(ctx_, g.grads, reduce_result_);
+  reduce_result_ = Tensor();
 }
 
 void ZeroState::set_parameters(const model::ParamBuffers& full) {
   UL_CHECK(full.flat().size() == groups_.size(), "set_parameters: ", full.flat().size(),
            " parameter groups, expected ", groups_.size());
+  drop_prefetch();  // it would hold the old parameters
   for (std::size_t i = 0; i < groups_.size(); ++i) {
     Group& g = groups_[i];
     const Tensor& src = full.flat()[i];  // [numel] f32
@@ -244,6 +303,9 @@ void ZeroState::set_parameters(const model::ParamBuffers& full) {
 }
 
 void ZeroState::begin_step() {
+  complete_reduce();
+  drop_prefetch();
+  last_acquired_ = -1;  // the next forward starts at group 0
   for (Group& g : groups_) {
     UL_CHECK(!g.grad_full.defined(), "begin_step: a backward did not call grads_done");
     g.grads.zero_();
@@ -296,6 +358,11 @@ double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
            " but the ZeRO state lives on ", ctx_.device.str());
   for (const Group& g : groups_)
     UL_CHECK(!g.grad_full.defined(), "finish_step: a backward did not call grads_done");
+  // 0. The last reduce-scatter is added; an unused prefetched group would hold the parameters
+  // before this update.
+  complete_reduce();
+  drop_prefetch();
+  last_acquired_ = -1;  // the next forward starts at group 0
   // 1. Reduce: every rank's gradients become the sum over the world.
   comm::Communicator& world = mesh_.world();
   comm::Communicator& replicas = mesh_.replicate_group();
@@ -375,6 +442,7 @@ void ZeroState::load_state_tensors(const std::map<std::string, Tensor>& tensors)
               " ranks); resume with the ZeRO stage and layout the checkpoint was saved with");
     copies.emplace_back(dst, src);
   }
+  drop_prefetch();  // it would hold the old parameters
   for (auto& [dst, src] : copies) dst.copy_from(src);
   // The compute parameters follow the loaded master shards.
   for (Group& g : groups_) {

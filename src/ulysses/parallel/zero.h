@@ -48,8 +48,27 @@
 //   stage 3                2N/Z          4N/Z          4N/Z          8N/Z
 //
 // Not counted: the transient full buffers of stage 2-3 (one group's fp32 gradients between
-// grads() and grads_done(), one group's gathered compute-dtype parameters between acquire and
-// release; see peak_transient()).
+// grads() and grads_done() plus, with overlap, the previous group's while its reduce-scatter
+// runs; the gathered compute-dtype parameters of the acquired groups plus, with overlap, one
+// prefetched group; see peak_transient()).
+//
+// Overlap (stage 2-3; ULYSSES_ZERO_OVERLAP=0 in the environment turns it off, same results).
+// Collectives are started (Communicator::*_start) and waited for later, so on GPUs they run on
+// the communication stream while the compute stream works on the neighbouring group:
+//   - prefetch (stage 3): acquire(i) after acquire(i - 1) also starts the all-gather of group
+//     i + 1 (the forward's next group), acquire(i) after acquire(i + 1) that of group i - 1 (the
+//     backward's); after construction, begin_step and finish_step the previous acquire counts
+//     as group -1 (a step starts with the forward at group 0). Only a group neither acquired
+//     nor gathered is prefetched, and at most one at a time (starting another drops the older
+//     one). Acquiring the prefetched group waits for its all-gather; one never acquired is
+//     dropped by begin_step / finish_step / set_parameters / load_state_tensors (the decoder's
+//     backward never acquires the embedding, so the last micro-step's prefetch of group 0 is
+//     dropped: one wasted all-gather per step, at most one group of memory).
+//   - asynchronous reduce-scatter (stage 2-3): grads_done(i) starts the reduce-scatter of group
+//     i's full gradient buffer and returns; it is waited for and added into the gradient shard
+//     by the next grads_done (before it starts its own) or by finish_step / begin_step, so the
+//     additions happen in grads_done order, as without overlap (bit-identical results).
+// On the CPU (MPI) the starts complete before returning: only the order of the calls changes.
 //
 // Offload. On the CPU backend every buffer already lives in host memory, so offload_optimizer /
 // offload_params change nothing but the accounting (Memory::offloaded). On CUDA:
@@ -62,8 +81,10 @@
 // The gradients (fp32) always stay on the device.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -119,8 +140,10 @@ std::string zero_memory_table(const model::ModelConfig& config, int zero_group_s
 // other (NCCL on GPUs); the ZeroState never talks to a backend directly. It relies on a
 // collective on device tensors being ordered after the compute stream's earlier work and before
 // its later work (so a transient buffer may go back to the caching allocator as soon as the call
-// returns), and on collectives of host tensors (the grad norm's partial sums) working on every
-// backend.
+// returns) — for a started one (*_start, see "Overlap"), before the compute stream's work after
+// the Work's wait(), which also holds its buffers until then — and on collectives of host
+// tensors (the grad norm's partial sums) working on every backend. Prefetches are collective
+// too: every rank of the ZeRO group makes the same acquire calls, hence the same prefetches.
 class ZeroState final : public model::ParamStore {
  public:
   using Memory = ZeroMemory;
@@ -139,10 +162,13 @@ class ZeroState final : public model::ParamStore {
 
   // ParamStore. acquire ([numel], compute dtype, on the device): stage 0-2 the resident full
   // buffer; stage 3 all-gathers the group's shards (copied to the device first when offloaded)
-  // into a temporary full buffer on the first (outer) acquire and frees it on the last release.
+  // into a temporary full buffer on the first (outer) acquire, or takes the prefetched one
+  // (see "Overlap"), and frees it on the last release; it may start the next group's gather.
   // grads ([numel] f32 on the device): stage 0-1 the persistent full buffer; stage 2-3 a
   // temporary full buffer, zeroed when created, reduce-scattered into this rank's gradient
-  // shard by grads_done (which frees it; grads_done is a no-op at stage 0-1).
+  // shard by grads_done (which gives it up: the buffer must not be written after grads_done;
+  // with overlap the reduction completes at the next grads_done or at finish_step; grads_done
+  // is a no-op at stage 0-1). The gradient shard is complete only after finish_step's start.
   const model::ModelConfig& config() const override { return config_; }
   const model::ParamLayout& layout() const override { return layout_; }
   Tensor acquire(std::size_t group) override;
@@ -189,6 +215,11 @@ class ZeroState final : public model::ParamStore {
     std::int64_t params = 0, grads = 0;
   };
   Transient peak_transient() const { return peak_; }
+  // Whether prefetching and asynchronous reduce-scatters are on (ULYSSES_ZERO_OVERLAP, read by
+  // the constructor; default on).
+  bool overlap() const { return overlap_; }
+  // Prefetched groups that were never acquired (dropped) since construction, for tests.
+  std::int64_t dropped_prefetches() const { return dropped_prefetches_; }
 
   int zero_rank() const { return zero_rank_; }
   int zero_size() const { return zero_size_; }
@@ -208,6 +239,12 @@ class ZeroState final : public model::ParamStore {
   // AdamW on one group's master shard with the reduced, clipped gradient shard.
   void update_group(std::size_t index, std::int64_t step, float lr);
   void note_transient();
+  // Stage 3: allocates g.gathered and starts the all-gather of g's shards into it.
+  void start_gather(Group& g);
+  // Waits for and frees the prefetched group, if any.
+  void drop_prefetch();
+  // Waits for the started reduce-scatter, if any, and adds its result into the gradient shard.
+  void complete_reduce();
 
   Context ctx_;
   model::ModelConfig config_;
@@ -219,6 +256,14 @@ class ZeroState final : public model::ParamStore {
   int zero_rank_ = 0;
   std::vector<Group> groups_;
   Transient current_, peak_;
+  bool overlap_ = true;
+  std::ptrdiff_t last_acquired_ = -1;  // group of the previous acquire (see "Overlap")
+  std::ptrdiff_t prefetched_ = -1;     // group whose gather was started before its acquire
+  std::int64_t dropped_prefetches_ = 0;
+  // The started reduce-scatter of group reduce_group_ into reduce_result_ ([s] f32).
+  std::unique_ptr<comm::Work> reduce_work_;
+  Tensor reduce_result_;
+  std::size_t reduce_group_ = 0;
 };
 
 }  // namespace ulysses::parallel
