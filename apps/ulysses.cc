@@ -79,6 +79,9 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_option("--resume-from-checkpoint", c.resume_from_checkpoint,
                  "Continue from a checkpoint folder, or 'latest' in --output-dir");
   cmd.add_option("--save-dtype", c.save_dtype, "float32 or bfloat16")->capture_default_str();
+  cmd.add_option("--grad-reduce-dtype", c.grad_reduce_dtype,
+                 "Gradient all-reduce between ranks: float32 or bfloat16 (opt-in; ZeRO 0)")
+      ->capture_default_str();
   cmd.add_option("--logging-steps", c.logging_steps, "Log every N steps")->capture_default_str();
   cmd.add_option("--seed", c.seed, "Random seed (init and data)")->capture_default_str();
   cmd.add_flag("--quiet", c.quiet, "No plan and progress output");

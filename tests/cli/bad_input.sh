@@ -11,6 +11,9 @@ expect_fail "non-positive sequence length" "--max-seq-length" $T --max-seq-lengt
 expect_fail "non-positive batch size" "--per-device-train-batch-size" $T --per-device-train-batch-size 0
 expect_fail "unknown scheduler" "--lr-scheduler-type" $T --lr-scheduler-type polynomial
 expect_fail "zero stage out of range" "--zero-stage" $T --zero-stage 7
+expect_fail "bf16 gradient reduction with ZeRO" "--grad-reduce-dtype bfloat16 is implemented for --zero-stage 0" \
+  $T --grad-reduce-dtype bfloat16 --zero-stage 1
+expect_fail "unknown gradient reduction dtype" "--grad-reduce-dtype must be" $T --grad-reduce-dtype fp8
 expect_fail "unknown attention kernel" "--attn-implementation" $T --attn-implementation flash
 expect_fail "CUDA attention kernel on the CPU" "--attn-implementation cudnn is a CUDA kernel" \
   $T --device cpu --attn-implementation cudnn

@@ -42,6 +42,11 @@ void validate(const TrainConfig& c) {
   if (c.save_steps < 0) UL_FAIL("--save-steps must be >= 0 (got ", c.save_steps, ")");
   if (c.save_dtype != "float32" && c.save_dtype != "bfloat16")
     UL_FAIL("--save-dtype must be float32 or bfloat16 (got '", c.save_dtype, "')");
+  if (c.grad_reduce_dtype != "float32" && c.grad_reduce_dtype != "bfloat16")
+    UL_FAIL("--grad-reduce-dtype must be float32 or bfloat16 (got '", c.grad_reduce_dtype, "')");
+  if (c.grad_reduce_dtype == "bfloat16" && c.zero_stage > 0)
+    UL_FAIL("--grad-reduce-dtype bfloat16 is implemented for --zero-stage 0 only (got stage ",
+            c.zero_stage, "); use --grad-reduce-dtype float32 with ZeRO");
   if (c.device != "cpu" && c.device != "cuda" && c.device != "auto")
     UL_FAIL("--device must be cpu, cuda or auto (got '", c.device, "')");
   if (c.attn_implementation != "auto" && c.attn_implementation != "blockwise" &&

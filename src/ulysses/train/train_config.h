@@ -47,6 +47,9 @@ struct TrainConfig {
   std::int64_t save_total_limit = 0;   // keep the newest N checkpoint-<step> folders (0 = all)
   std::string resume_from_checkpoint;  // "" = start fresh, "latest" or a checkpoint folder
   std::string save_dtype = "float32";  // float32 | bfloat16
+  // Element type of the gradient all-reduce between ranks (float32 | bfloat16: half the
+  // traffic, sums still accumulated in f32 by each backend, rounded to bf16 once per reduction).
+  std::string grad_reduce_dtype = "float32";
   std::int64_t logging_steps = 10;
   std::uint64_t seed = 42;
   bool quiet = false;  // no progress lines (tests)

@@ -340,8 +340,18 @@ StepMetrics Trainer::train_step(std::int64_t step) {
                                        options)
                 .loss_sum;
       // Weight gradients are partial sums over each rank's tokens: reduce over the world.
-      if (world_.size() > 1)
-        for (auto& flat : grads_->flat()) mesh_->world().all_reduce(flat, comm::ReduceOp::sum);
+      if (world_.size() > 1) {
+        for (auto& flat : grads_->flat()) {
+          if (config_.grad_reduce_dtype == "bfloat16") {  // opt-in: half the traffic
+            Tensor half = Tensor::empty(flat.shape(), DType::bf16, flat.device());
+            ops::convert(ctx_, flat, half);
+            mesh_->world().all_reduce(half, comm::ReduceOp::sum);
+            ops::convert(ctx_, half, flat);
+          } else {
+            mesh_->world().all_reduce(flat, comm::ReduceOp::sum);
+          }
+        }
+      }
       m.grad_norm = gradient_norm(ctx_, *grads_);
       clip_gradients(ctx_, *grads_, m.grad_norm, config_.max_grad_norm);
       optimizer_->step(ctx_, params_, *grads_, lr, compute_params_.get());
