@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <string>
 
 namespace ulysses::parallel {
@@ -81,6 +83,15 @@ TEST(ZeroMemoryFormulaTest, Llama3_8bEveryStage) {
   EXPECT_EQ(s3.optimizer, 2 * N);
   EXPECT_EQ(s3.total(), 4 * N);
   EXPECT_EQ(s3.offloaded, 0);
+  // Transient bound: the largest group here is the final group (norm + untied LM head, padded
+  // to Z = 4: already a multiple): three f32 gradient buffers at stage 2, plus three gathered
+  // copies at stage 3.
+  const std::int64_t largest = std::max({g.embed(), g.layer(), g.final_group()});
+  ASSERT_EQ(largest, g.final_group());
+  EXPECT_EQ(s0.transient, 0);
+  EXPECT_EQ(s1.transient, 0);
+  EXPECT_EQ(s2.transient, 3 * 4 * largest);
+  EXPECT_EQ(s3.transient, 3 * 4 * largest + 3 * 4 * largest);
 
   // bf16 mixed: 2-byte params, fp32 master sharded like the optimizer.
   const ZeroMemory b0 = zero_memory_formula(config, 0, 4, model::Precision::bf16_mixed);
@@ -91,6 +102,7 @@ TEST(ZeroMemoryFormulaTest, Llama3_8bEveryStage) {
   EXPECT_EQ(b3.master, 4 * N / 4);
   EXPECT_EQ(b3.grads, 4 * N / 4);
   EXPECT_EQ(b3.optimizer, 8 * N / 4);
+  EXPECT_EQ(b3.transient, 3 * 4 * largest + 3 * 2 * largest);  // gathered copies in bf16
 
   // Z = 6 does not divide every group: each group is rounded up to its padded shard.
   const std::int64_t shard6 = g.shard(6);

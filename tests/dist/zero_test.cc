@@ -199,6 +199,10 @@ void check_stage(const model::ModelConfig& config, std::int64_t sp, std::int64_t
     if (stage >= 2) {  // never all full gradients at once; stage 3: never all parameters
       EXPECT_GT(zero.peak_transient().grads, 0);
       EXPECT_LT(zero.peak_transient().grads, full_bytes(config));
+      // The plan's bound covers what the step really held (overlap on or off).
+      const ZeroMemory formula = zero_memory_formula(
+          config, ZeroConfig{stage, false, false}, mesh.zero_group().size(), model::Precision::fp32);
+      EXPECT_LE(zero.peak_transient().grads + zero.peak_transient().params, formula.transient);
       if (stage == 3) {
         EXPECT_GT(zero.peak_transient().params, 0);
         EXPECT_LT(zero.peak_transient().params, full_bytes(config));

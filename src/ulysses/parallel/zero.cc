@@ -53,12 +53,13 @@ ZeroMemory zero_memory_formula(const model::ModelConfig& config, const ZeroConfi
   UL_CHECK(zero_group_size >= 1, "zero_memory_formula: zero_group_size must be >= 1, got ",
            zero_group_size);
   const std::int64_t Z = zero.stage == 0 ? 1 : zero_group_size;
-  std::int64_t full = 0, shard = 0;  // elements: sum of padded groups, sum of shards
+  std::int64_t full = 0, shard = 0, largest = 0;  // elements: padded sum, shard sum, largest group
   const model::ParamLayout layout(config);
   for (const auto& group : layout.groups()) {
     const std::int64_t s = ceil_div(group.numel, Z);
     full += Z * s;
     shard += s;
+    largest = std::max(largest, Z * s);
   }
   const bool bf16 = precision == model::Precision::bf16_mixed;
   ZeroMemory m;
@@ -68,6 +69,8 @@ ZeroMemory zero_memory_formula(const model::ModelConfig& config, const ZeroConfi
   m.master = bf16 ? 4 * shard : 0;
   if (zero.offload_optimizer) m.offloaded += m.optimizer + m.master;
   if (zero.offload_params) m.offloaded += m.params;
+  if (zero.stage >= 2) m.transient += 3 * 4 * largest;
+  if (zero.stage >= 3) m.transient += 3 * (bf16 ? 2 : 4) * largest;
   return m;
 }
 
@@ -478,12 +481,15 @@ std::string zero_memory_table(const model::ModelConfig& config, int zero_group_s
   out << "  stage        params        master         grads     optimizer         total\n";
   for (int stage = 0; stage <= 3; ++stage) {
     const ZeroMemory m = zero_memory_formula(config, stage, zero_group_size, precision);
-    char line[160];
-    std::snprintf(line, sizeof line, "  %5d %13lld %13lld %13lld %13lld %13lld  (%s)\n", stage,
+    // transient: the bound on the full buffers in flight at stage 2-3 (not in the total)
+    char line[200];
+    std::snprintf(line, sizeof line, "  %5d %13lld %13lld %13lld %13lld %13lld  (%s)", stage,
                   static_cast<long long>(m.params), static_cast<long long>(m.master),
                   static_cast<long long>(m.grads), static_cast<long long>(m.optimizer),
                   static_cast<long long>(m.total()), model::format_bytes(m.total()).c_str());
     out << line;
+    if (m.transient > 0) out << " + up to " << model::format_bytes(m.transient) << " transient";
+    out << "\n";
   }
   return out.str();
 }

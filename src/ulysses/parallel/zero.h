@@ -47,7 +47,9 @@
 //   stage 2                2N            4N/Z          4N/Z          8N/Z
 //   stage 3                2N/Z          4N/Z          4N/Z          8N/Z
 //
-// Not counted: the transient full buffers of stage 2-3 (one group's fp32 gradients between
+// Not counted in the table (bounded separately by ZeroMemory::transient, which the trainer's
+// plan adds to its buffers): the transient full buffers of stage 2-3 (one group's fp32
+// gradients between
 // grads() and grads_done() plus, with overlap, the previous group's while its reduce-scatter
 // runs; the gathered compute-dtype parameters of the acquired groups plus, with overlap, one
 // prefetched group; see peak_transient()).
@@ -115,6 +117,12 @@ struct ZeroMemory {
   std::int64_t optimizer = 0;  // AdamW moments (fp32)
   std::int64_t master = 0;     // separate fp32 master weights (bf16 mixed only)
   std::int64_t offloaded = 0;  // of the above, bytes the offload flags put in host memory
+  // Not in total(): a bound on the transient full buffers held at once, in sizes of the
+  // largest group (stage 2-3: three fp32 gradient buffers: the one accumulating, the one being
+  // reduce-scattered and, with tied embeddings, the embedding's, open from the LM head to the
+  // embedding backward; stage 3: three gathered compute-dtype copies: the acquired ones and a
+  // prefetched one). The trainer's plan adds it to the buffers.
+  std::int64_t transient = 0;
   std::int64_t total() const { return params + grads + optimizer + master; }
 };
 

@@ -260,6 +260,7 @@ std::string Trainer::plan() const {
     memory.grads = z.grads;
     memory.optimizer = z.optimizer;
     memory.master = z.master;
+    memory.buffers += z.transient;  // gathered parameters and gradient buffers in flight
     out << "zero: stage " << config_.zero_stage << " over "
         << mesh_->config().dp_shard_size * mesh_->config().sp_size << " ranks (dp_shard x sp)";
     if (z.offloaded) out << ", " << model::format_bytes(z.offloaded) << " offloaded to host";
