@@ -14,8 +14,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 status=0
 
 echo "== CUDA tests"
-for t in "$BUILD"/cuda_*; do
+# Single-process GPU tests (the multi-GPU ones: scripts/gpu_multi_check.sh).
+for t in "$BUILD"/cuda_*_test; do
   [ -x "$t" ] || continue
+  case "$t" in */cuda_dist_*) continue ;; esac
   "$t" --gtest_brief=1 2>&1 | tail -3 | tee -a "$OUT/tests.log" || status=1
 done
 
@@ -49,6 +51,8 @@ compare 1e-3 0.02 | tee "$OUT/gpu_vs_cpu.txt" || status=1
 compare 3e-3 0 | tee -a "$OUT/gpu_vs_cpu.txt" || status=1
 
 echo "== benchmark"
+# Ops in isolation (GEMMs; attention through cuDNN and the built-in kernel), quick mode.
+[ -x "$BUILD/cuda_ops_bench" ] && { "$BUILD/cuda_ops_bench" --quick 2>&1 | tee -a "$OUT/ops_bench.txt" || status=1; }
 for args in "$@"; do
   # shellcheck disable=SC2086
   "$BUILD/gpu_train_bench" $args 2>&1 | tee -a "$OUT/bench.txt" || status=1
