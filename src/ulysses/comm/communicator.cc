@@ -1,6 +1,9 @@
 // Defaults of the Communicator interface.
 #include "ulysses/comm/communicator.h"
 
+#include <cstdint>
+#include <cstring>
+
 namespace ulysses::comm {
 
 namespace {
@@ -12,6 +15,21 @@ class CompletedWork final : public Work {
 };
 
 }  // namespace
+
+double sum_in_rank_order(Communicator& group, double value) {
+  if (group.size() == 1) return value;
+  Tensor mine = Tensor::empty({1}, DType::i64);  // [1] the double's bits
+  std::memcpy(mine.data<std::int64_t>(), &value, sizeof value);
+  Tensor all = Tensor::empty({group.size()}, DType::i64);  // [size]
+  group.all_gather(mine, all);
+  double sum = 0;
+  for (int i = 0; i < group.size(); ++i) {
+    double v;
+    std::memcpy(&v, all.data<std::int64_t>() + i, sizeof v);
+    sum += v;
+  }
+  return sum;
+}
 
 std::unique_ptr<Work> Communicator::all_to_all_start(const Tensor& send, Tensor recv) {
   all_to_all(send, std::move(recv));

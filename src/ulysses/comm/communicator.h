@@ -77,6 +77,11 @@ class Communicator {
   virtual std::unique_ptr<Communicator> split(int color, int key) const = 0;
 };
 
+// Collective: the sum of every rank's `value`, added in group rank order on every rank (so it
+// is the same bits everywhere, whatever the backend's reduction order). Host-side, for scalars
+// such as loss sums and squared norms.
+double sum_in_rank_order(Communicator& group, double value);
+
 // A group of one process: every collective is a copy (or nothing). Needs no MPI.
 std::unique_ptr<Communicator> make_self_communicator();
 

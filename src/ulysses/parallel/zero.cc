@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "ulysses/core/error.h"
 #include "ulysses/ops/elementwise.h"
@@ -16,22 +15,6 @@ namespace ulysses::parallel {
 namespace {
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
-
-// Sum of every rank's double, added in rank order (exact same result on every rank).
-double sum_in_rank_order(comm::Communicator& group, double value) {
-  if (group.size() == 1) return value;
-  Tensor mine = Tensor::empty({1}, DType::i64);  // [1] the double's bits
-  std::memcpy(mine.data<std::int64_t>(), &value, sizeof value);
-  Tensor all = Tensor::empty({group.size()}, DType::i64);  // [size]
-  group.all_gather(mine, all);
-  double sum = 0;
-  for (int i = 0; i < group.size(); ++i) {
-    double v;
-    std::memcpy(&v, all.data<std::int64_t>() + i, sizeof v);
-    sum += v;
-  }
-  return sum;
-}
 
 }  // namespace
 
@@ -380,7 +363,7 @@ double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
   // then the ZeRO group's partial sums in rank order on the host.
   double sum = 0;
   for (const Group& g : groups_) sum += ops::sum_of_squares(ctx_, g.grad_shard());
-  if (zero_.stage >= 1) sum = sum_in_rank_order(mesh_.zero_group(), sum);
+  if (zero_.stage >= 1) sum = comm::sum_in_rank_order(mesh_.zero_group(), sum);
   const double norm = std::sqrt(sum);
   // 3. Clip (torch's clip_grad_norm_ rule).
   if (max_grad_norm > 0) {

@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <cstring>
 #include <cstdio>
 #include <exception>
 #include <sstream>
@@ -357,7 +356,7 @@ StepMetrics Trainer::train_step(std::int64_t step) {
       clip_gradients(ctx_, *grads_, m.grad_norm, config_.max_grad_norm);
       optimizer_->step(ctx_, params_, *grads_, lr, compute_params_.get());
     }
-    m.loss = sum_over_ranks(loss_sum) / static_cast<double>(m.valid_labels);
+    m.loss = comm::sum_in_rank_order(world_, loss_sum) / static_cast<double>(m.valid_labels);
   }
 
   synchronize(ctx_);
@@ -368,21 +367,6 @@ StepMetrics Trainer::train_step(std::int64_t step) {
                          ? host_peak_memory_bytes()
                          : static_cast<std::int64_t>(device_memory_stats(ctx_.device.index).peak_in_use);
   return m;
-}
-
-double Trainer::sum_over_ranks(double value) const {
-  // Exact and deterministic: gather every rank's double (as its bits) and add in rank order.
-  Tensor mine = Tensor::empty({1}, DType::i64);
-  std::memcpy(mine.data<std::int64_t>(), &value, sizeof value);
-  Tensor all = Tensor::empty({world_.size()}, DType::i64);
-  world_.all_gather(mine, all);
-  double sum = 0;
-  for (int i = 0; i < world_.size(); ++i) {
-    double v;
-    std::memcpy(&v, all.data<std::int64_t>() + i, sizeof v);
-    sum += v;
-  }
-  return sum;
 }
 
 void Trainer::save(const std::filesystem::path& dir) {

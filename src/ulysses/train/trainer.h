@@ -63,7 +63,6 @@ class Trainer {
     return compute_params_ ? *compute_params_ : params_;
   }
   std::int64_t global_batch_sequences() const;
-  double sum_over_ranks(double value) const;
   bool is_main() const { return world_.rank() == 0; }
 
   std::unique_ptr<comm::Communicator> own_world_;  // only for the single-process constructor
