@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 
+#include "test_util.h"
 #include "ulysses/comm/communicator.h"
 
 namespace ulysses {
@@ -82,30 +83,23 @@ TEST(SelfComm, EmptyTensors) {
   self->all_to_all(empty, out);
 }
 
-void expect_error(const std::function<void()>& call, const std::string& collective) {
-  try {
-    call();
-    ADD_FAILURE() << "expected an Error from " << collective;
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(collective), std::string::npos) << e.what();
-  }
-}
-
 TEST(SelfComm, MismatchesThrow) {
   auto self = comm::make_self_communicator();
   auto f32 = [](std::int64_t n) { return Tensor::zeros({n}, DType::f32); };
-  expect_error([&] { self->all_to_all(f32(4), f32(5)); }, "all_to_all");
-  expect_error([&] { self->all_to_all(f32(4), Tensor::zeros({4}, DType::bf16)); }, "all_to_all");
-  expect_error([&] { self->all_gather(f32(4), f32(8)); }, "all_gather");
-  expect_error([&] { self->reduce_scatter(f32(4), f32(2), ReduceOp::sum); }, "reduce_scatter");
-  expect_error([&] { self->all_to_all_v(f32(4), {4, 0}, f32(4), {4}); }, "all_to_all_v");
-  expect_error([&] { self->all_to_all_v(f32(4), {3}, f32(4), {4}); }, "all_to_all_v");
-  expect_error([&] { self->all_to_all_v(f32(4), {4}, f32(3), {3}); }, "all_to_all_v");
-  expect_error([&] { self->broadcast(f32(1), 1); }, "broadcast");
-  expect_error([&] { self->send(f32(1), 0, 0); }, "send");
-  expect_error([&] { self->recv(f32(1), 0, 0); }, "recv");
+  testing::expect_error([&] { self->all_to_all(f32(4), f32(5)); }, "all_to_all");
+  testing::expect_error([&] { self->all_to_all(f32(4), Tensor::zeros({4}, DType::bf16)); },
+                        "all_to_all");
+  testing::expect_error([&] { self->all_gather(f32(4), f32(8)); }, "all_gather");
+  testing::expect_error([&] { self->reduce_scatter(f32(4), f32(2), ReduceOp::sum); },
+                        "reduce_scatter");
+  testing::expect_error([&] { self->all_to_all_v(f32(4), {4, 0}, f32(4), {4}); }, "all_to_all_v");
+  testing::expect_error([&] { self->all_to_all_v(f32(4), {3}, f32(4), {4}); }, "all_to_all_v");
+  testing::expect_error([&] { self->all_to_all_v(f32(4), {4}, f32(3), {3}); }, "all_to_all_v");
+  testing::expect_error([&] { self->broadcast(f32(1), 1); }, "broadcast");
+  testing::expect_error([&] { self->send(f32(1), 0, 0); }, "send");
+  testing::expect_error([&] { self->recv(f32(1), 0, 0); }, "recv");
   Tensor t = f32(4);
-  expect_error([&] { self->all_to_all(t, t); }, "overlap");
+  testing::expect_error([&] { self->all_to_all(t, t); }, "overlap");
 }
 
 // Sets an environment variable for the scope, restoring the old value after.

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <set>
 
+#include "test_util.h"
 #include "ulysses/core/error.h"
 #include "ulysses/data/packer.h"
 #include "ulysses/data/source.h"
@@ -20,20 +21,13 @@ fs::path temp(const std::string& name) {
   return p;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(Jsonl, ReadsInputIdsAndUnshiftedLabels) {
   const auto path = temp("a.jsonl");
-  std::ofstream(path) << R"({"input_ids": [5, 6, 7, 8], "labels": [-100, -100, 7, 8]})" "\n"
+  std::ofstream(path) << R"({"input_ids": [5, 6, 7, 8], "labels": [-100, -100, 7, 8]})"
+                         "\n"
                       << "\n"
-                      << R"({"input_ids": [9, 10]})" "\n";
+                      << R"({"input_ids": [9, 10]})"
+                         "\n";
   auto source = make_jsonl_source(path.string(), 16);
   ASSERT_EQ(source->size(), 2);
   EXPECT_EQ(source->get(0).labels, (std::vector<std::int32_t>{-100, -100, 7, 8}));
@@ -46,17 +40,25 @@ TEST(Jsonl, ReadsInputIdsAndUnshiftedLabels) {
 
 TEST(Jsonl, ErrorsNameFileAndLine) {
   const auto path = temp("b.jsonl");
-  std::ofstream(path) << R"({"input_ids": [1, 2]})" "\n" << R"({"input_ids": [1, 2)" "\n";
-  EXPECT_NE(error_of([&] { make_jsonl_source(path.string(), 16); }).find(path.string() + ":2"),
+  std::ofstream(path) << R"({"input_ids": [1, 2]})"
+                         "\n"
+                      << R"({"input_ids": [1, 2)"
+                         "\n";
+  EXPECT_NE(testing::error_message([&] {
+              make_jsonl_source(path.string(), 16);
+            }).find(path.string() + ":2"),
             std::string::npos);
-  std::ofstream(path) << R"({"tokens": [1, 2]})" "\n";
-  EXPECT_NE(error_of([&] { make_jsonl_source(path.string(), 16); }).find("input_ids"),
+  std::ofstream(path) << R"({"tokens": [1, 2]})"
+                         "\n";
+  EXPECT_NE(testing::error_message([&] { make_jsonl_source(path.string(), 16); }).find("input_ids"),
             std::string::npos);
-  std::ofstream(path) << R"({"input_ids": [1, 2], "labels": [1]})" "\n";
-  EXPECT_NE(error_of([&] { make_jsonl_source(path.string(), 16); }).find("labels"),
+  std::ofstream(path) << R"({"input_ids": [1, 2], "labels": [1]})"
+                         "\n";
+  EXPECT_NE(testing::error_message([&] { make_jsonl_source(path.string(), 16); }).find("labels"),
             std::string::npos);
-  std::ofstream(path) << R"({"input_ids": [1, 20]})" "\n";
-  const auto vocab = error_of([&] { make_jsonl_source(path.string(), 16); });
+  std::ofstream(path) << R"({"input_ids": [1, 20]})"
+                         "\n";
+  const auto vocab = testing::error_message([&] { make_jsonl_source(path.string(), 16); });
   EXPECT_NE(vocab.find("token id 20"), std::string::npos) << vocab;
   EXPECT_NE(vocab.find("vocab_size 16"), std::string::npos) << vocab;
 }
@@ -66,12 +68,15 @@ void write_token_files(const fs::path& dir, const std::vector<std::uint32_t>& to
                        const std::vector<std::uint8_t>* mask = nullptr) {
   fs::create_directories(dir);
   std::ofstream(dir / "tokens.bin", std::ios::binary)
-      .write(reinterpret_cast<const char*>(tokens.data()), static_cast<std::streamsize>(tokens.size() * 4));
+      .write(reinterpret_cast<const char*>(tokens.data()),
+             static_cast<std::streamsize>(tokens.size() * 4));
   std::ofstream(dir / "offsets.bin", std::ios::binary)
-      .write(reinterpret_cast<const char*>(offsets.data()), static_cast<std::streamsize>(offsets.size() * 8));
+      .write(reinterpret_cast<const char*>(offsets.data()),
+             static_cast<std::streamsize>(offsets.size() * 8));
   if (mask)
     std::ofstream(dir / "loss_mask.bin", std::ios::binary)
-        .write(reinterpret_cast<const char*>(mask->data()), static_cast<std::streamsize>(mask->size()));
+        .write(reinterpret_cast<const char*>(mask->data()),
+               static_cast<std::streamsize>(mask->size()));
 }
 
 TEST(TokenFiles, ReadsDocumentsAndLossMask) {
@@ -88,17 +93,22 @@ TEST(TokenFiles, ReadsDocumentsAndLossMask) {
 TEST(TokenFiles, RejectsInconsistentFiles) {
   const auto dir = temp("bad");
   write_token_files(dir, {3, 4, 5}, {0, 2, 4});
-  EXPECT_NE(error_of([&] { make_token_file_source(dir.string(), 10); }).find("offsets.bin"),
-            std::string::npos);
+  EXPECT_NE(
+      testing::error_message([&] { make_token_file_source(dir.string(), 10); }).find("offsets.bin"),
+      std::string::npos);
   write_token_files(dir, {3, 4, 5}, {0, 2, 1});
-  EXPECT_NE(error_of([&] { make_token_file_source(dir.string(), 10); }).find("decrease"),
-            std::string::npos);
+  EXPECT_NE(
+      testing::error_message([&] { make_token_file_source(dir.string(), 10); }).find("decrease"),
+      std::string::npos);
   write_token_files(dir, {3, 40, 5}, {0, 3});
-  EXPECT_NE(error_of([&] { make_token_file_source(dir.string(), 10); }).find("token id 40"),
-            std::string::npos);
+  EXPECT_NE(
+      testing::error_message([&] { make_token_file_source(dir.string(), 10); }).find("token id 40"),
+      std::string::npos);
   const std::vector<std::uint8_t> short_mask = {1};
   write_token_files(dir, {3, 4, 5}, {0, 3}, &short_mask);
-  EXPECT_NE(error_of([&] { make_token_file_source(dir.string(), 10); }).find("loss_mask.bin"),
+  EXPECT_NE(testing::error_message([&] {
+              make_token_file_source(dir.string(), 10);
+            }).find("loss_mask.bin"),
             std::string::npos);
 }
 
@@ -125,7 +135,8 @@ TEST(OpenData, NamesTheProblem) {
   DataOptions options;
   options.data = "/nonexistent/x.jsonl";
   options.vocab_size = 16;
-  EXPECT_NE(error_of([&] { open_data(options); }).find("docs/formats.md"), std::string::npos);
+  EXPECT_NE(testing::error_message([&] { open_data(options); }).find("docs/formats.md"),
+            std::string::npos);
 }
 
 }  // namespace

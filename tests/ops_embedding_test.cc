@@ -40,15 +40,6 @@ std::vector<double> scatter_reference(const std::vector<std::int32_t>& ids,
   return dtable;
 }
 
-std::string error_message(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 TEST(Embedding, ForwardCopiesRows) {
   const Context ctx;
   Problem p(1);
@@ -66,12 +57,12 @@ TEST(Embedding, IdOutsideVocabularyThrows) {
   Problem p(2);
   Tensor out = poisoned({6, p.C});
   const Tensor too_large = Tensor::from_ints({1, 2, 3, 4, 5, 10}, {6});
-  EXPECT_NE(error_message([&] {
+  EXPECT_NE(testing::error_message([&] {
               ops::embedding_forward(ctx, too_large, p.table, out);
             }).find("token id 10 at position 5 is outside the vocabulary (vocab_size 10)"),
             std::string::npos);
   const Tensor negative = Tensor::from_ints({1, -1, 3, 4, 5, 6}, {6});
-  EXPECT_NE(error_message([&] {
+  EXPECT_NE(testing::error_message([&] {
               ops::embedding_forward(ctx, negative, p.table, out);
             }).find("token id -1 at position 1 is outside the vocabulary (vocab_size 10)"),
             std::string::npos);

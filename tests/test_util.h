@@ -6,12 +6,33 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
+#include "ulysses/core/error.h"
 #include "ulysses/core/rng.h"
 #include "ulysses/core/tensor.h"
 
 namespace ulysses::testing {
+
+// The message of the ulysses::Error `call` throws, or "" when it throws none.
+inline std::string error_message(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Fails the test unless `call` throws an Error whose message contains `fragment`.
+inline void expect_error(const std::function<void()>& call, const std::string& fragment) {
+  const std::string message = error_message(call);
+  if (message.empty())
+    ADD_FAILURE() << "expected an Error mentioning '" << fragment << "'";
+  else
+    EXPECT_NE(message.find(fragment), std::string::npos) << message;
+}
 
 // f32 tensor with entries uniform in [-scale, scale).
 inline Tensor random_tensor(const Shape& shape, Rng& rng, float scale = 1.0f) {
@@ -22,9 +43,7 @@ inline Tensor random_tensor(const Shape& shape, Rng& rng, float scale = 1.0f) {
 }
 
 // f32 tensor filled with NaN, so any element an op fails to write is caught.
-inline Tensor poisoned(const Shape& shape) {
-  return Tensor::full(shape, std::nanf(""));
-}
+inline Tensor poisoned(const Shape& shape) { return Tensor::full(shape, std::nanf("")); }
 
 // ||a - b|| / ||b|| in double; NaN anywhere gives +inf.
 inline double relative_error(const std::vector<double>& a, const std::vector<double>& b) {

@@ -1,13 +1,15 @@
+#include "ulysses/train/train_config.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 
+#include "test_util.h"
 #include "ulysses/core/error.h"
 #include "ulysses/train/config_file.h"
 #include "ulysses/train/schedule.h"
-#include "ulysses/train/train_config.h"
 
 namespace ulysses::train {
 namespace {
@@ -16,15 +18,6 @@ std::filesystem::path write_temp(const std::string& name, const std::string& tex
   const auto path = std::filesystem::temp_directory_path() / ("ulysses_cfg_" + name);
   std::ofstream(path) << text;
   return path;
-}
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(Schedule, MatchesTransformersFormulas) {
@@ -44,7 +37,8 @@ TEST(Schedule, MatchesTransformersFormulas) {
   EXPECT_DOUBLE_EQ(learning_rate_at(c, 5), 0.5);
   EXPECT_DOUBLE_EQ(learning_rate_at(c, 100), 1.0);
   c.type = "polynomial";
-  EXPECT_NE(message_of([&] { validate_schedule(c); }).find("--lr-scheduler-type"), std::string::npos);
+  EXPECT_NE(testing::error_message([&] { validate_schedule(c); }).find("--lr-scheduler-type"),
+            std::string::npos);
 }
 
 TEST(ConfigFile, ReadsYamlAndJson) {
@@ -60,37 +54,45 @@ TEST(ConfigFile, ReadsYamlAndJson) {
 }
 
 TEST(ConfigFile, ErrorsNameTheFile) {
-  EXPECT_NE(message_of([] { read_config_file("/nonexistent/run.yaml"); }).find("/nonexistent/run.yaml"),
+  EXPECT_NE(testing::error_message([] {
+              read_config_file("/nonexistent/run.yaml");
+            }).find("/nonexistent/run.yaml"),
             std::string::npos);
   const auto bad = write_temp("bad.yaml", "max_steps: [1, 2\n");
-  EXPECT_NE(message_of([&] { read_config_file(bad); }).find("invalid YAML"), std::string::npos);
+  EXPECT_NE(testing::error_message([&] { read_config_file(bad); }).find("invalid YAML"),
+            std::string::npos);
   const auto nested = write_temp("nested.json", R"({"max_steps": {"a": 1}})");
-  EXPECT_NE(message_of([&] { read_config_file(nested); }).find("max_steps"), std::string::npos);
+  EXPECT_NE(testing::error_message([&] { read_config_file(nested); }).find("max_steps"),
+            std::string::npos);
   const auto list = write_temp("list.yaml", "- a\n- b\n");
-  EXPECT_NE(message_of([&] { read_config_file(list); }).find("mapping"), std::string::npos);
+  EXPECT_NE(testing::error_message([&] { read_config_file(list); }).find("mapping"),
+            std::string::npos);
   const auto ext = write_temp("x.toml", "a = 1\n");
-  EXPECT_NE(message_of([&] { read_config_file(ext); }).find(".toml"), std::string::npos);
+  EXPECT_NE(testing::error_message([&] { read_config_file(ext); }).find(".toml"),
+            std::string::npos);
 }
 
 TEST(TrainConfig, RejectsNonPositiveSizesNamingTheFlag) {
   TrainConfig c;
   EXPECT_NO_THROW(validate(c));
   c.max_seq_length = 0;
-  EXPECT_NE(message_of([&] { validate(c); }).find("--max-seq-length"), std::string::npos);
+  EXPECT_NE(testing::error_message([&] { validate(c); }).find("--max-seq-length"),
+            std::string::npos);
   c = TrainConfig{};
   c.per_device_train_batch_size = -2;
-  EXPECT_NE(message_of([&] { validate(c); }).find("--per-device-train-batch-size"),
+  EXPECT_NE(testing::error_message([&] { validate(c); }).find("--per-device-train-batch-size"),
             std::string::npos);
   c = TrainConfig{};
   c.zero_stage = 4;
-  EXPECT_NE(message_of([&] { validate(c); }).find("--zero-stage"), std::string::npos);
+  EXPECT_NE(testing::error_message([&] { validate(c); }).find("--zero-stage"), std::string::npos);
   c = TrainConfig{};
   c.sp_size = 0;
-  EXPECT_NE(message_of([&] { validate(c); }).find("--sp-size"), std::string::npos);
+  EXPECT_NE(testing::error_message([&] { validate(c); }).find("--sp-size"), std::string::npos);
   c = TrainConfig{};
   c.sp_size = 4;
   c.max_seq_length = 1022;
-  EXPECT_NE(message_of([&] { validate(c); }).find("use --max-seq-length 1024"), std::string::npos);
+  EXPECT_NE(testing::error_message([&] { validate(c); }).find("use --max-seq-length 1024"),
+            std::string::npos);
   c.packing = false;  // unpacked sequences are padded to a multiple of sp instead
   EXPECT_NO_THROW(validate(c));
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "dist_util.h"
+#include "test_util.h"
 
 namespace ulysses {
 namespace {
@@ -57,16 +58,6 @@ std::vector<std::int64_t> decode_all(const Tensor& t) {
   std::vector<std::int64_t> out;
   for (std::int64_t i = 0; i < t.numel(); ++i) out.push_back(decode(t.data<T>()[i]));
   return out;
-}
-
-// Throws Error whose message names the collective.
-void expect_error(const std::function<void()>& call, const std::string& collective) {
-  try {
-    call();
-    ADD_FAILURE() << "expected an Error from " << collective;
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(collective), std::string::npos) << e.what();
-  }
 }
 
 TEST(MpiComm, WorldBasics) {
@@ -308,8 +299,8 @@ TEST(MpiComm, BroadcastFromEveryRoot) {
 TEST(MpiComm, SendRecvPairs) {
   Communicator& w = world();
   const int r = w.rank();
-  expect_error([&] { w.send(Tensor::zeros({1}, DType::f32), r, 0); }, "send");
-  expect_error([&] { w.recv(Tensor::zeros({1}, DType::f32), w.size(), 0); }, "recv");
+  testing::expect_error([&] { w.send(Tensor::zeros({1}, DType::f32), r, 0); }, "send");
+  testing::expect_error([&] { w.recv(Tensor::zeros({1}, DType::f32), w.size(), 0); }, "recv");
   const int partner = r ^ 1;
   if (partner >= w.size()) {  // the last rank of an odd-sized world
     w.barrier();
@@ -327,7 +318,7 @@ TEST(MpiComm, SendRecvPairs) {
   } else {
     w.recv(in, partner, 7);
     w.send(out, partner, 7);
-    expect_error([&] { w.recv(too_big, partner, 8); }, "recv");
+    testing::expect_error([&] { w.recv(too_big, partner, 8); }, "recv");
   }
   for (int k = 0; k < 5; ++k) EXPECT_EQ(decode_all<float>(in)[k], partner * 100 + k);
   w.barrier();
@@ -387,7 +378,7 @@ TEST(MpiComm, SplitOrdersByKeyAndNests) {
   Tensor x = Tensor::from_floats({1.5f}, {1});
   alone->all_reduce(x, ReduceOp::sum);
   EXPECT_EQ(x.data<float>()[0], 1.5f);
-  expect_error([&] { (void)w.split(-1, 0); }, "split");
+  testing::expect_error([&] { (void)w.split(-1, 0); }, "split");
 }
 
 // Arguments that are wrong on every rank throw everywhere (no collective starts), and the
@@ -396,27 +387,30 @@ TEST(MpiComm, SizeMismatchesThrow) {
   Communicator& w = world();
   const int n = w.size();
   auto f32 = [](std::int64_t numel) { return Tensor::zeros({numel}, DType::f32); };
-  expect_error([&] { w.all_to_all(f32(2 * n), f32(2 * n + 1)); }, "all_to_all");
-  expect_error([&] { w.all_to_all(f32(2 * n), Tensor::zeros({2 * n}, DType::i32)); }, "all_to_all");
-  if (n > 1) expect_error([&] { w.all_to_all(f32(2 * n + 1), f32(2 * n + 1)); }, "all_to_all");
+  testing::expect_error([&] { w.all_to_all(f32(2 * n), f32(2 * n + 1)); }, "all_to_all");
+  testing::expect_error([&] { w.all_to_all(f32(2 * n), Tensor::zeros({2 * n}, DType::i32)); },
+                        "all_to_all");
+  if (n > 1)
+    testing::expect_error([&] { w.all_to_all(f32(2 * n + 1), f32(2 * n + 1)); }, "all_to_all");
   Tensor both = f32(4 * n);
-  expect_error(
+  testing::expect_error(
       [&] {
         w.all_to_all(both.view({2, 2 * n}).rows(0, 1), both.view({2, 2 * n}).rows(0, 1));
       },
       "overlap");
-  expect_error([&] { w.all_gather(f32(3), f32(3 * n + 1)); }, "all_gather");
-  expect_error([&] { w.reduce_scatter(f32(3 * n + 1), f32(3), ReduceOp::sum); }, "reduce_scatter");
+  testing::expect_error([&] { w.all_gather(f32(3), f32(3 * n + 1)); }, "all_gather");
+  testing::expect_error([&] { w.reduce_scatter(f32(3 * n + 1), f32(3), ReduceOp::sum); },
+                        "reduce_scatter");
   const std::vector<std::int64_t> ones(static_cast<std::size_t>(n), 1);
   const std::vector<std::int64_t> too_few(static_cast<std::size_t>(n - 1), 1);
-  expect_error([&] { w.all_to_all_v(f32(n), too_few, f32(n), ones); }, "all_to_all_v");
-  expect_error([&] { w.all_to_all_v(f32(n + 1), ones, f32(n), ones); }, "all_to_all_v");
+  testing::expect_error([&] { w.all_to_all_v(f32(n), too_few, f32(n), ones); }, "all_to_all_v");
+  testing::expect_error([&] { w.all_to_all_v(f32(n + 1), ones, f32(n), ones); }, "all_to_all_v");
   std::vector<std::int64_t> negative = ones;
   negative[0] = -1;
-  expect_error([&] { w.all_to_all_v(f32(n), negative, f32(n), ones); }, "all_to_all_v");
-  expect_error([&] { w.broadcast(f32(1), n); }, "broadcast");
-  expect_error([&] { w.broadcast(f32(1), -1); }, "broadcast");
-  expect_error([&] { w.all_reduce(Tensor(), ReduceOp::sum); }, "all_reduce");
+  testing::expect_error([&] { w.all_to_all_v(f32(n), negative, f32(n), ones); }, "all_to_all_v");
+  testing::expect_error([&] { w.broadcast(f32(1), n); }, "broadcast");
+  testing::expect_error([&] { w.broadcast(f32(1), -1); }, "broadcast");
+  testing::expect_error([&] { w.all_reduce(Tensor(), ReduceOp::sum); }, "all_reduce");
 
   Tensor check = Tensor::from_ints({1}, {1});
   w.all_reduce(check, ReduceOp::sum);
@@ -435,7 +429,8 @@ TEST(MpiComm, AllToAllVCountsDisagreeingBetweenRanksThrowEverywhere) {
       std::accumulate(recv_counts.begin(), recv_counts.end(), std::int64_t{0});
   Tensor send = Tensor::zeros({n}, DType::f32);
   Tensor recv = Tensor::zeros({recv_total}, DType::f32);
-  expect_error([&] { w.all_to_all_v(send, send_counts, recv, recv_counts); }, "all_to_all_v");
+  testing::expect_error([&] { w.all_to_all_v(send, send_counts, recv, recv_counts); },
+                        "all_to_all_v");
 
   Tensor check = Tensor::from_ints({r}, {1});
   w.all_reduce(check, ReduceOp::max);
