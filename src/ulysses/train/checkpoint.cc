@@ -14,6 +14,7 @@
 #include <optional>
 #include <sstream>
 
+#include "ulysses/comm/agree.h"
 #include "ulysses/core/error.h"
 #include "ulysses/core/log.h"
 #include "ulysses/io/safetensors.h"
@@ -22,6 +23,8 @@ namespace ulysses::train {
 namespace {
 
 namespace fs = std::filesystem;
+using comm::broadcast_string;
+using comm::run_agreed;
 using nlohmann::json;
 
 constexpr const char* kStateFormat = "ulysses-training-state";
@@ -42,57 +45,6 @@ std::string hex64(std::uint64_t value) {
   char buffer[17];
   std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(value));
   return buffer;
-}
-
-// ---- Agreement between ranks ----------------------------------------------------------------
-
-// Broadcasts `text` from `root` (one i32 element per byte).
-void broadcast_string(comm::Communicator& world, int root, std::string& text) {
-  Tensor length = Tensor::empty({1}, DType::i64);  // [1]
-  length.data<std::int64_t>()[0] = static_cast<std::int64_t>(text.size());
-  world.broadcast(length, root);
-  const std::int64_t n = length.data<std::int64_t>()[0];
-  if (n == 0) {
-    text.clear();
-    return;
-  }
-  Tensor bytes = Tensor::empty({n}, DType::i32);  // [n]
-  std::int32_t* b = bytes.data<std::int32_t>();
-  if (world.rank() == root)
-    for (std::int64_t i = 0; i < n; ++i) b[i] = static_cast<unsigned char>(text[i]);
-  world.broadcast(bytes, root);
-  text.resize(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) text[i] = static_cast<char>(b[i]);
-}
-
-// Collective: when any rank passes a non-empty `error`, every rank throws an Error with the
-// message of the lowest failing rank (plus "(rank r)" when the group has several ranks).
-void agree(comm::Communicator& world, const std::string& error) {
-  const int size = world.size();
-  Tensor flag = Tensor::from_ints({error.empty() ? 0 : size - world.rank()}, {1});  // [1]
-  world.all_reduce(flag, comm::ReduceOp::max);
-  const int top = flag.data<std::int32_t>()[0];
-  if (top == 0) return;
-  const int lowest_failing = size - top;
-  std::string message = world.rank() == lowest_failing ? error : std::string();
-  broadcast_string(world, lowest_failing, message);
-  if (size > 1) message += " (rank " + std::to_string(lowest_failing) + ")";
-  throw Error(message);
-}
-
-// Runs `work` (which may throw) and agrees on the outcome with the other ranks.
-template <typename Work>
-void run_agreed(comm::Communicator& world, Work&& work) {
-  std::string error;
-  try {
-    work();
-  } catch (const std::exception& e) {
-    error = e.what();
-    if (error.empty()) error = "unknown error";
-  } catch (...) {
-    error = "unknown non-standard exception";
-  }
-  agree(world, error);
 }
 
 // ---- File system helpers --------------------------------------------------------------------

@@ -3,10 +3,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstdio>
-#include <exception>
 #include <sstream>
 
 #include "ulysses/comm/nccl_communicator.h"
+#include "ulysses/comm/agree.h"
 #include "ulysses/core/cuda_context.h"
 #include "ulysses/core/device_memory.h"
 #include "ulysses/core/log.h"
@@ -38,23 +38,11 @@ Context make_context(const std::string& device, int world_size) {
   return make_cuda_context(choose_cuda_device(launcher_local_rank(), cuda_device_count(), world_size));
 }
 
-// make_context, agreed on by every rank of world: when it fails anywhere, it throws everywhere
-// (the failing ranks their own error), so no rank walks on into a collective alone.
+// make_context, agreed on by every rank of world: when it fails anywhere, every rank throws
+// the failing rank's error, so no rank walks on into a collective alone.
 Context make_agreed_context(const std::string& device, comm::Communicator& world) {
   Context ctx;
-  std::exception_ptr error;
-  try {
-    ctx = make_context(device, world.size());
-  } catch (const std::exception&) {
-    error = std::current_exception();
-  }
-  if (world.size() > 1) {
-    Tensor flag = Tensor::from_ints({error ? 1 : 0}, {1});
-    world.all_reduce(flag, comm::ReduceOp::max);
-    if (!error && flag.data<std::int32_t>()[0] != 0)
-      UL_FAIL("--device ", device, ": setting up the device failed on another rank");
-  }
-  if (error) std::rethrow_exception(error);
+  comm::run_agreed(world, [&] { ctx = make_context(device, world.size()); });
   return ctx;
 }
 
