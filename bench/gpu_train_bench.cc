@@ -10,18 +10,26 @@
 // (docs/architecture.md formula), MFU against the dense bf16 peak (989 TFLOP/s for H100/H200
 // SXM), peak device memory per GPU (the largest rank's), and a breakdown of the step: GEMM and
 // attention time measured in isolation on the rank's shapes (forward + backward, times the layer
-// count, plus the projections' recomputed forward with gradient checkpointing), the Ulysses
-// all-to-alls measured in isolation on the same groups (8 per layer: q, k, v, out forward;
-// dout, dq, dk, dv backward; they run in stream order with the compute, so all of it is
-// exposed), and "other" = step - the rest (norms, RoPE, loss, optimizer, ZeRO traffic).
+// count, plus the projections' recomputed forward with gradient checkpointing); the exposed
+// communication of the timed steps, i.e. how long the compute stream stood still waiting for
+// collectives (comm::set_wait_timing; the largest rank's, per step), split into the Ulysses
+// all-to-alls and the ZeRO / data-parallel collectives (all-gathers, reduce-scatters,
+// all-reduces, ...); and "other" = step - GEMM - attention - both exposed parts (norms, RoPE,
+// loss, optimizer, host synchronizations). For reference it also prints the total time of the
+// Ulysses all-to-alls measured in isolation on the same groups (8 per layer: q, k, v, out
+// forward; dout, dq, dk, dv backward): the strategy pipelines its heads in two parts, so part
+// of that time overlaps attention and is not exposed.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 
 #include "ulysses/comm/communicator.h"
+#include "ulysses/comm/nccl_communicator.h"
 #include "ulysses/core/cuda_context.h"
 #include "ulysses/core/device_memory.h"
 #include "ulysses/model/memory_plan.h"
@@ -43,11 +51,19 @@ double seconds_of(const Context& ctx, const std::function<void()>& f, int repeat
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / repeats;
 }
 
+// Timing inputs: one block of 2^20 normal values repeated (drawing every value of the larger
+// activations one by one took tens of seconds at 128K tokens; only the timing matters here).
 Tensor random_bf16(const Shape& shape, Device device, std::uint64_t seed) {
-  Tensor host = Tensor::empty(shape, DType::f32);
+  Tensor host = Tensor::empty(shape, DType::bf16);
+  const std::int64_t n = host.numel(), block = std::min<std::int64_t>(n, std::int64_t{1} << 20);
+  Tensor values = Tensor::empty({block}, DType::f32);
   Rng rng(seed);
-  for (std::int64_t i = 0; i < host.numel(); ++i) host.data<float>()[i] = 0.05f * rng.normal();
-  return host.to(DType::bf16).to(device);
+  for (std::int64_t i = 0; i < block; ++i) values.data<float>()[i] = 0.05f * rng.normal();
+  const Tensor rounded = values.to(DType::bf16);
+  for (std::int64_t at = 0; at < n; at += block)
+    std::memcpy(static_cast<char*>(host.raw()) + at * 2, rounded.raw(),
+                static_cast<std::size_t>(std::min(block, n - at)) * 2);
+  return host.to(device);
 }
 
 // Forward + backward seconds of one layer's projections on T local tokens and of its attention
@@ -175,6 +191,7 @@ int main(int argc, char** argv) {
     trainer.train_step(1);  // warm-up: plans, allocator
     double seconds = 0, flops = 0;
     std::int64_t tokens = 0, peak = 0;
+    comm::set_wait_timing(true);  // the timed steps only
     for (std::int64_t s = 2; s <= steps + 1; ++s) {
       const auto m = trainer.train_step(s);
       seconds += m.seconds;
@@ -186,11 +203,23 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       }
     }
-    // The largest rank's peak memory.
+    comm::set_wait_timing(false);
+    // Seconds this rank's compute stream stood still for collectives in the timed steps: the
+    // Ulysses all-to-alls, and the rest (ZeRO / data-parallel traffic).
+    double exposed_all_to_all = 0, exposed_zero_comm = 0;
+    for (const auto& [collective, stalled] : comm::take_wait_seconds())
+      (collective == "all_to_all" ? exposed_all_to_all : exposed_zero_comm) += stalled;
+    // The largest rank's peak memory and exposed communication.
     Tensor peak_all = Tensor::empty({1}, DType::i64);
     peak_all.data<std::int64_t>()[0] = peak;
     world->all_reduce(peak_all, comm::ReduceOp::max);
     peak = peak_all.data<std::int64_t>()[0];
+    Tensor exposed_all = Tensor::empty({2}, DType::f32);
+    exposed_all.data<float>()[0] = static_cast<float>(exposed_all_to_all);
+    exposed_all.data<float>()[1] = static_cast<float>(exposed_zero_comm);
+    world->all_reduce(exposed_all, comm::ReduceOp::max);
+    exposed_all_to_all = exposed_all.data<float>()[0] / static_cast<double>(steps);
+    exposed_zero_comm = exposed_all.data<float>()[1] / static_cast<double>(steps);
     const Context& ctx = trainer.context();
     const std::int64_t local = seq / sp;
     const double all_to_all_layer =
@@ -203,33 +232,41 @@ int main(int argc, char** argv) {
     const double recompute = checkpointing ? 4.0 / 3.0 : 1.0;
     const double step = seconds / static_cast<double>(steps);
     const double gemm = gemm_layer * L * recompute, attention = attention_layer * L;
-    const double all_to_all = all_to_all_layer * L;
-    const double other = std::max(0.0, step - gemm - attention - all_to_all);
+    const double all_to_all_isolated = all_to_all_layer * L;
+    const double other =
+        std::max(0.0, step - gemm - attention - exposed_all_to_all - exposed_zero_comm);
     const double tflops = flops / seconds / 1e12;
     const double peak_tflops = 989.0;
     const int gpus = world->size();
     if (main_rank) {
-      std::printf("\n| model | seq | GPUs | sp | ZeRO | ckpt | step s | tokens/s | TFLOP/s/GPU | MFU | "
-                  "peak GiB/GPU | GEMM s | attention s | all-to-all s (share) | other s |\n");
-      std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
-                  "| --- |\n");
-      std::printf("| %s | %lld | %d | %lld | %lld | %s | %.3f | %.0f | %.1f | %.1f%% | %.1f | %.3f | "
-                  "%.3f | %.3f (%.1f%%) | %.3f |\n",
-                  model.c_str(), static_cast<long long>(seq), gpus, static_cast<long long>(sp),
-                  static_cast<long long>(zero_stage), checkpointing ? "yes" : "no", step,
-                  static_cast<double>(tokens) / seconds, tflops, 100 * tflops / peak_tflops,
-                  static_cast<double>(peak) / (1ll << 30), gemm, attention, all_to_all,
-                  100 * all_to_all / step, other);
-      std::printf("{\"model\": \"%s\", \"seq\": %lld, \"gpus\": %d, \"sp\": %lld, "
-                  "\"zero_stage\": %lld, \"gradient_checkpointing\": %s, \"step_s\": %.4f, "
-                  "\"tokens_per_s\": %.1f, \"tflops_per_device\": %.2f, \"mfu\": %.4f, "
-                  "\"peak_gib\": %.2f, \"gemm_s\": %.4f, \"attention_s\": %.4f, "
-                  "\"all_to_all_s\": %.4f, \"all_to_all_share\": %.4f, \"other_s\": %.4f}\n",
-                  model.c_str(), static_cast<long long>(seq), gpus, static_cast<long long>(sp),
-                  static_cast<long long>(zero_stage), checkpointing ? "true" : "false", step,
-                  static_cast<double>(tokens) / seconds, tflops, tflops / peak_tflops,
-                  static_cast<double>(peak) / (1ll << 30), gemm, attention, all_to_all,
-                  all_to_all / step, other);
+      std::printf(
+          "\n| model | seq | GPUs | sp | ZeRO | ckpt | step s | tokens/s | TFLOP/s/GPU | MFU | "
+          "peak GiB/GPU | GEMM s | attention s | exposed all-to-all s (share) | "
+          "exposed ZeRO comm s | other s | all-to-all s (isolated) |\n");
+      std::printf(
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+          "| --- | --- | --- |\n");
+      std::printf(
+          "| %s | %lld | %d | %lld | %lld | %s | %.3f | %.0f | %.1f | %.1f%% | %.1f | %.3f | "
+          "%.3f | %.3f (%.1f%%) | %.3f | %.3f | %.3f |\n",
+          model.c_str(), static_cast<long long>(seq), gpus, static_cast<long long>(sp),
+          static_cast<long long>(zero_stage), checkpointing ? "yes" : "no", step,
+          static_cast<double>(tokens) / seconds, tflops, 100 * tflops / peak_tflops,
+          static_cast<double>(peak) / (1ll << 30), gemm, attention, exposed_all_to_all,
+          100 * exposed_all_to_all / step, exposed_zero_comm, other, all_to_all_isolated);
+      std::printf(
+          "{\"model\": \"%s\", \"seq\": %lld, \"gpus\": %d, \"sp\": %lld, "
+          "\"zero_stage\": %lld, \"gradient_checkpointing\": %s, \"step_s\": %.4f, "
+          "\"tokens_per_s\": %.1f, \"tflops_per_device\": %.2f, \"mfu\": %.4f, "
+          "\"peak_gib\": %.2f, \"gemm_s\": %.4f, \"attention_s\": %.4f, "
+          "\"exposed_all_to_all_s\": %.4f, \"exposed_all_to_all_share\": %.4f, "
+          "\"exposed_zero_comm_s\": %.4f, \"other_s\": %.4f, "
+          "\"all_to_all_isolated_s\": %.4f}\n",
+          model.c_str(), static_cast<long long>(seq), gpus, static_cast<long long>(sp),
+          static_cast<long long>(zero_stage), checkpointing ? "true" : "false", step,
+          static_cast<double>(tokens) / seconds, tflops, tflops / peak_tflops,
+          static_cast<double>(peak) / (1ll << 30), gemm, attention, exposed_all_to_all,
+          exposed_all_to_all / step, exposed_zero_comm, other, all_to_all_isolated);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

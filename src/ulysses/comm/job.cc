@@ -46,6 +46,8 @@ std::unique_ptr<Communicator> make_nccl_world(Communicator&, const Context&) {
   UL_FAIL("make_nccl_world: this build has no CUDA/NCCL support; configure with -DULYSSES_CUDA=on");
 }
 double nccl_timeout_seconds() { return 600.0; }
+void set_wait_timing(bool) {}
+std::map<std::string, double> take_wait_seconds() { return {}; }
 #endif
 
 }  // namespace ulysses::comm

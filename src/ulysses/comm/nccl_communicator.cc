@@ -12,12 +12,14 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -207,14 +209,122 @@ struct Shared {
   int world_rank = 0;
 };
 
+// The exposed-communication meter (set_wait_timing, take_wait_seconds). The flag is read on
+// every compute-stream wait, the rest only while it is on.
+std::atomic<bool> wait_timing_on{false};
+
+// Timing intervals recorded around compute-stream waits, and a pool of timing events.
+class WaitMeter {
+ public:
+  // Brackets a wait of `stream` (on `device`) for `done` with two timing events, to be summed
+  // under `collective`.
+  cudaError_t timed_wait(int device, cudaStream_t stream, cudaEvent_t done,
+                         const char* collective) {
+    Interval interval{collective, device, nullptr, nullptr};
+    cudaError_t status = take_event(device, &interval.before);
+    if (status == cudaSuccess) status = take_event(device, &interval.after);
+    if (status == cudaSuccess) status = cudaEventRecord(interval.before, stream);
+    if (status == cudaSuccess) status = cudaStreamWaitEvent(stream, done, 0);
+    if (status == cudaSuccess) status = cudaEventRecord(interval.after, stream);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (status == cudaSuccess) {
+      intervals_.push_back(interval);
+    } else {
+      release(interval);
+    }
+    return status;
+  }
+
+  std::map<std::string, double> take() {
+    std::vector<Interval> intervals;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      intervals.swap(intervals_);
+    }
+    std::map<std::string, double> seconds;
+    cudaError_t first_error = cudaSuccess;
+    for (const auto& interval : intervals) {
+      float milliseconds = 0;
+      cudaError_t status = cudaEventSynchronize(interval.after);
+      if (status == cudaSuccess)
+        status = cudaEventElapsedTime(&milliseconds, interval.before, interval.after);
+      if (status == cudaSuccess) {
+        seconds[interval.collective] += 1e-3 * static_cast<double>(milliseconds);
+      } else if (first_error == cudaSuccess) {
+        first_error = status;
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (const auto& interval : intervals) release(interval);
+    }
+    UL_CUDA_CHECK(first_error);
+    return seconds;
+  }
+
+ private:
+  struct Interval {
+    const char* collective;  // a string literal
+    int device;
+    cudaEvent_t before, after;
+  };
+  struct PooledEvent {
+    int device;
+    cudaEvent_t event;
+  };
+
+  // A timing event of `device` (the current device) from the pool, else a new one.
+  cudaError_t take_event(int device, cudaEvent_t* event) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (std::size_t i = free_events_.size(); i-- > 0;) {
+        if (free_events_[i].device != device) continue;
+        *event = free_events_[i].event;
+        free_events_.erase(free_events_.begin() + static_cast<std::ptrdiff_t>(i));
+        return cudaSuccess;
+      }
+    }
+    const cudaError_t status = cudaEventCreate(event);
+    if (status != cudaSuccess) *event = nullptr;
+    return status;
+  }
+  // Caller holds mutex_.
+  void release(const Interval& interval) {
+    if (interval.before) free_events_.push_back({interval.device, interval.before});
+    if (interval.after) free_events_.push_back({interval.device, interval.after});
+  }
+
+  std::mutex mutex_;
+  std::vector<Interval> intervals_;
+  std::vector<PooledEvent> free_events_;
+};
+
+// Never destroyed: its events would outlive the CUDA runtime at exit.
+WaitMeter& wait_meter() {
+  static WaitMeter* const meter = new WaitMeter;
+  return *meter;
+}
+
+// Makes the compute stream of `ctx` wait for `done` (recorded after `collective` on the
+// communication stream); metered while wait timing is on.
+cudaError_t compute_stream_wait(const Context& ctx, cudaEvent_t done, const char* collective) {
+  const cudaStream_t stream = cuda_resources(ctx).stream;
+  if (!wait_timing_on.load(std::memory_order_relaxed)) return cudaStreamWaitEvent(stream, done, 0);
+  return wait_meter().timed_wait(ctx.device.index, stream, done, collective);
+}
+
 // A collective started on the communication stream (all_to_all_start, all_gather_start,
 // reduce_scatter_start): wait() makes the compute stream wait for its completion event; until
 // then it holds the tensors (so the caching allocator cannot hand their memory to other work
 // while NCCL still reads or writes it).
 class StreamWork final : public Work {
  public:
-  StreamWork(std::shared_ptr<Shared> shared, Tensor send, Tensor recv)
-      : shared_(std::move(shared)), send_(std::move(send)), recv_(std::move(recv)) {
+  // collective: its name for the wait meter (a string literal).
+  StreamWork(std::shared_ptr<Shared> shared, const char* collective, Tensor send, Tensor recv)
+      : shared_(std::move(shared)),
+        collective_(collective),
+        send_(std::move(send)),
+        recv_(std::move(recv)) {
     UL_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
     // Until a collective records it, the event counts as complete.
   }
@@ -223,14 +333,15 @@ class StreamWork final : public Work {
   ~StreamWork() override {
     if (!waited_) {
       // Order the compute stream after the collective before the tensors are released.
-      cudaStreamWaitEvent(cuda_resources(shared_->ctx).stream, done_, 0);
+      if (compute_stream_wait(shared_->ctx, done_, collective_) != cudaSuccess)
+        cudaStreamWaitEvent(cuda_resources(shared_->ctx).stream, done_, 0);
     }
     cudaEventDestroy(done_);
   }
   cudaEvent_t done() const { return done_; }
   void wait() override {
     if (waited_) return;
-    UL_CUDA_CHECK(cudaStreamWaitEvent(cuda_resources(shared_->ctx).stream, done_, 0));
+    UL_CUDA_CHECK(compute_stream_wait(shared_->ctx, done_, collective_));
     waited_ = true;
     send_ = Tensor();
     recv_ = Tensor();
@@ -238,6 +349,7 @@ class StreamWork final : public Work {
 
  private:
   std::shared_ptr<Shared> shared_;
+  const char* collective_;
   Tensor send_, recv_;
   cudaEvent_t done_ = nullptr;
   bool waited_ = false;
@@ -315,7 +427,7 @@ class NcclCommunicator final : public Communicator {
     const ncclDataType_t type = nccl_type(send.dtype());
     const char* s = static_cast<const char*>(send.raw());
     char* r = static_cast<char*>(recv.raw());
-    auto work = std::make_unique<StreamWork>(shared_, send, recv);
+    auto work = std::make_unique<StreamWork>(shared_, "all_to_all", send, recv);
     if (chunk == 0) return work;
     run("all_to_all", true,
         [&](cudaStream_t stream) {
@@ -378,7 +490,7 @@ class NcclCommunicator final : public Communicator {
   std::unique_ptr<Work> all_gather_start(const Tensor& send, Tensor recv) override {
     detail::check_all_gather(send, recv, size_);
     if (on_host("all_gather", send, recv)) return Communicator::all_gather_start(send, recv);
-    auto work = std::make_unique<StreamWork>(shared_, send, recv);
+    auto work = std::make_unique<StreamWork>(shared_, "all_gather", send, recv);
     run("all_gather", send.numel() > 0,
         [&](cudaStream_t stream) {
           return ncclAllGather(send.raw(), recv.raw(), static_cast<std::size_t>(send.numel()),
@@ -393,7 +505,7 @@ class NcclCommunicator final : public Communicator {
     detail::check_reduce_scatter(send, recv, size_);
     if (on_host("reduce_scatter", send, recv))
       return Communicator::reduce_scatter_start(send, recv, op);
-    auto work = std::make_unique<StreamWork>(shared_, send, recv);
+    auto work = std::make_unique<StreamWork>(shared_, "reduce_scatter", send, recv);
     run("reduce_scatter", recv.numel() > 0,
         [&](cudaStream_t stream) {
           return ncclReduceScatter(send.raw(), recv.raw(), static_cast<std::size_t>(recv.numel()),
@@ -472,7 +584,8 @@ class NcclCommunicator final : public Communicator {
   // Orders `enqueue` (NCCL calls on the communication stream) after the compute stream's work
   // and the compute stream's later work after it; registers it with the watchdog.
   // With `done` (an asynchronous start): the event is recorded after the collective and the
-  // compute stream does not wait (the Work's wait() makes it wait).
+  // compute stream does not wait (the Work's wait() makes it wait). `collective`: a string
+  // literal (the wait meter keeps it).
   template <typename F>
   void run(const char* collective, bool has_data, F&& enqueue, cudaEvent_t done = nullptr) {
     if (!has_data) return;
@@ -489,7 +602,7 @@ class NcclCommunicator final : public Communicator {
       return;
     }
     status = cudaEventRecord(ready_, cuda.comm_stream);
-    if (status == cudaSuccess) status = cudaStreamWaitEvent(cuda.stream, ready_, 0);
+    if (status == cudaSuccess) status = compute_stream_wait(shared_->ctx, ready_, collective);
     if (status != cudaSuccess) fatal(what + ": " + cudaGetErrorString(status));
   }
 
@@ -531,6 +644,10 @@ class NcclCommunicator final : public Communicator {
 };
 
 }  // namespace
+
+void set_wait_timing(bool on) { wait_timing_on.store(on, std::memory_order_relaxed); }
+
+std::map<std::string, double> take_wait_seconds() { return wait_meter().take(); }
 
 double nccl_timeout_seconds() {
   const char* value = std::getenv("ULYSSES_NCCL_TIMEOUT_S");

@@ -32,7 +32,9 @@
 //   splits; destroy communicators before the end of main().
 #pragma once
 
+#include <map>
 #include <memory>
+#include <string>
 
 #include "ulysses/comm/communicator.h"
 #include "ulysses/core/context.h"
@@ -48,5 +50,23 @@ std::unique_ptr<Communicator> make_nccl_world(Communicator& host_world, const Co
 
 // ULYSSES_NCCL_TIMEOUT_S when set (a positive number of seconds), else 600. Error if malformed.
 double nccl_timeout_seconds();
+
+// Exposed-communication meter, for benchmarks; process-wide, off by default (then it costs one
+// relaxed atomic load per wait). While on, every place where the compute stream is made to wait
+// for an NCCL collective (the end of a blocking collective; Work::wait() or the destruction of
+// an unwaited Work of a *_start call) records a timing event on the compute stream just before
+// the wait and another just after it: the time between them is how long the compute stream
+// stood still for that collective (about 0 when the collective had already finished). Host
+// tensors' collectives (the host communicator) are not metered. Without CUDA: no-ops.
+// Thread-safe. Turning it off keeps what was recorded (two CUDA events per wait) until
+// take_wait_seconds.
+void set_wait_timing(bool on);
+
+// Sum of the stalled seconds per collective name ("all_to_all", "all_gather",
+// "reduce_scatter", "all_reduce", "broadcast", "all_to_all_v", "send", "recv") recorded since
+// the last call, then forgets them. Blocks the host until the recorded events have completed
+// (cudaEventSynchronize). Names with nothing recorded are absent; empty without CUDA. Throws
+// Error on a CUDA error.
+std::map<std::string, double> take_wait_seconds();
 
 }  // namespace ulysses::comm
