@@ -64,7 +64,10 @@ std::string seconds_str(double seconds) {
 
 // Collectives queued on the communication stream, in order, and the communicators to poll.
 // Shared by a world and its splits (they share the stream); the thread runs while any of them
-// lives.
+// lives. NCCL calls are not thread-safe, not even on different communicators of one device
+// (NCCL's thread-safety notes), and ncclCommGetAsyncError on a non-blocking communicator
+// advances its state: every NCCL call of the issuing thread and the watchdog's polls hold
+// nccl_mutex() (taken before the internal mutex, never after it).
 class Watchdog {
  public:
   Watchdog(int device, double timeout_s) : device_(device), timeout_s_(timeout_s) {
@@ -84,6 +87,7 @@ class Watchdog {
   Watchdog& operator=(const Watchdog&) = delete;
 
   double timeout_s() const { return timeout_s_; }
+  std::mutex& nccl_mutex() { return nccl_mutex_; }
 
   void add_comm(ncclComm_t comm) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -149,24 +153,37 @@ class Watchdog {
                 "different collective");
         break;
       }
-      for (const auto comm : comms_) {
-        ncclResult_t state = ncclSuccess;
-        const ncclResult_t result = ncclCommGetAsyncError(comm, &state);
-        if (result != ncclSuccess || (state != ncclSuccess && state != ncclInProgress)) {
-          const std::string what = pending_.empty() ? std::string("NCCL") : pending_.front().what;
-          fatal(what + ": NCCL reported an asynchronous error: " +
-                ncclGetErrorString(result != ncclSuccess ? result : state) + " (" +
-                ncclGetLastError(comm) + ")");
-        }
-      }
       lock.unlock();
+      poll_comms();
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
       lock.lock();
     }
   }
 
+  // Asynchronous errors of the communicators (a peer gone, a network failure), between the
+  // issuing thread's NCCL calls.
+  void poll_comms() {
+    std::lock_guard<std::mutex> nccl(nccl_mutex_);
+    std::vector<ncclComm_t> comms;
+    std::string what = "NCCL";
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      comms = comms_;
+      if (!pending_.empty()) what = pending_.front().what;
+    }
+    for (const auto comm : comms) {
+      ncclResult_t state = ncclSuccess;
+      const ncclResult_t result = ncclCommGetAsyncError(comm, &state);
+      if (result != ncclSuccess || (state != ncclSuccess && state != ncclInProgress))
+        fatal(what + ": NCCL reported an asynchronous error: " +
+              ncclGetErrorString(result != ncclSuccess ? result : state) + " (" +
+              ncclGetLastError(comm) + ")");
+    }
+  }
+
   int device_;
   double timeout_s_;
+  std::mutex nccl_mutex_;
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stop_ = false;
@@ -365,8 +382,11 @@ class NcclCommunicator final : public Communicator {
     rank_ = host_->rank();
     size_ = host_->size();
     int nccl_rank = -1, nccl_size = -1;
-    ncclCommUserRank(comm_, &nccl_rank);
-    ncclCommCount(comm_, &nccl_size);
+    {
+      std::lock_guard<std::mutex> nccl(shared_->watchdog->nccl_mutex());
+      ncclCommUserRank(comm_, &nccl_rank);
+      ncclCommCount(comm_, &nccl_size);
+    }
     if (nccl_rank != rank_ || nccl_size != size_)
       fatal(where("communicator", rank_, size_, shared_->world_rank) + ": NCCL rank " +
             std::to_string(nccl_rank) + " of " + std::to_string(nccl_size) +
@@ -375,6 +395,7 @@ class NcclCommunicator final : public Communicator {
     shared_->watchdog->add_comm(comm_);
   }
   ~NcclCommunicator() override {
+    std::lock_guard<std::mutex> nccl(shared_->watchdog->nccl_mutex());
     shared_->watchdog->remove_comm(comm_);
     // Flush queued work (bounded by the timeout), then free; abort if finalizing fails.
     const double timeout_s = shared_->watchdog->timeout_s();
@@ -560,10 +581,13 @@ class NcclCommunicator final : public Communicator {
     ncclConfig_t config = nonblocking_config();
     ncclComm_t part = nullptr;
     const std::string what = where("split", rank_, size_, shared_->world_rank);
-    const ncclResult_t result = ncclCommSplit(comm_, color, key, &part, &config);
-    wait_ready(comm_, result, shared_->watchdog->timeout_s(), what);
-    if (part == nullptr) fatal(what + ": ncclCommSplit returned no communicator");
-    wait_ready(part, ncclSuccess, shared_->watchdog->timeout_s(), what);
+    {
+      std::lock_guard<std::mutex> nccl(shared_->watchdog->nccl_mutex());
+      const ncclResult_t result = ncclCommSplit(comm_, color, key, &part, &config);
+      wait_ready(comm_, result, shared_->watchdog->timeout_s(), what);
+      if (part == nullptr) fatal(what + ": ncclCommSplit returned no communicator");
+      wait_ready(part, ncclSuccess, shared_->watchdog->timeout_s(), what);
+    }
     return std::make_unique<NcclCommunicator>(shared_, part, std::move(host));
   }
 
@@ -594,7 +618,10 @@ class NcclCommunicator final : public Communicator {
     cudaError_t status = cudaEventRecord(ready_, cuda.stream);
     if (status == cudaSuccess) status = cudaStreamWaitEvent(cuda.comm_stream, ready_, 0);
     if (status != cudaSuccess) fatal(what + ": " + cudaGetErrorString(status));
-    wait_ready(comm_, enqueue(cuda.comm_stream), shared_->watchdog->timeout_s(), what);
+    {
+      std::lock_guard<std::mutex> nccl(shared_->watchdog->nccl_mutex());
+      wait_ready(comm_, enqueue(cuda.comm_stream), shared_->watchdog->timeout_s(), what);
+    }
     shared_->watchdog->watch(cuda.comm_stream, what);
     if (done) {
       status = cudaEventRecord(done, cuda.comm_stream);
