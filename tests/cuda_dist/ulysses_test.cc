@@ -4,6 +4,8 @@
 // replicated. Every rank computes the single-GPU reference on its own GPU first.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include <filesystem>
 #include <fstream>
 
@@ -98,6 +100,18 @@ TEST(CudaUlysses, KvHeadsReplicatedTrainsLikeOneGpu) {
   train::TrainConfig c = base_config(model_dir(1));
   c.sp_size = world().size();
   expect_like_one_gpu(c, "kv 1 replicated, sp " + std::to_string(c.sp_size));
+}
+
+TEST(CudaUlysses, PipelinedHeadsTrainLikeOneGpu) {
+  // ULYSSES_SP_PIPELINE=1: heads in two parts, exchanges beside attention (opt-in).
+  ::setenv("ULYSSES_SP_PIPELINE", "1", 1);
+  for (const std::int64_t kv_heads : {4, 1}) {
+    train::TrainConfig c = base_config(model_dir(kv_heads));
+    c.sp_size = world().size();
+    expect_like_one_gpu(c, "kv " + std::to_string(kv_heads) + ", pipelined, sp " +
+                               std::to_string(c.sp_size));
+  }
+  ::unsetenv("ULYSSES_SP_PIPELINE");
 }
 
 TEST(CudaUlysses, SequenceAndDataParallelTrainLikeOneGpu) {

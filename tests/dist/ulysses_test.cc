@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -111,6 +112,12 @@ TEST(UlyssesTraining, EqualsSingleRankForEveryLayout) {
                                    std::to_string(accumulation);
           SCOPED_TRACE(what);
           expect_same_training(c, what);
+          if (sp > 1 && packing && accumulation == 1) {
+            // The two-part pipelining (opt-in) computes the same.
+            ::setenv("ULYSSES_SP_PIPELINE", "1", 1);
+            expect_same_training(c, what + " pipelined");
+            ::unsetenv("ULYSSES_SP_PIPELINE");
+          }
         }
       }
     }
@@ -287,6 +294,17 @@ TEST(UlyssesAttention, PackedDocumentsCrossingShardsMatchEachDocumentAlone) {
                            expected.rows(begin, end), lse);
   }
   EXPECT_LT(relative_error(out, expected.rows(r * T, (r + 1) * T).clone()), 1e-6);
+}
+
+TEST(UlyssesAttention, PipeliningIsOptIn) {
+  comm::Communicator& group = world();
+  // 4 query heads and 2 kv heads: an even chunk of each on 1 or 2 ranks, so two parts fit.
+  if (4 % (2 * group.size()) != 0) GTEST_SKIP() << "odd head chunks: one part anyway";
+  EXPECT_EQ(parallel::make_ulysses_attention(group, 4, 2)->name(), "ulysses");
+  ::setenv("ULYSSES_SP_PIPELINE", "1", 1);
+  EXPECT_EQ(parallel::make_ulysses_attention(group, 4, 2)->name(),
+            "ulysses (pipelined: 2 head parts)");
+  ::unsetenv("ULYSSES_SP_PIPELINE");
 }
 
 TEST(UlyssesGradients, ZeroTokenRankMatchesSingleRank) {

@@ -27,14 +27,19 @@ class UlyssesAttention final : public AttentionStrategy {
         heads_(heads),
         q_(query_head_chunks(heads, group.size())),
         kv_(kv_head_chunks(kv_heads, group.size())) {
-    // ULYSSES_SP_PIPELINE=0 turns the pipelining off (for measurements: same results).
+    // Off unless ULYSSES_SP_PIPELINE=1 (same results either way): measured on 4 H100s (sp 4,
+    // qwen3-4b) the two parts made steps 4% slower at 32K and 128K tokens; half as many heads
+    // per attention call run less efficiently, and the exchanges running beside attention
+    // take SMs from it (bench/RESULTS.md).
     const char* pipeline = std::getenv("ULYSSES_SP_PIPELINE");
-    const bool allowed = !(pipeline && std::string(pipeline) == "0");
+    const bool allowed = pipeline && std::string(pipeline) == "1";
     if (allowed && q_.chunk % 2 == 0 && (kv_.chunk % 2 == 0 || kv_.chunk == 1)) parts_ = 2;
     kv_parts_ = kv_.chunk % parts_ == 0 && kv_.chunk > 1 ? parts_ : 1;
   }
 
-  std::string name() const override { return "ulysses"; }
+  std::string name() const override {
+    return parts_ == 2 ? "ulysses (pipelined: 2 head parts)" : "ulysses";
+  }
 
   void forward(const Context& ctx, const data::SequenceShard& shard, const Tensor& q,
                const Tensor& k, const Tensor& v, float scale, Tensor out,
