@@ -128,7 +128,7 @@ int launcher_rank() {
 }
 
 int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
-             double memory_gib, const std::string& precision, int zero_ranks) {
+             double memory_gib, const std::string& precision, int zero_ranks, int sp_size) {
   using namespace ulysses::model;
   const ModelConfig c = resolve_model_config(model);
   std::printf("model %s: %s\n", model.c_str(), c.model_type.c_str());
@@ -148,6 +148,7 @@ int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
   MemoryPlanInput in;
   in.tokens_per_device = seq_len;
   in.gradient_checkpointing = checkpointing;
+  in.sp_size = sp_size;
   in.precision = precision == "bf16" ? Precision::bf16_mixed : Precision::fp32;
   in.budget_bytes = static_cast<std::int64_t>(memory_gib * (1ll << 30));
   std::printf("%s", format_memory_plan(plan_memory(c, in), in).c_str());
@@ -174,10 +175,13 @@ int main(int argc, char** argv) {
   std::int64_t info_seq = 4096;
   bool info_checkpointing = false;
   double info_memory_gib = 80.0;
-  int info_zero_ranks = 1;
+  int info_zero_ranks = 1, info_sp = 1;
   CLI::App* info = app.add_subcommand("info", "Shapes, parameters, FLOPs and the memory plan");
   info->add_option("--world-size", info_zero_ranks,
                    "Ranks ZeRO shards over (dp_shard x sp) for the per-stage memory table")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  info->add_option("--sp-size", info_sp,
+                   "Ulysses ranks per sequence (head-sharded copies in the activation plan)")
       ->capture_default_str()->check(CLI::PositiveNumber);
   info->add_option("--model", info_model, "Preset or Hugging Face model directory")
       ->capture_default_str();
@@ -210,7 +214,7 @@ int main(int argc, char** argv) {
   if (*info) {
     try {
       return run_info(info_model, info_seq, info_checkpointing, info_memory_gib, info_precision,
-                      info_zero_ranks);
+                      info_zero_ranks, info_sp);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "error: %s\n", e.what());
       return 1;

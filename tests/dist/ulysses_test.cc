@@ -296,6 +296,63 @@ TEST(UlyssesAttention, PackedDocumentsCrossingShardsMatchEachDocumentAlone) {
   EXPECT_LT(relative_error(out, expected.rows(r * T, (r + 1) * T).clone()), 1e-6);
 }
 
+// Checkpointing drops the head-sharded copies between forward and recompute; restore rebuilds
+// them bit for bit from the local q, k, v and output.
+TEST(UlyssesAttention, RestoreRebuildsWhatCheckpointingDrops) {
+  comm::Communicator& group = world();
+  const std::int64_t P = group.size(), r = group.rank();
+  const std::int64_t S = 16, H = 4, D = 8, T = S / P;
+  for (const std::int64_t Hkv : {std::int64_t{2}, std::int64_t{1}}) {
+    if (H % P != 0 || (Hkv % P != 0 && P % Hkv != 0)) continue;
+    for (const bool pipelined : {false, true}) {
+      if (pipelined) ::setenv("ULYSSES_SP_PIPELINE", "1", 1);
+      auto ulysses = parallel::make_ulysses_attention(group, H, Hkv);
+      ::unsetenv("ULYSSES_SP_PIPELINE");
+      SCOPED_TRACE(ulysses->name() + ", kv heads " + std::to_string(Hkv));
+      Rng rng(11);
+      const Tensor q = testing::random_tensor({S, H, D}, rng);
+      const Tensor k = testing::random_tensor({S, Hkv, D}, rng);
+      const Tensor v = testing::random_tensor({S, Hkv, D}, rng);
+      data::PackedSequence seq;
+      seq.input_ids.assign(S, 0);
+      seq.position_ids.assign(S, 0);
+      seq.shift_labels.assign(S, -100);
+      seq.cu_seqlens = {0, 7, 16};
+      const auto shard = data::make_shard(seq, r * T, (r + 1) * T);
+      Context ctx;
+      const Tensor ql = q.rows(r * T, (r + 1) * T).clone(), kl = k.rows(r * T, (r + 1) * T).clone(),
+                   vl = v.rows(r * T, (r + 1) * T).clone();
+      Tensor out = Tensor::empty({T, H, D}, DType::f32);
+      parallel::AttentionSaved saved;
+      ulysses->forward(ctx, shard, ql, kl, vl, 0.35f, out, saved);
+      const parallel::AttentionSaved original{saved.lse, saved.q.clone(), saved.k.clone(),
+                                              saved.v.clone(), saved.out.clone()};
+      ulysses->drop_rebuildable(saved);
+      EXPECT_FALSE(saved.q.defined() || saved.k.defined() || saved.v.defined() ||
+                   saved.out.defined());
+      EXPECT_TRUE(saved.lse.defined());
+      ulysses->restore(ctx, shard, ql, kl, vl, out, saved);
+      EXPECT_EQ(saved.q.to_floats(), original.q.to_floats());
+      EXPECT_EQ(saved.k.to_floats(), original.k.to_floats());
+      EXPECT_EQ(saved.v.to_floats(), original.v.to_floats());
+      EXPECT_EQ(saved.out.to_floats(), original.out.to_floats());
+    }
+  }
+}
+
+TEST(UlyssesTraining, GradientCheckpointingIsBitwiseIdentical) {
+  if (world().size() == 1) GTEST_SKIP() << "one rank: tests/model_test.cc";
+  for (const std::int64_t kv_heads : {4, 1}) {
+    train::TrainConfig c = base_config(model_dir(4, kv_heads, "qwen3"));
+    c.sp_size = world().size();
+    const TrainingRun plain = train(c, world());
+    c.gradient_checkpointing = true;
+    const TrainingRun checkpointed = train(c, world());
+    EXPECT_EQ(plain.losses, checkpointed.losses) << "kv heads " << kv_heads;
+    EXPECT_TRUE(plain.params == checkpointed.params) << "kv heads " << kv_heads;
+  }
+}
+
 TEST(UlyssesAttention, PipeliningIsOptIn) {
   comm::Communicator& group = world();
   // 4 query heads and 2 kv heads: an even chunk of each on 1 or 2 ranks, so two parts fit.

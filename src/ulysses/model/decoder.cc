@@ -78,10 +78,13 @@ Tensor Decoder::layer_forward(const Context& ctx, const LayerWeights& w, const o
 
   // Recomputing a checkpointed layer keeps the attention output and statistics saved by the
   // first forward: attention (the costliest part at long context) never runs twice.
+  // What the strategy dropped in between (Ulysses: head-sharded copies) comes back by exchanges.
   if (!a.att.defined()) {
     a.att = alloc.empty({T, Hq, D});
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     attention_.forward(ctx, shard, a.q, a.k, a.v, scale, a.att, a.att_saved);
+  } else {
+    attention_.restore(ctx, shard, a.q, a.k, a.v, a.att, a.att_saved);
   }
 
   a.x_mid = alloc.empty({T, C});
@@ -193,11 +196,13 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
     if (!train) {
       a = LayerActivations{};
     } else if (options.gradient_checkpointing) {
-      // Keep the layer input and attention's output and saved statistics; drop the rest.
+      // Keep the layer input and attention's output and statistics; drop the rest (what the
+      // strategy can rebuild by exchanges included).
       LayerActivations kept;
       kept.x = a.x;
       kept.att = a.att;
       kept.att_saved = a.att_saved;
+      attention_.drop_rebuildable(kept.att_saved);
       a = std::move(kept);
     }
   }

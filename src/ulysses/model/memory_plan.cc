@@ -24,13 +24,25 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   const std::int64_t layer = layer_activation_bytes(c, T) / 4 * act_size;
   const std::int64_t L = c.num_hidden_layers;
   const std::int64_t residual = T * c.hidden_size * act_size;
-  // Checkpointing keeps each layer's input and attention output (+ lse in f32) and one layer's
-  // full activations during its recompute.
+  // Ulysses (sp > 1): head-sharded q and output ([S, Hq/P, D]: as large as the local ones)
+  // and k, v ([S, kv chunk, D]; the chunk is one head when kv heads are replicated).
+  std::int64_t heads_copies = 0;
+  if (in.sp_size > 1) {
+    const std::int64_t P = in.sp_size, Hkv = c.num_key_value_heads;
+    const std::int64_t kv_chunk = Hkv % P == 0 ? Hkv / P : 1;
+    heads_copies = (2 * T * c.q_dim() + 2 * T * P * kv_chunk * c.head_dim) * act_size;
+  }
+  // Checkpointing keeps each layer's input and attention output (+ lse in f32); the strategy
+  // drops its head-sharded copies and rebuilds them in the recompute, so one layer's full
+  // activations (with its copies) exist at a time.
   const std::int64_t kept = residual + T * c.q_dim() * act_size + T * c.num_attention_heads * 4;
-  p.activations = in.gradient_checkpointing ? L * kept + layer : L * layer;
+  p.activations = in.gradient_checkpointing ? L * kept + layer + heads_copies
+                                            : L * (layer + heads_copies);
   p.activations += 2 * residual;  // embedding output and final norm output
   const std::int64_t tile = std::min(in.loss_tile_tokens, T);
-  p.buffers = layer + 2 * tile * c.vocab_size * 4;  // backward temporaries; logits + their grad
+  // Backward temporaries (with Ulysses: the gradients of the head-sharded copies); logits of one
+  // loss tile and their gradient.
+  p.buffers = layer + heads_copies + 2 * tile * c.vocab_size * 4;
   return p;
 }
 }  // namespace

@@ -22,6 +22,10 @@ struct MemoryPlanInput {
   std::int64_t loss_tile_tokens = 1024;
   Precision precision = Precision::fp32;
   std::int64_t budget_bytes = 0;  // device memory to fit into (0 = unknown)
+  // Ulysses ranks per sequence (1: local attention). With sp > 1 each layer's attention also
+  // holds head-sharded copies of q, k, v and its output (and their gradients in backward);
+  // kv heads replicated when sp_size does not divide them.
+  std::int64_t sp_size = 1;
 };
 
 struct MemoryPlan {

@@ -35,6 +35,18 @@ class AttentionStrategy {
                         const Tensor& k, const Tensor& v, float scale, const Tensor& out,
                         const AttentionSaved& saved, const Tensor& dout, Tensor dq, Tensor dk,
                         Tensor dv) = 0;
+
+  // Gradient checkpointing keeps attention's output and `saved` across the forward so that
+  // attention never runs twice. Between the forward and the layer's recompute only what cannot
+  // be rebuilt without attention needs to stay: drop_rebuildable releases the rest (Ulysses:
+  // the head-sharded copies of q, k, v and out, as large as the layer's q, k, v and output
+  // together), and restore rebuilds it during the recompute from the recomputed q, k, v and
+  // the kept output, by exchanges alone, bit-identical to what forward saved.
+  // Defaults: nothing to drop or rebuild.
+  virtual void drop_rebuildable(AttentionSaved& /*saved*/) const {}
+  virtual void restore(const Context& /*ctx*/, const data::SequenceShard& /*shard*/,
+                       const Tensor& /*q*/, const Tensor& /*k*/, const Tensor& /*v*/,
+                       const Tensor& /*out*/, AttentionSaved& /*saved*/) {}
 };
 
 // Attention on one rank holding the whole sequence.

@@ -84,6 +84,35 @@ class UlyssesAttention final : public AttentionStrategy {
     }
   }
 
+  void drop_rebuildable(AttentionSaved& saved) const override {
+    saved.q = saved.k = saved.v = saved.out = Tensor();
+  }
+
+  // The exchanges of forward again (q, k, v, and the output back to heads), without attention.
+  void restore(const Context& ctx, const data::SequenceShard& shard, const Tensor& q,
+               const Tensor& k, const Tensor& v, const Tensor& out,
+               AttentionSaved& saved) override {
+    if (saved.q.defined()) return;  // nothing was dropped
+    const std::int64_t S = shard.global_length, D = q.dim(2);
+    const std::int64_t qc = q_.chunk / parts_, kc = kv_.chunk / kv_parts_;
+    saved.q = Tensor::empty({parts_ * S, qc, D}, q.dtype(), q.device());
+    saved.k = Tensor::empty({kv_parts_ * S, kc, D}, k.dtype(), k.device());
+    saved.v = Tensor::empty({kv_parts_ * S, kc, D}, v.dtype(), v.device());
+    saved.out = Tensor::empty({parts_ * S, qc, D}, out.dtype(), out.device());
+    std::vector<PendingExchange> exchanges;
+    for (std::int64_t p = 0; p < parts_; ++p) {
+      if (p < kv_parts_) {
+        const HeadChunks kv = part(kv_, kv_parts_, p);
+        exchanges.push_back(start_sequence_to_heads(ctx, group_, k, kv.first_head, kc, rows(saved.k, p, S)));
+        exchanges.push_back(start_sequence_to_heads(ctx, group_, v, kv.first_head, kc, rows(saved.v, p, S)));
+      }
+      const HeadChunks qp = part(q_, parts_, p);
+      exchanges.push_back(start_sequence_to_heads(ctx, group_, q, qp.first_head, qc, rows(saved.q, p, S)));
+      exchanges.push_back(start_sequence_to_heads(ctx, group_, out, qp.first_head, qc, rows(saved.out, p, S)));
+    }
+    for (auto& exchange : exchanges) finish_sequence_to_heads(exchange);
+  }
+
   void backward(const Context& ctx, const data::SequenceShard& shard, const Tensor& /*q*/,
                 const Tensor& /*k*/, const Tensor& /*v*/, float scale, const Tensor& /*out*/,
                 const AttentionSaved& saved, const Tensor& dout, Tensor dq, Tensor dk,

@@ -233,6 +233,7 @@ std::string Trainer::plan() const {
   in.tokens_per_device = config_.max_seq_length / config_.sp_size;
   in.gradient_checkpointing = config_.gradient_checkpointing;
   in.loss_tile_tokens = config_.loss_tile_tokens;
+  in.sp_size = config_.sp_size;
   in.precision = ctx_.compute_dtype == DType::f32 ? model::Precision::fp32
                                                   : model::Precision::bf16_mixed;
   out << "device: " << ctx_.device.str() << " (" << dtype_name(ctx_.compute_dtype)
