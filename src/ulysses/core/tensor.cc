@@ -133,12 +133,39 @@ Tensor Tensor::clone() const {
   return t;
 }
 
+namespace {
+// Host memset / memcpy of large buffers in parallel chunks: a model's parameters are tens of
+// GB, and the first touch of fresh pages (the kernel zeroing them) dominates one thread.
+constexpr std::size_t kParallelBytes = std::size_t{64} << 20, kChunkBytes = std::size_t{16} << 20;
+
+void host_fill_zero(void* dst, std::size_t bytes) {
+  if (bytes < kParallelBytes) return static_cast<void>(std::memset(dst, 0, bytes));
+  const auto chunks = static_cast<std::int64_t>((bytes + kChunkBytes - 1) / kChunkBytes);
+#pragma omp parallel for schedule(static)
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    const std::size_t begin = static_cast<std::size_t>(c) * kChunkBytes;
+    std::memset(static_cast<char*>(dst) + begin, 0, std::min(kChunkBytes, bytes - begin));
+  }
+}
+
+void host_copy(void* dst, const void* src, std::size_t bytes) {
+  if (bytes < kParallelBytes) return static_cast<void>(std::memcpy(dst, src, bytes));
+  const auto chunks = static_cast<std::int64_t>((bytes + kChunkBytes - 1) / kChunkBytes);
+#pragma omp parallel for schedule(static)
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    const std::size_t begin = static_cast<std::size_t>(c) * kChunkBytes;
+    std::memcpy(static_cast<char*>(dst) + begin, static_cast<const char*>(src) + begin,
+                std::min(kChunkBytes, bytes - begin));
+  }
+}
+}  // namespace
+
 void Tensor::copy_from(const Tensor& src) {
   UL_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_, "copy_from: ", shape_str(src.shape_),
            " ", dtype_name(src.dtype_), " into ", shape_str(shape_), " ", dtype_name(dtype_));
   if (nbytes() == 0) return;
   if (device().is_cpu() && src.device().is_cpu()) {
-    std::memcpy(raw(), src.raw(), nbytes());
+    host_copy(raw(), src.raw(), nbytes());
   } else {
     device_copy(raw(), device(), src.raw(), src.device(), nbytes());
   }
@@ -147,7 +174,7 @@ void Tensor::copy_from(const Tensor& src) {
 void Tensor::zero_() {
   if (nbytes() == 0) return;
   if (device().is_cpu()) {
-    std::memset(raw(), 0, nbytes());
+    host_fill_zero(raw(), nbytes());
   } else {
     device_memset_zero(raw(), device(), nbytes());
   }

@@ -148,7 +148,10 @@ void init_weights(ParamBuffers& params, std::uint64_t seed, float std) {
   for (const auto& group : params.layout().groups()) {
     for (const auto& spec : group.params) {
       Tensor t = params.get(spec.name);
-      Tensor host = Tensor::empty(spec.shape, DType::f32);
+      // f32 host parameters are drawn in place (their pages first touched by the drawing
+      // threads); others through an f32 host tensor.
+      const bool in_place = t.device().is_cpu() && t.dtype() == DType::f32;
+      Tensor host = in_place ? t : Tensor::empty(spec.shape, DType::f32);
       float* p = host.data<float>();
       if (is_norm(spec.name)) {
         host.fill_(1.0f);
@@ -170,7 +173,7 @@ void init_weights(ParamBuffers& params, std::uint64_t seed, float std) {
           for (std::int64_t i = b * block; i < end; ++i) p[i] = std * rng.normal();
         }
       }
-      t.copy_from(t.dtype() == DType::f32 ? host : host.to(t.dtype()));
+      if (!in_place) t.copy_from(t.dtype() == DType::f32 ? host : host.to(t.dtype()));
     }
   }
 }
