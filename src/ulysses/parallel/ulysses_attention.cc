@@ -48,24 +48,12 @@ class UlyssesAttention final : public AttentionStrategy {
              shard.local_length(), " tokens x sp ", group_.size(), " != sequence length ",
              shard.global_length, " (sequences must be padded to a multiple of sp)");
     UL_CHECK(q.dim(1) == heads_, "Ulysses: q has ", q.dim(1), " heads, expected ", heads_);
-    const std::int64_t S = shard.global_length, T = q.dim(0), D = q.dim(2);
-    const std::int64_t qc = q_.chunk / parts_, kc = kv_.chunk / kv_parts_;
+    const std::int64_t S = shard.global_length, T = q.dim(0);
+    const std::int64_t qc = q_.chunk / parts_;
     // Head-sharded copies are kept for backward (same size as the sequence-sharded tensors).
-    saved.q = Tensor::empty({parts_ * S, qc, D}, q.dtype(), q.device());
-    saved.k = Tensor::empty({kv_parts_ * S, kc, D}, k.dtype(), k.device());
-    saved.v = Tensor::empty({kv_parts_ * S, kc, D}, v.dtype(), v.device());
-    saved.out = Tensor::empty({parts_ * S, qc, D}, q.dtype(), q.device());
+    allocate_copies(q, k, v, S, saved);
     saved.lse = Tensor::empty({q_.chunk, S}, DType::f32, q.device());
-    std::vector<PendingExchange> inputs;
-    for (std::int64_t p = 0; p < parts_; ++p) {
-      if (p < kv_parts_) {
-        const HeadChunks kv = part(kv_, kv_parts_, p);
-        inputs.push_back(start_sequence_to_heads(ctx, group_, k, kv.first_head, kc, rows(saved.k, p, S)));
-        inputs.push_back(start_sequence_to_heads(ctx, group_, v, kv.first_head, kc, rows(saved.v, p, S)));
-      }
-      const HeadChunks qp = part(q_, parts_, p);
-      inputs.push_back(start_sequence_to_heads(ctx, group_, q, qp.first_head, qc, rows(saved.q, p, S)));
-    }
+    std::vector<PendingExchange> inputs = start_inputs(ctx, q, k, v, S, saved);
     std::vector<PendingExchange> outputs;
     std::size_t next = 0;
     for (std::int64_t p = 0; p < parts_; ++p) {
@@ -93,23 +81,12 @@ class UlyssesAttention final : public AttentionStrategy {
                const Tensor& k, const Tensor& v, const Tensor& out,
                AttentionSaved& saved) override {
     if (saved.q.defined()) return;  // nothing was dropped
-    const std::int64_t S = shard.global_length, D = q.dim(2);
-    const std::int64_t qc = q_.chunk / parts_, kc = kv_.chunk / kv_parts_;
-    saved.q = Tensor::empty({parts_ * S, qc, D}, q.dtype(), q.device());
-    saved.k = Tensor::empty({kv_parts_ * S, kc, D}, k.dtype(), k.device());
-    saved.v = Tensor::empty({kv_parts_ * S, kc, D}, v.dtype(), v.device());
-    saved.out = Tensor::empty({parts_ * S, qc, D}, out.dtype(), out.device());
-    std::vector<PendingExchange> exchanges;
-    for (std::int64_t p = 0; p < parts_; ++p) {
-      if (p < kv_parts_) {
-        const HeadChunks kv = part(kv_, kv_parts_, p);
-        exchanges.push_back(start_sequence_to_heads(ctx, group_, k, kv.first_head, kc, rows(saved.k, p, S)));
-        exchanges.push_back(start_sequence_to_heads(ctx, group_, v, kv.first_head, kc, rows(saved.v, p, S)));
-      }
-      const HeadChunks qp = part(q_, parts_, p);
-      exchanges.push_back(start_sequence_to_heads(ctx, group_, q, qp.first_head, qc, rows(saved.q, p, S)));
-      exchanges.push_back(start_sequence_to_heads(ctx, group_, out, qp.first_head, qc, rows(saved.out, p, S)));
-    }
+    const std::int64_t S = shard.global_length, qc = q_.chunk / parts_;
+    allocate_copies(q, k, v, S, saved);
+    std::vector<PendingExchange> exchanges = start_inputs(ctx, q, k, v, S, saved);
+    for (std::int64_t p = 0; p < parts_; ++p)
+      exchanges.push_back(start_sequence_to_heads(ctx, group_, out, part(q_, parts_, p).first_head,
+                                                  qc, rows(saved.out, p, S)));
     for (auto& exchange : exchanges) finish_sequence_to_heads(exchange);
   }
 
@@ -165,6 +142,35 @@ class UlyssesAttention final : public AttentionStrategy {
   }
 
  private:
+  // saved.q, k, v, out: head-sharded, part-major [parts * S, chunk / parts, D].
+  void allocate_copies(const Tensor& q, const Tensor& k, const Tensor& v, std::int64_t S,
+                       AttentionSaved& saved) const {
+    const std::int64_t D = q.dim(2), qc = q_.chunk / parts_, kc = kv_.chunk / kv_parts_;
+    saved.q = Tensor::empty({parts_ * S, qc, D}, q.dtype(), q.device());
+    saved.k = Tensor::empty({kv_parts_ * S, kc, D}, k.dtype(), k.device());
+    saved.v = Tensor::empty({kv_parts_ * S, kc, D}, v.dtype(), v.device());
+    saved.out = Tensor::empty({parts_ * S, qc, D}, q.dtype(), q.device());
+  }
+
+  // Starts the exchanges of q, k, v into saved's copies, part by part: k and v (for parts with
+  // their own kv slice), then q.
+  std::vector<PendingExchange> start_inputs(const Context& ctx, const Tensor& q, const Tensor& k,
+                                            const Tensor& v, std::int64_t S,
+                                            AttentionSaved& saved) const {
+    const std::int64_t qc = q_.chunk / parts_, kc = kv_.chunk / kv_parts_;
+    std::vector<PendingExchange> inputs;
+    for (std::int64_t p = 0; p < parts_; ++p) {
+      if (p < kv_parts_) {
+        const HeadChunks kv = part(kv_, kv_parts_, p);
+        inputs.push_back(start_sequence_to_heads(ctx, group_, k, kv.first_head, kc, rows(saved.k, p, S)));
+        inputs.push_back(start_sequence_to_heads(ctx, group_, v, kv.first_head, kc, rows(saved.v, p, S)));
+      }
+      const HeadChunks qp = part(q_, parts_, p);
+      inputs.push_back(start_sequence_to_heads(ctx, group_, q, qp.first_head, qc, rows(saved.q, p, S)));
+    }
+    return inputs;
+  }
+
   // Part p of a head assignment: every rank's chunk cut into `parts` equal pieces.
   static HeadChunks part(const HeadChunks& c, std::int64_t parts, std::int64_t p) {
     HeadChunks out = c;
