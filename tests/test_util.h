@@ -12,6 +12,7 @@
 #include "ulysses/core/error.h"
 #include "ulysses/core/rng.h"
 #include "ulysses/core/tensor.h"
+#include "ulysses/data/packer.h"
 
 namespace ulysses::testing {
 
@@ -40,6 +41,20 @@ inline Tensor random_tensor(const Shape& shape, Rng& rng, float scale = 1.0f) {
   float* p = t.data<float>();
   for (std::int64_t i = 0; i < t.numel(); ++i) p[i] = scale * (2.0f * rng.uniform() - 1.0f);
   return t;
+}
+
+// A sequence of documents of the given lengths, tokens uniform below `vocab` (drawn document by
+// document), packed as the Packer packs them (positions restart, labels shifted per document).
+inline data::PackedSequence random_documents(Rng& rng, const std::vector<std::int32_t>& lengths,
+                                             std::int64_t vocab) {
+  data::PackedSequence s;
+  for (const std::int32_t n : lengths) {
+    data::Document d;
+    for (std::int32_t i = 0; i < n; ++i)
+      d.tokens.push_back(static_cast<std::int32_t>(rng.below(static_cast<std::uint64_t>(vocab))));
+    data::append_document(s, d);
+  }
+  return s;
 }
 
 // f32 tensor filled with NaN, so any element an op fails to write is caught.

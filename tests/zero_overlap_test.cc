@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "test_util.h"
 #include "ulysses/core/rng.h"
 #include "ulysses/model/decoder.h"
 #include "ulysses/parallel/attention_strategy.h"
@@ -158,18 +159,7 @@ model::ModelConfig overlap_config() {
 
 data::PackedSequence make_sequence(std::uint64_t index, std::int64_t vocab) {
   Rng rng = Rng::derive(3, {index});
-  data::PackedSequence s;
-  s.cu_seqlens = {0, 6, 10};
-  for (std::size_t d = 0; d + 1 < s.cu_seqlens.size(); ++d)
-    for (std::int32_t t = s.cu_seqlens[d]; t < s.cu_seqlens[d + 1]; ++t) {
-      s.input_ids.push_back(
-          static_cast<std::int32_t>(rng.below(static_cast<std::uint64_t>(vocab))));
-      s.position_ids.push_back(t - s.cu_seqlens[d]);
-    }
-  for (std::size_t d = 0; d + 1 < s.cu_seqlens.size(); ++d)
-    for (std::int32_t t = s.cu_seqlens[d]; t < s.cu_seqlens[d + 1]; ++t)
-      s.shift_labels.push_back(t + 1 < s.cu_seqlens[d + 1] ? s.input_ids[t + 1] : -100);
-  return s;
+  return testing::random_documents(rng, {6, 4}, vocab);
 }
 
 struct StepResult {

@@ -52,19 +52,7 @@ float lr_at(std::int64_t step) { return 1e-2f * static_cast<float>(step) / kStep
 data::PackedSequence make_sequence(std::int64_t step, std::int64_t index, std::int64_t vocab) {
   Rng rng =
       Rng::derive(kSeed, {static_cast<std::uint64_t>(step), static_cast<std::uint64_t>(index)});
-  data::PackedSequence s;
-  s.cu_seqlens = {0, 7, 12};
-  for (std::size_t d = 0; d + 1 < s.cu_seqlens.size(); ++d) {
-    for (std::int32_t t = s.cu_seqlens[d]; t < s.cu_seqlens[d + 1]; ++t) {
-      s.input_ids.push_back(
-          static_cast<std::int32_t>(rng.below(static_cast<std::uint64_t>(vocab))));
-      s.position_ids.push_back(t - s.cu_seqlens[d]);
-    }
-  }
-  for (std::size_t d = 0; d + 1 < s.cu_seqlens.size(); ++d)
-    for (std::int32_t t = s.cu_seqlens[d]; t < s.cu_seqlens[d + 1]; ++t)
-      s.shift_labels.push_back(t + 1 < s.cu_seqlens[d + 1] ? s.input_ids[t + 1] : -100);
-  return s;
+  return testing::random_documents(rng, {7, 5}, vocab);
 }
 
 // Sequences of one step: micro-step a, data-parallel rank d -> index a * D + d.
