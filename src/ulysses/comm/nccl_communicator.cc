@@ -226,108 +226,41 @@ struct Shared {
   int world_rank = 0;
 };
 
-// The exposed-communication meter (set_wait_timing, take_wait_seconds). The flag is read on
-// every compute-stream wait, the rest only while it is on.
-std::atomic<bool> wait_timing_on{false};
-
-// Timing intervals recorded around compute-stream waits, and a pool of timing events.
-class WaitMeter {
- public:
-  // Brackets a wait of `stream` (on `device`) for `done` with two timing events, to be summed
-  // under `collective`.
-  cudaError_t timed_wait(int device, cudaStream_t stream, cudaEvent_t done,
-                         const char* collective) {
-    Interval interval{collective, device, nullptr, nullptr};
-    cudaError_t status = take_event(device, &interval.before);
-    if (status == cudaSuccess) status = take_event(device, &interval.after);
-    if (status == cudaSuccess) status = cudaEventRecord(interval.before, stream);
-    if (status == cudaSuccess) status = cudaStreamWaitEvent(stream, done, 0);
-    if (status == cudaSuccess) status = cudaEventRecord(interval.after, stream);
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (status == cudaSuccess) {
-      intervals_.push_back(interval);
-    } else {
-      release(interval);
-    }
-    return status;
-  }
-
-  std::map<std::string, double> take() {
-    std::vector<Interval> intervals;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      intervals.swap(intervals_);
-    }
-    std::map<std::string, double> seconds;
-    cudaError_t first_error = cudaSuccess;
-    for (const auto& interval : intervals) {
-      float milliseconds = 0;
-      cudaError_t status = cudaEventSynchronize(interval.after);
-      if (status == cudaSuccess)
-        status = cudaEventElapsedTime(&milliseconds, interval.before, interval.after);
-      if (status == cudaSuccess) {
-        seconds[interval.collective] += 1e-3 * static_cast<double>(milliseconds);
-      } else if (first_error == cudaSuccess) {
-        first_error = status;
-      }
-    }
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      for (const auto& interval : intervals) release(interval);
-    }
-    UL_CUDA_CHECK(first_error);
-    return seconds;
-  }
-
- private:
-  struct Interval {
-    const char* collective;  // a string literal
-    int device;
-    cudaEvent_t before, after;
-  };
-  struct PooledEvent {
-    int device;
-    cudaEvent_t event;
-  };
-
-  // A timing event of `device` (the current device) from the pool, else a new one.
-  cudaError_t take_event(int device, cudaEvent_t* event) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      for (std::size_t i = free_events_.size(); i-- > 0;) {
-        if (free_events_[i].device != device) continue;
-        *event = free_events_[i].event;
-        free_events_.erase(free_events_.begin() + static_cast<std::ptrdiff_t>(i));
-        return cudaSuccess;
-      }
-    }
-    const cudaError_t status = cudaEventCreate(event);
-    if (status != cudaSuccess) *event = nullptr;
-    return status;
-  }
-  // Caller holds mutex_.
-  void release(const Interval& interval) {
-    if (interval.before) free_events_.push_back({interval.device, interval.before});
-    if (interval.after) free_events_.push_back({interval.device, interval.after});
-  }
-
-  std::mutex mutex_;
-  std::vector<Interval> intervals_;
-  std::vector<PooledEvent> free_events_;
+// The exposed-communication meter (set_wait_timing, take_wait_seconds): while it is on, each
+// wait of the compute stream for a collective is bracketed by two timing events, created here
+// and destroyed by take_wait_seconds (only benchmarks turn it on). The flag is read on every
+// wait, the list only while it is on.
+struct TimedWait {
+  const char* collective;  // a string literal
+  cudaEvent_t before, after;
 };
-
-// Never destroyed: its events would outlive the CUDA runtime at exit.
-WaitMeter& wait_meter() {
-  static WaitMeter* const meter = new WaitMeter;
-  return *meter;
+std::atomic<bool> wait_timing_on{false};
+std::mutex timed_waits_mutex;
+std::vector<TimedWait>& timed_waits() {
+  static auto* const waits = new std::vector<TimedWait>;  // never destroyed (exit order)
+  return *waits;
 }
 
 // Makes the compute stream of `ctx` wait for `done` (recorded after `collective` on the
 // communication stream); metered while wait timing is on.
 cudaError_t compute_stream_wait(const Context& ctx, cudaEvent_t done, const char* collective) {
   const cudaStream_t stream = cuda_resources(ctx).stream;
-  if (!wait_timing_on.load(std::memory_order_relaxed)) return cudaStreamWaitEvent(stream, done, 0);
-  return wait_meter().timed_wait(ctx.device.index, stream, done, collective);
+  if (wait_timing_on.load(std::memory_order_relaxed)) {
+    TimedWait w{collective, nullptr, nullptr};
+    if (cudaEventCreate(&w.before) == cudaSuccess && cudaEventCreate(&w.after) == cudaSuccess) {
+      cudaError_t status = cudaEventRecord(w.before, stream);
+      if (status == cudaSuccess) status = cudaStreamWaitEvent(stream, done, 0);
+      if (status == cudaSuccess) status = cudaEventRecord(w.after, stream);
+      if (status == cudaSuccess) {
+        std::lock_guard<std::mutex> lock(timed_waits_mutex);
+        timed_waits().push_back(w);
+        return status;
+      }
+    }
+    if (w.before) cudaEventDestroy(w.before);  // not metered: a plain wait below
+    if (w.after) cudaEventDestroy(w.after);
+  }
+  return cudaStreamWaitEvent(stream, done, 0);
 }
 
 // A collective started on the communication stream (all_to_all_start, all_gather_start,
@@ -350,8 +283,7 @@ class StreamWork final : public Work {
   ~StreamWork() override {
     if (!waited_) {
       // Order the compute stream after the collective before the tensors are released.
-      if (compute_stream_wait(shared_->ctx, done_, collective_) != cudaSuccess)
-        cudaStreamWaitEvent(cuda_resources(shared_->ctx).stream, done_, 0);
+      compute_stream_wait(shared_->ctx, done_, collective_);
     }
     cudaEventDestroy(done_);
   }
@@ -674,7 +606,29 @@ class NcclCommunicator final : public Communicator {
 
 void set_wait_timing(bool on) { wait_timing_on.store(on, std::memory_order_relaxed); }
 
-std::map<std::string, double> take_wait_seconds() { return wait_meter().take(); }
+std::map<std::string, double> take_wait_seconds() {
+  std::vector<TimedWait> waits;
+  {
+    std::lock_guard<std::mutex> lock(timed_waits_mutex);
+    waits.swap(timed_waits());
+  }
+  std::map<std::string, double> seconds;
+  cudaError_t first_error = cudaSuccess;
+  for (const TimedWait& w : waits) {
+    float milliseconds = 0;
+    cudaError_t status = cudaEventSynchronize(w.after);
+    if (status == cudaSuccess) status = cudaEventElapsedTime(&milliseconds, w.before, w.after);
+    if (status == cudaSuccess) {
+      seconds[w.collective] += 1e-3 * static_cast<double>(milliseconds);
+    } else if (first_error == cudaSuccess) {
+      first_error = status;
+    }
+    cudaEventDestroy(w.before);
+    cudaEventDestroy(w.after);
+  }
+  UL_CUDA_CHECK(first_error);
+  return seconds;
+}
 
 double nccl_timeout_seconds() {
   const char* value = std::getenv("ULYSSES_NCCL_TIMEOUT_S");
