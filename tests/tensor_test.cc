@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <cmath>
 
 #include "ulysses/core/rng.h"
@@ -39,6 +41,21 @@ TEST(Tensor, Bf16RoundTripIsNearestEven) {
   Tensor back = t.to(DType::bf16).to(DType::f32);
   for (int i = 0; i < 3; ++i)
     EXPECT_NEAR(back.data<float>()[i], t.data<float>()[i], std::fabs(t.data<float>()[i]) / 128);
+}
+
+TEST(Tensor, LargeHostCopyAndZeroCoverEveryChunk) {
+  // 80 MiB + 12 bytes: above the size copied and zeroed in parallel chunks, with a partial
+  // last chunk.
+  const std::int64_t n = (std::int64_t{80} << 18) + 3;
+  Tensor a = Tensor::empty({n}, DType::f32);
+  for (std::int64_t i = 0; i < n; ++i) a.data<float>()[i] = static_cast<float>(i % 1009) + 1.0f;
+  Tensor b = Tensor::full({n}, -1.0f);
+  b.copy_from(a);
+  EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0);
+  b.zero_();
+  std::int64_t nonzero = 0;
+  for (std::int64_t i = 0; i < n; ++i) nonzero += b.data<float>()[i] != 0.0f;
+  EXPECT_EQ(nonzero, 0);
 }
 
 TEST(Rng, DerivedStreamsAreReproducibleAndDistinct) {

@@ -136,26 +136,16 @@ Tensor Tensor::clone() const {
 namespace {
 // Host memset / memcpy of large buffers in parallel chunks: a model's parameters are tens of
 // GB, and the first touch of fresh pages (the kernel zeroing them) dominates one thread.
-constexpr std::size_t kParallelBytes = std::size_t{64} << 20, kChunkBytes = std::size_t{16} << 20;
-
-void host_fill_zero(void* dst, std::size_t bytes) {
-  if (bytes < kParallelBytes) return static_cast<void>(std::memset(dst, 0, bytes));
-  const auto chunks = static_cast<std::int64_t>((bytes + kChunkBytes - 1) / kChunkBytes);
+// f(offset, bytes) for consecutive chunks covering [0, bytes).
+template <typename F>
+void in_host_chunks(std::size_t bytes, F&& f) {
+  constexpr std::size_t kParallelBytes = std::size_t{64} << 20, kChunk = std::size_t{16} << 20;
+  if (bytes < kParallelBytes) return f(std::size_t{0}, bytes);
+  const auto chunks = static_cast<std::int64_t>((bytes + kChunk - 1) / kChunk);
 #pragma omp parallel for schedule(static)
   for (std::int64_t c = 0; c < chunks; ++c) {
-    const std::size_t begin = static_cast<std::size_t>(c) * kChunkBytes;
-    std::memset(static_cast<char*>(dst) + begin, 0, std::min(kChunkBytes, bytes - begin));
-  }
-}
-
-void host_copy(void* dst, const void* src, std::size_t bytes) {
-  if (bytes < kParallelBytes) return static_cast<void>(std::memcpy(dst, src, bytes));
-  const auto chunks = static_cast<std::int64_t>((bytes + kChunkBytes - 1) / kChunkBytes);
-#pragma omp parallel for schedule(static)
-  for (std::int64_t c = 0; c < chunks; ++c) {
-    const std::size_t begin = static_cast<std::size_t>(c) * kChunkBytes;
-    std::memcpy(static_cast<char*>(dst) + begin, static_cast<const char*>(src) + begin,
-                std::min(kChunkBytes, bytes - begin));
+    const std::size_t begin = static_cast<std::size_t>(c) * kChunk;
+    f(begin, std::min(kChunk, bytes - begin));
   }
 }
 }  // namespace
@@ -165,7 +155,9 @@ void Tensor::copy_from(const Tensor& src) {
            " ", dtype_name(src.dtype_), " into ", shape_str(shape_), " ", dtype_name(dtype_));
   if (nbytes() == 0) return;
   if (device().is_cpu() && src.device().is_cpu()) {
-    host_copy(raw(), src.raw(), nbytes());
+    char* dst = static_cast<char*>(raw());
+    const char* from = static_cast<const char*>(src.raw());
+    in_host_chunks(nbytes(), [&](std::size_t at, std::size_t n) { std::memcpy(dst + at, from + at, n); });
   } else {
     device_copy(raw(), device(), src.raw(), src.device(), nbytes());
   }
@@ -174,7 +166,8 @@ void Tensor::copy_from(const Tensor& src) {
 void Tensor::zero_() {
   if (nbytes() == 0) return;
   if (device().is_cpu()) {
-    host_fill_zero(raw(), nbytes());
+    char* dst = static_cast<char*>(raw());
+    in_host_chunks(nbytes(), [&](std::size_t at, std::size_t n) { std::memset(dst + at, 0, n); });
   } else {
     device_memset_zero(raw(), device(), nbytes());
   }
