@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "test_util.h"
+#include "train_util.h"
 #include "ulysses/model/config.h"
 #include "ulysses/train/trainer.h"
 
@@ -62,27 +63,6 @@ inline train::TrainConfig zero_train_config(const std::string& model_path) {
   t.output_dir = "";
   t.quiet = true;
   return t;
-}
-
-struct TrainResult {
-  std::vector<double> losses, norms;
-  std::vector<double> params;  // final f32 (master) parameters, every group
-};
-
-// world: null for the single-process trainer (a self communicator).
-inline TrainResult train_run(const train::TrainConfig& config,
-                             comm::Communicator* world = nullptr) {
-  auto trainer = world ? std::make_unique<train::Trainer>(config, *world)
-                       : std::make_unique<train::Trainer>(config);
-  TrainResult r;
-  for (const auto& m : trainer->run()) {
-    EXPECT_FALSE(m.skipped) << "step " << m.step;
-    r.losses.push_back(m.loss);
-    r.norms.push_back(m.grad_norm);
-  }
-  for (const auto& flat : trainer->params().flat())
-    for (const float v : flat.to_floats()) r.params.push_back(v);
-  return r;
 }
 
 // The largest |a - b| / |b| over the steps.

@@ -11,6 +11,7 @@
 
 #include "cuda_dist_util.h"
 #include "test_util.h"
+#include "train_util.h"
 #include "ulysses/train/trainer.h"
 
 namespace ulysses {
@@ -47,22 +48,6 @@ train::TrainConfig base_config(const std::string& model) {
   return c;
 }
 
-struct TrainingRun {
-  std::vector<double> losses;
-  std::vector<double> params;
-  std::string backend;
-};
-
-TrainingRun train(const train::TrainConfig& config, comm::Communicator& group) {
-  train::Trainer trainer(config, group);
-  TrainingRun run;
-  run.backend = trainer.mesh().world().backend();
-  for (const auto& m : trainer.run()) run.losses.push_back(m.loss);
-  for (const auto& flat : trainer.params().flat())
-    for (const float v : flat.to_floats()) run.params.push_back(v);
-  return run;
-}
-
 void expect_like_one_gpu(train::TrainConfig parallel, const std::string& what) {
   SCOPED_TRACE(what);
   auto self = comm::make_self_communicator();
@@ -71,8 +56,8 @@ void expect_like_one_gpu(train::TrainConfig parallel, const std::string& what) {
   single.sp_size = 1;
   single.dp_shard_size = 1;
   single.per_device_train_batch_size = parallel.per_device_train_batch_size * dp;
-  const TrainingRun expected = train(single, *self);
-  const TrainingRun got = train(parallel, world());
+  const testing::TrainResult expected = testing::train_run(single, self.get());
+  const testing::TrainResult got = testing::train_run(parallel, &world());
   EXPECT_EQ(got.backend, "nccl");
   ASSERT_EQ(got.losses.size(), expected.losses.size());
   for (std::size_t i = 0; i < got.losses.size(); ++i) {

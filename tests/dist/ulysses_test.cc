@@ -9,6 +9,7 @@
 
 #include "dist_util.h"
 #include "test_util.h"
+#include "train_util.h"
 #include "ulysses/data/packer.h"
 #include "ulysses/model/decoder.h"
 #include "ulysses/ops/attention.h"
@@ -53,21 +54,8 @@ train::TrainConfig base_config(const std::string& model) {
   return c;
 }
 
-struct TrainingRun {
-  std::vector<double> losses;
-  std::vector<float> params;
-};
-
-TrainingRun train(const train::TrainConfig& config, comm::Communicator& group) {
-  train::Trainer trainer(config, group);
-  TrainingRun run;
-  for (const auto& m : trainer.run()) run.losses.push_back(m.loss);
-  for (const auto& flat : trainer.params().flat()) {
-    const auto v = flat.to_floats();
-    run.params.insert(run.params.end(), v.begin(), v.end());
-  }
-  return run;
-}
+using testing::TrainResult;
+using testing::train_run;
 
 void expect_same_training(const train::TrainConfig& parallel, const std::string& what) {
   auto self = comm::make_self_communicator();
@@ -76,15 +64,13 @@ void expect_same_training(const train::TrainConfig& parallel, const std::string&
   single.sp_size = 1;
   single.dp_shard_size = 1;
   single.per_device_train_batch_size = parallel.per_device_train_batch_size * dp;
-  const TrainingRun expected = train(single, *self);
-  const TrainingRun got = train(parallel, world());
+  const TrainResult expected = train_run(single, self.get());
+  const TrainResult got = train_run(parallel, &world());
   ASSERT_EQ(got.losses.size(), expected.losses.size());
   for (std::size_t i = 0; i < got.losses.size(); ++i)
     EXPECT_NEAR(got.losses[i], expected.losses[i], 1e-6 * expected.losses[i])
         << what << " step " << i + 1;
-  std::vector<double> a(got.params.begin(), got.params.end());
-  std::vector<double> b(expected.params.begin(), expected.params.end());
-  EXPECT_LT(relative_error(a, b), 1e-5) << what;
+  EXPECT_LT(relative_error(got.params, expected.params), 1e-5) << what;
 }
 
 struct Layout {
@@ -133,15 +119,13 @@ TEST(UlyssesTraining, Bf16GradientReductionFollowsF32) {
   train::TrainConfig c = base_config(model_dir(4, 2, "qwen2"));
   c.sp_size = world().size();
   c.per_device_train_batch_size = 2;
-  const TrainingRun f32 = train(c, world());
+  const TrainResult f32 = train_run(c, &world());
   c.grad_reduce_dtype = "bfloat16";
-  const TrainingRun bf16 = train(c, world());
+  const TrainResult bf16 = train_run(c, &world());
   ASSERT_EQ(bf16.losses.size(), f32.losses.size());
   for (std::size_t i = 0; i < f32.losses.size(); ++i)
     EXPECT_NEAR(bf16.losses[i], f32.losses[i], 1e-3 * f32.losses[i]) << "step " << i + 1;
-  std::vector<double> a(bf16.params.begin(), bf16.params.end());
-  std::vector<double> b(f32.params.begin(), f32.params.end());
-  const double difference = relative_error(a, b);
+  const double difference = relative_error(bf16.params, f32.params);
   EXPECT_LT(difference, 1e-3);
   EXPECT_GT(difference, 0.0) << "bf16 reduction left no trace: was it applied?";
 }
@@ -176,13 +160,11 @@ TEST(ZeroTraining, EveryStageEqualsSingleRank) {
         single.zero_stage = 0;
         single.offload_optimizer = single.offload_params = false;
         single.per_device_train_batch_size = world().size() / c.sp_size;
-        const TrainingRun expected = train(single, *self);
-        const TrainingRun got = train(c, world());
+        const TrainResult expected = train_run(single, self.get());
+        const TrainResult got = train_run(c, &world());
         for (std::size_t i = 0; i < got.losses.size(); ++i)
           EXPECT_NEAR(got.losses[i], expected.losses[i], 1e-5 * expected.losses[i]) << what;
-        std::vector<double> a(got.params.begin(), got.params.end());
-        std::vector<double> b(expected.params.begin(), expected.params.end());
-        EXPECT_LT(relative_error(a, b), 1e-5) << what;
+        EXPECT_LT(relative_error(got.params, expected.params), 1e-5) << what;
       }
     }
   }
@@ -199,7 +181,7 @@ TEST(ZeroTraining, Stage3ResumeIsBitExact) {
   world().barrier();
   train::TrainConfig straight = c;
   straight.output_dir = (root / "straight").string();
-  const TrainingRun expected = train(straight, world());
+  const TrainResult expected = train_run(straight, &world());
   c.output_dir = (root / "resumed").string();
   {
     train::Trainer first(c, world());
@@ -207,7 +189,7 @@ TEST(ZeroTraining, Stage3ResumeIsBitExact) {
     first.save_checkpoint(2);
   }
   c.resume_from_checkpoint = "latest";
-  const TrainingRun resumed = train(c, world());
+  const TrainResult resumed = train_run(c, &world());
   ASSERT_EQ(resumed.losses.size(), 2u);
   EXPECT_EQ(resumed.losses[0], expected.losses[2]);
   EXPECT_EQ(resumed.losses[1], expected.losses[3]);
@@ -345,9 +327,9 @@ TEST(UlyssesTraining, GradientCheckpointingIsBitwiseIdentical) {
   for (const std::int64_t kv_heads : {4, 1}) {
     train::TrainConfig c = base_config(model_dir(4, kv_heads, "qwen3"));
     c.sp_size = world().size();
-    const TrainingRun plain = train(c, world());
+    const TrainResult plain = train_run(c, &world());
     c.gradient_checkpointing = true;
-    const TrainingRun checkpointed = train(c, world());
+    const TrainResult checkpointed = train_run(c, &world());
     EXPECT_EQ(plain.losses, checkpointed.losses) << "kv heads " << kv_heads;
     EXPECT_TRUE(plain.params == checkpointed.params) << "kv heads " << kv_heads;
   }
