@@ -241,6 +241,19 @@ TEST(UlyssesLayout, ExchangesAreInversesAndSliceTheFullTensor) {
   }
 }
 
+// Rank r's shard (T tokens) of a sequence with the given document boundaries, for calling a
+// strategy directly: attention sees only the boundaries, so the tokens are placeholders.
+data::SequenceShard attention_shard(const std::vector<std::int32_t>& cu_seqlens, std::int64_t r,
+                                    std::int64_t T) {
+  const auto S = static_cast<std::size_t>(cu_seqlens.back());
+  data::PackedSequence seq;
+  seq.input_ids.assign(S, 0);
+  seq.position_ids.assign(S, 0);
+  seq.shift_labels.assign(S, -100);
+  seq.cu_seqlens = cu_seqlens;
+  return data::make_shard(seq, r * T, (r + 1) * T);
+}
+
 TEST(UlyssesAttention, PackedDocumentsCrossingShardsMatchEachDocumentAlone) {
   comm::Communicator& group = world();
   const std::int64_t P = group.size(), r = group.rank();
@@ -251,13 +264,8 @@ TEST(UlyssesAttention, PackedDocumentsCrossingShardsMatchEachDocumentAlone) {
   const Tensor k = testing::random_tensor({S, Hkv, D}, rng);
   const Tensor v = testing::random_tensor({S, Hkv, D}, rng);
   // Documents of 5 and 11 tokens: the boundary at 5 falls inside a shard for P = 2 and 4.
-  data::PackedSequence seq;
-  seq.input_ids.assign(S, 0);
-  seq.position_ids.assign(S, 0);
-  seq.shift_labels.assign(S, -100);
-  seq.cu_seqlens = {0, 5, 16};
   const std::int64_t T = S / P;
-  const auto shard = data::make_shard(seq, r * T, (r + 1) * T);
+  const auto shard = attention_shard({0, 5, 16}, r, T);
   Context ctx;
   ctx.attention_block = 4;
   auto ulysses = parallel::make_ulysses_attention(group, H, Hkv);
@@ -295,12 +303,7 @@ TEST(UlyssesAttention, RestoreRebuildsWhatCheckpointingDrops) {
       const Tensor q = testing::random_tensor({S, H, D}, rng);
       const Tensor k = testing::random_tensor({S, Hkv, D}, rng);
       const Tensor v = testing::random_tensor({S, Hkv, D}, rng);
-      data::PackedSequence seq;
-      seq.input_ids.assign(S, 0);
-      seq.position_ids.assign(S, 0);
-      seq.shift_labels.assign(S, -100);
-      seq.cu_seqlens = {0, 7, 16};
-      const auto shard = data::make_shard(seq, r * T, (r + 1) * T);
+      const auto shard = attention_shard({0, 7, 16}, r, T);
       Context ctx;
       const Tensor ql = q.rows(r * T, (r + 1) * T).clone(), kl = k.rows(r * T, (r + 1) * T).clone(),
                    vl = v.rows(r * T, (r + 1) * T).clone();
