@@ -17,8 +17,9 @@
 // all-reduces, ...); and "other" = step - GEMM - attention - both exposed parts (norms, RoPE,
 // loss, optimizer, host synchronizations). For reference it also prints the total time of the
 // Ulysses all-to-alls measured in isolation on the same groups (8 per layer: q, k, v, out
-// forward; dout, dq, dk, dv backward): the strategy pipelines its heads in two parts, so part
-// of that time overlaps attention and is not exposed.
+// forward; dout, dq, dk, dv backward; 4 more with checkpointing, where the recompute rebuilds
+// the head-sharded q, k, v, out). With ULYSSES_SP_PIPELINE=1 part of that time overlaps
+// attention and is not exposed.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -108,7 +109,7 @@ std::pair<double, double> layer_component_seconds(const Context& ctx, const mode
 // Seconds of one layer's eight Ulysses all-to-alls on this rank (T local tokens), on the
 // trainer's own SP group. Collective: every rank calls it.
 double layer_all_to_all_seconds(const Context& ctx, comm::Communicator& group,
-                                const model::ModelConfig& c, std::int64_t T) {
+                                const model::ModelConfig& c, std::int64_t T, bool checkpointing) {
   const std::int64_t P = group.size();
   if (P == 1) return 0;
   const Device dev = ctx.device;
@@ -120,7 +121,14 @@ double layer_all_to_all_seconds(const Context& ctx, comm::Communicator& group,
   Tensor k_back = Tensor::zeros({T, Hkv, D}, DType::bf16, dev);
   group.barrier();
   return seconds_of(ctx, [&] {
-    // forward: q, k, v to heads, out back; backward: dout to heads, dq, dk, dv back.
+    // forward: q, k, v to heads, out back; backward: dout to heads, dq, dk, dv back. With
+    // checkpointing the recompute also brings q, k, v and out to heads again (restore).
+    if (checkpointing) {
+      parallel::sequence_to_heads(ctx, group, q, qh.first_head, qh.chunk);    // q
+      parallel::sequence_to_heads(ctx, group, k, kvh.first_head, kvh.chunk);  // k
+      parallel::sequence_to_heads(ctx, group, k, kvh.first_head, kvh.chunk);  // v
+      parallel::sequence_to_heads(ctx, group, q, qh.first_head, qh.chunk);    // out
+    }
     for (int pass = 0; pass < 2; ++pass) {
       const Tensor q_heads = parallel::sequence_to_heads(ctx, group, q, qh.first_head, qh.chunk);
       const Tensor k_heads = parallel::sequence_to_heads(ctx, group, k, kvh.first_head, kvh.chunk);
@@ -223,7 +231,8 @@ int main(int argc, char** argv) {
     const Context& ctx = trainer.context();
     const std::int64_t local = seq / sp;
     const double all_to_all_layer =
-        layer_all_to_all_seconds(ctx, trainer.mesh().sp_group(), trainer.model_config(), local);
+        layer_all_to_all_seconds(ctx, trainer.mesh().sp_group(), trainer.model_config(), local,
+                                 checkpointing);
     const auto [gemm_layer, attention_layer] =
         layer_component_seconds(ctx, trainer.model_config(), local, sp);
     const double L = static_cast<double>(trainer.model_config().num_hidden_layers);
