@@ -12,7 +12,8 @@
 #include "ulysses/comm/communicator.h"
 #include "ulysses/core/error.h"
 #include "ulysses/model/config.h"
-#include "ulysses/model/memory_plan.h"
+#include "ulysses/model/flops.h"
+#include "ulysses/parallel/memory_plan.h"
 #include "ulysses/parallel/zero.h"
 #include "ulysses/train/config_file.h"
 #include "ulysses/train/trainer.h"
@@ -130,6 +131,7 @@ int launcher_rank() {
 int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
              double memory_gib, const std::string& precision, int zero_ranks, int sp_size) {
   using namespace ulysses::model;
+  using namespace ulysses::parallel;
   const ModelConfig c = resolve_model_config(model);
   std::printf("model %s: %s\n", model.c_str(), c.model_type.c_str());
   std::printf("  layers %lld, hidden %lld, intermediate %lld, heads %lld (kv %lld), head_dim %lld\n",

@@ -3,7 +3,8 @@
 // Run: build/train_step_bench [--benchmark_format=json]   (or `make bench`)
 #include <benchmark/benchmark.h>
 
-#include "ulysses/model/memory_plan.h"
+#include "ulysses/model/flops.h"
+#include "ulysses/parallel/memory_plan.h"
 #include "ulysses/train/trainer.h"
 
 namespace {

@@ -11,6 +11,7 @@
 #include "ulysses/io/hf_checkpoint.h"
 #include "ulysses/io/safetensors.h"
 #include "ulysses/model/decoder.h"
+#include "ulysses/parallel/attention_strategies.h"
 
 namespace ulysses {
 namespace {

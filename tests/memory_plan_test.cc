@@ -5,10 +5,12 @@
 // is planned. Backward adds their gradients once (buffers).
 #include <gtest/gtest.h>
 
-#include "ulysses/model/memory_plan.h"
+#include "ulysses/parallel/memory_plan.h"
 #include "ulysses/model/config.h"
 
-namespace ulysses::model {
+namespace ulysses::parallel {
+using model::ModelConfig;
+using model::preset_config;
 namespace {
 
 MemoryPlan plan(const ModelConfig& c, std::int64_t T, std::int64_t sp, bool checkpointing) {
@@ -57,4 +59,4 @@ TEST(MemoryPlan, LargestFitShrinksWithUlyssesCopies) {
 }
 
 }  // namespace
-}  // namespace ulysses::model
+}  // namespace ulysses::parallel

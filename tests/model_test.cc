@@ -9,6 +9,7 @@
 #include "test_util.h"
 #include "ulysses/data/packer.h"
 #include "ulysses/model/decoder.h"
+#include "ulysses/parallel/attention_strategies.h"
 #include "ulysses/model/params.h"
 
 namespace ulysses::model {

@@ -18,7 +18,7 @@
 #include "test_util.h"
 #include "ulysses/core/rng.h"
 #include "ulysses/model/decoder.h"
-#include "ulysses/parallel/attention_strategy.h"
+#include "ulysses/parallel/attention_strategies.h"
 #include "ulysses/parallel/zero.h"
 
 namespace ulysses::parallel {

@@ -94,10 +94,10 @@ TEST(ZeroMemoryFormulaTest, Llama3_8bEveryStage) {
   EXPECT_EQ(s3.transient, 3 * 4 * largest + 3 * 4 * largest);
 
   // bf16 mixed: 2-byte params, fp32 master sharded like the optimizer.
-  const ZeroMemory b0 = zero_memory_formula(config, 0, 4, model::Precision::bf16_mixed);
+  const ZeroMemory b0 = zero_memory_formula(config, 0, 4, parallel::Precision::bf16_mixed);
   EXPECT_EQ(b0.params, 2 * N);
   EXPECT_EQ(b0.master, 4 * N);
-  const ZeroMemory b3 = zero_memory_formula(config, 3, 4, model::Precision::bf16_mixed);
+  const ZeroMemory b3 = zero_memory_formula(config, 3, 4, parallel::Precision::bf16_mixed);
   EXPECT_EQ(b3.params, 2 * N / 4);
   EXPECT_EQ(b3.master, 4 * N / 4);
   EXPECT_EQ(b3.grads, 4 * N / 4);
@@ -116,7 +116,7 @@ TEST(ZeroMemoryFormulaTest, Llama3_8bEveryStage) {
 
   // Offload accounting: optimizer (+ master) and, at stage 3, the parameter shards.
   const ZeroMemory o =
-      zero_memory_formula(config, ZeroConfig{3, true, true}, 4, model::Precision::bf16_mixed);
+      zero_memory_formula(config, ZeroConfig{3, true, true}, 4, parallel::Precision::bf16_mixed);
   EXPECT_EQ(o.offloaded, o.optimizer + o.master + o.params);
   const ZeroMemory o1 = zero_memory_formula(config, ZeroConfig{1, true, false}, 4);
   EXPECT_EQ(o1.offloaded, o1.optimizer);

@@ -10,7 +10,7 @@
 #include "zero_train_util.h"
 #include "ulysses/data/packer.h"
 #include "ulysses/model/decoder.h"
-#include "ulysses/parallel/attention_strategy.h"
+#include "ulysses/parallel/attention_strategies.h"
 #include "ulysses/parallel/mesh.h"
 #include "ulysses/parallel/zero.h"
 
@@ -144,7 +144,7 @@ TEST(CudaZeroState, BuffersLiveWhereTheTableSaysWithTheFormulasBytes) {
     ZeroState zero(ctx, config, mesh, zc, ops::AdamWConfig{});
     zero.set_parameters(init);
 
-    const ZeroMemory formula = zero_memory_formula(config, zc, 1, model::Precision::bf16_mixed);
+    const ZeroMemory formula = zero_memory_formula(config, zc, 1, parallel::Precision::bf16_mixed);
     const ZeroMemory memory = zero.memory();
     EXPECT_EQ(memory.params, formula.params);
     EXPECT_EQ(memory.master, formula.master);

@@ -13,7 +13,7 @@
 #include "ulysses/data/packer.h"
 #include "ulysses/model/decoder.h"
 #include "ulysses/ops/attention.h"
-#include "ulysses/parallel/attention_strategy.h"
+#include "ulysses/parallel/attention_strategies.h"
 #include "ulysses/parallel/mesh.h"
 #include "ulysses/parallel/ulysses_exchange.h"
 #include "ulysses/train/trainer.h"

@@ -12,7 +12,7 @@
 #include "dist_util.h"
 #include "test_util.h"
 #include "ulysses/model/decoder.h"
-#include "ulysses/parallel/attention_strategy.h"
+#include "ulysses/parallel/attention_strategies.h"
 #include "ulysses/train/optimizer.h"
 
 namespace ulysses::parallel {
@@ -189,7 +189,7 @@ void check_stage(const model::ModelConfig& config, std::int64_t sp, std::int64_t
       EXPECT_LT(zero.peak_transient().grads, full_bytes(config));
       // The plan's bound covers what the step really held (overlap on or off).
       const ZeroMemory formula = zero_memory_formula(
-          config, ZeroConfig{stage, false, false}, mesh.zero_group().size(), model::Precision::fp32);
+          config, ZeroConfig{stage, false, false}, mesh.zero_group().size(), parallel::Precision::fp32);
       EXPECT_LE(zero.peak_transient().grads + zero.peak_transient().params, formula.transient);
       if (stage == 3) {
         EXPECT_GT(zero.peak_transient().params, 0);

@@ -40,7 +40,7 @@ std::int64_t layer_activation_bytes(const ModelConfig& c, std::int64_t T) {
   return floats * 4;
 }
 
-Decoder::Decoder(const ModelConfig& config, parallel::AttentionStrategy& attention)
+Decoder::Decoder(const ModelConfig& config, AttentionStrategy& attention)
     : config_(config), attention_(attention) {}
 
 Tensor Decoder::layer_forward(const Context& ctx, const LayerWeights& w, const ops::RopeTable& rope,

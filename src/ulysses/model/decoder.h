@@ -17,7 +17,7 @@
 #include "ulysses/model/param_store.h"
 #include "ulysses/model/params.h"
 #include "ulysses/ops/cross_entropy.h"
-#include "ulysses/parallel/attention_strategy.h"
+#include "ulysses/model/attention_strategy.h"
 
 namespace ulysses::model {
 
@@ -30,7 +30,7 @@ struct LayerActivations {
   Tensor q_rstd, k_rstd;    // [T*Hq], [T*Hkv] (qwen3 only)
   Tensor q, k, v;           // [T, Hq, D], [T, Hkv, D], [T, Hkv, D] attention inputs (RoPE'd)
   Tensor att;               // [T, Hq, D] attention output
-  parallel::AttentionSaved att_saved;
+  AttentionSaved att_saved;
   Tensor x_mid;             // [T, C] residual after attention
   Tensor rstd2;             // [T]
   Tensor xn2;               // [T, C] post_attention_layernorm output
@@ -46,7 +46,7 @@ struct StepOptions {
 
 class Decoder {
  public:
-  Decoder(const ModelConfig& config, parallel::AttentionStrategy& attention);
+  Decoder(const ModelConfig& config, AttentionStrategy& attention);
 
   // Forward over the shard, then the LM head + cross-entropy on shard.shift_labels (tiled).
   // When grad_scale != 0, backward runs too and d(grad_scale * loss_sum) is ACCUMULATED into
@@ -70,7 +70,7 @@ class Decoder {
                         const LayerActivations& a, const Tensor& dout) const;
 
   ModelConfig config_;
-  parallel::AttentionStrategy& attention_;
+  AttentionStrategy& attention_;
 };
 
 }  // namespace ulysses::model

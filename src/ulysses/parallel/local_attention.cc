@@ -1,5 +1,5 @@
 #include "ulysses/ops/attention.h"
-#include "ulysses/parallel/attention_strategy.h"
+#include "ulysses/parallel/attention_strategies.h"
 
 namespace ulysses::parallel {
 

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "ulysses/ops/attention.h"
-#include "ulysses/parallel/attention_strategy.h"
+#include "ulysses/parallel/attention_strategies.h"
 #include "ulysses/parallel/ulysses_exchange.h"
 
 namespace ulysses::parallel {

@@ -31,7 +31,7 @@ void validate_zero_config(const ZeroConfig& c) {
 }
 
 ZeroMemory zero_memory_formula(const model::ModelConfig& config, const ZeroConfig& zero,
-                               int zero_group_size, model::Precision precision) {
+                               int zero_group_size, Precision precision) {
   validate_zero_config(zero);
   UL_CHECK(zero_group_size >= 1, "zero_memory_formula: zero_group_size must be >= 1, got ",
            zero_group_size);
@@ -44,7 +44,7 @@ ZeroMemory zero_memory_formula(const model::ModelConfig& config, const ZeroConfi
     shard += s;
     largest = std::max(largest, Z * s);
   }
-  const bool bf16 = precision == model::Precision::bf16_mixed;
+  const bool bf16 = precision == Precision::bf16_mixed;
   ZeroMemory m;
   m.params = (bf16 ? 2 : 4) * (zero.stage >= 3 ? shard : full);
   m.grads = 4 * (zero.stage >= 2 ? shard : full);
@@ -456,10 +456,10 @@ ZeroMemory ZeroState::memory() const {
 }
 
 std::string zero_memory_table(const model::ModelConfig& config, int zero_group_size,
-                              model::Precision precision) {
+                              Precision precision) {
   std::ostringstream out;
   out << "ZeRO memory per rank over " << zero_group_size << " ranks (dp_shard x sp), "
-      << (precision == model::Precision::fp32 ? "fp32" : "bf16 + fp32 master")
+      << (precision == Precision::fp32 ? "fp32" : "bf16 + fp32 master")
       << ", model states only (bytes):\n";
   out << "  stage        params        master         grads     optimizer         total\n";
   for (int stage = 0; stage <= 3; ++stage) {
@@ -469,9 +469,9 @@ std::string zero_memory_table(const model::ModelConfig& config, int zero_group_s
     std::snprintf(line, sizeof line, "  %5d %13lld %13lld %13lld %13lld %13lld  (%s)", stage,
                   static_cast<long long>(m.params), static_cast<long long>(m.master),
                   static_cast<long long>(m.grads), static_cast<long long>(m.optimizer),
-                  static_cast<long long>(m.total()), model::format_bytes(m.total()).c_str());
+                  static_cast<long long>(m.total()), format_bytes(m.total()).c_str());
     out << line;
-    if (m.transient > 0) out << " + up to " << model::format_bytes(m.transient) << " transient";
+    if (m.transient > 0) out << " + up to " << format_bytes(m.transient) << " transient";
     out << "\n";
   }
   return out.str();

@@ -92,7 +92,8 @@
 #include <vector>
 
 #include "ulysses/core/context.h"
-#include "ulysses/model/memory_plan.h"
+#include "ulysses/core/format.h"
+#include "ulysses/parallel/memory_plan.h"
 #include "ulysses/model/param_store.h"
 #include "ulysses/model/params.h"
 #include "ulysses/ops/adamw.h"
@@ -129,17 +130,17 @@ struct ZeroMemory {
 // The formula of the table, from the model's parameter layout. zero_group_size = Z.
 ZeroMemory zero_memory_formula(const model::ModelConfig& config, const ZeroConfig& zero,
                                int zero_group_size,
-                               model::Precision precision = model::Precision::fp32);
+                               Precision precision = Precision::fp32);
 inline ZeroMemory zero_memory_formula(const model::ModelConfig& config, int stage,
                                       int zero_group_size,
-                                      model::Precision precision = model::Precision::fp32) {
+                                      Precision precision = Precision::fp32) {
   return zero_memory_formula(config, ZeroConfig{stage, false, false}, zero_group_size, precision);
 }
 
 // Per-rank memory of stages 0..3 for `zero_group_size` ranks, as printed by `ulysses info`:
 // one row per stage with params, master, grads, optimizer and total, in bytes and GiB.
 std::string zero_memory_table(const model::ModelConfig& config, int zero_group_size,
-                              model::Precision precision);
+                              Precision precision);
 
 // Collectives: acquire/release (stage 3), grads_done (stage 2-3), finish_step,
 // gather_parameters (stage 3; mixed precision: stage 1-3) and load_state_tensors (stage 1-3) are

@@ -7,12 +7,15 @@
 
 #include "ulysses/comm/nccl_communicator.h"
 #include "ulysses/comm/agree.h"
+#include "ulysses/parallel/attention_strategies.h"
 #include "ulysses/core/cuda_context.h"
 #include "ulysses/core/device_memory.h"
 #include "ulysses/core/log.h"
 #include "ulysses/ops/elementwise.h"
 #include "ulysses/io/hf_checkpoint.h"
-#include "ulysses/model/memory_plan.h"
+#include "ulysses/model/flops.h"
+#include "ulysses/core/format.h"
+#include "ulysses/parallel/memory_plan.h"
 
 namespace ulysses::train {
 
@@ -229,16 +232,16 @@ std::string Trainer::plan() const {
   out << "batch: " << config_.per_device_train_batch_size << " sequences per SP group x "
       << mesh_->dp_size() << " data-parallel groups x " << config_.gradient_accumulation_steps
       << " accumulation steps = " << global_batch_sequences() << " sequences per optimizer step\n";
-  model::MemoryPlanInput in;
+  parallel::MemoryPlanInput in;
   in.tokens_per_device = config_.max_seq_length / config_.sp_size;
   in.gradient_checkpointing = config_.gradient_checkpointing;
   in.loss_tile_tokens = config_.loss_tile_tokens;
   in.sp_size = config_.sp_size;
-  in.precision = ctx_.compute_dtype == DType::f32 ? model::Precision::fp32
-                                                  : model::Precision::bf16_mixed;
+  in.precision = ctx_.compute_dtype == DType::f32 ? parallel::Precision::fp32
+                                                  : parallel::Precision::bf16_mixed;
   out << "device: " << ctx_.device.str() << " (" << dtype_name(ctx_.compute_dtype)
       << " compute, " << mesh_->world().backend() << " collectives)\n";
-  model::MemoryPlan memory = model::plan_memory(c, in);
+  parallel::MemoryPlan memory = parallel::plan_memory(c, in);
   std::int64_t offloaded = 0;  // of the model states, bytes the offload flags keep in host memory
   if (config_.zero_stage > 0) {
     const auto z = parallel::zero_memory_formula(
@@ -251,14 +254,14 @@ std::string Trainer::plan() const {
     memory.buffers += z.transient;  // gathered parameters and gradient buffers in flight
     out << "zero: stage " << config_.zero_stage << " over "
         << mesh_->config().dp_shard_size * mesh_->config().sp_size << " ranks (dp_shard x sp)";
-    if (z.offloaded) out << ", " << model::format_bytes(z.offloaded) << " offloaded to host";
+    if (z.offloaded) out << ", " << format_bytes(z.offloaded) << " offloaded to host";
     out << "\n";
     if (!ctx_.device.is_cpu()) offloaded = z.offloaded;
   }
-  out << model::format_memory_plan(memory, in);
+  out << parallel::format_memory_plan(memory, in);
   if (offloaded > 0)
-    out << "  on the device " << model::format_bytes(memory.total() - offloaded) << " ("
-        << model::format_bytes(offloaded) << " of the above in host memory)\n";
+    out << "  on the device " << format_bytes(memory.total() - offloaded) << " ("
+        << format_bytes(offloaded) << " of the above in host memory)\n";
   return out.str();
 }
 

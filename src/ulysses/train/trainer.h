@@ -12,6 +12,7 @@
 #include "ulysses/data/packer.h"
 #include "ulysses/model/decoder.h"
 #include "ulysses/model/params.h"
+#include "ulysses/model/attention_strategy.h"
 #include "ulysses/parallel/mesh.h"
 #include "ulysses/parallel/zero.h"
 #include "ulysses/train/checkpoint.h"
@@ -88,7 +89,7 @@ class Trainer {
   std::unique_ptr<data::DocumentSource> source_;
   std::unique_ptr<data::Packer> packer_;
   std::unique_ptr<parallel::Mesh> mesh_;
-  std::unique_ptr<parallel::AttentionStrategy> attention_;
+  std::unique_ptr<model::AttentionStrategy> attention_;
   std::unique_ptr<model::Decoder> decoder_;
   std::unique_ptr<MetricsWriter> metrics_;
   std::int64_t first_step_ = 1;  // > 1 after resuming

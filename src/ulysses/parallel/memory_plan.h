@@ -1,18 +1,15 @@
-// Memory budget per device and model FLOPs, printed before step 1 and by `ulysses info`.
-//
-// FLOPs per token (DESIGN §5, stated once in docs/architecture.md):
-//   6 * N_matmul + 6 * L * H * d_head * S   for a sequence of S tokens in one document
-// (causal attention counted at half of dense). With packed documents the attention term is
-// computed exactly from the document lengths: 12 * L * H * d_head * sum(len^2) / 2 per sequence.
+// Memory budget per device, printed before step 1 and by `ulysses info`. It lives in parallel/
+// because it counts what the parallel layout adds (Ulysses' head-sharded copies with the
+// strategy's own kv-chunk rule, ZeRO's shards) to what the model keeps (model/decoder.h).
 #pragma once
 
 #include <cstdint>
 #include <string>
-#include <vector>
 
 #include "ulysses/model/config.h"
 
-namespace ulysses::model {
+namespace ulysses::parallel {
+
 
 enum class Precision { fp32, bf16_mixed };  // CPU reference / CUDA (bf16 + fp32 master)
 
@@ -40,13 +37,7 @@ struct MemoryPlan {
   std::int64_t max_tokens_that_fit = 0;
 };
 
-MemoryPlan plan_memory(const ModelConfig& config, const MemoryPlanInput& input);
+MemoryPlan plan_memory(const model::ModelConfig& config, const MemoryPlanInput& input);
 std::string format_memory_plan(const MemoryPlan& plan, const MemoryPlanInput& input);
-std::string format_bytes(std::int64_t bytes);
 
-// Model FLOPs (forward + backward) of one sequence with the given document boundaries.
-double sequence_flops(const ModelConfig& config, const std::vector<std::int32_t>& cu_seqlens);
-// Per token for one document of S tokens: 6 N_matmul + 6 L H d S.
-double flops_per_token(const ModelConfig& config, std::int64_t sequence_length);
-
-}  // namespace ulysses::model
+}  // namespace ulysses::parallel

@@ -1,11 +1,17 @@
-#include "ulysses/model/memory_plan.h"
+#include "ulysses/parallel/memory_plan.h"
 
 #include <cstdio>
 #include <sstream>
 
+#include "ulysses/core/format.h"
 #include "ulysses/model/decoder.h"
+#include "ulysses/parallel/ulysses_exchange.h"
 
-namespace ulysses::model {
+namespace ulysses::parallel {
+
+using model::ModelConfig;
+using model::layer_activation_bytes;
+using model::parameter_count;
 
 namespace {
 MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_t T) {
@@ -29,7 +35,7 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   std::int64_t heads_copies = 0;
   if (in.sp_size > 1) {
     const std::int64_t P = in.sp_size, Hkv = c.num_key_value_heads;
-    const std::int64_t kv_chunk = Hkv % P == 0 ? Hkv / P : 1;
+    const std::int64_t kv_chunk = kv_head_chunks(Hkv, P).chunk;
     heads_copies = (2 * T * c.q_dim() + 2 * T * P * kv_chunk * c.head_dim) * act_size;
   }
   // Checkpointing keeps each layer's input and attention output (+ lse in f32); the strategy
@@ -62,15 +68,6 @@ MemoryPlan plan_memory(const ModelConfig& c, const MemoryPlanInput& in) {
   return plan;
 }
 
-std::string format_bytes(std::int64_t bytes) {
-  char buf[32];
-  const double b = static_cast<double>(bytes);
-  if (b >= (1ll << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1ll << 30));
-  else if (b >= (1 << 20)) std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1 << 20));
-  else std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024);
-  return buf;
-}
-
 std::string format_memory_plan(const MemoryPlan& p, const MemoryPlanInput& in) {
   std::ostringstream out;
   out << "memory per device (" << (in.precision == Precision::fp32 ? "fp32" : "bf16 + fp32 master")
@@ -94,21 +91,4 @@ std::string format_memory_plan(const MemoryPlan& p, const MemoryPlanInput& in) {
   return out.str();
 }
 
-double sequence_flops(const ModelConfig& c, const std::vector<std::int32_t>& cu) {
-  double tokens = 0, attention = 0;
-  for (std::size_t i = 0; i + 1 < cu.size(); ++i) {
-    const double len = cu[i + 1] - cu[i];
-    tokens += len;
-    attention += len * len / 2;
-  }
-  const double per_head = static_cast<double>(c.num_hidden_layers * c.num_attention_heads * c.head_dim);
-  return 6.0 * static_cast<double>(matmul_parameter_count(c)) * tokens + 12.0 * per_head * attention;
-}
-
-double flops_per_token(const ModelConfig& c, std::int64_t S) {
-  return 6.0 * static_cast<double>(matmul_parameter_count(c)) +
-         6.0 * static_cast<double>(c.num_hidden_layers * c.num_attention_heads * c.head_dim) *
-             static_cast<double>(S);
-}
-
-}  // namespace ulysses::model
+}  // namespace ulysses::parallel

@@ -1,23 +1,24 @@
-// AttentionStrategy: how attention over a (possibly sharded) sequence is computed.
+// AttentionStrategy: how attention over a (possibly sharded) sequence is computed — the
+// interface the decoder calls, beside ParamStore. Implementations live in parallel/ (local,
+// Ulysses; parallel/attention_strategies.h makes them), so swapping one for another touches no
+// model code.
 //
 // The decoder hands the strategy its local q/k/v (tokens of its shard, all heads) and gets the
-// local attention output back; the strategy decides where the work happens: LocalAttention
+// local attention output back; the strategy decides where the work happens: the local strategy
 // runs the op on the whole sequence held by one rank; Ulysses (sequence parallel) exchanges
-// tokens for heads around the op. The decoder code is the same for all of them.
+// tokens for heads around the op.
 #pragma once
 
-#include <memory>
 #include <string>
 
-#include "ulysses/comm/communicator.h"
 #include "ulysses/core/context.h"
 #include "ulysses/data/sequence.h"
 
-namespace ulysses::parallel {
+namespace ulysses::model {
 
 // What a strategy keeps between forward and backward (opaque to the decoder).
 struct AttentionSaved {
-  Tensor lse;    // softmax statistics of the heads this rank computed
+  Tensor lse;           // softmax statistics of the heads this rank computed
   Tensor q, k, v, out;  // head-sharded copies, when the strategy exchanged them
 };
 
@@ -49,17 +50,4 @@ class AttentionStrategy {
                        const Tensor& /*out*/, AttentionSaved& /*saved*/) {}
 };
 
-// Attention on one rank holding the whole sequence.
-std::unique_ptr<AttentionStrategy> make_local_attention();
-
-// Ulysses sequence parallelism over `sp_group` (P ranks, each holding S/P tokens of the same
-// sequence): an all-to-all turns q/k/v [S/P, H, D] into [S, H/P, D], attention runs over the
-// whole sequence for this rank's heads, and a second all-to-all brings the output back to
-// [S/P, H, D]. kv heads are split when num_kv_heads % P == 0 and replicated (each rank gets
-// the one kv head its query heads use; gradients of the replicas are summed) when
-// P % num_kv_heads == 0. The group must outlive the strategy. docs/parallelism.md has the math.
-std::unique_ptr<AttentionStrategy> make_ulysses_attention(comm::Communicator& sp_group,
-                                                          std::int64_t num_heads,
-                                                          std::int64_t num_kv_heads);
-
-}  // namespace ulysses::parallel
+}  // namespace ulysses::model

@@ -1,0 +1,12 @@
+// Human-readable formatting shared by plans, logs and benchmarks.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace ulysses {
+
+// "1.50 GiB", "12.0 MiB", "3.0 KiB" (binary units).
+std::string format_bytes(std::int64_t bytes);
+
+}  // namespace ulysses
