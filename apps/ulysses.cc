@@ -61,6 +61,9 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_option("--sp-size", c.sp_size, "Sequence-parallel degree")->capture_default_str();
   cmd.add_option("--sp-backend", c.sp_backend, "Attention strategy when sp > 1 (ulysses)")
       ->capture_default_str();
+  cmd.add_flag("--sp-pipeline,!--no-sp-pipeline", c.sp_pipeline,
+               "Ulysses: heads in two parts, exchanges beside attention (opt-in)")
+      ->capture_default_str();
   cmd.add_option("--dp-shard-size", c.dp_shard_size,
                  "ZeRO sharding degree (0: world / (sp x dp_replicate))")->capture_default_str();
   cmd.add_option("--dp-replicate-size", c.dp_replicate_size, "Replica degree")
@@ -70,6 +73,9 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_flag("--offload-optimizer", c.offload_optimizer,
                "ZeRO >= 1: master weights and AdamW state in host memory");
   cmd.add_flag("--offload-params", c.offload_params, "ZeRO 3: parameter shards in host memory");
+  cmd.add_flag("--zero-overlap,!--no-zero-overlap", c.zero_overlap,
+               "ZeRO 2-3: prefetch parameters, reduce-scatter asynchronously")
+      ->capture_default_str();
   cmd.add_option("--device", c.device, "cpu, cuda or auto")->capture_default_str();
   cmd.add_option("--output-dir", c.output_dir, "Checkpoints and metrics.jsonl go here")
       ->capture_default_str();

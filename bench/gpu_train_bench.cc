@@ -18,7 +18,7 @@
 // loss, optimizer, host synchronizations). For reference it also prints the total time of the
 // Ulysses all-to-alls measured in isolation on the same groups (8 per layer: q, k, v, out
 // forward; dout, dq, dk, dv backward; 4 more with checkpointing, where the recompute rebuilds
-// the head-sharded q, k, v, out). With ULYSSES_SP_PIPELINE=1 part of that time overlaps
+// the head-sharded q, k, v, out). With --sp-pipeline part of that time overlaps
 // attention and is not exposed.
 #include <algorithm>
 #include <chrono>
@@ -149,6 +149,7 @@ int main(int argc, char** argv) {
   std::string model = "qwen3-4b";
   std::int64_t seq = 8192, steps = 3, sp = 1, zero_stage = 0;
   bool checkpointing = false, offload_optimizer = false, offload_params = false;
+  bool sp_pipeline = false, zero_overlap = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--model" && i + 1 < argc) model = argv[++i];
@@ -159,10 +160,12 @@ int main(int argc, char** argv) {
     else if (a == "--gradient-checkpointing") checkpointing = true;
     else if (a == "--offload-optimizer") offload_optimizer = true;
     else if (a == "--offload-params") offload_params = true;
+    else if (a == "--sp-pipeline") sp_pipeline = true;
+    else if (a == "--no-zero-overlap") zero_overlap = false;
     else {
       std::fprintf(stderr, "usage: gpu_train_bench [--model P] [--seq N] [--steps K] [--sp P] "
                            "[--zero-stage Z] [--gradient-checkpointing] [--offload-optimizer] "
-                           "[--offload-params]\n");
+                           "[--offload-params] [--sp-pipeline] [--no-zero-overlap]\n");
       return 2;
     }
   }
@@ -186,6 +189,8 @@ int main(int argc, char** argv) {
     config.zero_stage = zero_stage;
     config.offload_optimizer = offload_optimizer;
     config.offload_params = offload_params;
+    config.sp_pipeline = sp_pipeline;
+    config.zero_overlap = zero_overlap;
     config.output_dir = "";
     config.quiet = true;
     config.learning_rate = 1e-5;

@@ -12,8 +12,9 @@ WHAT=${4:-all}
 shift 4 || shift $#
 export NCCL_NVLS_ENABLE=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 MPI=(mpirun -np "$NP" --allow-run-as-root --bind-to none -x NCCL_NVLS_ENABLE=0 -x OMP_NUM_THREADS=8)
-# Our switches reach every rank when set here, e.g. ULYSSES_SP_PIPELINE=1 scripts/gpu_multi_check.sh ...
-for var in ULYSSES_SP_PIPELINE ULYSSES_ZERO_OVERLAP ULYSSES_CUDNN_LIBRARY ULYSSES_LOG; do
+# Process-level settings reach every rank when set here (schedules are bench flags:
+# --sp-pipeline, --no-zero-overlap in the bench arguments).
+for var in ULYSSES_CUDNN_LIBRARY ULYSSES_LOG ULYSSES_NCCL_TIMEOUT_S; do
   [ -n "${!var:-}" ] && MPI+=(-x "$var")
 done
 mkdir -p "$OUT"

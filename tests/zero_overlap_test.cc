@@ -3,7 +3,7 @@
 // Work's wait() — a stand-in for an asynchronous backend: reading a result before wait() sees
 // stale data, so a missing wait changes the numbers. Checks the order of the all-gathers
 // (prefetching) and reduce-scatters, the bound on gathered parameter memory, and bit-identical
-// results with ULYSSES_ZERO_OVERLAP=0.
+// results with ZeroConfig::overlap off.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -173,17 +173,13 @@ struct StepResult {
 
 // One optimizer step of 2 micro-steps at stage 3 (stage 3 also reduce-scatters gradients).
 StepResult run_step(bool overlap) {
-  if (overlap) {
-    unsetenv("ULYSSES_ZERO_OVERLAP");
-  } else {
-    setenv("ULYSSES_ZERO_OVERLAP", "0", 1);
-  }
   const model::ModelConfig config = overlap_config();
   auto log = std::make_shared<Log>();
   RecordingCommunicator world(comm::make_self_communicator(), log);
   Mesh mesh(world, ParallelConfig{1, 1, 1});
-  ZeroState zero(config, mesh, ZeroConfig{3, false, false}, ops::AdamWConfig{});
-  unsetenv("ULYSSES_ZERO_OVERLAP");
+  ZeroConfig zero_config{3, false, false};
+  zero_config.overlap = overlap;
+  ZeroState zero(config, mesh, zero_config, ops::AdamWConfig{});
   int index = 0;
   for (const auto& [name, t] : zero.state_tensors())
     if (name.rfind("param.", 0) == 0) log->groups[t.raw()] = index++;

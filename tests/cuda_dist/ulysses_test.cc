@@ -88,15 +88,14 @@ TEST(CudaUlysses, KvHeadsReplicatedTrainsLikeOneGpu) {
 }
 
 TEST(CudaUlysses, PipelinedHeadsTrainLikeOneGpu) {
-  // ULYSSES_SP_PIPELINE=1: heads in two parts, exchanges beside attention (opt-in).
-  ::setenv("ULYSSES_SP_PIPELINE", "1", 1);
+  // --sp-pipeline: heads in two parts, exchanges beside attention (opt-in).
   for (const std::int64_t kv_heads : {4, 1}) {
     train::TrainConfig c = base_config(model_dir(kv_heads));
     c.sp_size = world().size();
+    c.sp_pipeline = true;
     expect_like_one_gpu(c, "kv " + std::to_string(kv_heads) + ", pipelined, sp " +
                                std::to_string(c.sp_size));
   }
-  ::unsetenv("ULYSSES_SP_PIPELINE");
 }
 
 TEST(CudaUlysses, SequenceAndDataParallelTrainLikeOneGpu) {

@@ -73,9 +73,8 @@ TEST(CudaDistZero, StagesMatchZero0OnTheSameRanks) {
     stage3.zero_stage = 3;
     stage3.attn_implementation = "builtin";
     const testing::TrainResult overlapped = testing::train_run(stage3, &world());
-    ::setenv("ULYSSES_ZERO_OVERLAP", "0", 1);
+    stage3.zero_overlap = false;
     const testing::TrainResult serial = testing::train_run(stage3, &world());
-    ::unsetenv("ULYSSES_ZERO_OVERLAP");
     EXPECT_EQ(overlapped.losses, serial.losses) << where << ": overlap on vs off";
     EXPECT_EQ(overlapped.norms, serial.norms) << where << ": overlap on vs off";
     EXPECT_TRUE(overlapped.params == serial.params) << where << ": parameters, overlap on vs off";

@@ -100,9 +100,8 @@ TEST(UlyssesTraining, EqualsSingleRankForEveryLayout) {
           expect_same_training(c, what);
           if (sp > 1 && packing && accumulation == 1) {
             // The two-part pipelining (opt-in) computes the same.
-            ::setenv("ULYSSES_SP_PIPELINE", "1", 1);
+            c.sp_pipeline = true;
             expect_same_training(c, what + " pipelined");
-            ::unsetenv("ULYSSES_SP_PIPELINE");
           }
         }
       }
@@ -295,9 +294,7 @@ TEST(UlyssesAttention, RestoreRebuildsWhatCheckpointingDrops) {
   for (const std::int64_t Hkv : {std::int64_t{2}, std::int64_t{1}}) {
     if (H % P != 0 || (Hkv % P != 0 && P % Hkv != 0)) continue;
     for (const bool pipelined : {false, true}) {
-      if (pipelined) ::setenv("ULYSSES_SP_PIPELINE", "1", 1);
-      auto ulysses = parallel::make_ulysses_attention(group, H, Hkv);
-      ::unsetenv("ULYSSES_SP_PIPELINE");
+      auto ulysses = parallel::make_ulysses_attention(group, H, Hkv, pipelined);
       SCOPED_TRACE(ulysses->name() + ", kv heads " + std::to_string(Hkv));
       Rng rng(11);
       const Tensor q = testing::random_tensor({S, H, D}, rng);
@@ -343,10 +340,8 @@ TEST(UlyssesAttention, PipeliningIsOptIn) {
   // 4 query heads and 2 kv heads: an even chunk of each on 1 or 2 ranks, so two parts fit.
   if (4 % (2 * group.size()) != 0) GTEST_SKIP() << "odd head chunks: one part anyway";
   EXPECT_EQ(parallel::make_ulysses_attention(group, 4, 2)->name(), "ulysses");
-  ::setenv("ULYSSES_SP_PIPELINE", "1", 1);
-  EXPECT_EQ(parallel::make_ulysses_attention(group, 4, 2)->name(),
+  EXPECT_EQ(parallel::make_ulysses_attention(group, 4, 2, /*pipeline=*/true)->name(),
             "ulysses (pipelined: 2 head parts)");
-  ::unsetenv("ULYSSES_SP_PIPELINE");
 }
 
 TEST(UlyssesGradients, ZeroTokenRankMatchesSingleRank) {

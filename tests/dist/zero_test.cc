@@ -7,13 +7,16 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <cstring>
 
 #include "dist_util.h"
 #include "test_util.h"
 #include "ulysses/model/decoder.h"
 #include "ulysses/parallel/attention_strategies.h"
-#include "ulysses/train/optimizer.h"
+#include "ulysses/ops/adamw.h"
+#include "ulysses/ops/elementwise.h"
 
 namespace ulysses::parallel {
 namespace {
@@ -81,15 +84,40 @@ struct History {
   std::vector<double> params;
 };
 
+// The plain optimizer step of the reference, written out independently of the ZeroState:
+// global norm over every group, torch's clipping rule, AdamW per parameter (weight decay where
+// the ParamSpec says so).
+double reference_norm(const Context& ctx, const model::ParamBuffers& grads) {
+  double sum = 0;
+  for (const auto& flat : grads.flat()) sum += ops::sum_of_squares(ctx, flat);
+  return std::sqrt(sum);
+}
+
+void reference_update(const Context& ctx, model::ParamBuffers& params, model::ParamBuffers& grads,
+                      model::ParamBuffers& exp_avg, model::ParamBuffers& exp_avg_sq, double norm,
+                      double max_grad_norm, std::int64_t step, float lr) {
+  if (max_grad_norm > 0 && max_grad_norm / (norm + 1e-6) < 1.0)
+    for (auto& flat : grads.flat())
+      ops::scale_inplace(ctx, flat, static_cast<float>(max_grad_norm / (norm + 1e-6)));
+  for (const auto& group : params.layout().groups()) {
+    for (const auto& spec : group.params) {
+      ops::AdamWConfig hyper = adamw_config();
+      hyper.lr = lr;
+      if (!spec.weight_decay) hyper.weight_decay = 0.0f;
+      ops::adamw_step(ctx, hyper, step, params.get(spec.name), grads.get(spec.name),
+                      exp_avg.get(spec.name), exp_avg_sq.get(spec.name));
+    }
+  }
+}
+
 // The single-process reference: every sequence of the step (D data-parallel groups) through
 // resident buffers.
 History reference_run(const model::ModelConfig& config, double max_grad_norm, std::int64_t D) {
   const Context ctx;
   auto attention = make_local_attention();
   const model::Decoder decoder(config, *attention);
-  model::ParamBuffers params(config), grads(config);
+  model::ParamBuffers params(config), grads(config), exp_avg(config), exp_avg_sq(config);
   model::init_weights(params, kSeed);
-  train::AdamW adamw(config, adamw_config(), Device::cpu());
   History h;
   for (std::int64_t step = 1; step <= kSteps; ++step) {
     const auto batch = step_sequences(step, D, config.vocab_size);
@@ -101,10 +129,10 @@ History reference_run(const model::ModelConfig& config, double max_grad_norm, st
                                     grad_scale(batch), {})
                   .loss_sum;
     h.losses.push_back(loss * grad_scale(batch));
-    const double norm = train::gradient_norm(ctx, grads);
+    const double norm = reference_norm(ctx, grads);
     h.norms.push_back(norm);
-    train::clip_gradients(ctx, grads, norm, max_grad_norm);
-    adamw.step(ctx, params, grads, lr_at(step));
+    reference_update(ctx, params, grads, exp_avg, exp_avg_sq, norm, max_grad_norm, step,
+                     lr_at(step));
   }
   h.params = flatten(params);
   return h;

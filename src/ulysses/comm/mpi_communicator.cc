@@ -144,6 +144,9 @@ class MpiCommunicator final : public Communicator {
               "world_ranks");
     MPI_Group_free(&group);
     MPI_Group_free(&world_group);
+    // A group of one: its collectives are copies, which the self communicator makes on any
+    // device (a one-GPU job trains every ZeRO stage and offload on its MPI world of one).
+    if (size_ == 1) alone_ = make_self_communicator();
   }
   ~MpiCommunicator() override {
     if (mpi_active()) MPI_Comm_free(&comm_);
@@ -157,6 +160,7 @@ class MpiCommunicator final : public Communicator {
   std::vector<int> world_ranks() const override { return world_ranks_; }
 
   void all_to_all(const Tensor& send, Tensor recv) override {
+    if (alone_) return alone_->all_to_all(send, recv);
     detail::check_all_to_all(send, recv, size_);
     check_cpu("all_to_all", send, "send");
     check_cpu("all_to_all", recv, "recv");
@@ -167,6 +171,7 @@ class MpiCommunicator final : public Communicator {
 
   void all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts, Tensor recv,
                     const std::vector<std::int64_t>& recv_counts) override {
+    if (alone_) return alone_->all_to_all_v(send, send_counts, recv, recv_counts);
     detail::check_all_to_all_v(send, send_counts, recv, recv_counts, size_);
     check_cpu("all_to_all_v", send, "send");
     check_cpu("all_to_all_v", recv, "recv");
@@ -182,6 +187,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   void all_gather(const Tensor& send, Tensor recv) override {
+    if (alone_) return alone_->all_gather(send, recv);
     detail::check_all_gather(send, recv, size_);
     check_cpu("all_gather", send, "send");
     check_cpu("all_gather", recv, "recv");
@@ -192,6 +198,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   void reduce_scatter(const Tensor& send, Tensor recv, ReduceOp op) override {
+    if (alone_) return alone_->reduce_scatter(send, recv, op);
     detail::check_reduce_scatter(send, recv, size_);
     check_cpu("reduce_scatter", send, "send");
     check_cpu("reduce_scatter", recv, "recv");
@@ -212,6 +219,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   void all_reduce(Tensor data, ReduceOp op) override {
+    if (alone_) return alone_->all_reduce(data, op);
     detail::check_defined("all_reduce", data, "data");
     check_cpu("all_reduce", data, "data");
     const std::int64_t total = data.numel();
@@ -246,6 +254,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   void broadcast(Tensor data, int root) override {
+    if (alone_) return alone_->broadcast(data, root);
     detail::check_defined("broadcast", data, "data");
     detail::check_rank_in_group("broadcast", "root", root, size_);
     check_cpu("broadcast", data, "data");
@@ -320,6 +329,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   MPI_Comm comm_;
+  std::unique_ptr<Communicator> alone_;  // size 1: collectives go to a self communicator
   int rank_ = 0;
   int size_ = 1;
   std::vector<int> world_ranks_;

@@ -53,7 +53,7 @@ Mesh::Mesh(comm::Communicator& world, const ParallelConfig& config)
   replicate_group_ = world.split(world.rank() % zero_size, world.rank() / zero_size);
 }
 
-std::string Mesh::describe() const {
+std::string Mesh::describe(int zero_stage) const {
   std::ostringstream out;
   const int sp = static_cast<int>(config_.sp_size);
   out << "mesh: world " << world_.size() << " = dp_replicate " << config_.dp_replicate_size
@@ -64,7 +64,18 @@ std::string Mesh::describe() const {
     for (int r = 0; r < sp; ++r) out << (r ? " " : "") << g * sp + r;
     out << "]";
   }
-  out << "\n  gradients: all-reduced over all " << world_.size() << " ranks\n";
+  const std::int64_t zero_size = config_.dp_shard_size * config_.sp_size;
+  if (world_.size() == 1) {
+    out << "\n  gradients: one rank, nothing to reduce\n";
+  } else if (zero_stage >= 2) {
+    out << "\n  gradients: reduce-scattered over each ZeRO group of " << zero_size
+        << " ranks (dp_shard x sp) during backward";
+    if (config_.dp_replicate_size > 1)
+      out << ", then all-reduced over " << config_.dp_replicate_size << " replicas";
+    out << "\n";
+  } else {
+    out << "\n  gradients: all-reduced over all " << world_.size() << " ranks\n";
+  }
   return out.str();
 }
 

@@ -50,8 +50,9 @@ class Mesh {
   int dp_size() const {
     return static_cast<int>(config_.dp_shard_size * config_.dp_replicate_size);
   }
-  // Human-readable layout: which world ranks form each group.
-  std::string describe() const;
+  // Human-readable layout: which world ranks form each group, and how gradients are reduced
+  // at this ZeRO stage.
+  std::string describe(int zero_stage = 0) const;
 
  private:
   comm::Communicator& world_;

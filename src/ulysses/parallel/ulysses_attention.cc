@@ -1,5 +1,4 @@
 #include <algorithm>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -22,18 +21,17 @@ namespace {
 // part-major: [parts * S, chunk / parts, D] (lse stays [chunk, S]: part p is rows of it).
 class UlyssesAttention final : public AttentionStrategy {
  public:
-  UlyssesAttention(comm::Communicator& group, std::int64_t heads, std::int64_t kv_heads)
+  UlyssesAttention(comm::Communicator& group, std::int64_t heads, std::int64_t kv_heads,
+                   bool pipeline)
       : group_(group),
         heads_(heads),
         q_(query_head_chunks(heads, group.size())),
         kv_(kv_head_chunks(kv_heads, group.size())) {
-    // Off unless ULYSSES_SP_PIPELINE=1 (same results either way): measured on 4 H100s (sp 4,
-    // qwen3-4b) the two parts made steps 4% slower at 32K and 128K tokens; half as many heads
-    // per attention call run less efficiently, and the exchanges running beside attention
-    // take SMs from it (bench/RESULTS.md).
-    const char* pipeline = std::getenv("ULYSSES_SP_PIPELINE");
-    const bool allowed = pipeline && std::string(pipeline) == "1";
-    if (allowed && q_.chunk % 2 == 0 && (kv_.chunk % 2 == 0 || kv_.chunk == 1)) parts_ = 2;
+    // Opt-in (--sp-pipeline; same results either way): measured on 4 H100s (sp 4, qwen3-4b)
+    // the two parts made steps 4% slower at 32K and 128K tokens; half as many heads per
+    // attention call run less efficiently, and the exchanges running beside attention take
+    // SMs from it (bench/RESULTS.md).
+    if (pipeline && q_.chunk % 2 == 0 && (kv_.chunk % 2 == 0 || kv_.chunk == 1)) parts_ = 2;
     kv_parts_ = kv_.chunk % parts_ == 0 && kv_.chunk > 1 ? parts_ : 1;
   }
 
@@ -193,8 +191,9 @@ class UlyssesAttention final : public AttentionStrategy {
 
 std::unique_ptr<AttentionStrategy> make_ulysses_attention(comm::Communicator& sp_group,
                                                           std::int64_t num_heads,
-                                                          std::int64_t num_kv_heads) {
-  return std::make_unique<UlyssesAttention>(sp_group, num_heads, num_kv_heads);
+                                                          std::int64_t num_kv_heads,
+                                                          bool pipeline) {
+  return std::make_unique<UlyssesAttention>(sp_group, num_heads, num_kv_heads, pipeline);
 }
 
 }  // namespace ulysses::parallel

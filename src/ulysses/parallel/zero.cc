@@ -1,7 +1,6 @@
 #include "ulysses/parallel/zero.h"
 
 #include <cstdio>
-#include <cstdlib>
 #include <sstream>
 
 #include <algorithm>
@@ -19,6 +18,12 @@ std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; 
 }  // namespace
 
 void validate_zero_config(const ZeroConfig& c) {
+  if (c.grad_reduce_dtype != DType::f32 && c.grad_reduce_dtype != DType::bf16)
+    UL_FAIL("--grad-reduce-dtype must be float32 or bfloat16 (got ", dtype_name(c.grad_reduce_dtype),
+            ")");
+  if (c.grad_reduce_dtype == DType::bf16 && c.stage > 0)
+    UL_FAIL("--grad-reduce-dtype bfloat16 is implemented for --zero-stage 0 only (got stage ",
+            c.stage, "); use --grad-reduce-dtype float32 with ZeRO");
   if (c.stage < 0 || c.stage > 3) UL_FAIL("--zero-stage must be 0, 1, 2 or 3 (got ", c.stage, ")");
   if (c.offload_params && c.stage != 3)
     UL_FAIL("--offload-params needs --zero-stage 3 (got --zero-stage ", c.stage,
@@ -91,10 +96,6 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
                      const ZeroConfig& zero, const ops::AdamWConfig& adamw)
     : ctx_(ctx), config_(config), layout_(config), mesh_(mesh), zero_(zero), adamw_(adamw) {
   validate_zero_config(zero);
-  // ULYSSES_ZERO_OVERLAP=0 turns prefetching and asynchronous reduce-scatters off (for
-  // measurements: same results).
-  const char* overlap = std::getenv("ULYSSES_ZERO_OVERLAP");
-  overlap_ = !(overlap && std::string(overlap) == "0");
   UL_CHECK(ctx.compute_dtype == DType::f32 || ctx.compute_dtype == DType::bf16,
            "ZeroState: compute dtype ", dtype_name(ctx.compute_dtype), " (expected f32 or bf16)");
   UL_CHECK(!ctx.device.is_cpu() || ctx.compute_dtype == DType::f32,
@@ -199,7 +200,7 @@ Tensor ZeroState::acquire(std::size_t index) {
   const auto i = static_cast<std::ptrdiff_t>(index);
   const std::ptrdiff_t step = i - last_acquired_;
   last_acquired_ = i;
-  if (overlap_ && (step == 1 || step == -1)) {
+  if (zero_.overlap && (step == 1 || step == -1)) {
     const std::ptrdiff_t next = i + step;
     if (next >= 0 && next < static_cast<std::ptrdiff_t>(groups_.size())) {
       Group& n = groups_[static_cast<std::size_t>(next)];
@@ -246,7 +247,7 @@ void ZeroState::grads_done(std::size_t index) {
       mesh_.zero_group().reduce_scatter_start(g.grad_full, reduce_result_, comm::ReduceOp::sum);
   reduce_group_ = index;
   g.grad_full = Tensor();  // the Work holds it until the reduce-scatter is done
-  if (!overlap_) complete_reduce();
+  if (!zero_.overlap) complete_reduce();
 }
 
 void ZeroState::complete_reduce() {
@@ -257,6 +258,14 @@ void ZeroState::complete_reduce() {
   current_.grads -= g.padded * 4;
   ops::add_inplace(ctx_, g.grads, reduce_result_);
   reduce_result_ = Tensor();
+}
+
+void ZeroState::all_reduce_grads(comm::Communicator& group, Tensor grads) const {
+  if (zero_.grad_reduce_dtype == DType::f32) return group.all_reduce(grads, comm::ReduceOp::sum);
+  Tensor half = Tensor::empty(grads.shape(), zero_.grad_reduce_dtype, grads.device());
+  convert_into(grads, half);
+  group.all_reduce(half, comm::ReduceOp::sum);
+  convert_into(half, grads);
 }
 
 void ZeroState::set_parameters(const model::ParamBuffers& full) {
@@ -354,7 +363,7 @@ double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
   comm::Communicator& replicas = mesh_.replicate_group();
   for (Group& g : groups_) {
     if (zero_.stage < 2) {
-      if (world.size() > 1) world.all_reduce(g.grads, comm::ReduceOp::sum);
+      if (world.size() > 1) all_reduce_grads(world, g.grads);
     } else if (replicas.size() > 1) {
       replicas.all_reduce(g.grads, comm::ReduceOp::sum);
     }

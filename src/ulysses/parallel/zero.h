@@ -6,7 +6,9 @@
 // group's flat buffer (embed, layers.i, final) is padded with zeros to a multiple of Z and cut
 // into Z equal shards: ZeRO rank z owns elements [z * s, (z + 1) * s), s = ceil(numel / Z).
 //
-//   stage 0: everything replicated (the plain data-parallel step).
+//   stage 0: everything replicated (the plain data-parallel step; also the one-rank step: every
+//            group of a world of one is a group of size one, so every stage and offload
+//            works there too).
 //   stage 1: AdamW moments sharded; each rank updates its shard of the (full) parameters and
 //            the updated shards are all-gathered into the full buffers.
 //   stage 2: + gradients sharded: the decoder accumulates a group's gradients into a temporary
@@ -54,7 +56,7 @@
 // runs; the gathered compute-dtype parameters of the acquired groups plus, with overlap, one
 // prefetched group; see peak_transient()).
 //
-// Overlap (stage 2-3; ULYSSES_ZERO_OVERLAP=0 in the environment turns it off, same results).
+// Overlap (stage 2-3; ZeroConfig::overlap = false turns it off, same results).
 // Collectives are started (Communicator::*_start) and waited for later, so on GPUs they run on
 // the communication stream while the compute stream works on the neighbouring group:
 //   - prefetch (stage 3): acquire(i) after acquire(i - 1) also starts the all-gather of group
@@ -105,6 +107,13 @@ struct ZeroConfig {
   int stage = 0;
   bool offload_optimizer = false;
   bool offload_params = false;
+  // Stage 2-3: prefetch stage-3 gathers and run reduce-scatters asynchronously (see
+  // "Overlap"; --zero-overlap / --no-zero-overlap; same results either way).
+  bool overlap = true;
+  // Element type of the stage-0 gradient all-reduce (--grad-reduce-dtype): bf16 halves the
+  // traffic; each rank's gradient and the sum are rounded to bf16 once (the backends still add
+  // in f32). Stages 1-3 reduce in f32 (bf16 is refused there).
+  DType grad_reduce_dtype = DType::f32;
 };
 
 // Stage in 0..3 (Error naming --zero-stage); --offload-params needs stage 3; --offload-optimizer
@@ -224,9 +233,8 @@ class ZeroState final : public model::ParamStore {
     std::int64_t params = 0, grads = 0;
   };
   Transient peak_transient() const { return peak_; }
-  // Whether prefetching and asynchronous reduce-scatters are on (ULYSSES_ZERO_OVERLAP, read by
-  // the constructor; default on).
-  bool overlap() const { return overlap_; }
+  // Whether prefetching and asynchronous reduce-scatters are on (ZeroConfig::overlap).
+  bool overlap() const { return zero_.overlap; }
   // Prefetched groups that were never acquired (dropped) since construction, for tests.
   std::int64_t dropped_prefetches() const { return dropped_prefetches_; }
 
@@ -252,6 +260,8 @@ class ZeroState final : public model::ParamStore {
   void start_gather(Group& g);
   // Waits for and frees the prefetched group, if any.
   void drop_prefetch();
+  // Sums full f32 gradients over `group` in place, in ZeroConfig::grad_reduce_dtype.
+  void all_reduce_grads(comm::Communicator& group, Tensor grads) const;
   // Waits for the started reduce-scatter, if any, and adds its result into the gradient shard.
   void complete_reduce();
 
@@ -265,7 +275,6 @@ class ZeroState final : public model::ParamStore {
   int zero_rank_ = 0;
   std::vector<Group> groups_;
   Transient current_, peak_;
-  bool overlap_ = true;
   std::ptrdiff_t last_acquired_ = -1;  // group of the previous acquire (see "Overlap")
   std::ptrdiff_t prefetched_ = -1;     // group whose gather was started before its acquire
   std::int64_t dropped_prefetches_ = 0;

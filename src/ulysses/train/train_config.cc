@@ -40,13 +40,8 @@ void validate(const TrainConfig& c) {
       c.resume_from_checkpoint == "latest")
     UL_FAIL("--resume-from-checkpoint latest needs --output-dir (where the checkpoints are)");
   if (c.save_steps < 0) UL_FAIL("--save-steps must be >= 0 (got ", c.save_steps, ")");
-  if (c.save_dtype != "float32" && c.save_dtype != "bfloat16")
-    UL_FAIL("--save-dtype must be float32 or bfloat16 (got '", c.save_dtype, "')");
-  if (c.grad_reduce_dtype != "float32" && c.grad_reduce_dtype != "bfloat16")
-    UL_FAIL("--grad-reduce-dtype must be float32 or bfloat16 (got '", c.grad_reduce_dtype, "')");
-  if (c.grad_reduce_dtype == "bfloat16" && c.zero_stage > 0)
-    UL_FAIL("--grad-reduce-dtype bfloat16 is implemented for --zero-stage 0 only (got stage ",
-            c.zero_stage, "); use --grad-reduce-dtype float32 with ZeRO");
+  parse_dtype_option(c.save_dtype, "--save-dtype");
+  const DType reduce_dtype = parse_dtype_option(c.grad_reduce_dtype, "--grad-reduce-dtype");
   if (c.device != "cpu" && c.device != "cuda" && c.device != "auto")
     UL_FAIL("--device must be cpu, cuda or auto (got '", c.device, "')");
   if (c.attn_implementation != "auto" && c.attn_implementation != "blockwise" &&
@@ -63,7 +58,13 @@ void validate(const TrainConfig& c) {
             ": packed sequences have exactly that length and each SP rank takes 1/sp of it; use "
             "--max-seq-length ", (c.max_seq_length + c.sp_size - 1) / c.sp_size * c.sp_size);
   parallel::validate_zero_config({static_cast<int>(c.zero_stage), c.offload_optimizer,
-                                  c.offload_params});
+                                  c.offload_params, c.zero_overlap, reduce_dtype});
+}
+
+DType parse_dtype_option(const std::string& value, const char* flag) {
+  if (value == "float32") return DType::f32;
+  if (value == "bfloat16") return DType::bf16;
+  UL_FAIL(flag, " must be float32 or bfloat16 (got '", value, "')");
 }
 
 }  // namespace ulysses::train

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "ulysses/core/dtype.h"
+
 namespace ulysses::train {
 
 struct TrainConfig {
@@ -35,11 +37,17 @@ struct TrainConfig {
   // Parallelism: world = dp_replicate_size x dp_shard_size x sp_size (ranks of mpirun/srun).
   std::int64_t sp_size = 1;
   std::string sp_backend = "ulysses";  // attention strategy when sp_size > 1
+  // Ulysses: this rank's heads in two parts so one part's exchanges run beside the other's
+  // attention (same results; opt-in: slower on the GPUs measured so far).
+  bool sp_pipeline = false;
   std::int64_t dp_shard_size = 0;  // 0 = world / (sp_size * dp_replicate_size)
   std::int64_t dp_replicate_size = 1;
   std::int64_t zero_stage = 0;  // 0-3, over the dp_shard x sp ranks (CPU and CUDA)
   bool offload_optimizer = false;  // ZeRO >= 1: master weights and AdamW state in host memory
   bool offload_params = false;     // ZeRO 3: parameter shards in host memory
+  // ZeRO 2-3: prefetch the next group's parameters and reduce-scatter gradients
+  // asynchronously (same results; on by default).
+  bool zero_overlap = true;
   std::string device = "cpu";  // cpu | cuda | auto
   // Output.
   std::string output_dir = "runs/ulysses";
@@ -54,6 +62,10 @@ struct TrainConfig {
   std::uint64_t seed = 42;
   bool quiet = false;  // no progress lines (tests)
 };
+
+// The element type named by --save-dtype / --grad-reduce-dtype ("float32" or "bfloat16");
+// Error naming the flag otherwise. Parsed once (validate, the trainer's constructor).
+DType parse_dtype_option(const std::string& value, const char* flag);
 
 // Throws Error naming the first invalid option (as its command-line flag) and the fix.
 // Checks what needs neither the model nor the world size (see parallel::resolve_parallel_config

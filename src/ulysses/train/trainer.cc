@@ -21,6 +21,16 @@ namespace ulysses::train {
 
 namespace {
 
+parallel::ZeroConfig zero_config(const TrainConfig& c) {
+  parallel::ZeroConfig z;
+  z.stage = static_cast<int>(c.zero_stage);
+  z.offload_optimizer = c.offload_optimizer;
+  z.offload_params = c.offload_params;
+  z.overlap = c.zero_overlap;
+  z.grad_reduce_dtype = parse_dtype_option(c.grad_reduce_dtype, "--grad-reduce-dtype");
+  return z;
+}
+
 ops::AdamWConfig adamw_config(const TrainConfig& c) {
   ops::AdamWConfig a;
   a.lr = static_cast<float>(c.learning_rate);
@@ -64,9 +74,7 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
       config_((validate(config), config)),
       model_config_(model::resolve_model_config(config.model)),
       ctx_(make_agreed_context(config.device, world_)),
-      // With ZeRO the device state lives in the ZeroState; params_ is the host copy it is
-      // initialized from and gathers into for saving.
-      params_(model_config_, config.zero_stage > 0 ? Device::cpu() : ctx_.device) {
+      save_dtype_(parse_dtype_option(config.save_dtype, "--save-dtype")) {
   ctx_.loss_tile_tokens = config_.loss_tile_tokens;
   const std::string& attn = config_.attn_implementation;
   if (ctx_.device.is_cpu() && (attn == "cudnn" || attn == "builtin"))
@@ -84,18 +92,6 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   const parallel::ParallelConfig layout = parallel::resolve_parallel_config(
       {config_.sp_size, config_.dp_shard_size, config_.dp_replicate_size}, world_.size(),
       model_config_);
-
-  if (io::has_hf_weights(config_.model)) {
-    io::load_hf_weights(config_.model, params_);
-  } else {
-    model::init_weights(params_, config_.seed, static_cast<float>(config_.initializer_range));
-  }
-  if (ctx_.compute_dtype != DType::f32 && config_.zero_stage == 0) {
-    compute_params_ =
-        std::make_unique<model::ParamBuffers>(model_config_, ctx_.device, ctx_.compute_dtype);
-    for (std::size_t g = 0; g < params_.flat().size(); ++g)
-      ops::convert(ctx_, params_.flat()[g], compute_params_->flat()[g]);
-  }
 
   schedule_ = {config_.lr_scheduler_type, config_.learning_rate, config_.warmup_steps,
                config_.max_steps};
@@ -120,22 +116,27 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   mesh_ = std::make_unique<parallel::Mesh>(nccl_world_ ? *nccl_world_ : world_, layout);
   if (mesh_->sp_size() > 1) {
     attention_ = parallel::make_ulysses_attention(mesh_->sp_group(), model_config_.num_attention_heads,
-                                                  model_config_.num_key_value_heads);
+                                                  model_config_.num_key_value_heads,
+                                                  config_.sp_pipeline);
   } else {
     attention_ = parallel::make_local_attention();
   }
   decoder_ = std::make_unique<model::Decoder>(model_config_, *attention_);
-  if (config_.zero_stage > 0) {
-    zero_ = std::make_unique<parallel::ZeroState>(
-        ctx_, model_config_, *mesh_,
-        parallel::ZeroConfig{static_cast<int>(config_.zero_stage), config_.offload_optimizer,
-                             config_.offload_params},
-        adamw_config(config_));
-    zero_->set_parameters(params_);
-  } else {
-    grads_ = std::make_unique<model::ParamBuffers>(model_config_, ctx_.device);
-    optimizer_ = std::make_unique<AdamW>(model_config_, adamw_config(config_), ctx_.device);
-  }
+  // Allocating the state and reading or drawing the weights can fail on some ranks only (a
+  // missing shard file, memory): every rank learns it before the next collective.
+  comm::run_agreed(world_, [&] {
+    zero_ = std::make_unique<parallel::ZeroState>(ctx_, model_config_, *mesh_,
+                                                  zero_config(config_), adamw_config(config_));
+    // The initial weights, f32 in host memory, handed to the ZeroState (which keeps what this
+    // rank owns) and dropped.
+    model::ParamBuffers initial(model_config_, Device::cpu());
+    if (io::has_hf_weights(config_.model)) {
+      io::load_hf_weights(config_.model, initial);
+    } else {
+      model::init_weights(initial, config_.seed, static_cast<float>(config_.initializer_range));
+    }
+    zero_->set_parameters(initial);
+  });
   if (!config_.resume_from_checkpoint.empty()) resume(config_.resume_from_checkpoint);
   // A resumed run appends to the metrics of the run it continues.
   metrics_ = std::make_unique<MetricsWriter>(is_main() ? config_.output_dir : std::string(),
@@ -160,25 +161,19 @@ TrainingState Trainer::training_state(std::int64_t step) const {
   return state;
 }
 
+model::ParamBuffers& Trainer::params() {
+  if (!host_params_) host_params_ = std::make_unique<model::ParamBuffers>(model_config_, Device::cpu());
+  zero_->gather_parameters(*host_params_);
+  return *host_params_;
+}
+
 void Trainer::save_checkpoint(std::int64_t step) {
-  // Without ZeRO every rank holds the whole (identical) state and writes it to its own file;
-  // with ZeRO each rank writes its shards.
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  if (zero_) {
-    tensors = zero_->state_tensors();
-    zero_->gather_parameters(params_);  // collective: the HF weights below need them
-  } else {
-    const auto& groups = params_.layout().groups();
-    for (std::size_t g = 0; g < groups.size(); ++g) {
-      tensors.emplace_back("param." + groups[g].name, params_.flat()[g]);
-      tensors.emplace_back("exp_avg." + groups[g].name, optimizer_->exp_avg().flat()[g]);
-      tensors.emplace_back("exp_avg_sq." + groups[g].name, optimizer_->exp_avg_sq().flat()[g]);
-    }
-  }
-  const DType dtype = config_.save_dtype == "bfloat16" ? DType::bf16 : DType::f32;
+  // Each rank writes its state: the whole (identical) state at stage 0, its shards with ZeRO.
+  const std::vector<std::pair<std::string, Tensor>> tensors = zero_->state_tensors();
+  const model::ParamBuffers& full = params();  // collective: the HF weights below need them
   const auto dir = save_training_checkpoint(
       world_, config_.output_dir, training_state(step), tensors,
-      [&](const std::filesystem::path& tmp) { io::save_hf_checkpoint(tmp, params_, dtype); });
+      [&](const std::filesystem::path& tmp) { io::save_hf_checkpoint(tmp, full, save_dtype_); });
   rotate_checkpoints(world_, config_.output_dir, config_.save_total_limit);
   if (!config_.quiet && is_main()) std::printf("saved %s\n", dir.string().c_str());
 }
@@ -186,30 +181,8 @@ void Trainer::save_checkpoint(std::int64_t step) {
 void Trainer::resume(const std::string& spec) {
   const auto dir = resolve_checkpoint(world_, config_.output_dir, spec);
   const LoadedCheckpoint loaded = load_training_checkpoint(world_, dir, training_state(0));
-  if (zero_) {
-    zero_->load_state_tensors(loaded.tensors);
-    zero_->gather_parameters(params_);
-  }
-  const auto& groups = params_.layout().groups();
-  auto take = [&](const std::string& name, Tensor into) {
-    const auto it = loaded.tensors.find(name);
-    if (it == loaded.tensors.end())
-      UL_FAIL(dir.string(), ": tensor '", name, "' is missing from this rank's state file");
-    if (it->second.shape() != into.shape() || it->second.dtype() != into.dtype())
-      UL_FAIL(dir.string(), ": tensor '", name, "' has shape ", shape_str(it->second.shape()),
-              ", expected ", shape_str(into.shape()));
-    into.copy_from(it->second);
-  };
-  for (std::size_t g = 0; !zero_ && g < groups.size(); ++g) {
-    take("param." + groups[g].name, params_.flat()[g]);
-    take("exp_avg." + groups[g].name, optimizer_->exp_avg().flat()[g]);
-    take("exp_avg_sq." + groups[g].name, optimizer_->exp_avg_sq().flat()[g]);
-  }
-  if (compute_params_)
-    for (std::size_t g = 0; g < params_.flat().size(); ++g)
-      ops::convert(ctx_, params_.flat()[g], compute_params_->flat()[g]);
+  zero_->load_state_tensors(loaded.tensors);
   updates_ = loaded.state.extra.value("updates", loaded.state.step);
-  if (optimizer_) optimizer_->set_steps_taken(updates_);
   packer_->set_position(loaded.state.data_position);
   first_step_ = loaded.state.step + 1;
   if (!config_.quiet && is_main())
@@ -226,7 +199,7 @@ std::string Trainer::plan() const {
       << " layers, hidden " << c.hidden_size << ", heads " << c.num_attention_heads << "/"
       << c.num_key_value_heads << " kv, head_dim " << c.head_dim << ", vocab " << c.vocab_size
       << ", " << model::parameter_count(c) << " parameters)\n";
-  out << mesh_->describe();
+  out << mesh_->describe(static_cast<int>(config_.zero_stage));
   out << "data: " << source_->describe() << ", " << (config_.packing ? "packed" : "unpacked")
       << " into sequences of " << config_.max_seq_length << " tokens\n";
   out << "batch: " << config_.per_device_train_batch_size << " sequences per SP group x "
@@ -245,7 +218,7 @@ std::string Trainer::plan() const {
   std::int64_t offloaded = 0;  // of the model states, bytes the offload flags keep in host memory
   if (config_.zero_stage > 0) {
     const auto z = parallel::zero_memory_formula(
-        c, {static_cast<int>(config_.zero_stage), config_.offload_optimizer, config_.offload_params},
+        c, zero_config(config_),
         static_cast<int>(mesh_->config().dp_shard_size * mesh_->config().sp_size), in.precision);
     memory.params = z.params;
     memory.grads = z.grads;
@@ -319,35 +292,10 @@ StepMetrics Trainer::train_step(std::int64_t step) {
     const auto lr = static_cast<float>(m.learning_rate);
     // Ranks whose shards hold no valid label still run: the all-to-alls need every SP rank.
     double loss_sum = 0;
-    if (zero_) {
-      zero_->begin_step();
-      for (const auto& shard : shards)
-        loss_sum += decoder_->forward_backward(ctx_, *zero_, shard, grad_scale, options).loss_sum;
-      m.grad_norm = zero_->finish_step(ctx_, updates_, lr, config_.max_grad_norm);
-    } else {
-      grads_->zero();
-      for (const auto& shard : shards)
-        loss_sum +=
-            decoder_->forward_backward(ctx_, forward_params(), grads_.get(), shard, grad_scale,
-                                       options)
-                .loss_sum;
-      // Weight gradients are partial sums over each rank's tokens: reduce over the world.
-      if (world_.size() > 1) {
-        for (auto& flat : grads_->flat()) {
-          if (config_.grad_reduce_dtype == "bfloat16") {  // opt-in: half the traffic
-            Tensor half = Tensor::empty(flat.shape(), DType::bf16, flat.device());
-            ops::convert(ctx_, flat, half);
-            mesh_->world().all_reduce(half, comm::ReduceOp::sum);
-            ops::convert(ctx_, half, flat);
-          } else {
-            mesh_->world().all_reduce(flat, comm::ReduceOp::sum);
-          }
-        }
-      }
-      m.grad_norm = gradient_norm(ctx_, *grads_);
-      clip_gradients(ctx_, *grads_, m.grad_norm, config_.max_grad_norm);
-      optimizer_->step(ctx_, params_, *grads_, lr, compute_params_.get());
-    }
+    zero_->begin_step();
+    for (const auto& shard : shards)
+      loss_sum += decoder_->forward_backward(ctx_, *zero_, shard, grad_scale, options).loss_sum;
+    m.grad_norm = zero_->finish_step(ctx_, updates_, lr, config_.max_grad_norm);
     m.loss = comm::sum_in_rank_order(world_, loss_sum) / static_cast<double>(m.valid_labels);
   }
 
@@ -362,10 +310,9 @@ StepMetrics Trainer::train_step(std::int64_t step) {
 }
 
 void Trainer::save(const std::filesystem::path& dir) {
-  if (zero_) zero_->gather_parameters(params_);  // collective
+  const model::ParamBuffers& full = params();  // collective
   if (!is_main()) return;
-  const DType dtype = config_.save_dtype == "bfloat16" ? DType::bf16 : DType::f32;
-  io::save_hf_checkpoint(dir, params_, dtype);
+  io::save_hf_checkpoint(dir, full, save_dtype_);
   if (!config_.quiet) std::printf("saved %s\n", dir.string().c_str());
 }
 

@@ -17,7 +17,6 @@
 #include "ulysses/parallel/zero.h"
 #include "ulysses/train/checkpoint.h"
 #include "ulysses/train/metrics.h"
-#include "ulysses/train/optimizer.h"
 #include "ulysses/train/schedule.h"
 #include "ulysses/train/train_config.h"
 
@@ -41,11 +40,9 @@ class Trainer {
   // This rank's device context (its CUDA stream and resources on a GPU).
   const Context& context() const { return ctx_; }
   const parallel::Mesh& mesh() const { return *mesh_; }
-  // Full parameters (collective with ZeRO: gathers the shards on every rank).
-  model::ParamBuffers& params() {
-    if (zero_) zero_->gather_parameters(params_);
-    return params_;
-  }
+  // Full f32 parameters (the master weights on CUDA) in host memory. Collective: gathers the
+  // shards (ZeRO) on every rank; the buffer is allocated on the first call and kept.
+  model::ParamBuffers& params();
   // The plan printed before step 1.
   std::string plan() const;
   // Training checkpoint of the state after `step` (collective): <output_dir>/checkpoint-<step>
@@ -60,9 +57,6 @@ class Trainer {
           std::unique_ptr<comm::Communicator> owned);
   void save(const std::filesystem::path& dir);
   TrainingState training_state(std::int64_t step) const;
-  const model::ParamBuffers& forward_params() const {
-    return compute_params_ ? *compute_params_ : params_;
-  }
   std::int64_t global_batch_sequences() const;
   bool is_main() const { return world_.rank() == 0; }
 
@@ -74,17 +68,13 @@ class Trainer {
   // Several GPUs: the NCCL world the mesh is built on (null on CPU or with one rank). Declared
   // before mesh_, which refers to it.
   std::unique_ptr<comm::Communicator> nccl_world_;
-  // f32: the parameters (the fp32 master weights on CUDA). With ZeRO: a host copy, written by
-  // gather_parameters (the live state is in zero_).
-  model::ParamBuffers params_;
-  std::unique_ptr<model::ParamBuffers> grads_;  // f32, without ZeRO
-  std::unique_ptr<parallel::ZeroState> zero_;    // ZeRO >= 1: sharded gradients and state
-  // bf16 copy used by forward/backward when the compute dtype is not f32 (CUDA) without ZeRO;
-  // kept in step with params_ by the optimizer. (With ZeRO the ZeroState holds the bf16
-  // parameters.)
-  std::unique_ptr<model::ParamBuffers> compute_params_;
-  std::unique_ptr<AdamW> optimizer_;  // without ZeRO
-  std::int64_t updates_ = 0;          // optimizer updates applied (skipped steps excluded)
+  // The training state, every ZeRO stage (stage 0: replicated, all-reduced gradients): the
+  // parameters the decoder reads, the gradients, the fp32 master weights and AdamW moments.
+  std::unique_ptr<parallel::ZeroState> zero_;
+  // f32 host copy of the full parameters for params() (null until asked for).
+  std::unique_ptr<model::ParamBuffers> host_params_;
+  DType save_dtype_ = DType::f32;
+  std::int64_t updates_ = 0;  // optimizer updates applied (skipped steps excluded)
   ScheduleConfig schedule_;
   std::unique_ptr<data::DocumentSource> source_;
   std::unique_ptr<data::Packer> packer_;
