@@ -2,9 +2,11 @@
 // runs are deterministic, and metrics/checkpoints are written.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
+#include "ulysses/comm/communicator.h"
 #include "ulysses/train/trainer.h"
 
 namespace ulysses::train {
@@ -202,6 +204,54 @@ TEST(Trainer, ResumeRefusesAnotherModelAndIncompleteFolders) {
     EXPECT_NE(std::string(e.what()).find("COMPLETE"), std::string::npos) << e.what();
   }
   std::filesystem::remove_all(c.output_dir);
+}
+
+// A world of one rank is a group of size one: every ZeRO stage and offload trains there, on
+// the self communicator and on an MPI world of one (whose groups are copies on any device),
+// with the same bits as stage 0 at stage 1 (Z = 1: the shards are the whole buffers) and within
+// rounding at stages 2-3 (each backward's gradients are summed in a fresh buffer before they
+// are added to the shard: another addition order).
+TEST(Trainer, EveryZeroStageAndOffloadTrainsOnAWorldOfOne) {
+  TrainConfig base = small_config();
+  base.max_steps = 3;
+  std::vector<float> expected_params;
+  const std::vector<double> expected = losses(base, &expected_params);
+  auto mpi = comm::make_mpi_world();
+  struct Variant {
+    int stage;
+    bool offload_optimizer, offload_params;
+  };
+  for (const Variant v : {Variant{1, false, false}, Variant{2, false, false},
+                          Variant{3, false, false}, Variant{1, true, false},
+                          Variant{3, true, true}}) {
+    TrainConfig c = base;
+    c.zero_stage = v.stage;
+    c.offload_optimizer = v.offload_optimizer;
+    c.offload_params = v.offload_params;
+    const std::string what = "stage " + std::to_string(v.stage) +
+                             (v.offload_optimizer ? " +offload-optimizer" : "") +
+                             (v.offload_params ? " +offload-params" : "");
+    const double tolerance = v.stage >= 2 ? 1e-6 : 0.0;
+    std::vector<float> params;
+    const std::vector<double> got = losses(c, &params);
+    ASSERT_EQ(got.size(), expected.size()) << what;
+    for (std::size_t i = 0; i < got.size(); ++i)
+      EXPECT_NEAR(got[i], expected[i], tolerance * expected[i]) << what << " step " << i + 1;
+    ASSERT_EQ(params.size(), expected_params.size()) << what;
+    double diff = 0, norm = 0;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      diff += (params[i] - expected_params[i]) * (params[i] - expected_params[i]);
+      norm += expected_params[i] * expected_params[i];
+    }
+    EXPECT_LE(std::sqrt(diff / norm), v.stage >= 2 ? 1e-5 : 0.0) << what;
+    if (mpi->size() == 1) {
+      Trainer trainer(c, *mpi);
+      const auto history = trainer.run();
+      ASSERT_EQ(history.size(), got.size()) << what;
+      for (std::size_t i = 0; i < history.size(); ++i)
+        EXPECT_EQ(history[i].loss, got[i]) << what << " (MPI world of one), step " << i + 1;
+    }
+  }
 }
 
 }  // namespace
