@@ -1,6 +1,7 @@
 #include "ulysses/ops/adamw.h"
 
 #include "ulysses/core/error.h"
+#include "ulysses/core/op_profiler.h"
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/adamw.h"
 #ifdef ULYSSES_HAS_CUDA
@@ -22,12 +23,14 @@ void check_state(const Context& ctx, const Tensor& t, const Tensor& param, const
 
 void adamw_step(const Context& ctx, const AdamWConfig& config, std::int64_t step, Tensor param,
                 const Tensor& grad, Tensor exp_avg, Tensor exp_avg_sq) {
+  ProfileScope scope(ctx, "adamw");
   adamw_step_with_copy(ctx, config, step, param, grad, exp_avg, exp_avg_sq, Tensor());
 }
 
 void adamw_step_with_copy(const Context& ctx, const AdamWConfig& config, std::int64_t step,
                           Tensor param, const Tensor& grad, Tensor exp_avg, Tensor exp_avg_sq,
                           Tensor param_copy) {
+  ProfileScope scope(ctx, "adamw");
   UL_CHECK(step >= 1, "adamw_step: step must be >= 1 (1-based update count), got ", step);
   UL_CHECK(param.defined(), "adamw_step: param is undefined");
   check_state(ctx, param, param, "adamw_step: param");

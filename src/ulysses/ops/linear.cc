@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "ulysses/core/op_profiler.h"
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/linear.h"
 #ifdef ULYSSES_HAS_CUDA
@@ -24,6 +25,7 @@ void check_matrix(const Context& ctx, const Tensor& x, const char* name, const c
 
 void linear_forward(const Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& bias,
                     Tensor y) {
+  ProfileScope scope(ctx, "gemm");
   check_matrix(ctx, x, "linear_forward: x", "[N, K]");
   check_matrix(ctx, weight, "linear_forward: weight", "[M, K]");
   const std::int64_t N = x.dim(0);
@@ -56,6 +58,7 @@ void linear_forward(const Context& ctx, const Tensor& x, const Tensor& weight, c
 
 void linear_backward(const Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& dy,
                      Tensor dx, Tensor dweight, Tensor dbias) {
+  ProfileScope scope(ctx, "gemm");
   check_matrix(ctx, x, "linear_backward: x", "[N, K]");
   check_matrix(ctx, weight, "linear_backward: weight", "[M, K]");
   const std::int64_t N = x.dim(0);
