@@ -2,7 +2,10 @@
 // forward and backward at 8K and 32K tokens, and the bf16 GEMMs of the qwen3-4b projections
 // through ops::linear. Plain timing: the context's stream is synchronized before each clock read;
 // warm-up first, the median of several timed runs. Prints a table; exits 0 without a GPU.
-//   cuda_ops_bench [--quick]
+// Then the memory-bound non-GEMM kernels at qwen3-4b 32K (T=32768, C=2560, I=9728, Hq=32,
+// Hkv=8, D=128), fused and unfused: time, the bytes each must move (bench/KERNELS.md) and the
+// rate as GB/s and as a share of the H200's ~4.3 TB/s copy rate.
+//   cuda_ops_bench [--quick] [--kernels-only]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -19,7 +22,14 @@
 #ifdef ULYSSES_HAS_CUDA
 #include "ulysses/ops/cuda/cudnn_attention.h"
 #endif
+#include "ulysses/ops/adamw.h"
+#include "ulysses/ops/add_rmsnorm.h"
+#include "ulysses/ops/elementwise.h"
 #include "ulysses/ops/linear.h"
+#include "ulysses/ops/qk_norm_rope.h"
+#include "ulysses/ops/rmsnorm.h"
+#include "ulysses/ops/rope.h"
+#include "ulysses/ops/swiglu.h"
 
 namespace {
 
@@ -64,17 +74,15 @@ void bench_attention(const Context& base, AttentionKernel kernel, std::int64_t T
   std::vector<std::int32_t> bounds;
   for (std::int64_t i = 0; i <= documents; ++i)
     bounds.push_back(static_cast<std::int32_t>(T * i / documents));
-  const Tensor cu =
-      Tensor::from_ints(bounds, {static_cast<std::int64_t>(bounds.size())}).to(dev);
+  const Tensor cu = Tensor::from_ints(bounds, {static_cast<std::int64_t>(bounds.size())}).to(dev);
   Tensor out = Tensor::empty({T, Hq, D}, DType::bf16, dev);
   Tensor lse = Tensor::empty({Hq, T}, DType::f32, dev);
   Tensor dq = Tensor::zeros({T, Hq, D}, DType::bf16, dev);
   Tensor dk = Tensor::zeros({T, Hkv, D}, DType::bf16, dev);
   Tensor dv = Tensor::zeros({T, Hkv, D}, DType::bf16, dev);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const double fwd = time_median(ctx, 1, repeats, [&] {
-    ops::attention_forward(ctx, q, k, v, cu, scale, out, lse);
-  });
+  const double fwd = time_median(
+      ctx, 1, repeats, [&] { ops::attention_forward(ctx, q, k, v, cu, scale, out, lse); });
   const double bwd = time_median(ctx, 1, repeats, [&] {
     ops::attention_backward(ctx, q, k, v, cu, scale, out, lse, dout, dq, dk, dv);
   });
@@ -83,11 +91,12 @@ void bench_attention(const Context& base, AttentionKernel kernel, std::int64_t T
   const double L = static_cast<double>(T) / static_cast<double>(documents);
   const double fwd_flops = 4.0 * L * L / 2 * D * Hq * static_cast<double>(documents);
   const double bwd_flops = 2.5 * fwd_flops;
-  std::printf("attention %-7s causal T=%-6lld docs=%-3lld Hq=32 Hkv=8 D=128 | fwd %8.3f ms %6.1f "
-              "TFLOP/s | bwd %8.3f ms %6.1f TFLOP/s | fwd+bwd %6.1f TFLOP/s\n",
-              kernel == AttentionKernel::cudnn ? "cudnn" : "builtin", static_cast<long long>(T),
-              static_cast<long long>(documents), fwd * 1e3, fwd_flops / fwd / 1e12, bwd * 1e3,
-              bwd_flops / bwd / 1e12, (fwd_flops + bwd_flops) / (fwd + bwd) / 1e12);
+  std::printf(
+      "attention %-7s causal T=%-6lld docs=%-3lld Hq=32 Hkv=8 D=128 | fwd %8.3f ms %6.1f "
+      "TFLOP/s | bwd %8.3f ms %6.1f TFLOP/s | fwd+bwd %6.1f TFLOP/s\n",
+      kernel == AttentionKernel::cudnn ? "cudnn" : "builtin", static_cast<long long>(T),
+      static_cast<long long>(documents), fwd * 1e3, fwd_flops / fwd / 1e12, bwd * 1e3,
+      bwd_flops / bwd / 1e12, (fwd_flops + bwd_flops) / (fwd + bwd) / 1e12);
 }
 
 void bench_linear(const Context& ctx, const char* name, std::int64_t N, std::int64_t K,
@@ -100,21 +109,140 @@ void bench_linear(const Context& ctx, const char* name, std::int64_t N, std::int
   Tensor y = Tensor::empty({N, M}, DType::bf16, dev);
   Tensor dx = Tensor::zeros({N, K}, DType::bf16, dev);
   Tensor dw = Tensor::zeros({M, K}, DType::f32, dev);
-  const double fwd = time_median(ctx, 2, repeats, [&] { ops::linear_forward(ctx, x, w, Tensor(), y); });
-  const double bwd = time_median(ctx, 2, repeats, [&] {
-    ops::linear_backward(ctx, x, w, dy, dx, dw, Tensor());
-  });
+  const double fwd =
+      time_median(ctx, 2, repeats, [&] { ops::linear_forward(ctx, x, w, Tensor(), y); });
+  const double bwd =
+      time_median(ctx, 2, repeats, [&] { ops::linear_backward(ctx, x, w, dy, dx, dw, Tensor()); });
   const double flops = 2.0 * static_cast<double>(N) * K * M;
-  std::printf("linear %-10s N=%-6lld K=%-6lld M=%-7lld | fwd %7.3f ms %6.1f TFLOP/s | bwd (dx bf16 + "
-              "dW f32) %7.3f ms %6.1f TFLOP/s\n",
-              name, static_cast<long long>(N), static_cast<long long>(K), static_cast<long long>(M),
-              fwd * 1e3, flops / fwd / 1e12, bwd * 1e3, 2 * flops / bwd / 1e12);
+  std::printf(
+      "linear %-10s N=%-6lld K=%-6lld M=%-7lld | fwd %7.3f ms %6.1f TFLOP/s | bwd (dx bf16 + "
+      "dW f32) %7.3f ms %6.1f TFLOP/s\n",
+      name, static_cast<long long>(N), static_cast<long long>(K), static_cast<long long>(M),
+      fwd * 1e3, flops / fwd / 1e12, bwd * 1e3, 2 * flops / bwd / 1e12);
+}
+
+// One row of the memory-bound table: median time of f and the bytes it must move.
+void row(const Context& ctx, const char* name, double bytes, int repeats,
+         const std::function<void()>& f) {
+  const double t = time_median(ctx, 2, repeats, f);
+  std::printf("%-44s | %8.1f us | %8.1f MB | %7.0f GB/s | %5.1f%% of 4.3 TB/s\n", name, t * 1e6,
+              bytes / 1e6, bytes / t / 1e9, 100 * bytes / t / 4.3e12);
+}
+
+// The non-GEMM kernels of one qwen3-4b layer at 32K tokens (bench/KERNELS.md lists the bytes).
+void bench_kernels(const Context& ctx, int repeats) {
+  const std::int64_t T = 32768, C = 2560, I = 9728, Hq = 32, Hkv = 8, D = 128;
+  const Device dev = ctx.device;
+  Rng rng(5);
+  const double TC = static_cast<double>(T * C), TI = static_cast<double>(T * I);
+  const Tensor x = random_bf16({T, C}, rng, 1.0f, dev), r = random_bf16({T, C}, rng, 1.0f, dev);
+  const Tensor w = random_bf16({C}, rng, 1.0f, dev);
+  Tensor y = Tensor::empty({T, C}, DType::bf16, dev), n = Tensor::empty({T, C}, DType::bf16, dev);
+  Tensor acc = x.clone(), rstd = Tensor::empty({T}, DType::f32, dev);
+  Tensor dw = Tensor::zeros({C}, DType::f32, dev);
+  std::printf("\nmemory-bound kernels, qwen3-4b 32K (bf16)\n");
+  row(ctx, "add_inplace [T,C]", 6 * TC, repeats, [&] { ops::add_inplace(ctx, acc, r); });
+  row(ctx, "rmsnorm.fwd [T,C]", 4 * TC, repeats,
+      [&] { ops::rmsnorm_forward(ctx, x, w, 1e-6f, n, rstd); });
+  row(ctx, "add_rmsnorm.fwd [T,C] (fused)", 8 * TC, repeats,
+      [&] { ops::add_rmsnorm_forward(ctx, x, r, w, 1e-6f, y, n, rstd); });
+  row(ctx, "rmsnorm.bwd [T,C]", 12 * TC, repeats,
+      [&] { ops::rmsnorm_backward(ctx, x, w, rstd, r, acc, dw); });
+  row(ctx, "add_rmsnorm.bwd [T,C] (fused)", 12 * TC, repeats,
+      [&] { ops::add_rmsnorm_backward(ctx, x, w, rstd, r, y, n, dw); });
+
+  std::vector<std::int32_t> positions(static_cast<std::size_t>(T));
+  for (std::int64_t t = 0; t < T; ++t)
+    positions[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(t);
+  const ops::RopeTable table =
+      ops::rope_table(ops::RopeConfig{1000000.0}, D, Tensor::from_ints(positions, {T}).to(dev));
+  const double table_bytes = static_cast<double>(T * D) * 4;  // cos + sin, f32 [T, D/2] each
+  const Tensor wq = random_bf16({D}, rng, 1.0f, dev);
+  for (const std::int64_t H : {Hq, Hkv}) {
+    const double E = static_cast<double>(T * H * D);
+    const std::string tag = H == Hq ? " q [T,32,128]" : " k [T,8,128]";
+    const Tensor q_raw = random_bf16({T, H, D}, rng, 1.0f, dev);
+    Tensor q = Tensor::empty({T, H, D}, DType::bf16, dev);
+    Tensor q_rstd = Tensor::empty({T * H}, DType::f32, dev);
+    Tensor dq = Tensor::empty({T, H, D}, DType::bf16, dev);
+    Tensor dwq = Tensor::zeros({D}, DType::f32, dev);
+    row(ctx, ("rmsnorm.fwd + rope.fwd" + tag).c_str(), 8 * E + table_bytes, repeats, [&] {
+      ops::rmsnorm_forward(ctx, q_raw.view({T * H, D}), wq, 1e-6f, q.view({T * H, D}), q_rstd);
+      ops::rope_forward(ctx, table, q, q);
+    });
+    row(ctx, ("qk_norm_rope.fwd" + tag + " (fused)").c_str(), 4 * E + table_bytes, repeats,
+        [&] { ops::qk_norm_rope_forward(ctx, table, q_raw, wq, 1e-6f, q, q_rstd); });
+    row(ctx, ("zero + rope.bwd + zero + rmsnorm.bwd" + tag).c_str(), 22 * E + 2 * table_bytes,
+        repeats, [&] {
+          Tensor dpre = Tensor::zeros({T, H, D}, DType::bf16, dev);
+          ops::rope_backward(ctx, table, q, dpre);
+          dq.zero_();
+          ops::rmsnorm_backward(ctx, q_raw.view({T * H, D}), wq, q_rstd, dpre.view({T * H, D}),
+                                dq.view({T * H, D}), dwq);
+        });
+    row(ctx, ("qk_norm_rope.bwd" + tag + " (fused)").c_str(), 10 * E + 2 * table_bytes, repeats,
+        [&] { ops::qk_norm_rope_backward(ctx, table, q_raw, wq, q_rstd, q, dq, dwq); });
+  }
+
+  const Tensor gate = random_bf16({T, I}, rng, 3.0f, dev), up = random_bf16({T, I}, rng, 1.0f, dev);
+  Tensor h = Tensor::empty({T, I}, DType::bf16, dev);
+  Tensor dgate = Tensor::zeros({T, I}, DType::bf16, dev),
+         dup = Tensor::zeros({T, I}, DType::bf16, dev);
+  row(ctx, "swiglu.fwd [T,I]", 6 * TI, repeats, [&] { ops::swiglu_forward(ctx, gate, up, h); });
+  row(ctx, "swiglu.bwd [T,I]", 14 * TI, repeats,
+      [&] { ops::swiglu_backward(ctx, gate, up, h, dgate, dup); });
+
+  // o_proj with the residual add: separate add vs the cuBLASLt epilogue.
+  const Tensor att = random_bf16({T, 4096}, rng, 1.0f, dev),
+               wo = random_bf16({C, 4096}, rng, 0.02f, dev);
+  const double gemm_bytes = 2.0 * (static_cast<double>(T) * 4096 + C * 4096.0 + TC);
+  row(ctx, "o_proj linear + add_inplace", gemm_bytes + 6 * TC, repeats, [&] {
+    ops::linear_forward(ctx, att, wo, Tensor(), y);
+    ops::add_inplace(ctx, y, x);
+  });
+  row(ctx, "o_proj linear_forward_residual (epilogue)", gemm_bytes + 2 * TC, repeats,
+      [&] { ops::linear_forward_residual(ctx, att, wo, Tensor(), x, y); });
+
+  // AdamW over one layer's ranges (f32 state, bf16 copy): one launch per range vs multi-tensor.
+  const std::vector<std::int64_t> sizes = {C,        4096 * C, 1024 * C, 1024 * C, D,    D,
+                                           C * 4096, C,        I * C,    I * C,    C * I};
+  std::int64_t total = 0;
+  for (const auto s : sizes) total += s;
+  Tensor p = Tensor::zeros({total}, DType::f32, dev), g = Tensor::zeros({total}, DType::f32, dev);
+  Tensor m = Tensor::zeros({total}, DType::f32, dev), v = Tensor::zeros({total}, DType::f32, dev);
+  Tensor copy = Tensor::zeros({total}, DType::bf16, dev);
+  std::vector<ops::AdamWRange> ranges;
+  std::int64_t off = 0;
+  for (const auto s : sizes) {
+    ranges.push_back({p.rows(off, off + s), g.rows(off, off + s), m.rows(off, off + s),
+                      v.rows(off, off + s), copy.rows(off, off + s), s > D});
+    off += s;
+  }
+  const ops::AdamWConfig config;
+  const double adam_bytes = 30.0 * static_cast<double>(total);
+  row(ctx, "adamw_step_with_copy x11 (one layer)", adam_bytes, repeats, [&] {
+    for (const auto& rg : ranges)
+      ops::adamw_step_with_copy(ctx, config, 3, rg.param, rg.grad, rg.exp_avg, rg.exp_avg_sq,
+                                rg.param_copy);
+  });
+  row(ctx, "adamw_multi_step (one layer, fused)", adam_bytes, repeats,
+      [&] { ops::adamw_multi_step(ctx, config, 3, ranges); });
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false, kernels_only = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--kernels-only") == 0) {
+      kernels_only = true;
+    } else {
+      std::fprintf(stderr, "usage: cuda_ops_bench [--quick] [--kernels-only]\n");
+      return 2;
+    }
+  }
   if (ulysses::cuda_device_count() == 0) {
     std::printf("cuda_ops_bench: no CUDA device visible (or a build without CUDA); skipped\n");
     return 0;
@@ -127,6 +255,10 @@ int main(int argc, char** argv) {
     std::printf("cuDNN: %s\n", cudnn ? std::to_string(cudnn).c_str() : why.c_str());
 #endif
     const int repeats = quick ? 3 : 7;
+    if (kernels_only) {
+      bench_kernels(ctx, repeats);
+      return 0;
+    }
     // qwen3-4b: hidden 2560, 32 x 128 query, 8 x 128 kv, intermediate 9728, vocab 151936.
     const std::int64_t N = 8192;
     bench_linear(ctx, "q_proj", N, 2560, 4096, repeats);
@@ -139,12 +271,13 @@ int main(int argc, char** argv) {
       for (const std::int64_t T : {8192, 32768}) bench_attention(ctx, kernel, T, 1, quick ? 2 : 5);
     bench_attention(ctx, ulysses::AttentionKernel::cudnn, 32768, 8, quick ? 2 : 5);
     bench_attention(ctx, ulysses::AttentionKernel::cudnn, 131072, 1, 2);
+    bench_kernels(ctx, repeats);
     const auto stats = ulysses::device_memory_stats(0);
-    std::printf("device memory: peak in use %.1f MiB, reserved %.1f MiB, %lld cudaMalloc calls, "
-                "%lld cache hits\n",
-                stats.peak_in_use / 1048576.0, stats.reserved / 1048576.0,
-                static_cast<long long>(stats.device_allocations),
-                static_cast<long long>(stats.cache_hits));
+    std::printf(
+        "device memory: peak in use %.1f MiB, reserved %.1f MiB, %lld cudaMalloc calls, "
+        "%lld cache hits\n",
+        stats.peak_in_use / 1048576.0, stats.reserved / 1048576.0,
+        static_cast<long long>(stats.device_allocations), static_cast<long long>(stats.cache_hits));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -1,6 +1,6 @@
 // GPU training-step benchmark: one preset at one sequence length on 1..N GPUs.
 //
-//   gpu_train_bench --model qwen3-4b --seq 8192 [--steps 3] [--gradient-checkpointing]
+//   gpu_train_bench --model qwen3-4b --seq 8192 [--steps 3] [--gradient-checkpointing] [--profile]
 //   mpirun -np 4 -x NCCL_NVLS_ENABLE=0 gpu_train_bench --model qwen3-4b --seq 131072
 //       --sp 4 --zero-stage 3 --gradient-checkpointing      (one command line)
 //
@@ -20,6 +20,10 @@
 // forward; dout, dq, dk, dv backward; 4 more with checkpointing, where the recompute rebuilds
 // the head-sharded q, k, v, out). With --sp-pipeline part of that time overlaps
 // attention and is not exposed.
+// --profile: rank 0 also prints a per-op-kind table of the timed steps (CUDA events around every
+// op dispatch, core/op_profiler.h): kind, calls, ms per step, share of the step, "unaccounted"
+// (step minus the op sum: host gaps, allocations, synchronizations, untimed work) and the
+// phases the decoder marks. The events add a few microseconds per op to the step.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -33,6 +37,7 @@
 #include "ulysses/comm/nccl_communicator.h"
 #include "ulysses/core/cuda_context.h"
 #include "ulysses/core/device_memory.h"
+#include "ulysses/core/op_profiler.h"
 #include "ulysses/model/flops.h"
 #include "ulysses/parallel/memory_plan.h"
 #include "ulysses/ops/attention.h"
@@ -148,7 +153,7 @@ double layer_all_to_all_seconds(const Context& ctx, comm::Communicator& group,
 int main(int argc, char** argv) {
   std::string model = "qwen3-4b";
   std::int64_t seq = 8192, steps = 3, sp = 1, zero_stage = 0;
-  bool checkpointing = false, offload_optimizer = false, offload_params = false;
+  bool checkpointing = false, offload_optimizer = false, offload_params = false, profile = false;
   bool sp_pipeline = false, zero_overlap = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -162,10 +167,11 @@ int main(int argc, char** argv) {
     else if (a == "--offload-params") offload_params = true;
     else if (a == "--sp-pipeline") sp_pipeline = true;
     else if (a == "--no-zero-overlap") zero_overlap = false;
+    else if (a == "--profile") profile = true;
     else {
       std::fprintf(stderr, "usage: gpu_train_bench [--model P] [--seq N] [--steps K] [--sp P] "
                            "[--zero-stage Z] [--gradient-checkpointing] [--offload-optimizer] "
-                           "[--offload-params] [--sp-pipeline] [--no-zero-overlap]\n");
+                           "[--offload-params] [--sp-pipeline] [--no-zero-overlap] [--profile]\n");
       return 2;
     }
   }
@@ -202,7 +208,14 @@ int main(int argc, char** argv) {
       std::printf("%ssetup (init, NCCL, plan): %.1f s\n", trainer.plan().c_str(), setup_s);
       std::fflush(stdout);
     }
+    std::shared_ptr<OpProfiler> profiler;
+    if (profile) {
+      profiler = std::make_shared<OpProfiler>();
+      profiler->set_enabled(false);  // not the warm-up step
+      trainer.set_profiler(profiler);
+    }
     trainer.train_step(1);  // warm-up: plans, allocator
+    if (profiler) profiler->set_enabled(true);
     double seconds = 0, flops = 0;
     std::int64_t tokens = 0, peak = 0;
     comm::set_wait_timing(true);  // the timed steps only
@@ -218,6 +231,11 @@ int main(int argc, char** argv) {
       }
     }
     comm::set_wait_timing(false);
+    if (profiler) {
+      trainer.set_profiler(nullptr);
+      const std::string table = profile_table(*profiler, seconds * 1e3, steps);
+      if (main_rank) std::printf("\nper-op profile of the timed steps (rank 0):\n%s", table.c_str());
+    }
     // Seconds this rank's compute stream stood still for collectives in the timed steps: the
     // Ulysses all-to-alls, and the rest (ZeRO / data-parallel traffic).
     double exposed_all_to_all = 0, exposed_zero_comm = 0;

@@ -1,12 +1,12 @@
 // Whole-model checks on tiny configurations: analytic gradients against finite differences for
 // every architecture variant, and gradient checkpointing giving bitwise identical results.
 #include <gtest/gtest.h>
-
 #include <omp.h>
 
 #include <cmath>
 
 #include "test_util.h"
+#include "ulysses/core/counter_rng.h"
 #include "ulysses/data/packer.h"
 #include "ulysses/model/decoder.h"
 #include "ulysses/parallel/attention_strategies.h"
@@ -69,7 +69,8 @@ void randomize(ParamBuffers& params, std::uint64_t seed) {
     for (const auto& spec : group.params)
       if (spec.name.find("norm") != std::string::npos) {
         Tensor t = params.get(spec.name);
-        for (std::int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = 1.0f + 0.1f * rng.normal();
+        for (std::int64_t i = 0; i < t.numel(); ++i)
+          t.data<float>()[i] = 1.0f + 0.1f * rng.normal();
       }
 }
 
@@ -89,8 +90,8 @@ TEST_P(ModelGradient, MatchesFiniteDifferences) {
   const double n = static_cast<double>(sequence.valid_labels());
   ASSERT_GT(n, 0);
 
-  const ops::LossSum loss = decoder.forward_backward(ctx, params, &grads, shard,
-                                                     static_cast<float>(1.0 / n), {});
+  const ops::LossSum loss =
+      decoder.forward_backward(ctx, params, &grads, shard, static_cast<float>(1.0 / n), {});
   EXPECT_EQ(loss.valid_count, static_cast<std::int64_t>(n));
   ASSERT_TRUE(std::isfinite(loss.loss_sum));
 
@@ -157,8 +158,9 @@ TEST(Model, GradientCheckpointingNeverRecomputesAttention) {
   Context ctx;
   StepOptions checkpointing;
   checkpointing.gradient_checkpointing = true;
-  decoder.forward_backward(ctx, params, &grads, data::make_full_shard(sample_sequence(c.vocab_size)),
-                           0.1f, checkpointing);
+  decoder.forward_backward(ctx, params, &grads,
+                           data::make_full_shard(sample_sequence(c.vocab_size)), 0.1f,
+                           checkpointing);
   EXPECT_EQ(attention.forwards, c.num_hidden_layers);
 }
 
@@ -198,12 +200,12 @@ TEST(Model, PackedDocumentsDoNotInteract) {
 namespace ulysses::model {
 namespace {
 
-// Large tensors are drawn in parallel blocks: the values must not depend on the thread count,
-// and a tensor's first 2^20 values are those of its single stream (small models unchanged).
-TEST(ModelInit, SameValuesForAnyThreadCountAndSmallTensorsUnchanged) {
+// Every value is the counter-based draw of (seed, parameter name, element index): the same for
+// any thread count, and element i of a tensor is std * counter_rng::normal(key, i).
+TEST(ModelInit, SameValuesForAnyThreadCountAndCounterBasedDraws) {
   ModelConfig c = tiny_config("llama");
   c.vocab_size = 4096;
-  c.hidden_size = 512;  // embed_tokens: 2M values = 2 blocks
+  c.hidden_size = 512;  // embed_tokens: 2M values
   c.intermediate_size = 1024;
   c.num_attention_heads = 8;
   c.num_key_value_heads = 8;
@@ -218,15 +220,19 @@ TEST(ModelInit, SameValuesForAnyThreadCountAndSmallTensorsUnchanged) {
   omp_set_num_threads(threads);
   for (std::size_t g = 0; g < one.flat().size(); ++g)
     EXPECT_EQ(one.flat()[g].to_floats(), four.flat()[g].to_floats()) << "group " << g;
-  // The first block of embed_tokens is the tensor's own stream: std * normal() in order.
   const Tensor embed = one.get("model.embed_tokens.weight");
   std::uint64_t hash = 1469598103934665603ull;  // FNV-1a of the name, as params.cc
   for (const unsigned char ch : std::string("model.embed_tokens.weight"))
     hash = (hash ^ ch) * 1099511628211ull;
-  Rng rng = Rng::derive(7, {hash});
-  for (int i = 0; i < 1000; ++i) ASSERT_EQ(embed.data<float>()[i], 0.02f * rng.normal()) << i;
-  // The second block is another stream (not a continuation, not a repeat of the first).
+  const std::uint64_t key = counter_rng::key(7, hash);
+  for (const std::int64_t i : {0, 1, 999, (1 << 20) - 1, 1 << 20, (1 << 21) - 1})
+    ASSERT_EQ(embed.data<float>()[i],
+              0.02f * counter_rng::normal(key, static_cast<std::uint64_t>(i)))
+        << i;
   EXPECT_NE(embed.data<float>()[1 << 20], embed.data<float>()[0]);
+  // Norm weights are ones.
+  const auto norm = one.get("model.norm.weight").to_floats();
+  EXPECT_EQ(norm, std::vector<float>(norm.size(), 1.0f));
 }
 
 }  // namespace

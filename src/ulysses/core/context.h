@@ -12,6 +12,9 @@ namespace ulysses {
 // defined by the CUDA backend. Null on CPU.
 struct CudaResources;
 
+// Per-op-kind timing (core/op_profiler.h); null: nothing is timed.
+class OpProfiler;
+
 // Which CUDA attention kernel runs: cuDNN's fused engine with the built-in kernel as fallback
 // (automatic), only cuDNN (an Error where it cannot run), or only the built-in kernel.
 enum class AttentionKernel { automatic, cudnn, builtin };
@@ -27,6 +30,8 @@ struct Context {
   std::int64_t attention_block = 64;
   AttentionKernel attention_kernel = AttentionKernel::automatic;
   std::shared_ptr<CudaResources> cuda;
+  // Optional per-op-kind profiler (core/op_profiler.h): the ops time themselves into it when set.
+  std::shared_ptr<OpProfiler> profiler;
 };
 
 }  // namespace ulysses

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "ulysses/core/context.h"
 #include "ulysses/core/rng.h"
 #include "ulysses/core/tensor.h"
 #include "ulysses/model/config.h"
@@ -19,7 +20,7 @@
 namespace ulysses::model {
 
 struct ParamSpec {
-  std::string name;          // Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight"
+  std::string name;  // Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight"
   Shape shape;
   std::int64_t offset = 0;   // element offset inside its group's flat buffer
   bool weight_decay = true;  // false for norm weights and biases
@@ -46,7 +47,7 @@ class ParamLayout {
 
 // Weights of one decoder layer (views; undefined for parts the architecture lacks).
 struct LayerWeights {
-  Tensor input_norm;  // [C]
+  Tensor input_norm;                      // [C]
   Tensor q_proj, k_proj, v_proj, o_proj;  // [Hq*D, C], [Hkv*D, C], [Hkv*D, C], [C, Hq*D]
   Tensor q_bias, k_bias, v_bias, o_bias;  // [Hq*D], [Hkv*D], [Hkv*D], [C]
   Tensor q_norm, k_norm;                  // [D] (qwen3)
@@ -75,8 +76,7 @@ FinalWeights final_view(const ModelConfig& config, const ParamLayout& layout, co
 // CUDA).
 class ParamBuffers {
  public:
-  ParamBuffers(const ModelConfig& config, Device device = Device::cpu(),
-               DType dtype = DType::f32);
+  ParamBuffers(const ModelConfig& config, Device device = Device::cpu(), DType dtype = DType::f32);
 
   const ModelConfig& config() const { return config_; }
   const ParamLayout& layout() const { return layout_; }
@@ -93,8 +93,20 @@ class ParamBuffers {
 };
 
 // Initialization as Transformers does for these models: normal(0, std) for embeddings and
-// projections, ones for norm weights, zeros for biases. Every parameter draws from its own
-// stream keyed by (seed, name), so the result does not depend on layout or rank.
+// projections, ones for norm weights, zeros for biases. Element i of parameter P is
+// std * counter_rng::normal(key(seed, hash(P's name)), i) (core/counter_rng.h): independent of
+// layout, rank, thread count and device, and the same f32 value on CPU and GPU. The buffers may
+// live on any device; bf16 buffers get the f32 values rounded to nearest even. Without a
+// context, CUDA buffers are filled through a temporary CUDA context and waited for.
 void init_weights(ParamBuffers& params, std::uint64_t seed, float std = 0.02f);
+// The same on ctx's device and stream (the buffers must live there), asynchronously on CUDA.
+void init_weights(const Context& ctx, ParamBuffers& params, std::uint64_t seed, float std = 0.02f);
+
+// Elements [lo, lo + out.numel()) of group `group`'s flat buffer, exactly the values
+// init_weights puts there, written into `out` (a 1-D f32 or bf16 tensor on ctx's device); for a
+// ZeRO rank that draws only its shard. Elements past the group's end (shard padding) are zero.
+// Error when lo < 0.
+void init_group_range(const Context& ctx, const ParamGroup& group, Tensor out, std::int64_t lo,
+                      std::uint64_t seed, float std = 0.02f);
 
 }  // namespace ulysses::model

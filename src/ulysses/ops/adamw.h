@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "ulysses/core/context.h"
 #include "ulysses/core/tensor.h"
@@ -31,5 +32,19 @@ void adamw_step(const Context& ctx, const AdamWConfig& config, std::int64_t step
 void adamw_step_with_copy(const Context& ctx, const AdamWConfig& config, std::int64_t step,
                           Tensor param, const Tensor& grad, Tensor exp_avg, Tensor exp_avg_sq,
                           Tensor param_copy);
+
+// One range of a multi-tensor update: f32 param, grad and moments of one numel (any shapes),
+// an optional copy (f32 or bf16) of the updated parameters, and whether weight decay applies.
+struct AdamWRange {
+  Tensor param, grad, exp_avg, exp_avg_sq;
+  Tensor param_copy;         // undefined: no copy; else every range's copy has one dtype
+  bool weight_decay = true;  // false: config.weight_decay is 0 for this range (norms, biases)
+};
+
+// adamw_step_with_copy for every range, the same arithmetic (bit-identical results), in one
+// CUDA launch per 32 ranges: no host synchronization, no allocation, no copy of the range list
+// (it travels as kernel arguments). An Error names the first bad range.
+void adamw_multi_step(const Context& ctx, const AdamWConfig& config, std::int64_t step,
+                      const std::vector<AdamWRange>& ranges);
 
 }  // namespace ulysses::ops

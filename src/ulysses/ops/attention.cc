@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "ulysses/core/op_profiler.h"
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/attention.h"
 #ifdef ULYSSES_HAS_CUDA
@@ -89,6 +90,7 @@ void require_builtin_kernel(const Context& ctx, std::int64_t head_dim) {
 
 void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& cu_seqlens, float scale, Tensor out, Tensor lse) {
+  ProfileScope scope(ctx, "attention");
   std::vector<std::int32_t> cu;
   const cpu::AttentionShape shape = check_inputs(ctx, q, k, v, cu_seqlens, &cu);
   check_dtype(out, attention_dtype(ctx), "attention_forward: out");
@@ -121,6 +123,7 @@ void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, con
 void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& cu_seqlens, float scale, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, Tensor dq, Tensor dk, Tensor dv) {
+  ProfileScope scope(ctx, "attention");
   std::vector<std::int32_t> cu;
   const cpu::AttentionShape shape = check_inputs(ctx, q, k, v, cu_seqlens, &cu);
   const struct {

@@ -1,6 +1,7 @@
 #include "ulysses/ops/cross_entropy.h"
 
 #include "ulysses/core/error.h"
+#include "ulysses/core/op_profiler.h"
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/cross_entropy.h"
 #ifdef ULYSSES_HAS_CUDA
@@ -13,6 +14,7 @@ namespace ulysses::ops {
 
 LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor& weight,
                               const Tensor& labels, float grad_scale, Tensor dx, Tensor dweight) {
+  ProfileScope scope(ctx, "loss");
   UL_CHECK(ctx.loss_tile_tokens >= 1,
            "lm_head_cross_entropy: ctx.loss_tile_tokens must be >= 1, got ", ctx.loss_tile_tokens);
   UL_CHECK(x.defined() && x.ndim() == 2, "lm_head_cross_entropy: x must be [T, C], got ",

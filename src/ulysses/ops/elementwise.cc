@@ -1,5 +1,6 @@
 #include "ulysses/ops/elementwise.h"
 
+#include "ulysses/core/op_profiler.h"
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/elementwise.h"
 #ifdef ULYSSES_HAS_CUDA
@@ -8,6 +9,7 @@
 
 namespace ulysses::ops {
 void add_inplace(const Context& ctx, Tensor y, const Tensor& x) {
+  ProfileScope scope(ctx, "add");
   check_compute_dtype(ctx, y, "add_inplace: y");
   check_same_dtype(x, y, "add_inplace: x", "y");
   check_shape(x, y.shape(), "add_inplace: x");
@@ -26,6 +28,7 @@ void add_inplace(const Context& ctx, Tensor y, const Tensor& x) {
 }
 
 void scale_inplace(const Context& ctx, Tensor x, float factor) {
+  ProfileScope scope(ctx, "scale");
   check_compute_dtype(ctx, x, "scale_inplace: x");
   check_on_context_device(ctx, x, "scale_inplace: x");
 
@@ -41,6 +44,7 @@ void scale_inplace(const Context& ctx, Tensor x, float factor) {
 }
 
 double sum_of_squares(const Context& ctx, const Tensor& x) {
+  ProfileScope scope(ctx, "sum_of_squares");
   check_compute_dtype(ctx, x, "sum_of_squares: x");
   check_on_context_device(ctx, x, "sum_of_squares: x");
 
@@ -52,6 +56,7 @@ double sum_of_squares(const Context& ctx, const Tensor& x) {
 }
 
 void convert(const Context& ctx, const Tensor& src, Tensor dst) {
+  ProfileScope scope(ctx, "convert");
   UL_CHECK(src.defined() && dst.defined(), "convert: src and dst must be defined");
   UL_CHECK(src.dtype() == DType::f32 || src.dtype() == DType::bf16, "convert: src has dtype ",
            dtype_name(src.dtype()), ", expected f32 or bf16");

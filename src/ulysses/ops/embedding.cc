@@ -1,5 +1,6 @@
 #include "ulysses/ops/embedding.h"
 
+#include "ulysses/core/op_profiler.h"
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/embedding.h"
 #ifdef ULYSSES_HAS_CUDA
@@ -26,6 +27,7 @@ Tensor check_ids_in_vocabulary(const Tensor& ids, std::int64_t vocab_size) {
 }  // namespace
 
 void embedding_forward(const Context& ctx, const Tensor& ids, const Tensor& table, Tensor out) {
+  ProfileScope scope(ctx, "embedding.fwd");
   check_dtype(ids, DType::i32, "embedding_forward: ids");
   UL_CHECK(ids.ndim() == 1, "embedding_forward: ids has shape ", shape_str(ids.shape()),
            ", expected [T]");
@@ -55,6 +57,7 @@ void embedding_forward(const Context& ctx, const Tensor& ids, const Tensor& tabl
 }
 
 void embedding_backward(const Context& ctx, const Tensor& ids, const Tensor& dout, Tensor dtable) {
+  ProfileScope scope(ctx, "embedding.bwd");
   check_dtype(ids, DType::i32, "embedding_backward: ids");
   UL_CHECK(ids.ndim() == 1, "embedding_backward: ids has shape ", shape_str(ids.shape()),
            ", expected [T]");

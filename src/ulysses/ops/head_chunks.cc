@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "ulysses/core/op_profiler.h"
 #include "ulysses/ops/check.h"
 #ifdef ULYSSES_HAS_CUDA
 #include "ulysses/ops/cuda/head_chunks.h"
@@ -32,6 +33,7 @@ void check_layout(const Context& ctx, const Tensor& x, const Tensor& chunks,
 void gather_head_chunks(const Context& ctx, const Tensor& x,
                         const std::vector<std::int64_t>& first_head,
                         std::int64_t heads_per_chunk, Tensor out) {
+  ProfileScope scope(ctx, "head_chunks");
   check_layout(ctx, x, out, first_head, heads_per_chunk, "gather_head_chunks");
 #ifdef ULYSSES_HAS_CUDA
   if (ctx.device.is_cuda()) return cuda::gather_head_chunks(ctx, x, first_head, heads_per_chunk, out);
@@ -53,6 +55,7 @@ void gather_head_chunks(const Context& ctx, const Tensor& x,
 void scatter_head_chunks(const Context& ctx, const Tensor& chunks,
                          const std::vector<std::int64_t>& first_head,
                          std::int64_t heads_per_chunk, Tensor x, bool accumulate) {
+  ProfileScope scope(ctx, "head_chunks");
   check_layout(ctx, x, chunks, first_head, heads_per_chunk, "scatter_head_chunks");
 #ifdef ULYSSES_HAS_CUDA
   if (ctx.device.is_cuda()) {

@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "ulysses/core/op_profiler.h"
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/linear.h"
 #ifdef ULYSSES_HAS_CUDA
@@ -24,6 +25,7 @@ void check_matrix(const Context& ctx, const Tensor& x, const char* name, const c
 
 void linear_forward(const Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& bias,
                     Tensor y) {
+  ProfileScope scope(ctx, "gemm");
   check_matrix(ctx, x, "linear_forward: x", "[N, K]");
   check_matrix(ctx, weight, "linear_forward: weight", "[M, K]");
   const std::int64_t N = x.dim(0);
@@ -54,8 +56,46 @@ void linear_forward(const Context& ctx, const Tensor& x, const Tensor& weight, c
   }
 }
 
+void linear_forward_residual(const Context& ctx, const Tensor& x, const Tensor& weight,
+                             const Tensor& bias, const Tensor& residual, Tensor y) {
+  ProfileScope scope(ctx, "gemm");
+  check_matrix(ctx, x, "linear_forward_residual: x", "[N, K]");
+  check_matrix(ctx, weight, "linear_forward_residual: weight", "[M, K]");
+  const std::int64_t N = x.dim(0);
+  const std::int64_t K = x.dim(1);
+  const std::int64_t M = weight.dim(0);
+  check_shape(weight, {M, K}, "linear_forward_residual: weight");
+  check_same_dtype(weight, x, "linear_forward_residual: weight", "x");
+  if (bias.defined()) {
+    check_same_dtype(bias, x, "linear_forward_residual: bias", "x");
+    check_shape(bias, {M}, "linear_forward_residual: bias");
+    check_on_context_device(ctx, bias, "linear_forward_residual: bias");
+  }
+  check_same_dtype(y, x, "linear_forward_residual: y", "x");
+  check_shape(y, {N, M}, "linear_forward_residual: y");
+  check_on_context_device(ctx, x, "linear_forward_residual: x");
+  check_on_context_device(ctx, weight, "linear_forward_residual: weight");
+  check_on_context_device(ctx, y, "linear_forward_residual: y");
+  check_same_dtype(residual, y, "linear_forward_residual: residual", "y");
+  check_shape(residual, {N, M}, "linear_forward_residual: residual");
+  check_on_context_device(ctx, residual, "linear_forward_residual: residual");
+
+  if (ctx.device.is_cpu()) {
+    cpu::linear_forward_residual(x.data<float>(), weight.data<float>(),
+                                 bias.defined() ? bias.data<float>() : nullptr,
+                                 residual.data<float>(), y.data<float>(), N, K, M);
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    cuda::linear_forward_residual(ctx, x, weight, bias, residual, y);
+#endif
+  } else {
+    UL_FAIL("linear_forward_residual: no kernel for device ", ctx.device.str());
+  }
+}
+
 void linear_backward(const Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& dy,
                      Tensor dx, Tensor dweight, Tensor dbias) {
+  ProfileScope scope(ctx, "gemm");
   check_matrix(ctx, x, "linear_backward: x", "[N, K]");
   check_matrix(ctx, weight, "linear_backward: weight", "[M, K]");
   const std::int64_t N = x.dim(0);

@@ -13,6 +13,12 @@ namespace ulysses::ops {
 void linear_forward(const Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& bias,
                     Tensor y);
 
+// y = x W^T + b + residual: the residual add as the product's epilogue (cuBLASLt reads residual
+// as its C matrix with beta = 1), so no separate add_inplace pass. residual: [N, M] of y's dtype;
+// residual may be y itself (y += x W^T + b). Shapes and dtypes as linear_forward.
+void linear_forward_residual(const Context& ctx, const Tensor& x, const Tensor& weight,
+                             const Tensor& bias, const Tensor& residual, Tensor y);
+
 // dx: [N, K] += dy W (skipped when dx is undefined); dweight: [M, K] += dy^T x;
 // dbias: [M] += column sums of dy (skipped when undefined).
 void linear_backward(const Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& dy,

@@ -1,5 +1,6 @@
 #include "ulysses/ops/rmsnorm.h"
 
+#include "ulysses/core/op_profiler.h"
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/rmsnorm.h"
 #ifdef ULYSSES_HAS_CUDA
@@ -21,6 +22,7 @@ std::int64_t check_rows(const Context& ctx, const Tensor& x, const char* name) {
 
 void rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& weight, float eps, Tensor y,
                      Tensor rstd) {
+  ProfileScope scope(ctx, "rmsnorm.fwd");
   const std::int64_t C = check_rows(ctx, x, "rmsnorm_forward: x");
   const std::int64_t N = x.numel() / C;
   check_same_dtype(weight, x, "rmsnorm_forward: weight", "x");
@@ -49,6 +51,7 @@ void rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& weight, 
 
 void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& rstd,
                       const Tensor& dy, Tensor dx, Tensor dweight) {
+  ProfileScope scope(ctx, "rmsnorm.bwd");
   const std::int64_t C = check_rows(ctx, x, "rmsnorm_backward: x");
   const std::int64_t N = x.numel() / C;
   check_same_dtype(weight, x, "rmsnorm_backward: weight", "x");

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "ulysses/core/op_profiler.h"
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/rope.h"
 #ifdef ULYSSES_HAS_CUDA
@@ -109,6 +110,7 @@ RopeTable rope_table(const RopeConfig& config, std::int64_t head_dim, const Tens
 }
 
 void rope_forward(const Context& ctx, const RopeTable& table, const Tensor& x, Tensor out) {
+  ProfileScope scope(ctx, "rope.fwd");
   check_rotation_arguments(ctx, table, x, "rope_forward", "rope_forward: x");
   check_same_dtype(out, x, "rope_forward: out", "x");
   check_shape(out, x.shape(), "rope_forward: out");
@@ -130,6 +132,7 @@ void rope_forward(const Context& ctx, const RopeTable& table, const Tensor& x, T
 }
 
 void rope_backward(const Context& ctx, const RopeTable& table, const Tensor& dout, Tensor dx) {
+  ProfileScope scope(ctx, "rope.bwd");
   check_rotation_arguments(ctx, table, dout, "rope_backward", "rope_backward: dout");
   check_same_dtype(dx, dout, "rope_backward: dx", "dout");
   check_shape(dx, dout.shape(), "rope_backward: dx");

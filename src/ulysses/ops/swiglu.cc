@@ -1,5 +1,6 @@
 #include "ulysses/ops/swiglu.h"
 
+#include "ulysses/core/op_profiler.h"
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/swiglu.h"
 #ifdef ULYSSES_HAS_CUDA
@@ -8,6 +9,7 @@
 
 namespace ulysses::ops {
 void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor out) {
+  ProfileScope scope(ctx, "swiglu.fwd");
   check_compute_dtype(ctx, gate, "swiglu_forward: gate");
   UL_CHECK(gate.ndim() == 2, "swiglu_forward: gate has shape ", shape_str(gate.shape()),
            ", expected [N, I]");
@@ -32,6 +34,7 @@ void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Te
 
 void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
                      Tensor dgate, Tensor dup) {
+  ProfileScope scope(ctx, "swiglu.bwd");
   check_compute_dtype(ctx, gate, "swiglu_backward: gate");
   UL_CHECK(gate.ndim() == 2, "swiglu_backward: gate has shape ", shape_str(gate.shape()),
            ", expected [N, I]");

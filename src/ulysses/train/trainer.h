@@ -39,6 +39,9 @@ class Trainer {
   const model::ModelConfig& model_config() const { return model_config_; }
   // This rank's device context (its CUDA stream and resources on a GPU).
   const Context& context() const { return ctx_; }
+  // Times the ops of the following steps into `profiler` (core/op_profiler.h); null stops it.
+  // Ops that run on contexts copied before this call (a ZeRO state's optimizer) are not timed.
+  void set_profiler(std::shared_ptr<OpProfiler> profiler) { ctx_.profiler = std::move(profiler); }
   const parallel::Mesh& mesh() const { return *mesh_; }
   // Full f32 parameters (the master weights on CUDA) in host memory. Collective: gathers the
   // shards (ZeRO) on every rank; the buffer is allocated on the first call and kept.

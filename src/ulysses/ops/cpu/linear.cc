@@ -26,6 +26,21 @@ void linear_forward(const float* x, const float* weight, const float* bias, floa
               1.0f, x, blas_ld(K), weight, blas_ld(K), 1.0f, y, blas_ld(M));
 }
 
+void linear_forward_residual(const float* x, const float* weight, const float* bias,
+                             const float* residual, float* y, std::int64_t N, std::int64_t K,
+                             std::int64_t M) {
+  // y starts as residual (+ bias), then y += x W^T.
+#pragma omp parallel for
+  for (std::int64_t n = 0; n < N; ++n) {
+    float* y_n = y + n * M;               // [M]
+    const float* r_n = residual + n * M;  // [M]
+    for (std::int64_t m = 0; m < M; ++m) y_n[m] = r_n[m] + (bias != nullptr ? bias[m] : 0.0f);
+  }
+  if (N == 0 || M == 0 || K == 0) return;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blas_size(N), blas_size(M), blas_size(K),
+              1.0f, x, blas_ld(K), weight, blas_ld(K), 1.0f, y, blas_ld(M));
+}
+
 void linear_backward(const float* x, const float* weight, const float* dy, float* dx,
                      float* dweight, float* dbias, std::int64_t N, std::int64_t K, std::int64_t M) {
   if (N > 0 && M > 0 && K > 0) {

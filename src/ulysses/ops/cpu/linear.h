@@ -9,6 +9,11 @@ namespace ulysses::ops::cpu {
 void linear_forward(const float* x, const float* weight, const float* bias, float* y,
                     std::int64_t N, std::int64_t K, std::int64_t M);
 
+// y: [N, M] = x W^T + bias + residual written; residual may be y itself (then y += ...).
+void linear_forward_residual(const float* x, const float* weight, const float* bias,
+                             const float* residual, float* y, std::int64_t N, std::int64_t K,
+                             std::int64_t M);
+
 // x: [N, K], weight: [M, K], dy: [N, M] -> dx: [N, K] += (skipped when nullptr),
 // dweight: [M, K] +=, dbias: [M] += (skipped when nullptr).
 void linear_backward(const float* x, const float* weight, const float* dy, float* dx,

@@ -14,4 +14,8 @@ namespace ulysses::ops::cuda {
 void adamw_step(const Context& ctx, const AdamWConfig& config, std::int64_t step, Tensor param,
                 const Tensor& grad, Tensor exp_avg, Tensor exp_avg_sq, Tensor param_copy);
 
+// Validated ranges (ops/adamw.cc): one launch per kMaxRanges of them.
+void adamw_multi_step(const Context& ctx, const AdamWConfig& config, std::int64_t step,
+                      const std::vector<AdamWRange>& ranges);
+
 }  // namespace ulysses::ops::cuda

@@ -10,7 +10,9 @@ template <typename T>
 struct RowValue {
   const T* dy;
   std::int64_t M;
-  __device__ float operator()(std::int64_t r, std::int64_t c) const { return to_float(dy[r * M + c]); }
+  __device__ float operator()(std::int64_t r, std::int64_t c) const {
+    return to_float(dy[r * M + c]);
+  }
 };
 }  // namespace
 
@@ -24,6 +26,13 @@ void linear_forward(const Context& ctx, const Tensor& x, const Tensor& weight, c
        y.raw(), M, y.dtype(), 1.0f, 0.0f, bias.defined() ? bias.raw() : nullptr);
 }
 
+void linear_forward_residual(const Context& ctx, const Tensor& x, const Tensor& weight,
+                             const Tensor& bias, const Tensor& residual, Tensor y) {
+  const std::int64_t N = x.dim(0), K = x.dim(1), M = weight.dim(0);
+  gemm(ctx, /*trans_a=*/true, /*trans_b=*/false, M, N, K, weight.raw(), K, x.raw(), K, x.dtype(),
+       y.raw(), M, y.dtype(), 1.0f, 1.0f, bias.defined() ? bias.raw() : nullptr, residual.raw());
+}
+
 void linear_backward(const Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& dy,
                      Tensor dx, Tensor dweight, Tensor dbias) {
   const std::int64_t N = x.dim(0), K = x.dim(1), M = weight.dim(0);
@@ -33,8 +42,8 @@ void linear_backward(const Context& ctx, const Tensor& x, const Tensor& weight, 
          dx.dtype(), 1.0f, 1.0f);
   }
   // dW^T [K, M] += x^T [K, N] dy [N, M]
-  gemm(ctx, false, true, K, M, N, x.raw(), K, dy.raw(), M, x.dtype(), dweight.raw(), K,
-       DType::f32, 1.0f, 1.0f);
+  gemm(ctx, false, true, K, M, N, x.raw(), K, dy.raw(), M, x.dtype(), dweight.raw(), K, DType::f32,
+       1.0f, 1.0f);
   if (dbias.defined()) {
     dispatch_float_type(dy.dtype(), "linear_backward", [&]<typename T>() {
       column_sum_accumulate(ctx, RowValue<T>{ptr<T>(dy), M}, N, M, ptr<float>(dbias));

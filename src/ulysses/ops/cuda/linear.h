@@ -10,6 +10,9 @@ namespace ulysses::ops::cuda {
 
 void linear_forward(const Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& bias,
                     Tensor y);
+// y = x W^T + bias + residual in one product (cuBLASLt's C = residual, beta = 1).
+void linear_forward_residual(const Context& ctx, const Tensor& x, const Tensor& weight,
+                             const Tensor& bias, const Tensor& residual, Tensor y);
 // dbias is reduced deterministically (no atomics).
 void linear_backward(const Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& dy,
                      Tensor dx, Tensor dweight, Tensor dbias);

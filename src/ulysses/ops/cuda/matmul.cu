@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <array>
 #include <map>
 
@@ -53,16 +54,25 @@ cudaDataType cuda_type(DType dtype) {
 void gemm(const Context& ctx, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
           std::int64_t k, const void* a, std::int64_t lda, const void* b, std::int64_t ldb,
           DType ab_type, void* d, std::int64_t ldd, DType d_type, float alpha, float beta,
-          const void* bias) {
+          const void* bias, const void* c) {
   if (m == 0 || n == 0) return;
-  if (k == 0 && beta == 1.0f && !bias) return;  // nothing to add
+  if (c == nullptr) c = d;
+  if (k == 0 && beta == 1.0f && !bias && c == d) return;  // nothing to add
   CudaResources& r = cuda_resources(ctx);
   UL_CHECK(k > 0, "matmul with an empty inner dimension is not supported");
-  const PlanKey key = {trans_a,          trans_b,      m,
-                       n,                k,            lda,
-                       ldb,              ldd,          static_cast<std::int64_t>(ab_type),
-                       static_cast<std::int64_t>(d_type), bias != nullptr,
-                       std::min(alignment(a), alignment(b)), std::min(alignment(d), bias ? alignment(bias) : 256),
+  const PlanKey key = {trans_a,
+                       trans_b,
+                       m,
+                       n,
+                       k,
+                       lda,
+                       ldb,
+                       ldd,
+                       static_cast<std::int64_t>(ab_type),
+                       static_cast<std::int64_t>(d_type),
+                       bias != nullptr,
+                       std::min(alignment(a), alignment(b)),
+                       std::min({alignment(d), alignment(c), bias ? alignment(bias) : 256}),
                        beta != 0.0f};
   std::lock_guard<std::mutex> lock(r.matmul_mutex);
   if (!r.matmul_plans) r.matmul_plans = std::make_shared<MatmulPlanCache>();
@@ -83,16 +93,16 @@ void gemm(const Context& ctx, bool trans_a, bool trans_b, std::int64_t m, std::i
                                                      &epilogue, sizeof epilogue));
       UL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
           plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &dt, sizeof dt));
-      UL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-          plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+      UL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                     &bias, sizeof bias));
     }
     const auto rows = [](bool trans, std::int64_t x, std::int64_t y) {
       return static_cast<std::uint64_t>(trans ? y : x);
     };
-    UL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, ab, rows(trans_a, m, k),
-                                               rows(trans_a, k, m), lda));
-    UL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, ab, rows(trans_b, k, n),
-                                               rows(trans_b, n, k), ldb));
+    UL_CUBLAS_CHECK(
+        cublasLtMatrixLayoutCreate(&plan->a, ab, rows(trans_a, m, k), rows(trans_a, k, m), lda));
+    UL_CUBLAS_CHECK(
+        cublasLtMatrixLayoutCreate(&plan->b, ab, rows(trans_b, k, n), rows(trans_b, n, k), ldb));
     UL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->d, dt, static_cast<std::uint64_t>(m),
                                                static_cast<std::uint64_t>(n), ldd));
     cublasLtMatmulPreference_t preference = nullptr;
@@ -111,14 +121,12 @@ void gemm(const Context& ctx, bool trans_a, bool trans_b, std::int64_t m, std::i
     set_alignment(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key[12]);
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    const cublasStatus_t status =
-        cublasLtMatmulAlgoGetHeuristic(r.cublaslt, plan->desc, plan->a, plan->b, plan->d, plan->d,
-                                       preference, 1, &result, &found);
+    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+        r.cublaslt, plan->desc, plan->a, plan->b, plan->d, plan->d, preference, 1, &result, &found);
     cublasLtMatmulPreferenceDestroy(preference);
-    UL_CHECK(status == CUBLAS_STATUS_SUCCESS && found > 0,
-             "cuBLASLt found no algorithm for a ", m, "x", n, "x", k, " product (",
-             dtype_name(ab_type), " -> ", dtype_name(d_type), "; status ",
-             static_cast<int>(status), ")");
+    UL_CHECK(status == CUBLAS_STATUS_SUCCESS && found > 0, "cuBLASLt found no algorithm for a ", m,
+             "x", n, "x", k, " product (", dtype_name(ab_type), " -> ", dtype_name(d_type),
+             "; status ", static_cast<int>(status), ")");
     plan->algo = result.algo;
     slot = std::move(plan);
   }
@@ -127,7 +135,7 @@ void gemm(const Context& ctx, bool trans_a, bool trans_b, std::int64_t m, std::i
     UL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                    &bias, sizeof bias));
   }
-  UL_CUBLAS_CHECK(cublasLtMatmul(r.cublaslt, plan.desc, &alpha, a, plan.a, b, plan.b, &beta, d,
+  UL_CUBLAS_CHECK(cublasLtMatmul(r.cublaslt, plan.desc, &alpha, a, plan.a, b, plan.b, &beta, c,
                                  plan.d, d, plan.d, &plan.algo, r.workspace, r.workspace_bytes,
                                  r.stream));
 }

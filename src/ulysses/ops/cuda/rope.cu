@@ -1,4 +1,5 @@
 #include "ulysses/ops/cuda/common.cuh"
+#include "ulysses/ops/cuda/qk_norm_rope.h"
 #include "ulysses/ops/cuda/rope.h"
 
 namespace ulysses::ops::cuda {
@@ -48,7 +49,8 @@ void launch(const Context& ctx, const Tensor& cos, const Tensor& sin, const Tens
 
 void rope_forward(const Context& ctx, const Tensor& cos, const Tensor& sin, const Tensor& x,
                   Tensor out) {
-  launch<false>(ctx, cos, sin, x, out, "rope_forward");
+  // The fused q/k kernel without a norm: 16-byte accesses when D / 2 % 8 == 0.
+  qk_norm_rope_forward(ctx, cos, sin, x, Tensor(), 0.0f, out, Tensor());
 }
 
 void rope_backward(const Context& ctx, const Tensor& cos, const Tensor& sin, const Tensor& dout,
