@@ -4,7 +4,8 @@ produces for a multilingual corpus; tests/tokenizer_test.cc compares the C++ tok
 
     pip install tokenizers
     python3 scripts/make_tokenizer_golden.py            # writes tests/data/tokenizer/
-    python3 scripts/make_tokenizer_golden.py --bench N  # also times tokenizers on N generated lines
+    python3 scripts/make_tokenizer_golden.py --bench N  # also times tokenizers on N generated
+                                                        # lines, written to --bench-corpus
 
 Kinds (one directory each under tests/data/tokenizer/<kind>/tokenizer.json):
   llama3  Split(Llama-3 regex, isolated) + ByteLevel(use_regex=False), ignore_merges, BOS by a
@@ -148,9 +149,17 @@ def make_gpt2(text):
     return tok, specials + extra
 
 
-def bench(out_dir, lines_n):
+def bench(out_dir, lines_n, corpus_path):
+    """Times tokenizers' encode_batch on a generated corpus and writes that corpus as JSON Lines
+    ({"text": ...}) for the C++ side: build/tokenizer_bench --tokenizer ... --corpus PATH."""
     tok = Tokenizer.from_file(os.path.join(out_dir, "llama3", "tokenizer.json"))
-    lines = training_text(lines_n)
+    rng = random.Random(2)
+    words = [w for s in SENTENCES for w in s.split(" ")]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 400)))
+             for _ in range(lines_n)]
+    with open(corpus_path, "w", encoding="utf-8") as f:
+        for s in lines:
+            f.write(json.dumps({"text": s}, ensure_ascii=False) + "\n")
     n_bytes = sum(len(s.encode()) for s in lines)
     best = None
     for _ in range(3):
@@ -169,6 +178,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests",
                                                   "data", "tokenizer"))
     ap.add_argument("--bench", type=int, default=0, help="lines of the bench corpus")
+    ap.add_argument("--bench-corpus", default="/tmp/tokenizer_bench.jsonl")
     args = ap.parse_args()
     text = training_text(3000)
     for kind, make in [("llama3", make_llama3), ("qwen2", make_qwen2), ("gpt2", make_gpt2)]:
@@ -188,7 +198,7 @@ def main():
                        "cases": cases}, f, ensure_ascii=False, indent=0)
         print(kind, "vocab", tok.get_vocab_size(), "cases", len(cases))
     if args.bench:
-        bench(args.out, args.bench)
+        bench(args.out, args.bench, args.bench_corpus)
 
 
 if __name__ == "__main__":
