@@ -1,9 +1,8 @@
-// ulysses command line: train, info.
+// ulysses command line: train, tokenize, info.
 //
 // Flags use Hugging Face / Accelerate names in kebab-case; `--config FILE` (YAML or JSON) takes
 // the same names in snake_case, and flags on the command line override the file.
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -11,6 +10,8 @@
 
 #include "ulysses/comm/communicator.h"
 #include "ulysses/core/error.h"
+#include "ulysses/data/text_data.h"
+#include "ulysses/io/tokenizer.h"
 #include "ulysses/model/config.h"
 #include "ulysses/model/memory_plan.h"
 #include "ulysses/parallel/zero.h"
@@ -24,7 +25,10 @@ using ulysses::train::TrainConfig;
 void add_train_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_option("--model", c.model, "Preset (tiny, qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, "
                  "llama-3-8b) or Hugging Face model directory")->capture_default_str();
-  cmd.add_option("--data", c.data, "Data source (synthetic-copy)")->capture_default_str();
+  cmd.add_option("--data", c.data,
+                 "synthetic-copy, a .jsonl file (input_ids; or text / prompt+completion when "
+                 "--model has a tokenizer.json) or a token-file directory")
+      ->capture_default_str();
   cmd.add_option("--copy-min-length", c.copy_min_length,
                  "Synthetic copy task: shortest random half")->capture_default_str();
   cmd.add_option("--copy-max-length", c.copy_max_length,
@@ -32,6 +36,11 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_option("--max-seq-length", c.max_seq_length, "Tokens per sequence")->capture_default_str();
   cmd.add_flag("--packing,!--no-packing", c.packing, "Pack documents into sequences")
       ->capture_default_str();
+  cmd.add_option("--long-documents", c.long_documents,
+                 "Documents longer than --max-seq-length: split (consecutive pieces) or "
+                 "truncate")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"split", "truncate"}));
   cmd.add_option("--per-device-train-batch-size", c.per_device_train_batch_size,
                  "Sequences per SP group per micro-step")->capture_default_str();
   cmd.add_option("--gradient-accumulation-steps", c.gradient_accumulation_steps,
@@ -120,6 +129,40 @@ std::vector<std::string> expand_config(CLI::App& train, std::vector<std::string>
 
 int run_train(const TrainConfig& config);
 
+struct TokenizeArgs {
+  std::string tokenizer;
+  std::vector<std::string> inputs;
+  std::string output;
+  int num_threads = 0;
+};
+
+// `ulysses tokenize`: text JSON Lines -> token files (a directory) or {"input_ids"} JSON Lines
+// when --output ends in .jsonl. Single process; nothing is written when an input is bad.
+int run_tokenize(const TokenizeArgs& a) {
+  try {
+    const auto tok = ulysses::io::Tokenizer::load(a.tokenizer);
+    const auto docs = ulysses::data::tokenize_jsonl_files(a.inputs, tok, a.num_threads);
+    std::size_t tokens = 0, masked = 0;
+    for (const auto& d : docs) {
+      tokens += d.tokens.size();
+      masked += d.labels.empty() ? 0 : 1;
+    }
+    std::int64_t skipped = 0;
+    if (a.output.ends_with(".jsonl"))
+      ulysses::data::write_jsonl_documents(a.output, docs);
+    else
+      skipped = ulysses::data::write_token_files(a.output, docs);
+    const std::string note =
+        skipped ? " (" + std::to_string(skipped) + " empty documents skipped)" : "";
+    std::printf("tokenize: %zu documents (%zu prompt/completion), %zu tokens -> %s%s\n",
+                docs.size(), masked, tokens, a.output.c_str(), note.c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
+
 // This process's rank as the launcher (mpirun, srun) tells it, before MPI starts; 0 alone.
 int launcher_rank() {
   for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"})
@@ -171,6 +214,28 @@ int main(int argc, char** argv) {
   train->add_option("--config", config_file_help,
                     "YAML or JSON file with the same options in snake_case (flags override it)");
 
+  TokenizeArgs tokenize_args;
+  CLI::App* tokenize =
+      app.add_subcommand("tokenize",
+                         "Tokenize JSON Lines text (\"text\", or \"prompt\"/\"completion\") into "
+                         "token files or an input_ids .jsonl");
+  tokenize
+      ->add_option("--tokenizer", tokenize_args.tokenizer,
+                   "tokenizer.json, or a Hugging Face model directory holding one")
+      ->required();
+  tokenize->add_option("--input", tokenize_args.inputs, "JSON Lines files, read in order")
+      ->required()
+      ->expected(1, -1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  tokenize
+      ->add_option("--output", tokenize_args.output,
+                   "Token-file directory (must not exist), or a .jsonl file")
+      ->required();
+  tokenize
+      ->add_option("--num-threads", tokenize_args.num_threads, "Tokenizer threads (0: all cores)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+
   std::string info_model = "tiny", info_precision = "fp32";
   std::int64_t info_seq = 4096;
   bool info_checkpointing = false;
@@ -211,6 +276,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  if (*tokenize) return run_tokenize(tokenize_args);
   if (*info) {
     try {
       return run_info(info_model, info_seq, info_checkpointing, info_memory_gib, info_precision,

@@ -100,6 +100,9 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
 
   data::DataOptions data;
   data.data = config_.data;
+  data.tokenizer = config_.model;  // text data: tokenized with the model's tokenizer.json
+  data.max_seq_length = config_.max_seq_length;
+  data.long_documents = config_.long_documents;
   data.vocab_size = model_config_.vocab_size;
   data.seed = config_.seed;
   data.copy_min_length = config_.copy_min_length;
