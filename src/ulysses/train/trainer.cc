@@ -178,7 +178,9 @@ void Trainer::save_checkpoint(std::int64_t step) {
   const DType dtype = config_.save_dtype == "bfloat16" ? DType::bf16 : DType::f32;
   const auto dir = save_training_checkpoint(
       world_, config_.output_dir, training_state(step), tensors,
-      [&](const std::filesystem::path& tmp) { io::save_hf_checkpoint(tmp, params_, dtype); });
+      [&](const std::filesystem::path& tmp) {
+        io::save_hf_checkpoint(tmp, params_, dtype, io::kDefaultMaxShardBytes, config_.model);
+      });
   rotate_checkpoints(world_, config_.output_dir, config_.save_total_limit);
   if (!config_.quiet && is_main()) std::printf("saved %s\n", dir.string().c_str());
 }
@@ -365,7 +367,7 @@ void Trainer::save(const std::filesystem::path& dir) {
   if (zero_) zero_->gather_parameters(params_);  // collective
   if (!is_main()) return;
   const DType dtype = config_.save_dtype == "bfloat16" ? DType::bf16 : DType::f32;
-  io::save_hf_checkpoint(dir, params_, dtype);
+  io::save_hf_checkpoint(dir, params_, dtype, io::kDefaultMaxShardBytes, config_.model);
   if (!config_.quiet) std::printf("saved %s\n", dir.string().c_str());
 }
 
