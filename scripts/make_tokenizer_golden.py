@@ -79,6 +79,24 @@ def test_corpus(specials):
     pieces = SENTENCES + specials + [" ", "  ", "\n", "123", "😀", "中文"]
     for _ in range(60):
         cases.append("".join(rng.choice(pieces) for _ in range(rng.randint(1, 6))))
+    # Random code points from many scripts and symbol blocks, mixed with special-token strings,
+    # whitespace and contractions.
+    ranges = [(0x20, 0x7e), (0x9, 0xd), (0xa0, 0x17f), (0x300, 0x36f), (0x370, 0x3ff),
+              (0x400, 0x4ff), (0x600, 0x6ff), (0x900, 0x97f), (0x3000, 0x303f), (0x3040, 0x30ff),
+              (0x4e00, 0x4fff), (0xac00, 0xacff), (0x1f300, 0x1f64f), (0x2000, 0x206f),
+              (0xff00, 0xffef), (0x1d400, 0x1d4ff), (0x10000, 0x1007f)]
+    for _ in range(300):
+        parts = []
+        for _ in range(rng.randint(0, 12)):
+            r = rng.random()
+            if r < 0.1:
+                parts.append(rng.choice(specials))
+            elif r < 0.2:
+                parts.append(rng.choice([" ", "  ", "\n", "\t", " \n ", "'s", "'LL", "123456"]))
+            else:
+                lo, hi = rng.choice(ranges)
+                parts.append("".join(chr(rng.randint(lo, hi)) for _ in range(rng.randint(1, 6))))
+        cases.append("".join(parts).encode("utf-8", "ignore").decode("utf-8"))
     return cases
 
 
