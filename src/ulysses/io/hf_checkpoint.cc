@@ -62,18 +62,17 @@ void write_text_atomically(const fs::path& path, const std::string& text) {
 }
 }  // namespace
 
-const std::vector<std::string>& hf_side_files() {
-  static const std::vector<std::string> files = {"tokenizer.json",
-                                                 "tokenizer_config.json",
-                                                 "special_tokens_map.json",
-                                                 "chat_template.jinja",
-                                                 "chat_template.json",
-                                                 "generation_config.json",
-                                                 "vocab.json",
-                                                 "merges.txt",
-                                                 "tokenizer.model",
-                                                 "added_tokens.json"};
-  return files;
+std::vector<std::string> hf_side_files() {
+  return {"tokenizer.json",
+          "tokenizer_config.json",
+          "special_tokens_map.json",
+          "chat_template.jinja",
+          "chat_template.json",
+          "generation_config.json",
+          "vocab.json",
+          "merges.txt",
+          "tokenizer.model",
+          "added_tokens.json"};
 }
 
 namespace {

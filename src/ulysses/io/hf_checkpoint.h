@@ -39,6 +39,6 @@ void save_hf_checkpoint(const std::filesystem::path& dir, const model::ParamBuff
 
 // The files copied from a source model directory when they exist: tokenizer files, the chat
 // template and generation_config.json.
-const std::vector<std::string>& hf_side_files();
+std::vector<std::string> hf_side_files();
 
 }  // namespace ulysses::io
