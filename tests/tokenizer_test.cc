@@ -36,7 +36,9 @@ TEST_P(TokenizerGolden, EncodeEqualsTokenizers) {
 
 TEST_P(TokenizerGolden, DecodeEqualsTokenizers) {
   const Tokenizer tok = Tokenizer::load(kData / GetParam());
-  for (const auto& c : read_golden(GetParam()).at("cases")) {
+  const auto golden = read_golden(GetParam());  // named: a temporary would dangle in the loop
+  ASSERT_GT(golden.at("cases").size(), 100u);
+  for (const auto& c : golden.at("cases")) {
     EXPECT_EQ(tok.decode(c.at("ids").get<std::vector<TokenId>>()),
               c.at("decoded").get<std::string>())
         << "text: " << c.at("text").get<std::string>();
@@ -47,11 +49,13 @@ TEST_P(TokenizerGolden, BatchEqualsSingleInOrderForAnyThreadCount) {
   const Tokenizer tok = Tokenizer::load(kData / GetParam());
   std::vector<std::string> texts;
   std::vector<std::vector<TokenId>> expected;
+  const auto golden = read_golden(GetParam());
   for (int rep = 0; rep < 3; ++rep)
-    for (const auto& c : read_golden(GetParam()).at("cases")) {
+    for (const auto& c : golden.at("cases")) {
       texts.push_back(c.at("text").get<std::string>());
       expected.push_back(c.at("ids").get<std::vector<TokenId>>());
     }
+  ASSERT_GT(texts.size(), 300u);
   for (int threads : {1, 2, 3, 7}) EXPECT_EQ(tok.encode_batch(texts, true, threads), expected);
 }
 
