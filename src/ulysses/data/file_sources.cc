@@ -68,7 +68,10 @@ class JsonlSource final : public DocumentSource {
       UL_FAIL(where(number), ": invalid JSON (", e.what(), ")");
     }
     if (!j.is_object() || !j.contains("input_ids") || !j["input_ids"].is_array())
-      UL_FAIL(where(number), ": each line needs an \"input_ids\" array of token ids");
+      UL_FAIL(where(number),
+              ": each line needs an \"input_ids\" array of token ids (or \"text\", or "
+              "\"prompt\" and \"completion\", with a --model directory holding a "
+              "tokenizer.json)");
     Document doc;
     try {
       doc.tokens = j["input_ids"].get<std::vector<std::int32_t>>();
