@@ -1,9 +1,9 @@
-// ulysses command line: train, info.
+// ulysses command line: train, tokenize, info.
 //
 // Flags use Hugging Face / Accelerate names in kebab-case; `--config FILE` (YAML or JSON) takes
 // the same names in snake_case, and flags on the command line override the file.
 #include <CLI/CLI.hpp>
-
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -11,6 +11,8 @@
 
 #include "ulysses/comm/communicator.h"
 #include "ulysses/core/error.h"
+#include "ulysses/data/text_data.h"
+#include "ulysses/io/tokenizer.h"
 #include "ulysses/model/config.h"
 #include "ulysses/model/flops.h"
 #include "ulysses/parallel/memory_plan.h"
@@ -22,10 +24,80 @@ namespace {
 
 using ulysses::train::TrainConfig;
 
+// Levenshtein distance, for "did you mean" hints.
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// The long option names of a command ("--max-steps"), and "--no-x" for negatable flags.
+std::vector<std::string> long_names(const CLI::App& cmd) {
+  std::vector<std::string> names;
+  for (const CLI::Option* opt : cmd.get_options()) {
+    for (const std::string& n : opt->get_lnames()) names.push_back("--" + n);
+    for (const std::string& n : opt->get_fnames()) names.push_back("--" + n);
+  }
+  return names;
+}
+
+// " (did you mean X?)" for the closest candidate, or "" when none is close.
+std::string did_you_mean(const std::string& word, const std::vector<std::string>& candidates) {
+  std::string best;
+  std::size_t best_distance = std::max<std::size_t>(2, word.size() / 3) + 1;
+  for (const std::string& c : candidates) {
+    const std::size_t d = edit_distance(word, c);
+    if (d < best_distance) {
+      best = c;
+      best_distance = d;
+    }
+  }
+  return best.empty() ? "" : " (did you mean " + best + "?)";
+}
+
+// Hugging Face spellings: --max_steps is --max-steps (only where that option exists).
+void accept_snake_case(const CLI::App& cmd, std::vector<std::string>& args) {
+  const auto names = long_names(cmd);
+  for (std::string& arg : args) {
+    if (arg.rfind("--", 0) != 0) continue;
+    const std::size_t eq = arg.find('=');
+    std::string name = arg.substr(0, eq);
+    if (name.find('_') == std::string::npos) continue;
+    std::replace(name.begin() + 2, name.end(), '_', '-');
+    if (std::find(names.begin(), names.end(), name) != names.end())
+      arg = name + (eq == std::string::npos ? "" : arg.substr(eq));
+  }
+}
+
+// Prints "did you mean" for the arguments CLI11 did not expect.
+void hint_unknown_options(const CLI::App& cmd, const std::vector<std::string>& args) {
+  const auto names = long_names(cmd);
+  for (const std::string& arg : args) {
+    if (arg.rfind("--", 0) != 0) continue;
+    const std::string name = arg.substr(0, arg.find('='));
+    if (std::find(names.begin(), names.end(), name) != names.end()) continue;
+    const std::string hint = did_you_mean(name, names);
+    if (!hint.empty()) std::fprintf(stderr, "%s:%s\n", name.c_str(), hint.c_str());
+  }
+}
+
+
 void add_train_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_option("--model", c.model, "Preset (tiny, qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, "
                  "llama-3-8b) or Hugging Face model directory")->capture_default_str();
-  cmd.add_option("--data", c.data, "Data source (synthetic-copy)")->capture_default_str();
+  cmd.add_option("--data", c.data,
+                 "synthetic-copy, a .jsonl file (input_ids; or text / prompt+completion when "
+                 "--model has a tokenizer.json) or a token-file directory")
+      ->capture_default_str();
   cmd.add_option("--copy-min-length", c.copy_min_length,
                  "Synthetic copy task: shortest random half")->capture_default_str();
   cmd.add_option("--copy-max-length", c.copy_max_length,
@@ -33,6 +105,11 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_option("--max-seq-length", c.max_seq_length, "Tokens per sequence")->capture_default_str();
   cmd.add_flag("--packing,!--no-packing", c.packing, "Pack documents into sequences")
       ->capture_default_str();
+  cmd.add_option("--long-documents", c.long_documents,
+                 "Documents longer than --max-seq-length: split (consecutive pieces) or "
+                 "truncate")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"split", "truncate"}));
   cmd.add_option("--per-device-train-batch-size", c.per_device_train_batch_size,
                  "Sequences per SP group per micro-step")->capture_default_str();
   cmd.add_option("--gradient-accumulation-steps", c.gradient_accumulation_steps,
@@ -116,9 +193,17 @@ std::vector<std::string> expand_config(CLI::App& train, std::vector<std::string>
   for (const auto& [key, value] : ulysses::train::read_config_file(config_path)) {
     std::string flag = "--" + key;
     for (auto& ch : flag) ch = ch == '_' ? '-' : ch;
-    if (!train.get_option_no_throw(flag) || key == "config" || key == "help")
-      throw ulysses::Error("--config " + config_path + ": unknown key '" + key +
-                           "' (see `ulysses train --help` for the option names)");
+    if (!train.get_option_no_throw(flag) || key == "config" || key == "help") {
+      std::vector<std::string> keys;
+      for (std::string name : long_names(train)) {
+        name = name.substr(2);
+        std::replace(name.begin(), name.end(), '-', '_');
+        keys.push_back(name);
+      }
+      std::string hint = did_you_mean(key, keys);
+      if (hint.empty()) hint = " (see `ulysses train --help` for the option names)";
+      throw ulysses::Error("--config " + config_path + ": unknown key '" + key + "'" + hint);
+    }
     expanded.push_back(flag + "=" + value);
   }
   expanded.insert(expanded.end(), args.begin(), args.end());
@@ -126,6 +211,40 @@ std::vector<std::string> expand_config(CLI::App& train, std::vector<std::string>
 }
 
 int run_train(const TrainConfig& config);
+
+struct TokenizeArgs {
+  std::string tokenizer;
+  std::vector<std::string> inputs;
+  std::string output;
+  int num_threads = 0;
+};
+
+// `ulysses tokenize`: text JSON Lines -> token files (a directory) or {"input_ids"} JSON Lines
+// when --output ends in .jsonl. Single process; nothing is written when an input is bad.
+int run_tokenize(const TokenizeArgs& a) {
+  try {
+    const auto tok = ulysses::io::Tokenizer::load(a.tokenizer);
+    const auto docs = ulysses::data::tokenize_jsonl_files(a.inputs, tok, a.num_threads);
+    std::size_t tokens = 0, masked = 0;
+    for (const auto& d : docs) {
+      tokens += d.tokens.size();
+      masked += d.labels.empty() ? 0 : 1;
+    }
+    std::int64_t skipped = 0;
+    if (a.output.ends_with(".jsonl"))
+      ulysses::data::write_jsonl_documents(a.output, docs);
+    else
+      skipped = ulysses::data::write_token_files(a.output, docs);
+    const std::string note =
+        skipped ? " (" + std::to_string(skipped) + " empty documents skipped)" : "";
+    std::printf("tokenize: %zu documents (%zu prompt/completion), %zu tokens -> %s%s\n",
+                docs.size(), masked, tokens, a.output.c_str(), note.c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
 
 // This process's rank as the launcher (mpirun, srun) tells it, before MPI starts; 0 alone.
 int launcher_rank() {
@@ -169,6 +288,7 @@ int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
 int main(int argc, char** argv) {
   CLI::App app{"ulysses: long-context training of Llama/Qwen-family models"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("ulysses ") + ULYSSES_VERSION);
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 
   TrainConfig train_config;
@@ -178,6 +298,28 @@ int main(int argc, char** argv) {
   std::string config_file_help;
   train->add_option("--config", config_file_help,
                     "YAML or JSON file with the same options in snake_case (flags override it)");
+
+  TokenizeArgs tokenize_args;
+  CLI::App* tokenize =
+      app.add_subcommand("tokenize",
+                         "Tokenize JSON Lines text (\"text\", or \"prompt\"/\"completion\") into "
+                         "token files or an input_ids .jsonl");
+  tokenize
+      ->add_option("--tokenizer", tokenize_args.tokenizer,
+                   "tokenizer.json, or a Hugging Face model directory holding one")
+      ->required();
+  tokenize->add_option("--input", tokenize_args.inputs, "JSON Lines files, read in order")
+      ->required()
+      ->expected(1, -1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  tokenize
+      ->add_option("--output", tokenize_args.output,
+                   "Token-file directory (must not exist), or a .jsonl file")
+      ->required();
+  tokenize
+      ->add_option("--num-threads", tokenize_args.num_threads, "Tokenizer threads (0: all cores)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
 
   std::string info_model = "tiny", info_precision = "fp32";
   std::int64_t info_seq = 4096;
@@ -201,24 +343,35 @@ int main(int argc, char** argv) {
   info->add_option("--precision", info_precision, "fp32 (CPU) or bf16 (bf16 + fp32 master)")
       ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
 
+  const std::vector<std::pair<std::string, CLI::App*>> commands = {
+      {"train", train}, {"tokenize", tokenize}, {"info", info}};
+  CLI::App* command = nullptr;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (const auto& [name, cmd] : commands)
+    if (!args.empty() && args[0] == name) command = cmd;
   try {
-    std::vector<std::string> args(argv + 1, argv + argc);
+    if (command != nullptr) accept_snake_case(*command, args);
     if (!args.empty() && args[0] == "train") {
       auto rest = expand_config(*train, std::vector<std::string>(args.begin() + 1, args.end()));
       rest.insert(rest.begin(), "train");
       args = rest;
     }
-    std::reverse(args.begin(), args.end());  // CLI11 parses a reversed vector
-    app.parse(args);
+    std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 parses it reversed
+    app.parse(reversed);
   } catch (const CLI::ParseError& e) {
-    // Under mpirun every rank parses the same arguments: only the first prints.
-    if (launcher_rank() != 0) return e.get_exit_code();
-    return app.exit(e);
+    // Command-line errors exit 2 (help and --version 0). Under mpirun every rank parses the
+    // same arguments: only the first prints.
+    const int rc = e.get_exit_code() == 0 ? 0 : 2;
+    if (launcher_rank() != 0) return rc;
+    app.exit(e);
+    if (command != nullptr && rc != 0) hint_unknown_options(*command, args);
+    return rc;
   } catch (const ulysses::Error& e) {
     if (launcher_rank() == 0) std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   }
 
+  if (*tokenize) return run_tokenize(tokenize_args);
   if (*info) {
     try {
       return run_info(info_model, info_seq, info_checkpointing, info_memory_gib, info_precision,

@@ -10,6 +10,8 @@ packages=(
   nlohmann-json3-dev       # config.json, safetensors headers, metrics
   libyaml-cpp-dev          # --config run.yaml
   libcli11-dev             # command line
+  libpcre2-dev             # tokenizer: pre-tokenizer regexes (\p{L}, \p{N})
+  libicu-dev               # tokenizer: NFC normalization
   libgtest-dev libgmock-dev
   libbenchmark-dev
   libopenmpi-dev openmpi-bin   # MPI communicator (CPU backend, NCCL bootstrap)

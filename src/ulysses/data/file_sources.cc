@@ -11,7 +11,9 @@
 
 #include "ulysses/core/error.h"
 #include "ulysses/core/rng.h"
+#include "ulysses/data/long_documents.h"
 #include "ulysses/data/source.h"
+#include "ulysses/data/text_data.h"
 #include "ulysses/ops/cross_entropy.h"
 
 namespace ulysses::data {
@@ -66,7 +68,10 @@ class JsonlSource final : public DocumentSource {
       UL_FAIL(where(number), ": invalid JSON (", e.what(), ")");
     }
     if (!j.is_object() || !j.contains("input_ids") || !j["input_ids"].is_array())
-      UL_FAIL(where(number), ": each line needs an \"input_ids\" array of token ids");
+      UL_FAIL(where(number),
+              ": each line needs an \"input_ids\" array of token ids (or \"text\", or "
+              "\"prompt\" and \"completion\", with a --model directory holding a "
+              "tokenizer.json)");
     Document doc;
     try {
       doc.tokens = j["input_ids"].get<std::vector<std::int32_t>>();
@@ -232,10 +237,30 @@ std::unique_ptr<DocumentSource> open_data(const DataOptions& o) {
     copy.seed = o.seed;
     return make_copy_task(copy);
   }
-  if (o.data.ends_with(".jsonl") && fs::is_regular_file(o.data))
-    return make_epoch_shuffled(make_jsonl_source(o.data, o.vocab_size), o.seed);
-  if (fs::is_directory(o.data) && fs::exists(fs::path(o.data) / "tokens.bin"))
-    return make_epoch_shuffled(make_token_file_source(o.data, o.vocab_size), o.seed);
+  std::unique_ptr<DocumentSource> finite;
+  if (o.data.ends_with(".jsonl") && fs::is_regular_file(o.data)) {
+    if (jsonl_holds_text(o.data)) {
+      const bool has_tokenizer =
+          !o.tokenizer.empty() && (fs::is_regular_file(o.tokenizer) ||
+                                   fs::exists(fs::path(o.tokenizer) / "tokenizer.json"));
+      if (!has_tokenizer)
+        UL_FAIL("--data ", o.data, ": the lines hold text but the model (", o.tokenizer,
+                ") has no tokenizer.json; use a Hugging Face model directory with one, or "
+                "tokenize first: ulysses tokenize --tokenizer DIR --input ",
+                o.data, " --output OUT");
+      finite = make_text_jsonl_source(o.data, o.tokenizer, o.vocab_size);
+    } else {
+      finite = make_jsonl_source(o.data, o.vocab_size);
+    }
+  } else if (fs::is_directory(o.data) && fs::exists(fs::path(o.data) / "tokens.bin")) {
+    finite = make_token_file_source(o.data, o.vocab_size);
+  }
+  if (finite) {
+    const LongDocuments mode = parse_long_documents(o.long_documents);
+    if (o.max_seq_length > 0)
+      finite = make_long_document_source(std::move(finite), o.max_seq_length, mode);
+    return make_epoch_shuffled(std::move(finite), o.seed);
+  }
   UL_FAIL("--data ", o.data,
           ": not a data source (use synthetic-copy, a .jsonl file, or a directory holding "
           "tokens.bin and offsets.bin; see docs/formats.md)");

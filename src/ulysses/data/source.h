@@ -61,9 +61,15 @@ std::unique_ptr<DocumentSource> make_token_file_source(const std::string& direct
 std::unique_ptr<DocumentSource> make_epoch_shuffled(std::unique_ptr<DocumentSource> source,
                                                     std::uint64_t seed);
 
-// Resolves --data: "synthetic-copy", a .jsonl file, or a directory with tokens.bin.
+// Resolves --data: "synthetic-copy", a .jsonl file (token ids, or text when `tokenizer` names a
+// directory or file with a tokenizer.json: data/text_data.h), or a directory with tokens.bin.
+// With max_seq_length > 0, documents of finite sources longer than it are split or truncated
+// (data/long_documents.h).
 struct DataOptions {
   std::string data = "synthetic-copy";
+  std::string tokenizer;  // "" = none; e.g. the HF model directory
+  std::int64_t max_seq_length = 0;
+  std::string long_documents = "split";
   std::int64_t vocab_size = 0;
   std::uint64_t seed = 0;
   std::int64_t copy_min_length = 63;

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "ulysses/io/safetensors.h"
+#include "ulysses/model/config.h"
 
 namespace ulysses::io {
 
@@ -61,8 +62,53 @@ void write_text_atomically(const fs::path& path, const std::string& text) {
 }
 }  // namespace
 
+std::vector<std::string> hf_side_files() {
+  return {"tokenizer.json",
+          "tokenizer_config.json",
+          "special_tokens_map.json",
+          "chat_template.jinja",
+          "chat_template.json",
+          "generation_config.json",
+          "vocab.json",
+          "merges.txt",
+          "tokenizer.model",
+          "added_tokens.json"};
+}
+
+namespace {
+
+// The saved config.json: the source's, with the saved dtype; or generated for presets.
+nlohmann::json saved_config_json(const model::ModelConfig& config, const std::string& dtype_name,
+                                 const fs::path* source) {
+  nlohmann::json out;
+  if (source != nullptr) {
+    const fs::path path = *source / "config.json";
+    std::ifstream in(path);
+    if (!in) UL_FAIL(path.string(), ": cannot read it to pass it through to the saved model");
+    try {
+      out = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      UL_FAIL(path.string(), ": not valid JSON (", e.what(), ")");
+    }
+  } else {
+    out = model::model_config_to_json(config);
+    out["use_cache"] = true;  // Transformers' default for generation
+  }
+  out.erase("torch_dtype");
+  out["dtype"] = dtype_name;
+  return out;
+}
+
+void copy_file_atomically(const fs::path& from, const fs::path& to) {
+  const fs::path tmp = to.string() + ".tmp";
+  fs::copy_file(from, tmp, fs::copy_options::overwrite_existing);
+  fs::rename(tmp, to);
+}
+
+}  // namespace
+
 void save_hf_checkpoint(const fs::path& dir, const model::ParamBuffers& params, DType dtype,
-                        std::int64_t max_shard_bytes) {
+                        std::int64_t max_shard_bytes, const std::string& source_model) {
   UL_CHECK(dtype == DType::f32 || dtype == DType::bf16, "checkpoints are saved as f32 or bf16");
   fs::create_directories(dir);
   std::vector<std::pair<std::string, Tensor>> tensors;
@@ -74,9 +120,24 @@ void save_hf_checkpoint(const fs::path& dir, const model::ParamBuffers& params, 
     }
   }
   write_sharded_safetensors(dir, tensors, static_cast<std::uint64_t>(max_shard_bytes));
-  model::ModelConfig config = params.config();
-  config.torch_dtype = dtype == DType::bf16 ? "bfloat16" : "float32";
-  write_text_atomically(dir / "config.json", model::model_config_to_json(config).dump(2) + "\n");
+  const std::string dtype_name = dtype == DType::bf16 ? "bfloat16" : "float32";
+  const fs::path source(source_model);
+  const bool from_dir = !source_model.empty() && !model::is_preset(source_model) &&
+                        fs::is_regular_file(source / "config.json");
+  write_text_atomically(
+      dir / "config.json",
+      saved_config_json(params.config(), dtype_name, from_dir ? &source : nullptr).dump(2) + "\n");
+  if (from_dir)
+    for (const std::string& name : hf_side_files())
+      if (fs::is_regular_file(source / name)) copy_file_atomically(source / name, dir / name);
+  if (!fs::exists(dir / "generation_config.json")) {
+    nlohmann::json generation = {{"_from_model_config", true}};
+    if (params.config().bos_token_id >= 0)
+      generation["bos_token_id"] = params.config().bos_token_id;
+    if (params.config().eos_token_id >= 0)
+      generation["eos_token_id"] = params.config().eos_token_id;
+    write_text_atomically(dir / "generation_config.json", generation.dump(2) + "\n");
+  }
 }
 
 }  // namespace ulysses::io

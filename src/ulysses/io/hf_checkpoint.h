@@ -3,6 +3,8 @@
 #pragma once
 
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "ulysses/core/tensor.h"
 #include "ulysses/model/params.h"
@@ -17,11 +19,26 @@ bool has_hf_weights(const std::filesystem::path& dir);
 // from config.json's, an unexpected extra tensor (except lm_head.weight for tied models).
 void load_hf_weights(const std::filesystem::path& dir, model::ParamBuffers& params);
 
-// Writes config.json and the weights (dtype f32 or bf16) into `dir`, creating it. Files are
-// written under temporary names and renamed, so a crash never leaves a half-written file.
-// Checkpoints larger than max_shard_bytes are split into shards with an index.
+inline constexpr std::int64_t kDefaultMaxShardBytes = std::int64_t{5} << 30;
+
+// Writes config.json, generation_config.json and the weights (dtype f32 or bf16) into `dir`,
+// creating it. Files are written under temporary names and renamed, so a crash never leaves a
+// half-written file. Checkpoints larger than max_shard_bytes are split into shards with an index.
+//
+// `source_model` is the --model the run started from. When it is a Hugging Face directory (not
+// a preset name), the saved folder is a complete copy of it: its config.json passed through with
+// only the keys the engine changes rewritten (`dtype` = the saved dtype, replacing the deprecated
+// `torch_dtype`; every other key kept as it was, e.g. pad_token_id, a list eos_token_id,
+// layer_types, use_cache), and its tokenizer files (hf_side_files()) copied. Otherwise
+// config.json is generated from the model config and generation_config.json holds the
+// bos/eos ids.
 void save_hf_checkpoint(const std::filesystem::path& dir, const model::ParamBuffers& params,
                         DType dtype = DType::f32,
-                        std::int64_t max_shard_bytes = std::int64_t{5} << 30);
+                        std::int64_t max_shard_bytes = kDefaultMaxShardBytes,
+                        const std::string& source_model = "");
+
+// The files copied from a source model directory when they exist: tokenizer files, the chat
+// template and generation_config.json.
+std::vector<std::string> hf_side_files();
 
 }  // namespace ulysses::io

@@ -17,6 +17,7 @@ struct TrainConfig {
   std::int64_t copy_max_length = 63;
   std::int64_t max_seq_length = 1024;
   bool packing = true;
+  std::string long_documents = "split";  // split | truncate: documents longer than a sequence
   // Batch and optimization.
   std::int64_t per_device_train_batch_size = 8;
   std::int64_t gradient_accumulation_steps = 1;

@@ -99,6 +99,9 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
 
   data::DataOptions data;
   data.data = config_.data;
+  data.tokenizer = config_.model;  // text data: tokenized with the model's tokenizer.json
+  data.max_seq_length = config_.max_seq_length;
+  data.long_documents = config_.long_documents;
   data.vocab_size = model_config_.vocab_size;
   data.seed = config_.seed;
   data.copy_min_length = config_.copy_min_length;
@@ -173,7 +176,9 @@ void Trainer::save_checkpoint(std::int64_t step) {
   const model::ParamBuffers& full = params();  // collective: the HF weights below need them
   const auto dir = save_training_checkpoint(
       world_, config_.output_dir, training_state(step), tensors,
-      [&](const std::filesystem::path& tmp) { io::save_hf_checkpoint(tmp, full, save_dtype_); });
+      [&](const std::filesystem::path& tmp) {
+        io::save_hf_checkpoint(tmp, full, save_dtype_, io::kDefaultMaxShardBytes, config_.model);
+      });
   rotate_checkpoints(world_, config_.output_dir, config_.save_total_limit);
   if (!config_.quiet && is_main()) std::printf("saved %s\n", dir.string().c_str());
 }
@@ -312,7 +317,7 @@ StepMetrics Trainer::train_step(std::int64_t step) {
 void Trainer::save(const std::filesystem::path& dir) {
   const model::ParamBuffers& full = params();  // collective
   if (!is_main()) return;
-  io::save_hf_checkpoint(dir, full, save_dtype_);
+  io::save_hf_checkpoint(dir, full, save_dtype_, io::kDefaultMaxShardBytes, config_.model);
   if (!config_.quiet) std::printf("saved %s\n", dir.string().c_str());
 }
 
