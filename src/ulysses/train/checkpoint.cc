@@ -190,6 +190,18 @@ std::int64_t int_field(const json& object, const char* key, const std::string& o
 
 }  // namespace
 
+// The trainer_state.json of checkpoint folder `dir` (Error naming the file when unreadable).
+static TrainingState read_state(const fs::path& dir) {
+  const fs::path state_path = dir / kTrainerStateName;
+  json state_json;
+  try {
+    state_json = json::parse(read_text_file(state_path));
+  } catch (const json::exception& e) {
+    UL_FAIL(state_path.string(), ": invalid JSON: ", e.what());
+  }
+  return training_state_from_json(state_json, state_path.string());
+}
+
 std::string checkpoint_folder_name(std::int64_t step) {
   return "checkpoint-" + std::to_string(step);
 }
@@ -223,6 +235,7 @@ json training_state_to_json(const TrainingState& state) {
               {"dp_replicate_size", state.dp_replicate_size},
               {"zero_stage", state.zero_stage},
               {"model_fingerprint", state.model_fingerprint},
+              {"run_id", state.run_id},
               {"extra", state.extra}};
 }
 
@@ -251,6 +264,12 @@ TrainingState training_state_from_json(const json& state_json, const std::string
   if (!fingerprint.is_string())
     UL_FAIL(origin, ": field \"model_fingerprint\" must be a string, got ", fingerprint.dump());
   state.model_fingerprint = fingerprint.get<std::string>();
+  if (state_json.contains("run_id")) {
+    const json& run_id = state_json.at("run_id");
+    if (!run_id.is_string() || run_id.get_ref<const std::string&>().size() > 64)
+      UL_FAIL(origin, ": field \"run_id\" must be a string of at most 64 characters");
+    state.run_id = run_id.get<std::string>();
+  }
   state.extra = state_json.value("extra", json());
   if (state.step < 0 || state.world_size < 1)
     UL_FAIL(origin, ": invalid step ", state.step, " or world_size ", state.world_size);
@@ -343,8 +362,27 @@ fs::path save_training_checkpoint(comm::Communicator& world, const fs::path& out
   return final_dir;
 }
 
+std::string resume_incompatibility(const TrainingState& saved, const TrainingState& expected) {
+  if (saved.model_fingerprint != expected.model_fingerprint)
+    return "the checkpoint was saved for model '" + saved.model_fingerprint +
+           "', this run trains '" + expected.model_fingerprint + "'";
+  const std::pair<const char*, std::pair<std::int64_t, std::int64_t>> sizes[] = {
+      {"world size", {saved.world_size, expected.world_size}},
+      {"sequence-parallel size (sp_size)", {saved.sp_size, expected.sp_size}},
+      {"data-parallel shard size (dp_shard_size)", {saved.dp_shard_size, expected.dp_shard_size}},
+      {"data-parallel replicate size (dp_replicate_size)",
+       {saved.dp_replicate_size, expected.dp_replicate_size}},
+      {"ZeRO stage", {saved.zero_stage, expected.zero_stage}}};
+  for (const auto& [what, values] : sizes)
+    if (values.first != values.second)
+      return std::string("the checkpoint was saved with ") + what + " " +
+             std::to_string(values.first) + ", this run has " + what + " " +
+             std::to_string(values.second);
+  return "";
+}
+
 fs::path resolve_checkpoint(comm::Communicator& world, const fs::path& output_dir,
-                            const std::string& spec) {
+                            const std::string& spec, const TrainingState* expected) {
   std::string resolved;
   run_agreed(world, [&] {
     if (world.rank() != 0) return;
@@ -363,13 +401,26 @@ fs::path resolve_checkpoint(comm::Communicator& world, const fs::path& output_di
     for (auto it = found.rbegin(); it != found.rend(); ++it) {
       if (it->tmp) continue;
       if (it->complete) {
+        if (expected != nullptr) {
+          std::string why;
+          try {
+            why = resume_incompatibility(read_state(it->path), *expected);
+          } catch (const Error& e) {
+            why = e.what();
+          }
+          if (!why.empty()) {
+            log_warn("skipping ", it->path.string(), " (of another run): ", why);
+            continue;
+          }
+        }
         resolved = it->path.string();
         return;
       }
       log_warn("skipping ", it->path.string(), ": no ", kCompleteMarkerName,
                " marker (the save was interrupted)");
     }
-    UL_FAIL(output_dir.string(), ": no complete checkpoint-<step> folder to resume from ",
+    UL_FAIL(output_dir.string(), ": no complete checkpoint-<step> folder ",
+            expected ? "of a compatible run " : "", "to resume from ",
             "(--resume-from-checkpoint latest)");
   });
   broadcast_string(world, 0, resolved);
@@ -385,34 +436,12 @@ LoadedCheckpoint load_training_checkpoint(comm::Communicator& world, const fs::p
       if (!fs::is_directory(dir, ec)) UL_FAIL(dir.string(), ": no such checkpoint folder");
       UL_FAIL(interrupted_message(dir));
     }
-    const fs::path state_path = dir / kTrainerStateName;
-    json state_json;
-    try {
-      state_json = json::parse(read_text_file(state_path));
-    } catch (const json::exception& e) {
-      UL_FAIL(state_path.string(), ": invalid JSON: ", e.what());
-    }
-    const TrainingState saved = training_state_from_json(state_json, state_path.string());
-
-    const std::string refuse =
-        "; resuming with a different model, world size, parallel layout or ZeRO stage is not "
-        "supported (run with the saved settings)";
-    if (saved.model_fingerprint != expected.model_fingerprint)
-      UL_FAIL(dir.string(), ": the checkpoint was saved for model '", saved.model_fingerprint,
-              "', this run trains '", expected.model_fingerprint, "'", refuse);
-    const auto compare = [&](const char* what, std::int64_t saved_value,
-                             std::int64_t current_value) {
-      if (saved_value != current_value)
-        UL_FAIL(dir.string(), ": the checkpoint was saved with ", what, " ", saved_value,
-                ", this run has ", what, " ", current_value, refuse);
-    };
-    compare("world size", saved.world_size, expected.world_size);
-    compare("sequence-parallel size (sp_size)", saved.sp_size, expected.sp_size);
-    compare("data-parallel shard size (dp_shard_size)", saved.dp_shard_size,
-            expected.dp_shard_size);
-    compare("data-parallel replicate size (dp_replicate_size)", saved.dp_replicate_size,
-            expected.dp_replicate_size);
-    compare("ZeRO stage", saved.zero_stage, expected.zero_stage);
+    const TrainingState saved = read_state(dir);
+    const std::string why = resume_incompatibility(saved, expected);
+    if (!why.empty())
+      UL_FAIL(dir.string(), ": ", why,
+              "; resuming with a different model, world size, parallel layout or ZeRO stage is "
+              "not supported (run with the saved settings)");
     if (saved.world_size != world.size())
       UL_FAIL(dir.string(), ": expected.world_size is ", expected.world_size,
               " but the communicator has ", world.size(), " ranks");
@@ -436,14 +465,24 @@ LoadedCheckpoint load_training_checkpoint(comm::Communicator& world, const fs::p
   return loaded;
 }
 
-void rotate_checkpoints(comm::Communicator& world, const fs::path& output_dir, std::int64_t limit) {
+void rotate_checkpoints(comm::Communicator& world, const fs::path& output_dir, std::int64_t limit,
+                        const std::string& run_id) {
   run_agreed(world, [&] {
     if (world.rank() != 0) return;
+    const auto of_this_run = [&](const FoundCheckpoint& found) {
+      if (run_id.empty() || found.tmp) return true;
+      try {
+        return read_state(found.path).run_id == run_id;
+      } catch (const Error&) {
+        return false;  // no readable state: not provably ours
+      }
+    };
     const std::vector<FoundCheckpoint> found = scan_checkpoints(output_dir);
     std::int64_t newest_complete = -1;
     std::int64_t complete_seen = 0;  // counted from the newest
     std::vector<fs::path> doomed;
     for (auto it = found.rbegin(); it != found.rend(); ++it) {
+      if (!of_this_run(*it)) continue;
       if (it->complete) {
         newest_complete = std::max(newest_complete, it->step);
         ++complete_seen;

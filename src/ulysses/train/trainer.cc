@@ -13,6 +13,7 @@
 #include "ulysses/ops/elementwise.h"
 #include "ulysses/io/hf_checkpoint.h"
 #include "ulysses/model/memory_plan.h"
+#include "ulysses/train/output_dir.h"
 
 namespace ulysses::train {
 
@@ -133,6 +134,7 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     grads_ = std::make_unique<model::ParamBuffers>(model_config_, ctx_.device);
     optimizer_ = std::make_unique<AdamW>(model_config_, adamw_config(config_), ctx_.device);
   }
+  run_id_ = make_run_id(world_);  // a resume takes the saved run's id instead
   if (!config_.resume_from_checkpoint.empty()) resume(config_.resume_from_checkpoint);
   // A resumed run appends to the metrics of the run it continues.
   metrics_ = std::make_unique<MetricsWriter>(is_main() ? config_.output_dir : std::string(),
@@ -150,6 +152,7 @@ TrainingState Trainer::training_state(std::int64_t step) const {
   state.dp_replicate_size = mesh_->config().dp_replicate_size;
   state.zero_stage = config_.zero_stage;
   state.model_fingerprint = model_fingerprint(model_config_);
+  state.run_id = run_id_;
   state.extra = {{"lr_scheduler_type", config_.lr_scheduler_type},
                  {"learning_rate", config_.learning_rate},
                  {"max_steps", config_.max_steps},
@@ -176,13 +179,15 @@ void Trainer::save_checkpoint(std::int64_t step) {
   const auto dir = save_training_checkpoint(
       world_, config_.output_dir, training_state(step), tensors,
       [&](const std::filesystem::path& tmp) { io::save_hf_checkpoint(tmp, params_, dtype); });
-  rotate_checkpoints(world_, config_.output_dir, config_.save_total_limit);
+  rotate_checkpoints(world_, config_.output_dir, config_.save_total_limit, run_id_);
   if (!config_.quiet && is_main()) std::printf("saved %s\n", dir.string().c_str());
 }
 
 void Trainer::resume(const std::string& spec) {
-  const auto dir = resolve_checkpoint(world_, config_.output_dir, spec);
-  const LoadedCheckpoint loaded = load_training_checkpoint(world_, dir, training_state(0));
+  const TrainingState expected = training_state(0);
+  const auto dir = resolve_checkpoint(world_, config_.output_dir, spec, &expected);
+  const LoadedCheckpoint loaded = load_training_checkpoint(world_, dir, expected);
+  if (!loaded.state.run_id.empty()) run_id_ = loaded.state.run_id;
   if (zero_) {
     zero_->load_state_tensors(loaded.tensors);
     zero_->gather_parameters(params_);
