@@ -16,6 +16,7 @@
 
 #include "ulysses/comm/agree.h"
 #include "ulysses/core/error.h"
+#include "ulysses/core/finite.h"
 #include "ulysses/core/log.h"
 #include "ulysses/io/safetensors.h"
 
@@ -303,6 +304,10 @@ fs::path save_training_checkpoint(comm::Communicator& world, const fs::path& out
       UL_FAIL(final_dir.string(), ": state.world_size is ", state.world_size,
               " but the communicator has ", world.size(), " ranks");
     if (state.step < 0) UL_FAIL(final_dir.string(), ": negative step ", state.step);
+    for (const auto& [name, tensor] : rank_tensors)
+      check_finite(tensor, final_dir.string(), name,
+                   "the checkpoint was not written (the training diverged: lower "
+                   "--learning-rate or set --max-grad-norm; resume from an earlier checkpoint)");
     for (int r = 1; r < world.size(); ++r)
       if (hashes.data<std::int64_t>()[r] != hashes.data<std::int64_t>()[0])
         UL_FAIL(final_dir.string(), ": the training state of rank ", r,
@@ -459,7 +464,12 @@ LoadedCheckpoint load_training_checkpoint(comm::Communicator& world, const fs::p
     check_metadata("ulysses.step", saved.step);
     check_metadata("ulysses.rank", world.rank());
     check_metadata("ulysses.world_size", world.size());
-    for (const auto& name : reader.names()) loaded.tensors.emplace(name, reader.read(name));
+    for (const auto& name : reader.names()) {
+      Tensor tensor = reader.read(name);
+      check_finite(tensor, rank_path.string(), name,
+                   "the checkpoint is corrupt; resume from an earlier checkpoint");
+      loaded.tensors.emplace(name, std::move(tensor));
+    }
     loaded.state = saved;
   });
   return loaded;
