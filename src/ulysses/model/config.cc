@@ -4,6 +4,7 @@
 #include <map>
 
 #include "ulysses/core/error.h"
+#include "ulysses/core/parse_limits.h"
 
 namespace ulysses::model {
 namespace {
@@ -26,24 +27,27 @@ bool has(const json& object, const char* key) {
 // A JSON integer (not a float, not a bool) read from object[key]; `where` prefixes messages.
 std::int64_t as_int(const json& value, const std::string& where, const char* key) {
   if (!value.is_number_integer())
-    UL_FAIL(where, ": ", key, " must be an integer, got ", value.dump());
+    UL_FAIL(where, ": ", key, " must be an integer, got ", truncate_for_message(value.dump()));
   if (value.is_number_unsigned() && value.get<std::uint64_t>() > INT64_MAX)
-    UL_FAIL(where, ": ", key, " is too large (", value.dump(), ")");
+    UL_FAIL(where, ": ", key, " is too large (", truncate_for_message(value.dump()), ")");
   return value.get<std::int64_t>();
 }
 
 double as_number(const json& value, const std::string& where, const char* key) {
-  if (!value.is_number()) UL_FAIL(where, ": ", key, " must be a number, got ", value.dump());
+  if (!value.is_number())
+    UL_FAIL(where, ": ", key, " must be a number, got ", truncate_for_message(value.dump()));
   return value.get<double>();
 }
 
 bool as_bool(const json& value, const std::string& where, const char* key) {
-  if (!value.is_boolean()) UL_FAIL(where, ": ", key, " must be true or false, got ", value.dump());
+  if (!value.is_boolean())
+    UL_FAIL(where, ": ", key, " must be true or false, got ", truncate_for_message(value.dump()));
   return value.get<bool>();
 }
 
 std::string as_string(const json& value, const std::string& where, const char* key) {
-  if (!value.is_string()) UL_FAIL(where, ": ", key, " must be a string, got ", value.dump());
+  if (!value.is_string())
+    UL_FAIL(where, ": ", key, " must be a string, got ", truncate_for_message(value.dump()));
   return value.get<std::string>();
 }
 
@@ -65,7 +69,8 @@ std::int64_t optional_positive(const json& object, const std::string& where, con
 // Parses one rope description: `params` holds "rope_type" (or legacy "type") and the fields of
 // that type; `theta` comes from the caller. `where` names the object, e.g. "x.json: rope_scaling".
 ops::RopeConfig parse_rope(const json& params, double theta, const std::string& where) {
-  if (!params.is_object()) UL_FAIL(where, " must be an object or null, got ", params.dump());
+  if (!params.is_object())
+    UL_FAIL(where, " must be an object or null, got ", truncate_for_message(params.dump()));
   ops::RopeConfig rope;
   rope.theta = theta;
   if (has(params, "rope_type")) {
@@ -119,7 +124,8 @@ ops::RopeConfig parse_rope_settings(const json& object, const std::string& origi
   // Transformers 5: {"rope_type": ..., "rope_theta": ..., type-specific fields}.
   const json& params = object.at("rope_parameters");
   const std::string where = origin + ": rope_parameters";
-  if (!params.is_object()) UL_FAIL(where, " must be an object, got ", params.dump());
+  if (!params.is_object())
+    UL_FAIL(where, " must be an object, got ", truncate_for_message(params.dump()));
   for (const auto& [key, value] : params.items()) {
     if (value.is_object())
       UL_FAIL(where, ": per-layer-type rope parameters ('", key, "') are not supported");
@@ -254,11 +260,13 @@ ModelConfig parse_model_config(const json& object, const std::string& origin) {
 ModelConfig load_model_config(const std::filesystem::path& path) {
   std::ifstream in(path);
   if (!in) UL_FAIL(path.string(), ": cannot open model config (file missing or unreadable)");
+  const std::string text = read_text_file_capped(path, kMaxConfigFileBytes, path.string());
+  check_nesting_depth(text, path.string());
   json object;
   try {
-    object = json::parse(in);
+    object = json::parse(text);
   } catch (const json::exception& e) {
-    UL_FAIL(path.string(), ": not valid JSON (", e.what(), ")");
+    UL_FAIL(path.string(), ": not valid JSON (", truncate_for_message(e.what(), 300), ")");
   }
   return parse_model_config(object, path.string());
 }

@@ -18,6 +18,7 @@
 #include "ulysses/core/error.h"
 #include "ulysses/core/finite.h"
 #include "ulysses/core/log.h"
+#include "ulysses/core/parse_limits.h"
 #include "ulysses/io/safetensors.h"
 
 namespace ulysses::train {
@@ -100,15 +101,6 @@ void write_file_synced(const fs::path& path, const std::string& content) {
   if (::close(fd) != 0) UL_FAIL(path.string(), ": close failed: ", os_error());
 }
 
-std::string read_text_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) UL_FAIL(path.string(), ": cannot open file: ", os_error());
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) UL_FAIL(path.string(), ": read failed");
-  return text.str();
-}
-
 // Removes `path` recursively; Error naming it on failure.
 void remove_folder(const fs::path& path) {
   std::error_code ec;
@@ -185,7 +177,8 @@ std::int64_t int_field(const json& object, const char* key, const std::string& o
   const json& value = field(object, key, origin);
   if (!value.is_number_integer() ||
       (value.is_number_unsigned() && value.get<std::uint64_t>() > INT64_MAX))
-    UL_FAIL(origin, ": field \"", key, "\" must be an integer, got ", value.dump());
+    UL_FAIL(origin, ": field \"", key, "\" must be an integer, got ",
+            truncate_for_message(value.dump()));
   return value.get<std::int64_t>();
 }
 
@@ -194,11 +187,14 @@ std::int64_t int_field(const json& object, const char* key, const std::string& o
 // The trainer_state.json of checkpoint folder `dir` (Error naming the file when unreadable).
 static TrainingState read_state(const fs::path& dir) {
   const fs::path state_path = dir / kTrainerStateName;
+  const std::string text =
+      read_text_file_capped(state_path, kMaxConfigFileBytes, state_path.string());
+  check_nesting_depth(text, state_path.string());
   json state_json;
   try {
-    state_json = json::parse(read_text_file(state_path));
+    state_json = json::parse(text);
   } catch (const json::exception& e) {
-    UL_FAIL(state_path.string(), ": invalid JSON: ", e.what());
+    UL_FAIL(state_path.string(), ": invalid JSON: ", truncate_for_message(e.what(), 300));
   }
   return training_state_from_json(state_json, state_path.string());
 }
@@ -244,7 +240,8 @@ TrainingState training_state_from_json(const json& state_json, const std::string
   if (!state_json.is_object()) UL_FAIL(origin, ": expected a JSON object");
   const json& format = field(state_json, "format", origin);
   if (format != kStateFormat)
-    UL_FAIL(origin, ": \"format\" is ", format.dump(), ", expected \"", kStateFormat, "\"");
+    UL_FAIL(origin, ": \"format\" is ", truncate_for_message(format.dump()), ", expected \"",
+            kStateFormat, "\"");
   const std::int64_t version = int_field(state_json, "version", origin);
   if (version != kStateVersion)
     UL_FAIL(origin, ": version ", version, " is not supported (this build reads version ",
@@ -254,7 +251,8 @@ TrainingState training_state_from_json(const json& state_json, const std::string
   state.data_position = int_field(state_json, "data_position", origin);
   const json& seed = field(state_json, "seed", origin);
   if (!seed.is_number_unsigned())
-    UL_FAIL(origin, ": field \"seed\" must be a non-negative integer, got ", seed.dump());
+    UL_FAIL(origin, ": field \"seed\" must be a non-negative integer, got ",
+            truncate_for_message(seed.dump()));
   state.seed = seed.get<std::uint64_t>();
   state.world_size = int_field(state_json, "world_size", origin);
   state.sp_size = int_field(state_json, "sp_size", origin);
@@ -263,7 +261,8 @@ TrainingState training_state_from_json(const json& state_json, const std::string
   state.zero_stage = int_field(state_json, "zero_stage", origin);
   const json& fingerprint = field(state_json, "model_fingerprint", origin);
   if (!fingerprint.is_string())
-    UL_FAIL(origin, ": field \"model_fingerprint\" must be a string, got ", fingerprint.dump());
+    UL_FAIL(origin, ": field \"model_fingerprint\" must be a string, got ",
+            truncate_for_message(fingerprint.dump()));
   state.model_fingerprint = fingerprint.get<std::string>();
   if (state_json.contains("run_id")) {
     const json& run_id = state_json.at("run_id");
@@ -272,8 +271,34 @@ TrainingState training_state_from_json(const json& state_json, const std::string
     state.run_id = run_id.get<std::string>();
   }
   state.extra = state_json.value("extra", json());
-  if (state.step < 0 || state.world_size < 1)
-    UL_FAIL(origin, ": invalid step ", state.step, " or world_size ", state.world_size);
+  // Every field within its range: a corrupt or hand-edited file is refused here, never acted on.
+  const auto in_range = [&](const char* key, std::int64_t value, std::int64_t low,
+                            std::int64_t high) {
+    if (value < low || value > high)
+      UL_FAIL(origin, ": field \"", key, "\" is ", value, ", outside [", low, ", ", high,
+              "] (the file is corrupt)");
+  };
+  constexpr std::int64_t kMaxRanks = std::int64_t{1} << 24;
+  in_range("step", state.step, 0, INT64_MAX - 1);
+  in_range("data_position", state.data_position, 0, INT64_MAX - 1);
+  in_range("world_size", state.world_size, 1, kMaxRanks);
+  in_range("sp_size", state.sp_size, 1, state.world_size);
+  in_range("dp_shard_size", state.dp_shard_size, 1, state.world_size);
+  in_range("dp_replicate_size", state.dp_replicate_size, 1, state.world_size);
+  in_range("zero_stage", state.zero_stage, 0, 3);
+  if (state.sp_size * state.dp_shard_size * state.dp_replicate_size != state.world_size)
+    UL_FAIL(origin, ": sp_size x dp_shard_size x dp_replicate_size (", state.sp_size, " x ",
+            state.dp_shard_size, " x ", state.dp_replicate_size, ") is not world_size ",
+            state.world_size, " (the file is corrupt)");
+  if (!state.extra.is_null() && !state.extra.is_object())
+    UL_FAIL(origin, ": field \"extra\" must be an object or null");
+  if (state.extra.is_object() && state.extra.contains("updates")) {
+    const json& updates = state.extra.at("updates");
+    if (!updates.is_number_integer() || updates.get<std::int64_t>() < 0 ||
+        updates.get<std::int64_t>() > state.step)
+      UL_FAIL(origin, ": field \"extra.updates\" must be an integer in [0, step ", state.step,
+              "], got ", truncate_for_message(updates.dump()));
+  }
   return state;
 }
 
