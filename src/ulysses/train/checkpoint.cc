@@ -411,6 +411,34 @@ std::string resume_incompatibility(const TrainingState& saved, const TrainingSta
   return "";
 }
 
+std::string check_resume_settings(const TrainingState& saved, const TrainingState& current,
+                                  bool allow_data_order_change, const std::string& origin) {
+  std::vector<std::string> changed;
+  bool data_order_changed = false;
+  const auto note = [&](const std::string& key, const json& was, const json& now) {
+    if (was == now) return;
+    const bool data_order =
+        key == "seed" || std::find(std::begin(kDataOrderSettings), std::end(kDataOrderSettings),
+                                   key) != std::end(kDataOrderSettings);
+    data_order_changed = data_order_changed || data_order;
+    changed.push_back(key + ": " + truncate_for_message(was.dump()) + " -> " +
+                      truncate_for_message(now.dump()) + (data_order ? " (data order)" : ""));
+  };
+  note("seed", saved.seed, current.seed);
+  if (saved.extra.is_object() && current.extra.is_object())
+    for (const auto& [key, now] : current.extra.items())
+      if (key != "updates" && saved.extra.contains(key)) note(key, saved.extra.at(key), now);
+  if (changed.empty()) return "";
+  std::string list;
+  for (const auto& item : changed) list += (list.empty() ? "" : ", ") + item;
+  if (data_order_changed && !allow_data_order_change)
+    UL_FAIL(origin, ": resuming with changed settings: ", list,
+            ". The data-order settings would not continue the saved run's data stream (the "
+            "resume would not be exact): run with the saved values, or pass "
+            "--ignore-data-order-change to continue anyway");
+  return origin + ": resuming with changed settings: " + list;
+}
+
 fs::path resolve_checkpoint(comm::Communicator& world, const fs::path& output_dir,
                             const std::string& spec, const TrainingState* expected) {
   std::string resolved;

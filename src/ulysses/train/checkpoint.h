@@ -138,6 +138,26 @@ LoadedCheckpoint load_training_checkpoint(comm::Communicator& world,
                                           const std::filesystem::path& dir,
                                           const TrainingState& expected);
 
+// Settings recorded in TrainingState::extra that decide the order and content of the data: a
+// resume that changes one of them (or the seed) does not continue the saved run's data stream.
+inline constexpr const char* kDataOrderSettings[] = {"data",
+                                                     "max_seq_length",
+                                                     "packing",
+                                                     "per_device_train_batch_size",
+                                                     "gradient_accumulation_steps",
+                                                     "copy_min_length",
+                                                     "copy_max_length"};
+
+// Compares the settings a run resumes with (current: seed and extra) to those the checkpoint
+// was saved with (saved), key by key ("updates" excepted; keys absent on either side are not
+// compared: checkpoints of older builds record fewer). When the seed or a data-order setting
+// (kDataOrderSettings) changed and !allow_data_order_change: Error naming `origin`, listing
+// every changed setting ("name: saved -> current") and the flag that allows it. Otherwise
+// returns a warning listing the changed settings ("" when none changed). Pure function: every
+// rank gets the same result.
+std::string check_resume_settings(const TrainingState& saved, const TrainingState& current,
+                                  bool allow_data_order_change, const std::string& origin);
+
 // Collective (rank 0 changes the file system; every rank waits and agrees on errors).
 // Works on the checkpoints of run `run_id` only: checkpoint-<N> folders whose trainer_state.json
 // names another run (or none, or cannot be read) are never touched nor counted. An empty run_id

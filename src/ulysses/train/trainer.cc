@@ -153,9 +153,25 @@ TrainingState Trainer::training_state(std::int64_t step) const {
   state.zero_stage = config_.zero_stage;
   state.model_fingerprint = model_fingerprint(model_config_);
   state.run_id = run_id_;
+  // The settings a resume compares (check_resume_settings): those of kDataOrderSettings decide
+  // the data stream, the others only how it is trained on.
   state.extra = {{"lr_scheduler_type", config_.lr_scheduler_type},
                  {"learning_rate", config_.learning_rate},
                  {"max_steps", config_.max_steps},
+                 {"warmup_steps", config_.warmup_steps},
+                 {"weight_decay", config_.weight_decay},
+                 {"adam_beta1", config_.adam_beta1},
+                 {"adam_beta2", config_.adam_beta2},
+                 {"adam_epsilon", config_.adam_epsilon},
+                 {"max_grad_norm", config_.max_grad_norm},
+                 {"grad_reduce_dtype", config_.grad_reduce_dtype},
+                 {"data", config_.data},
+                 {"max_seq_length", config_.max_seq_length},
+                 {"packing", config_.packing},
+                 {"per_device_train_batch_size", config_.per_device_train_batch_size},
+                 {"gradient_accumulation_steps", config_.gradient_accumulation_steps},
+                 {"copy_min_length", config_.copy_min_length},
+                 {"copy_max_length", config_.copy_max_length},
                  {"updates", updates_}};
   return state;
 }
@@ -188,6 +204,9 @@ void Trainer::resume(const std::string& spec) {
   const auto dir = resolve_checkpoint(world_, config_.output_dir, spec, &expected);
   const LoadedCheckpoint loaded = load_training_checkpoint(world_, dir, expected);
   if (!loaded.state.run_id.empty()) run_id_ = loaded.state.run_id;
+  const std::string changed = check_resume_settings(loaded.state, expected,
+                                                    config_.ignore_data_order_change, dir.string());
+  if (!changed.empty() && is_main()) log_warn(changed);
   if (zero_) {
     zero_->load_state_tensors(loaded.tensors);
     zero_->gather_parameters(params_);
