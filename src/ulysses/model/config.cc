@@ -1,5 +1,6 @@
 #include "ulysses/model/config.h"
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 
@@ -82,6 +83,24 @@ ops::RopeConfig parse_rope(const json& params, double theta, const std::string& 
     if (!has(params, key)) UL_FAIL(where, ": rope type '", rope.type, "' needs key '", key, "'");
     return as_number(params.at(key), where, key);
   };
+  // Every key must be one this rope type reads: a misspelled one ("factr") would otherwise fall
+  // back to a default without a word.
+  static const std::map<std::string, std::vector<std::string>> kKeys = {
+      {"default", {}},
+      {"linear", {"factor"}},
+      {"llama3",
+       {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}}};
+  if (const auto known = kKeys.find(rope.type); known != kKeys.end()) {
+    for (const auto& [key, value] : params.items()) {
+      if (key == "rope_type" || key == "type" || key == "rope_theta") continue;
+      if (std::find(known->second.begin(), known->second.end(), key) != known->second.end())
+        continue;
+      std::string list = "rope_type";
+      for (const auto& name : known->second) list += ", " + name;
+      UL_FAIL(where, ": unknown key '", truncate_for_message(key), "' for rope type '", rope.type,
+              "' (it reads: ", list, "); fix or remove the key");
+    }
+  }
   if (rope.type == "default") return rope;
   if (rope.type == "linear") {
     rope.factor = field("factor");
@@ -205,7 +224,9 @@ ModelConfig parse_model_config(const json& object, const std::string& origin) {
   c.max_position_embeddings = optional_positive(object, origin, "max_position_embeddings", 2048);
   if (has(object, "rms_norm_eps")) {
     c.rms_norm_eps = as_number(object.at("rms_norm_eps"), origin, "rms_norm_eps");
-    if (!(c.rms_norm_eps >= 0)) UL_FAIL(origin, ": rms_norm_eps must be >= 0");
+    if (!(c.rms_norm_eps > 0 && c.rms_norm_eps < 1))
+      UL_FAIL(origin, ": rms_norm_eps must be in (0, 1) (typically 1e-6 or 1e-5), got ",
+              c.rms_norm_eps);
   }
 
   if (has(object, "hidden_act")) {

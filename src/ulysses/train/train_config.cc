@@ -81,4 +81,22 @@ void validate(const TrainConfig& c) {
       {static_cast<int>(c.zero_stage), c.offload_optimizer, c.offload_params});
 }
 
+void validate(const TrainConfig& c, int world_size) {
+  positive(c.sp_size, "--sp-size");
+  positive(c.dp_replicate_size, "--dp-replicate-size");
+  if (c.dp_shard_size < 0) UL_FAIL("--dp-shard-size must be >= 1 (or 0 for automatic)");
+  const std::int64_t groups = c.sp_size * c.dp_replicate_size;
+  if (c.dp_shard_size == 0 && world_size % groups != 0)
+    UL_FAIL("world size ", world_size, " is not divisible by --sp-size ", c.sp_size,
+            " x --dp-replicate-size ", c.dp_replicate_size, "; launch a multiple of ", groups,
+            " ranks or change the sizes");
+  if (c.dp_shard_size > 0 && groups * c.dp_shard_size != world_size)
+    UL_FAIL("--dp-replicate-size ", c.dp_replicate_size, " x --dp-shard-size ", c.dp_shard_size,
+            " x --sp-size ", c.sp_size, " = ", groups * c.dp_shard_size, " but the job has ",
+            world_size,
+            " ranks; make the product equal the number of ranks (or leave "
+            "--dp-shard-size unset to derive it)");
+  validate(c);
+}
+
 }  // namespace ulysses::train

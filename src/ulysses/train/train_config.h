@@ -69,4 +69,10 @@ struct TrainConfig {
 // for the layout checks).
 void validate(const TrainConfig& config);
 
+// validate(config) preceded by the layout checks that need only the world size (sp_size x
+// dp_replicate_size divides it, or the product with an explicit dp_shard_size equals it), so a
+// bad layout is reported before the lengths that depend on it (e.g. --max-seq-length being a
+// multiple of --sp-size).
+void validate(const TrainConfig& config, int world_size);
+
 }  // namespace ulysses::train

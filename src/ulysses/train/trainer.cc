@@ -59,7 +59,7 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
                  std::unique_ptr<comm::Communicator> owned)
     : own_world_(std::move(owned)),
       world_(world ? *world : *own_world_),
-      config_((validate(config), config)),
+      config_((validate(config, world_.size()), config)),
       model_config_(model::resolve_model_config(config.model)),
       ctx_(make_agreed_context(config.device, world_)),
       // With ZeRO the device state lives in the ZeroState; params_ is the host copy it is
