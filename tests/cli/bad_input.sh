@@ -58,4 +58,9 @@ expect_fail "diverging run is not saved" "holds a non-finite value" \
 [ ! -e "$WORK/diverged/checkpoint-2" ] && [ ! -e "$WORK/diverged/model.safetensors" ] \
   && echo "ok: nothing non-finite written" \
   || { echo "FAIL: a diverged run wrote: $(ls "$WORK/diverged")"; failures=$((failures + 1)); }
+# A sequence longer than the model's max_position_embeddings (256) is a warning naming the key.
+out=$($ULYSSES train --quiet --max-steps 1 --max-seq-length 512 --per-device-train-batch-size 1 \
+  --model "$DATA/golden/llama" --output-dir "$WORK/long" 2>&1)
+grep -q "exceeds max_position_embeddings 256" <<<"$out" && echo "ok: max_position_embeddings warning" \
+  || { echo "FAIL: no max_position_embeddings warning: $out"; failures=$((failures + 1)); }
 finish

@@ -79,6 +79,10 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
             model_config_.sliding_window, ") and --max-seq-length ", config_.max_seq_length,
             " exceeds it; sliding windows are not supported: use --max-seq-length <= ",
             model_config_.sliding_window);
+  if (config_.max_seq_length > model_config_.max_position_embeddings && world_.rank() == 0)
+    log_warn("--max-seq-length ", config_.max_seq_length, " exceeds max_position_embeddings ",
+             model_config_.max_position_embeddings, " of --model ", config_.model,
+             ": positions beyond it were never trained (check the rope scaling)");
   const parallel::ParallelConfig layout = parallel::resolve_parallel_config(
       {config_.sp_size, config_.dp_shard_size, config_.dp_replicate_size}, world_.size(),
       model_config_);
