@@ -18,6 +18,7 @@
 #include "ulysses/parallel/memory_plan.h"
 #include "ulysses/parallel/zero.h"
 #include "ulysses/train/config_file.h"
+#include "ulysses/train/output_dir.h"
 #include "ulysses/train/trainer.h"
 
 namespace {
@@ -162,6 +163,14 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
                  "Keep only the newest N checkpoint-<step> folders (0: all)")->capture_default_str();
   cmd.add_option("--resume-from-checkpoint", c.resume_from_checkpoint,
                  "Continue from a checkpoint folder, or 'latest' in --output-dir");
+  cmd.add_flag("--overwrite-output-dir", c.overwrite_output_dir,
+               "Start a new run in an --output-dir holding an earlier run's checkpoints or model "
+               "(nothing is deleted)");
+  cmd.add_flag("--ignore-data-order-change", c.ignore_data_order_change,
+               "Resume even when seed, data, batch, sequence length or packing changed");
+  cmd.add_option("--max-skipped-steps", c.max_skipped_steps,
+                 "Stop after this many consecutive non-finite (skipped) steps")
+      ->capture_default_str();
   cmd.add_option("--save-dtype", c.save_dtype, "float32 or bfloat16")->capture_default_str();
   cmd.add_option("--grad-reduce-dtype", c.grad_reduce_dtype,
                  "Gradient all-reduce between ranks: float32 or bfloat16 (opt-in; ZeRO 0)")
@@ -286,6 +295,10 @@ int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Line-buffered output even into a pipe or file: the plan and every progress line reach a
+  // batch job's log when printed, not when a buffer fills.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  std::setvbuf(stderr, nullptr, _IOLBF, 0);
   CLI::App app{"ulysses: long-context training of Llama/Qwen-family models"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("ulysses ") + ULYSSES_VERSION);
@@ -394,9 +407,13 @@ bool any_rank_failed(ulysses::comm::Communicator& world, const std::string& erro
   world.all_reduce(flag, ulysses::comm::ReduceOp::max);
   const int lowest_failing = world.size() - flag.data<std::int32_t>()[0];
   if (flag.data<std::int32_t>()[0] == 0) return false;
+  // Errors agreed on by collectives (comm::agree) already end with the failing rank.
+  const std::string suffix = " (rank " + std::to_string(world.rank()) + ")";
+  const bool has_suffix = error.size() >= suffix.size() &&
+                          error.compare(error.size() - suffix.size(), suffix.size(), suffix) == 0;
   if (world.rank() == lowest_failing)
     std::fprintf(stderr, "error: %s%s\n", error.c_str(),
-                 world.size() > 1 ? (" (rank " + std::to_string(world.rank()) + ")").c_str() : "");
+                 world.size() > 1 && !has_suffix ? suffix.c_str() : "");
   return true;
 }
 
@@ -409,9 +426,15 @@ int run_train(const TrainConfig& config) {
     return 1;
   }
   // Setup: every rank validates the same inputs; failures are agreed on, so all ranks stop.
+  // The output dir is claimed (locked on rank 0) for the whole run, before anything is read.
+  std::unique_ptr<ulysses::train::OutputDirLock> output_lock;
   std::unique_ptr<ulysses::train::Trainer> trainer;
   std::string error;
   try {
+    if (!config.output_dir.empty())
+      output_lock = ulysses::train::claim_output_dir(
+          *world, config.output_dir,
+          {!config.resume_from_checkpoint.empty(), config.overwrite_output_dir});
     trainer = std::make_unique<ulysses::train::Trainer>(config, *world);
   } catch (const std::exception& e) {
     error = e.what();

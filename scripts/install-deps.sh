@@ -15,6 +15,7 @@ packages=(
   libgtest-dev libgmock-dev
   libbenchmark-dev
   libopenmpi-dev openmpi-bin   # MPI communicator (CPU backend, NCCL bootstrap)
+  clang                    # make fuzz / make sanitize: libFuzzer, ASan + UBSan
 )
 
 missing=()

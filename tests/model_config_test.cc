@@ -208,6 +208,14 @@ TEST(ModelConfig, RefusesMissingOrBadSizes) {
   expect_refused(qwen3_with(R"({"hidden_size": 66})"), {"hidden_size", "head_dim"});
   expect_refused(qwen3_with(R"({"max_position_embeddings": "long"})"), {"max_position_embeddings"});
   expect_refused(qwen3_with(R"({"rms_norm_eps": "small"})"), {"rms_norm_eps"});
+  expect_refused(qwen3_with(R"({"rms_norm_eps": 2147483648})"), {"rms_norm_eps", "(0, 1)"});
+  expect_refused(qwen3_with(R"({"rms_norm_eps": 0})"), {"rms_norm_eps", "(0, 1)"});
+  // A misspelled rope key is reported instead of silently falling back to a default.
+  expect_refused(qwen3_with(R"({"rope_parameters": {"rope_type": "linear", "factr": 2.0,
+                                                     "factor": 2.0, "rope_theta": 1e6}})"),
+                 {"rope_parameters", "unknown key 'factr'", "linear"});
+  expect_refused(qwen3_with(R"({"rope_scaling": {"rope_type": "default", "factor": 2.0}})"),
+                 {"rope_scaling", "unknown key 'factor'"});
   expect_refused(qwen3_with(R"({"rope_theta": "big"})"), {"rope_theta"});
   expect_refused(qwen3_with(R"({"tie_word_embeddings": 1})"), {"tie_word_embeddings"});
   expect_refused(qwen3_with(R"({"attention_bias": "no"})"), {"attention_bias"});

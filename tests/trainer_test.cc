@@ -1,5 +1,7 @@
 // Trainer-level properties: gradient checkpointing and accumulation do not change training,
 // runs are deterministic, and metrics/checkpoints are written.
+#include "ulysses/train/trainer.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -98,7 +100,8 @@ TEST(Trainer, WritesMetricsAndCheckpoints) {
   int lines = 0;
   for (std::string line; std::getline(metrics, line);) ++lines;
   EXPECT_EQ(lines, 3);
-  EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(c.output_dir) / "checkpoint-2" / "model.safetensors"));
+  EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(c.output_dir) / "checkpoint-2" /
+                                      "model.safetensors"));
   EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(c.output_dir) / "config.json"));
   std::filesystem::remove_all(c.output_dir);
 }
@@ -252,6 +255,47 @@ TEST(Trainer, EveryZeroStageAndOffloadTrainsOnAWorldOfOne) {
         EXPECT_EQ(history[i].loss, got[i]) << what << " (MPI world of one), step " << i + 1;
     }
   }
+}
+
+TEST(Trainer, ResumeRefusesADataOrderChangeAndWarnsAboutOthers) {
+  TrainConfig c = small_config();
+  c.output_dir = (std::filesystem::temp_directory_path() / "ulysses_resume_changed").string();
+  std::filesystem::remove_all(c.output_dir);
+  {
+    Trainer t(c);
+    t.train_step(1);
+    t.save_checkpoint(1);
+  }
+  TrainConfig other_seed = c;
+  other_seed.seed = c.seed + 1;
+  other_seed.resume_from_checkpoint = "latest";
+  const auto refused = [](const TrainConfig& config) {
+    try {
+      Trainer t(config);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  std::string message = refused(other_seed);
+  EXPECT_NE(message.find("seed: 42 -> 43 (data order)"), std::string::npos) << message;
+  EXPECT_NE(message.find("--ignore-data-order-change"), std::string::npos) << message;
+  TrainConfig longer = c;
+  longer.max_seq_length = c.max_seq_length * 2;
+  longer.resume_from_checkpoint = "latest";
+  message = refused(longer);
+  EXPECT_NE(message.find("max_seq_length"), std::string::npos) << message;
+  // Allowed when asked; another learning rate is only a warning.
+  other_seed.ignore_data_order_change = true;
+  EXPECT_EQ(refused(other_seed), "");
+  TrainConfig other_lr = c;
+  other_lr.learning_rate = c.learning_rate * 2;
+  other_lr.resume_from_checkpoint = "latest";
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(refused(other_lr), "");
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("learning_rate"), std::string::npos) << log;
+  std::filesystem::remove_all(c.output_dir);
 }
 
 }  // namespace

@@ -45,4 +45,22 @@ echo '{"input_ids": [5, 500, 7]}' > "$WORK/big_ids.jsonl"
 expect_fail "token id >= vocab_size" "token id 500 is outside the vocabulary (vocab_size 128)" \
   $T --data "$WORK/big_ids.jsonl"
 expect_fail "unknown data source" "docs/formats.md" $T --data "$WORK/nothing-here"
+expect_fail "infinite learning rate" "--learning-rate must be a finite number" $T --learning-rate inf
+expect_fail "NaN learning rate" "--learning-rate must be a finite number" $T --learning-rate nan
+expect_fail "infinite max grad norm" "--max-grad-norm must be a finite number" $T --max-grad-norm inf
+expect_fail "infinite adam epsilon" "--adam-epsilon must be a finite number" $T --adam-epsilon inf
+expect_fail "non-positive max skipped steps" "--max-skipped-steps" $T --max-skipped-steps 0
+# A diverging run (lr 1e30, no clipping) never writes a non-finite checkpoint or model.
+expect_fail "diverging run is not saved" "holds a non-finite value" \
+  $ULYSSES train --quiet --max-steps 4 --save-steps 2 --learning-rate 1e30 --max-grad-norm 0 \
+  --copy-min-length 8 --copy-max-length 8 --max-seq-length 32 --per-device-train-batch-size 1 \
+  --output-dir "$WORK/diverged"
+[ ! -e "$WORK/diverged/checkpoint-2" ] && [ ! -e "$WORK/diverged/model.safetensors" ] \
+  && echo "ok: nothing non-finite written" \
+  || { echo "FAIL: a diverged run wrote: $(ls "$WORK/diverged")"; failures=$((failures + 1)); }
+# A sequence longer than the model's max_position_embeddings (256) is a warning naming the key.
+out=$($ULYSSES train --quiet --max-steps 1 --max-seq-length 512 --per-device-train-batch-size 1 \
+  --model "$DATA/golden/llama" --output-dir "$WORK/long" 2>&1)
+grep -q "exceeds max_position_embeddings 256" <<<"$out" && echo "ok: max_position_embeddings warning" \
+  || { echo "FAIL: no max_position_embeddings warning: $out"; failures=$((failures + 1)); }
 finish

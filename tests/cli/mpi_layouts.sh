@@ -21,6 +21,16 @@ expect_fail "max-seq-length not a multiple of sp" "use --max-seq-length 64" \
 out=$($MPIRUN -np 2 $T --sp-size 2 --max-seq-length 63 2>&1)
 n=$(grep -c "error:" <<<"$out")
 [ "$n" -eq 1 ] && echo "ok: message printed once" || { echo "FAIL: printed $n times"; failures=$((failures + 1)); }
+# The layout is checked before the lengths that depend on it, and the rank is named once.
+out=$($MPIRUN -np 4 $T --sp-size 3 --max-seq-length 64 2>&1)
+grep -q "world size 4 is not divisible by --sp-size 3" <<<"$out" && ! grep -q -- "--max-seq-length" <<<"$out" \
+  && echo "ok: layout checked before lengths" \
+  || { echo "FAIL: sp 3 on 4 ranks: $out"; failures=$((failures + 1)); }
+# (an error agreed on by a collective, here the output-dir claim of a used folder)
+out=$(mkdir -p "$WORK/used/checkpoint-1" && $MPIRUN -np 2 $T --output-dir "$WORK/used" 2>&1)
+[ "$(grep -o "(rank 0)" <<<"$out" | wc -l)" -eq 1 ] && grep -q -- "--overwrite-output-dir" <<<"$out" \
+  && echo "ok: no doubled rank suffix" \
+  || { echo "FAIL: doubled suffix: $out"; failures=$((failures + 1)); }
 # --device cuda with more ranks than visible GPUs (none here, or one when CUDA_VISIBLE_DEVICES=0
 # on a GPU machine): every rank stops with a message naming --device cuda, nobody hangs.
 expect_fail "cuda with more ranks than GPUs" "--device cuda" \

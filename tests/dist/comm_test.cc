@@ -3,12 +3,15 @@
 // what it must receive.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dist_util.h"
@@ -435,6 +438,26 @@ TEST(MpiComm, AllToAllVCountsDisagreeingBetweenRanksThrowEverywhere) {
   Tensor check = Tensor::from_ints({r}, {1});
   w.all_reduce(check, ReduceOp::max);
   EXPECT_EQ(check.data<std::int32_t>()[0], n - 1);
+}
+
+// A collective that one rank never joins stops the whole job after the collective timeout
+// (ULYSSES_NCCL_TIMEOUT_S, shared with the NCCL backend), naming the collective. It ends the job,
+// so it runs only when asked (ctest registers it as dist.mpi_timeout.np2):
+//   ULYSSES_TEST_MPI_HANG=1 ULYSSES_NCCL_TIMEOUT_S=2 mpirun -np 2 dist_comm_test
+//     --gtest_filter=MpiWatchdog.*
+// expected: exit status != 0 within seconds, stderr "all_reduce did not complete within 2 s".
+TEST(MpiWatchdog, MissingRankStopsTheJobAfterTheTimeout) {
+  if (std::getenv("ULYSSES_TEST_MPI_HANG") == nullptr)
+    GTEST_SKIP() << "set ULYSSES_TEST_MPI_HANG=1 to run (it stops the job on purpose)";
+  Communicator& c = world();
+  if (c.size() < 2) GTEST_SKIP() << "needs 2 ranks";
+  if (c.rank() == 0) {
+    Tensor data = Tensor::from_floats(std::vector<float>(16, 1.0f), {16});
+    c.all_reduce(data, ReduceOp::sum);  // rank 1 never joins
+  }
+  std::this_thread::sleep_for(
+      std::chrono::seconds(static_cast<int>(comm::collective_timeout_seconds()) + 60));
+  FAIL() << "the watchdog should have stopped the job";
 }
 
 }  // namespace

@@ -92,6 +92,12 @@ std::unique_ptr<Communicator> make_mpi_world();
 // no MPI call).
 bool launched_with_several_ranks();
 
+// Seconds a collective may take before the job is stopped (MPI backend: the host polls its
+// non-blocking MPI calls; NCCL backend: its watchdog). One process-level setting for both
+// backends: ULYSSES_NCCL_TIMEOUT_S when set (a positive number of seconds), else 600. Error
+// naming the variable when malformed.
+double collective_timeout_seconds();
+
 // Stops every rank of the job now (MPI_Abort when MPI is running, exit otherwise). Used after
 // an error that happened on some ranks only, where waiting for the others could hang.
 [[noreturn]] void abort_job(int exit_code);

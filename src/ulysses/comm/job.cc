@@ -5,6 +5,7 @@
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -12,6 +13,7 @@
 
 #include "ulysses/comm/communicator.h"
 #include "ulysses/comm/nccl_communicator.h"
+#include "ulysses/core/error.h"
 
 namespace ulysses::comm {
 
@@ -25,6 +27,17 @@ bool launched_with_several_ranks() {
     if (end != value && ranks > 1) return true;
   }
   return false;
+}
+
+double collective_timeout_seconds() {
+  const char* value = std::getenv("ULYSSES_NCCL_TIMEOUT_S");
+  if (value == nullptr || *value == '\0') return 600.0;
+  char* end = nullptr;
+  const double seconds = std::strtod(value, &end);
+  if (end == value || *end != '\0' || !(seconds > 0) || !std::isfinite(seconds))
+    UL_FAIL("ULYSSES_NCCL_TIMEOUT_S='", value,
+            "' must be a positive number of seconds (the timeout of every collective)");
+  return seconds;
 }
 
 void abort_job(int exit_code) {
@@ -45,7 +58,7 @@ void abort_job(int exit_code) {
 std::unique_ptr<Communicator> make_nccl_world(Communicator&, const Context&) {
   UL_FAIL("make_nccl_world: this build has no CUDA/NCCL support; configure with -DULYSSES_CUDA=on");
 }
-double nccl_timeout_seconds() { return 600.0; }
+double nccl_timeout_seconds() { return collective_timeout_seconds(); }
 void set_wait_timing(bool) {}
 std::map<std::string, double> take_wait_seconds() { return {}; }
 #endif

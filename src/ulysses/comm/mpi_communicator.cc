@@ -11,17 +11,27 @@
 //   the elements, and the results are gathered, so every rank gets bit-identical values that do
 //   not depend on timing or on MPI's choice of algorithm. bf16 accumulates in f32 and rounds once.
 //   Integer reductions use MPI_Allreduce / MPI_Reduce_scatter_block (exact in any order).
+// - Watchdog: every collective and point-to-point call is made non-blocking (MPI_I*) and the
+//   calling thread polls it (MPI_Test; after the first millisecond with 50 us pauses, which
+//   also lets oversubscribed ranks share cores). When it does not complete within
+//   collective_timeout_seconds() (read once per world), the rank prints "<collective> did not
+//   complete within <t> s ..." with its rank to stderr and stops every rank (abort_job, i.e.
+//   MPI_Abort): a rank that stopped or went elsewhere never leaves the others spinning.
+//   MPI_Comm_split (group creation, at setup) stays blocking.
 // The C API only: without this, Open MPI's mpi.h also pulls in its deprecated C++ bindings,
 // which need libmpi_cxx at link time.
 #define OMPI_SKIP_MPICXX 1
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 
+#include <chrono>
 #include <climits>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <numeric>
+#include <thread>
 
 #include "ulysses/comm/comm_checks.h"
 #include "ulysses/comm/communicator.h"
@@ -35,6 +45,28 @@ void check_mpi(int result, const char* collective) {
   int length = 0;
   MPI_Error_string(result, text, &length);
   UL_FAIL(collective, ": MPI call failed: ", std::string(text, static_cast<std::size_t>(length)));
+}
+
+// Polls `request` until it completes; stops the job after timeout_s (see the file comment).
+void wait_or_abort(MPI_Request& request, MPI_Status* status, const char* collective,
+                   double timeout_s, int rank, int size) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  int done = 0;
+  for (;;) {
+    check_mpi(MPI_Test(&request, &done, status), collective);
+    if (done) return;
+    const double waited = std::chrono::duration<double>(Clock::now() - start).count();
+    if (waited > timeout_s) {
+      std::fprintf(stderr,
+                   "error (rank %d of %d): %s did not complete within %g s "
+                   "(ULYSSES_NCCL_TIMEOUT_S): another rank may have stopped or be waiting in a "
+                   "different collective; stopping the job\n",
+                   rank, size, collective, timeout_s);
+      abort_job(1);
+    }
+    if (waited > 1e-3) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
 }
 
 bool mpi_active() {
@@ -128,7 +160,7 @@ MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::sum ? MPI_SUM : MPI_MAX; }
 class MpiCommunicator final : public Communicator {
  public:
   // Takes ownership of comm (freed on destruction).
-  explicit MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+  explicit MpiCommunicator(MPI_Comm comm, double timeout_s) : comm_(comm), timeout_s_(timeout_s) {
     check_mpi(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "communicator");
     check_mpi(MPI_Comm_rank(comm_, &rank_), "communicator");
     check_mpi(MPI_Comm_size(comm_, &size_), "communicator");
@@ -166,7 +198,9 @@ class MpiCommunicator final : public Communicator {
     check_cpu("all_to_all", recv, "recv");
     const int chunk = mpi_count(send.numel() / size_, "all_to_all");
     const MPI_Datatype type = mpi_type(send.dtype());
-    check_mpi(MPI_Alltoall(send.raw(), chunk, type, recv.raw(), chunk, type, comm_), "all_to_all");
+    run("all_to_all", [&](MPI_Request* request) {
+      return MPI_Ialltoall(send.raw(), chunk, type, recv.raw(), chunk, type, comm_, request);
+    });
   }
 
   void all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts, Tensor recv,
@@ -181,9 +215,10 @@ class MpiCommunicator final : public Communicator {
     std::vector<int> send_offsets = mpi_counts(detail::prefix_offsets(send_counts), "all_to_all_v");
     std::vector<int> recv_offsets = mpi_counts(detail::prefix_offsets(recv_counts), "all_to_all_v");
     const MPI_Datatype type = mpi_type(send.dtype());
-    check_mpi(MPI_Alltoallv(send.raw(), send_sizes.data(), send_offsets.data(), type, recv.raw(),
-                            recv_sizes.data(), recv_offsets.data(), type, comm_),
-              "all_to_all_v");
+    run("all_to_all_v", [&](MPI_Request* request) {
+      return MPI_Ialltoallv(send.raw(), send_sizes.data(), send_offsets.data(), type, recv.raw(),
+                            recv_sizes.data(), recv_offsets.data(), type, comm_, request);
+    });
   }
 
   void all_gather(const Tensor& send, Tensor recv) override {
@@ -194,7 +229,9 @@ class MpiCommunicator final : public Communicator {
     mpi_count(recv.numel(), "all_gather");
     const int count = mpi_count(send.numel(), "all_gather");
     const MPI_Datatype type = mpi_type(send.dtype());
-    check_mpi(MPI_Allgather(send.raw(), count, type, recv.raw(), count, type, comm_), "all_gather");
+    run("all_gather", [&](MPI_Request* request) {
+      return MPI_Iallgather(send.raw(), count, type, recv.raw(), count, type, comm_, request);
+    });
   }
 
   void reduce_scatter(const Tensor& send, Tensor recv, ReduceOp op) override {
@@ -207,14 +244,17 @@ class MpiCommunicator final : public Communicator {
     const int count = mpi_count(n, "reduce_scatter");
     const MPI_Datatype type = mpi_type(send.dtype());
     if (!is_floating(send.dtype())) {
-      check_mpi(MPI_Reduce_scatter_block(send.raw(), recv.raw(), count, type, mpi_op(op), comm_),
-                "reduce_scatter");
+      run("reduce_scatter", [&](MPI_Request* request) {
+        return MPI_Ireduce_scatter_block(send.raw(), recv.raw(), count, type, mpi_op(op), comm_,
+                                         request);
+      });
       return;
     }
     // chunks: [size, n], chunk i = rank i's contribution to this rank's block.
     Tensor chunks = Tensor::empty({size_, n}, send.dtype());
-    check_mpi(MPI_Alltoall(send.raw(), count, type, chunks.raw(), count, type, comm_),
-              "reduce_scatter");
+    run("reduce_scatter", [&](MPI_Request* request) {
+      return MPI_Ialltoall(send.raw(), count, type, chunks.raw(), count, type, comm_, request);
+    });
     reduce_in_rank_order(chunks.raw(), send.dtype(), size_, n, recv.raw(), op);
   }
 
@@ -225,9 +265,10 @@ class MpiCommunicator final : public Communicator {
     const std::int64_t total = data.numel();
     const MPI_Datatype type = mpi_type(data.dtype());
     if (!is_floating(data.dtype())) {
-      check_mpi(MPI_Allreduce(MPI_IN_PLACE, data.raw(), mpi_count(total, "all_reduce"), type,
-                              mpi_op(op), comm_),
-                "all_reduce");
+      run("all_reduce", [&](MPI_Request* request) {
+        return MPI_Iallreduce(MPI_IN_PLACE, data.raw(), mpi_count(total, "all_reduce"), type,
+                              mpi_op(op), comm_, request);
+      });
       return;
     }
     // Rank j reduces block j of a near-equal split, then every rank gathers all blocks.
@@ -242,15 +283,17 @@ class MpiCommunicator final : public Communicator {
     for (int i = 0; i < size_; ++i) recv_offsets[i] = mpi_count(i * my_block, "all_reduce");
     // chunks: [size, my_block], chunk i = rank i's copy of this rank's block.
     Tensor chunks = Tensor::empty({size_, my_block}, data.dtype());
-    check_mpi(MPI_Alltoallv(data.raw(), send_sizes.data(), send_offsets.data(), type, chunks.raw(),
-                            recv_sizes.data(), recv_offsets.data(), type, comm_),
-              "all_reduce");
+    run("all_reduce", [&](MPI_Request* request) {
+      return MPI_Ialltoallv(data.raw(), send_sizes.data(), send_offsets.data(), type, chunks.raw(),
+                            recv_sizes.data(), recv_offsets.data(), type, comm_, request);
+    });
     char* base = static_cast<char*>(data.raw());
     reduce_in_rank_order(chunks.raw(), data.dtype(), size_, my_block,
                          base + block_offsets[rank_] * dtype_size(data.dtype()), op);
-    check_mpi(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data.raw(), send_sizes.data(),
-                             send_offsets.data(), type, comm_),
-              "all_reduce");
+    run("all_reduce", [&](MPI_Request* request) {
+      return MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data.raw(), send_sizes.data(),
+                             send_offsets.data(), type, comm_, request);
+    });
   }
 
   void broadcast(Tensor data, int root) override {
@@ -258,16 +301,18 @@ class MpiCommunicator final : public Communicator {
     detail::check_defined("broadcast", data, "data");
     detail::check_rank_in_group("broadcast", "root", root, size_);
     check_cpu("broadcast", data, "data");
-    check_mpi(MPI_Bcast(data.raw(), mpi_count(data.numel(), "broadcast"), mpi_type(data.dtype()),
-                        root, comm_),
-              "broadcast");
+    run("broadcast", [&](MPI_Request* request) {
+      return MPI_Ibcast(data.raw(), mpi_count(data.numel(), "broadcast"), mpi_type(data.dtype()),
+                        root, comm_, request);
+    });
   }
 
   void send(const Tensor& data, int peer, int tag) override {
     check_point_to_point("send", data, peer, tag);
-    check_mpi(MPI_Send(data.raw(), mpi_count(data.numel(), "send"), mpi_type(data.dtype()), peer,
-                       tag, comm_),
-              "send");
+    run("send", [&](MPI_Request* request) {
+      return MPI_Isend(data.raw(), mpi_count(data.numel(), "send"), mpi_type(data.dtype()), peer,
+                       tag, comm_, request);
+    });
   }
 
   void recv(Tensor data, int peer, int tag) override {
@@ -275,20 +320,27 @@ class MpiCommunicator final : public Communicator {
     const MPI_Datatype type = mpi_type(data.dtype());
     MPI_Status status;
     const int expected = mpi_count(data.numel(), "recv");
-    check_mpi(MPI_Recv(data.raw(), expected, type, peer, tag, comm_, &status), "recv");
+    run(
+        "recv",
+        [&](MPI_Request* request) {
+          return MPI_Irecv(data.raw(), expected, type, peer, tag, comm_, request);
+        },
+        &status);
     int received = 0;
     check_mpi(MPI_Get_count(&status, type, &received), "recv");
     UL_CHECK(received == expected, "recv: got ", received, " elements from rank ", peer, " (tag ",
              tag, "), expected ", expected);
   }
 
-  void barrier() override { check_mpi(MPI_Barrier(comm_), "barrier"); }
+  void barrier() override {
+    run("barrier", [&](MPI_Request* request) { return MPI_Ibarrier(comm_, request); });
+  }
 
   std::unique_ptr<Communicator> split(int color, int key) const override {
     UL_CHECK(color >= 0, "split: color ", color, " must be non-negative");
     MPI_Comm part;
     check_mpi(MPI_Comm_split(comm_, color, key, &part), "split");
-    return std::make_unique<MpiCommunicator>(part);
+    return std::make_unique<MpiCommunicator>(part, timeout_s_);
   }
 
  private:
@@ -307,14 +359,17 @@ class MpiCommunicator final : public Communicator {
   void check_counts_agree(const std::vector<std::int64_t>& send_counts,
                           const std::vector<std::int64_t>& recv_counts) {
     std::vector<std::int64_t> incoming(send_counts.size());
-    check_mpi(
-        MPI_Alltoall(send_counts.data(), 1, MPI_INT64_T, incoming.data(), 1, MPI_INT64_T, comm_),
-        "all_to_all_v");
+    run("all_to_all_v", [&](MPI_Request* request) {
+      return MPI_Ialltoall(send_counts.data(), 1, MPI_INT64_T, incoming.data(), 1, MPI_INT64_T,
+                           comm_, request);
+    });
     int first_bad = -1;
     for (int i = 0; i < size_ && first_bad < 0; ++i)
       if (incoming[i] != recv_counts[i]) first_bad = i;
     int any_bad = first_bad >= 0 ? 1 : 0;
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, &any_bad, 1, MPI_INT, MPI_MAX, comm_), "all_to_all_v");
+    run("all_to_all_v", [&](MPI_Request* request) {
+      return MPI_Iallreduce(MPI_IN_PLACE, &any_bad, 1, MPI_INT, MPI_MAX, comm_, request);
+    });
     if (first_bad >= 0) {
       UL_FAIL("all_to_all_v: rank ", rank_, " expects recv_counts[", first_bad,
               "] = ", recv_counts[first_bad], " elements from rank ", first_bad, ", which sends ",
@@ -328,8 +383,18 @@ class MpiCommunicator final : public Communicator {
     }
   }
 
+  // Starts a non-blocking MPI call (`start` fills the request) and waits for it under the
+  // watchdog.
+  template <typename Start>
+  void run(const char* collective, Start&& start, MPI_Status* status = MPI_STATUS_IGNORE) {
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(start(&request), collective);
+    wait_or_abort(request, status, collective, timeout_s_, rank_, size_);
+  }
+
   MPI_Comm comm_;
   std::unique_ptr<Communicator> alone_;  // size 1: collectives go to a self communicator
+  double timeout_s_;
   int rank_ = 0;
   int size_ = 1;
   std::vector<int> world_ranks_;
@@ -341,7 +406,7 @@ std::unique_ptr<Communicator> make_mpi_world() {
   start_mpi_once();
   MPI_Comm world;
   check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &world), "make_mpi_world");
-  return std::make_unique<MpiCommunicator>(world);
+  return std::make_unique<MpiCommunicator>(world, collective_timeout_seconds());
 }
 
 }  // namespace ulysses::comm

@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include "ulysses/core/error.h"
+#include "ulysses/core/parse_limits.h"
 #include "ulysses/core/rng.h"
 #include "ulysses/data/long_documents.h"
 #include "ulysses/data/source.h"
@@ -32,7 +33,7 @@ void check_token(std::int64_t token, std::int64_t vocab, const std::string& wher
 
 class JsonlSource final : public DocumentSource {
  public:
-  JsonlSource(const std::string& path, std::int64_t vocab) : path_(path) {
+  JsonlSource(const std::string& path, std::int64_t vocab) : path_(path), vocab_(vocab) {
     std::ifstream in(path);
     if (!in) UL_FAIL("--data ", path, ": cannot open the file");
     std::string line;
@@ -40,9 +41,7 @@ class JsonlSource final : public DocumentSource {
     while (std::getline(in, line)) {
       ++number;
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      Document doc = parse(line, number);
-      for (std::size_t i = 0; i < doc.tokens.size(); ++i)
-        check_token(doc.tokens[i], vocab, where(number));
+      Document doc = parse(line, number);  // checks every id and label against the vocabulary
       if (doc.tokens.empty()) continue;
       documents_.push_back(std::move(doc));
     }
@@ -60,7 +59,34 @@ class JsonlSource final : public DocumentSource {
  private:
   std::string where(std::int64_t line) const { return detail::concat(path_, ":", line); }
 
+  // The elements of `array` ("input_ids" or "labels"): each must be an integer (not a float,
+  // not a boolean) that is `also_allowed` or inside [0, vocab).
+  std::vector<std::int32_t> integers(const nlohmann::json& array, const char* key,
+                                     std::int64_t number, std::int64_t also_allowed) const {
+    std::vector<std::int32_t> out;
+    out.reserve(array.size());
+    for (std::size_t i = 0; i < array.size(); ++i) {
+      const nlohmann::json& value = array[i];
+      const std::string at = detail::concat(where(number), ": \"", key, "\"[", i, "]");
+      if (!value.is_number_integer())
+        UL_FAIL(at, " is ", truncate_for_message(value.dump()), ": token ids must be integers");
+      const bool in_vocab =
+          value.is_number_unsigned()
+              ? value.get<std::uint64_t>() < static_cast<std::uint64_t>(vocab_)
+              : value.get<std::int64_t>() >= 0 && value.get<std::int64_t>() < vocab_;
+      if (!in_vocab && !(value.is_number_integer() && !value.is_number_unsigned() &&
+                         value.get<std::int64_t>() == also_allowed && also_allowed < 0))
+        UL_FAIL(at, ": token id ", truncate_for_message(value.dump()),
+                " is outside the vocabulary (vocab_size ", vocab_, ")",
+                also_allowed < 0 ? " and is not -100 (ignored)" : "",
+                "; was the data tokenized for this model?");
+      out.push_back(static_cast<std::int32_t>(value.get<std::int64_t>()));
+    }
+    return out;
+  }
+
   Document parse(const std::string& line, std::int64_t number) const {
+    check_nesting_depth(line, where(number));
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
@@ -73,12 +99,11 @@ class JsonlSource final : public DocumentSource {
               "\"prompt\" and \"completion\", with a --model directory holding a "
               "tokenizer.json)");
     Document doc;
-    try {
-      doc.tokens = j["input_ids"].get<std::vector<std::int32_t>>();
-      if (j.contains("labels") && !j["labels"].is_null())
-        doc.labels = j["labels"].get<std::vector<std::int32_t>>();
-    } catch (const nlohmann::json::exception&) {
-      UL_FAIL(where(number), ": \"input_ids\" and \"labels\" must hold integers");
+    doc.tokens = integers(j["input_ids"], "input_ids", number, 0);
+    if (j.contains("labels") && !j["labels"].is_null()) {
+      if (!j["labels"].is_array())
+        UL_FAIL(where(number), ": \"labels\" must be an array of token ids (or -100)");
+      doc.labels = integers(j["labels"], "labels", number, ops::kIgnoreIndex);
     }
     if (!doc.labels.empty() && doc.labels.size() != doc.tokens.size())
       UL_FAIL(where(number), ": \"labels\" has ", doc.labels.size(), " entries but \"input_ids\" ",
@@ -87,6 +112,7 @@ class JsonlSource final : public DocumentSource {
   }
 
   std::string path_;
+  std::int64_t vocab_;
   std::vector<Document> documents_;
 };
 
@@ -113,7 +139,9 @@ class MappedFile {
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
   template <typename T>
-  const T* as() const { return static_cast<const T*>(data_); }
+  const T* as() const {
+    return static_cast<const T*>(data_);
+  }
   std::size_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
@@ -137,8 +165,7 @@ class TokenFileSource final : public DocumentSource {
     const std::uint64_t* off = offsets_.as<std::uint64_t>();
     if (off[0] != 0) UL_FAIL(offsets_.path(), ": the first offset must be 0 (got ", off[0], ")");
     for (std::int64_t i = 0; i < count_; ++i)
-      if (off[i + 1] < off[i])
-        UL_FAIL(offsets_.path(), ": offsets decrease at document ", i);
+      if (off[i + 1] < off[i]) UL_FAIL(offsets_.path(), ": offsets decrease at document ", i);
     if (off[count_] != num_tokens)
       UL_FAIL(offsets_.path(), ": the last offset is ", off[count_], " but tokens.bin holds ",
               num_tokens, " tokens");

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "ulysses/core/error.h"
+#include "ulysses/core/parse_limits.h"
 
 namespace ulysses::io {
 namespace {
@@ -116,7 +117,8 @@ class AtomicFile {
 // Parses one header entry; `where` is "file: tensor 'name'".
 SafetensorsEntry parse_entry(const std::string& name, const json& value, std::uint64_t data_size,
                              const std::string& where) {
-  if (!value.is_object()) UL_FAIL(where, ": header entry must be an object, got ", value.dump());
+  if (!value.is_object())
+    UL_FAIL(where, ": header entry must be an object, got ", truncate_for_message(value.dump()));
   SafetensorsEntry entry;
   entry.name = name;
   if (!value.contains("dtype") || !value.at("dtype").is_string())
@@ -131,9 +133,11 @@ SafetensorsEntry parse_entry(const std::string& name, const json& value, std::ui
   for (const auto& dim : value.at("shape")) {
     if (!dim.is_number_integer()) UL_FAIL(where, ": shape entries must be integers");
     if (dim.is_number_unsigned() && dim.get<std::uint64_t>() > INT64_MAX)
-      UL_FAIL(where, ": dimension ", dim.dump(), " is too large");
+      UL_FAIL(where, ": dimension ", truncate_for_message(dim.dump()), " is too large");
     const std::int64_t d = dim.get<std::int64_t>();
-    if (d < 0) UL_FAIL(where, ": negative dimension ", d, " in shape ", value.at("shape").dump());
+    if (d < 0)
+      UL_FAIL(where, ": negative dimension ", d, " in shape ",
+              truncate_for_message(value.at("shape").dump()));
     entry.shape.push_back(d);
     const auto ud = static_cast<std::uint64_t>(d);
     bytes = (ud != 0 && bytes > (data_size + 1) / ud) ? data_size + 1 : bytes * ud;
@@ -217,11 +221,12 @@ SafetensorsReader::SafetensorsReader(const std::filesystem::path& path) : path_(
     data_start_ = 8 + header_size;
     const std::uint64_t data_size = file_size - data_start_;
 
+    check_nesting_depth(header, file + " (header)");
     json root;
     try {
       root = json::parse(header);
     } catch (const json::exception& e) {
-      UL_FAIL(file, ": header is not valid JSON (", e.what(), ")");
+      UL_FAIL(file, ": header is not valid JSON (", truncate_for_message(e.what(), 300), ")");
     }
     if (!root.is_object()) UL_FAIL(file, ": header must be a JSON object");
 
@@ -362,11 +367,11 @@ CheckpointReader::CheckpointReader(const std::filesystem::path& directory) : dir
   const std::string where = index_path.string();
   json index;
   try {
-    std::ifstream in(index_path);
-    if (!in) UL_FAIL(where, ": cannot open");
-    index = json::parse(in);
+    const std::string text = read_text_file_capped(index_path, kMaxConfigFileBytes, where);
+    check_nesting_depth(text, where);
+    index = json::parse(text);
   } catch (const json::exception& e) {
-    UL_FAIL(where, ": not valid JSON (", e.what(), ")");
+    UL_FAIL(where, ": not valid JSON (", truncate_for_message(e.what(), 300), ")");
   }
   if (!index.is_object() || !index.contains("weight_map") || !index.at("weight_map").is_object())
     UL_FAIL(where, ": expected an object with a \"weight_map\" object");

@@ -1,9 +1,11 @@
 #include "ulysses/model/config.h"
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 
 #include "ulysses/core/error.h"
+#include "ulysses/core/parse_limits.h"
 
 namespace ulysses::model {
 namespace {
@@ -26,24 +28,27 @@ bool has(const json& object, const char* key) {
 // A JSON integer (not a float, not a bool) read from object[key]; `where` prefixes messages.
 std::int64_t as_int(const json& value, const std::string& where, const char* key) {
   if (!value.is_number_integer())
-    UL_FAIL(where, ": ", key, " must be an integer, got ", value.dump());
+    UL_FAIL(where, ": ", key, " must be an integer, got ", truncate_for_message(value.dump()));
   if (value.is_number_unsigned() && value.get<std::uint64_t>() > INT64_MAX)
-    UL_FAIL(where, ": ", key, " is too large (", value.dump(), ")");
+    UL_FAIL(where, ": ", key, " is too large (", truncate_for_message(value.dump()), ")");
   return value.get<std::int64_t>();
 }
 
 double as_number(const json& value, const std::string& where, const char* key) {
-  if (!value.is_number()) UL_FAIL(where, ": ", key, " must be a number, got ", value.dump());
+  if (!value.is_number())
+    UL_FAIL(where, ": ", key, " must be a number, got ", truncate_for_message(value.dump()));
   return value.get<double>();
 }
 
 bool as_bool(const json& value, const std::string& where, const char* key) {
-  if (!value.is_boolean()) UL_FAIL(where, ": ", key, " must be true or false, got ", value.dump());
+  if (!value.is_boolean())
+    UL_FAIL(where, ": ", key, " must be true or false, got ", truncate_for_message(value.dump()));
   return value.get<bool>();
 }
 
 std::string as_string(const json& value, const std::string& where, const char* key) {
-  if (!value.is_string()) UL_FAIL(where, ": ", key, " must be a string, got ", value.dump());
+  if (!value.is_string())
+    UL_FAIL(where, ": ", key, " must be a string, got ", truncate_for_message(value.dump()));
   return value.get<std::string>();
 }
 
@@ -65,7 +70,8 @@ std::int64_t optional_positive(const json& object, const std::string& where, con
 // Parses one rope description: `params` holds "rope_type" (or legacy "type") and the fields of
 // that type; `theta` comes from the caller. `where` names the object, e.g. "x.json: rope_scaling".
 ops::RopeConfig parse_rope(const json& params, double theta, const std::string& where) {
-  if (!params.is_object()) UL_FAIL(where, " must be an object or null, got ", params.dump());
+  if (!params.is_object())
+    UL_FAIL(where, " must be an object or null, got ", truncate_for_message(params.dump()));
   ops::RopeConfig rope;
   rope.theta = theta;
   if (has(params, "rope_type")) {
@@ -77,6 +83,24 @@ ops::RopeConfig parse_rope(const json& params, double theta, const std::string& 
     if (!has(params, key)) UL_FAIL(where, ": rope type '", rope.type, "' needs key '", key, "'");
     return as_number(params.at(key), where, key);
   };
+  // Every key must be one this rope type reads: a misspelled one ("factr") would otherwise fall
+  // back to a default without a word.
+  static const std::map<std::string, std::vector<std::string>> kKeys = {
+      {"default", {}},
+      {"linear", {"factor"}},
+      {"llama3",
+       {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}}};
+  if (const auto known = kKeys.find(rope.type); known != kKeys.end()) {
+    for (const auto& [key, value] : params.items()) {
+      if (key == "rope_type" || key == "type" || key == "rope_theta") continue;
+      if (std::find(known->second.begin(), known->second.end(), key) != known->second.end())
+        continue;
+      std::string list = "rope_type";
+      for (const auto& name : known->second) list += ", " + name;
+      UL_FAIL(where, ": unknown key '", truncate_for_message(key), "' for rope type '", rope.type,
+              "' (it reads: ", list, "); fix or remove the key");
+    }
+  }
   if (rope.type == "default") return rope;
   if (rope.type == "linear") {
     rope.factor = field("factor");
@@ -119,7 +143,8 @@ ops::RopeConfig parse_rope_settings(const json& object, const std::string& origi
   // Transformers 5: {"rope_type": ..., "rope_theta": ..., type-specific fields}.
   const json& params = object.at("rope_parameters");
   const std::string where = origin + ": rope_parameters";
-  if (!params.is_object()) UL_FAIL(where, " must be an object, got ", params.dump());
+  if (!params.is_object())
+    UL_FAIL(where, " must be an object, got ", truncate_for_message(params.dump()));
   for (const auto& [key, value] : params.items()) {
     if (value.is_object())
       UL_FAIL(where, ": per-layer-type rope parameters ('", key, "') are not supported");
@@ -199,7 +224,9 @@ ModelConfig parse_model_config(const json& object, const std::string& origin) {
   c.max_position_embeddings = optional_positive(object, origin, "max_position_embeddings", 2048);
   if (has(object, "rms_norm_eps")) {
     c.rms_norm_eps = as_number(object.at("rms_norm_eps"), origin, "rms_norm_eps");
-    if (!(c.rms_norm_eps >= 0)) UL_FAIL(origin, ": rms_norm_eps must be >= 0");
+    if (!(c.rms_norm_eps > 0 && c.rms_norm_eps < 1))
+      UL_FAIL(origin, ": rms_norm_eps must be in (0, 1) (typically 1e-6 or 1e-5), got ",
+              c.rms_norm_eps);
   }
 
   if (has(object, "hidden_act")) {
@@ -254,11 +281,13 @@ ModelConfig parse_model_config(const json& object, const std::string& origin) {
 ModelConfig load_model_config(const std::filesystem::path& path) {
   std::ifstream in(path);
   if (!in) UL_FAIL(path.string(), ": cannot open model config (file missing or unreadable)");
+  const std::string text = read_text_file_capped(path, kMaxConfigFileBytes, path.string());
+  check_nesting_depth(text, path.string());
   json object;
   try {
-    object = json::parse(in);
+    object = json::parse(text);
   } catch (const json::exception& e) {
-    UL_FAIL(path.string(), ": not valid JSON (", e.what(), ")");
+    UL_FAIL(path.string(), ": not valid JSON (", truncate_for_message(e.what(), 300), ")");
   }
   return parse_model_config(object, path.string());
 }

@@ -16,7 +16,9 @@
 
 #include "ulysses/comm/agree.h"
 #include "ulysses/core/error.h"
+#include "ulysses/core/finite.h"
 #include "ulysses/core/log.h"
+#include "ulysses/core/parse_limits.h"
 #include "ulysses/io/safetensors.h"
 
 namespace ulysses::train {
@@ -99,15 +101,6 @@ void write_file_synced(const fs::path& path, const std::string& content) {
   if (::close(fd) != 0) UL_FAIL(path.string(), ": close failed: ", os_error());
 }
 
-std::string read_text_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) UL_FAIL(path.string(), ": cannot open file: ", os_error());
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) UL_FAIL(path.string(), ": read failed");
-  return text.str();
-}
-
 // Removes `path` recursively; Error naming it on failure.
 void remove_folder(const fs::path& path) {
   std::error_code ec;
@@ -184,11 +177,27 @@ std::int64_t int_field(const json& object, const char* key, const std::string& o
   const json& value = field(object, key, origin);
   if (!value.is_number_integer() ||
       (value.is_number_unsigned() && value.get<std::uint64_t>() > INT64_MAX))
-    UL_FAIL(origin, ": field \"", key, "\" must be an integer, got ", value.dump());
+    UL_FAIL(origin, ": field \"", key, "\" must be an integer, got ",
+            truncate_for_message(value.dump()));
   return value.get<std::int64_t>();
 }
 
 }  // namespace
+
+// The trainer_state.json of checkpoint folder `dir` (Error naming the file when unreadable).
+static TrainingState read_state(const fs::path& dir) {
+  const fs::path state_path = dir / kTrainerStateName;
+  const std::string text =
+      read_text_file_capped(state_path, kMaxConfigFileBytes, state_path.string());
+  check_nesting_depth(text, state_path.string());
+  json state_json;
+  try {
+    state_json = json::parse(text);
+  } catch (const json::exception& e) {
+    UL_FAIL(state_path.string(), ": invalid JSON: ", truncate_for_message(e.what(), 300));
+  }
+  return training_state_from_json(state_json, state_path.string());
+}
 
 std::string checkpoint_folder_name(std::int64_t step) {
   return "checkpoint-" + std::to_string(step);
@@ -223,6 +232,7 @@ json training_state_to_json(const TrainingState& state) {
               {"dp_replicate_size", state.dp_replicate_size},
               {"zero_stage", state.zero_stage},
               {"model_fingerprint", state.model_fingerprint},
+              {"run_id", state.run_id},
               {"extra", state.extra}};
 }
 
@@ -230,7 +240,8 @@ TrainingState training_state_from_json(const json& state_json, const std::string
   if (!state_json.is_object()) UL_FAIL(origin, ": expected a JSON object");
   const json& format = field(state_json, "format", origin);
   if (format != kStateFormat)
-    UL_FAIL(origin, ": \"format\" is ", format.dump(), ", expected \"", kStateFormat, "\"");
+    UL_FAIL(origin, ": \"format\" is ", truncate_for_message(format.dump()), ", expected \"",
+            kStateFormat, "\"");
   const std::int64_t version = int_field(state_json, "version", origin);
   if (version != kStateVersion)
     UL_FAIL(origin, ": version ", version, " is not supported (this build reads version ",
@@ -240,7 +251,8 @@ TrainingState training_state_from_json(const json& state_json, const std::string
   state.data_position = int_field(state_json, "data_position", origin);
   const json& seed = field(state_json, "seed", origin);
   if (!seed.is_number_unsigned())
-    UL_FAIL(origin, ": field \"seed\" must be a non-negative integer, got ", seed.dump());
+    UL_FAIL(origin, ": field \"seed\" must be a non-negative integer, got ",
+            truncate_for_message(seed.dump()));
   state.seed = seed.get<std::uint64_t>();
   state.world_size = int_field(state_json, "world_size", origin);
   state.sp_size = int_field(state_json, "sp_size", origin);
@@ -249,11 +261,44 @@ TrainingState training_state_from_json(const json& state_json, const std::string
   state.zero_stage = int_field(state_json, "zero_stage", origin);
   const json& fingerprint = field(state_json, "model_fingerprint", origin);
   if (!fingerprint.is_string())
-    UL_FAIL(origin, ": field \"model_fingerprint\" must be a string, got ", fingerprint.dump());
+    UL_FAIL(origin, ": field \"model_fingerprint\" must be a string, got ",
+            truncate_for_message(fingerprint.dump()));
   state.model_fingerprint = fingerprint.get<std::string>();
+  if (state_json.contains("run_id")) {
+    const json& run_id = state_json.at("run_id");
+    if (!run_id.is_string() || run_id.get_ref<const std::string&>().size() > 64)
+      UL_FAIL(origin, ": field \"run_id\" must be a string of at most 64 characters");
+    state.run_id = run_id.get<std::string>();
+  }
   state.extra = state_json.value("extra", json());
-  if (state.step < 0 || state.world_size < 1)
-    UL_FAIL(origin, ": invalid step ", state.step, " or world_size ", state.world_size);
+  // Every field within its range: a corrupt or hand-edited file is refused here, never acted on.
+  const auto in_range = [&](const char* key, std::int64_t value, std::int64_t low,
+                            std::int64_t high) {
+    if (value < low || value > high)
+      UL_FAIL(origin, ": field \"", key, "\" is ", value, ", outside [", low, ", ", high,
+              "] (the file is corrupt)");
+  };
+  constexpr std::int64_t kMaxRanks = std::int64_t{1} << 24;
+  in_range("step", state.step, 0, INT64_MAX - 1);
+  in_range("data_position", state.data_position, 0, INT64_MAX - 1);
+  in_range("world_size", state.world_size, 1, kMaxRanks);
+  in_range("sp_size", state.sp_size, 1, state.world_size);
+  in_range("dp_shard_size", state.dp_shard_size, 1, state.world_size);
+  in_range("dp_replicate_size", state.dp_replicate_size, 1, state.world_size);
+  in_range("zero_stage", state.zero_stage, 0, 3);
+  if (state.sp_size * state.dp_shard_size * state.dp_replicate_size != state.world_size)
+    UL_FAIL(origin, ": sp_size x dp_shard_size x dp_replicate_size (", state.sp_size, " x ",
+            state.dp_shard_size, " x ", state.dp_replicate_size, ") is not world_size ",
+            state.world_size, " (the file is corrupt)");
+  if (!state.extra.is_null() && !state.extra.is_object())
+    UL_FAIL(origin, ": field \"extra\" must be an object or null");
+  if (state.extra.is_object() && state.extra.contains("updates")) {
+    const json& updates = state.extra.at("updates");
+    if (!updates.is_number_integer() || updates.get<std::int64_t>() < 0 ||
+        updates.get<std::int64_t>() > state.step)
+      UL_FAIL(origin, ": field \"extra.updates\" must be an integer in [0, step ", state.step,
+              "], got ", truncate_for_message(updates.dump()));
+  }
   return state;
 }
 
@@ -284,6 +329,10 @@ fs::path save_training_checkpoint(comm::Communicator& world, const fs::path& out
       UL_FAIL(final_dir.string(), ": state.world_size is ", state.world_size,
               " but the communicator has ", world.size(), " ranks");
     if (state.step < 0) UL_FAIL(final_dir.string(), ": negative step ", state.step);
+    for (const auto& [name, tensor] : rank_tensors)
+      check_finite(tensor, final_dir.string(), name,
+                   "the checkpoint was not written (the training diverged: lower "
+                   "--learning-rate or set --max-grad-norm; resume from an earlier checkpoint)");
     for (int r = 1; r < world.size(); ++r)
       if (hashes.data<std::int64_t>()[r] != hashes.data<std::int64_t>()[0])
         UL_FAIL(final_dir.string(), ": the training state of rank ", r,
@@ -343,8 +392,55 @@ fs::path save_training_checkpoint(comm::Communicator& world, const fs::path& out
   return final_dir;
 }
 
+std::string resume_incompatibility(const TrainingState& saved, const TrainingState& expected) {
+  if (saved.model_fingerprint != expected.model_fingerprint)
+    return "the checkpoint was saved for model '" + saved.model_fingerprint +
+           "', this run trains '" + expected.model_fingerprint + "'";
+  const std::pair<const char*, std::pair<std::int64_t, std::int64_t>> sizes[] = {
+      {"world size", {saved.world_size, expected.world_size}},
+      {"sequence-parallel size (sp_size)", {saved.sp_size, expected.sp_size}},
+      {"data-parallel shard size (dp_shard_size)", {saved.dp_shard_size, expected.dp_shard_size}},
+      {"data-parallel replicate size (dp_replicate_size)",
+       {saved.dp_replicate_size, expected.dp_replicate_size}},
+      {"ZeRO stage", {saved.zero_stage, expected.zero_stage}}};
+  for (const auto& [what, values] : sizes)
+    if (values.first != values.second)
+      return std::string("the checkpoint was saved with ") + what + " " +
+             std::to_string(values.first) + ", this run has " + what + " " +
+             std::to_string(values.second);
+  return "";
+}
+
+std::string check_resume_settings(const TrainingState& saved, const TrainingState& current,
+                                  bool allow_data_order_change, const std::string& origin) {
+  std::vector<std::string> changed;
+  bool data_order_changed = false;
+  const auto note = [&](const std::string& key, const json& was, const json& now) {
+    if (was == now) return;
+    const bool data_order =
+        key == "seed" || std::find(std::begin(kDataOrderSettings), std::end(kDataOrderSettings),
+                                   key) != std::end(kDataOrderSettings);
+    data_order_changed = data_order_changed || data_order;
+    changed.push_back(key + ": " + truncate_for_message(was.dump()) + " -> " +
+                      truncate_for_message(now.dump()) + (data_order ? " (data order)" : ""));
+  };
+  note("seed", saved.seed, current.seed);
+  if (saved.extra.is_object() && current.extra.is_object())
+    for (const auto& [key, now] : current.extra.items())
+      if (key != "updates" && saved.extra.contains(key)) note(key, saved.extra.at(key), now);
+  if (changed.empty()) return "";
+  std::string list;
+  for (const auto& item : changed) list += (list.empty() ? "" : ", ") + item;
+  if (data_order_changed && !allow_data_order_change)
+    UL_FAIL(origin, ": resuming with changed settings: ", list,
+            ". The data-order settings would not continue the saved run's data stream (the "
+            "resume would not be exact): run with the saved values, or pass "
+            "--ignore-data-order-change to continue anyway");
+  return origin + ": resuming with changed settings: " + list;
+}
+
 fs::path resolve_checkpoint(comm::Communicator& world, const fs::path& output_dir,
-                            const std::string& spec) {
+                            const std::string& spec, const TrainingState* expected) {
   std::string resolved;
   run_agreed(world, [&] {
     if (world.rank() != 0) return;
@@ -363,13 +459,26 @@ fs::path resolve_checkpoint(comm::Communicator& world, const fs::path& output_di
     for (auto it = found.rbegin(); it != found.rend(); ++it) {
       if (it->tmp) continue;
       if (it->complete) {
+        if (expected != nullptr) {
+          std::string why;
+          try {
+            why = resume_incompatibility(read_state(it->path), *expected);
+          } catch (const Error& e) {
+            why = e.what();
+          }
+          if (!why.empty()) {
+            log_warn("skipping ", it->path.string(), " (of another run): ", why);
+            continue;
+          }
+        }
         resolved = it->path.string();
         return;
       }
       log_warn("skipping ", it->path.string(), ": no ", kCompleteMarkerName,
                " marker (the save was interrupted)");
     }
-    UL_FAIL(output_dir.string(), ": no complete checkpoint-<step> folder to resume from ",
+    UL_FAIL(output_dir.string(), ": no complete checkpoint-<step> folder ",
+            expected ? "of a compatible run " : "", "to resume from ",
             "(--resume-from-checkpoint latest)");
   });
   broadcast_string(world, 0, resolved);
@@ -385,34 +494,12 @@ LoadedCheckpoint load_training_checkpoint(comm::Communicator& world, const fs::p
       if (!fs::is_directory(dir, ec)) UL_FAIL(dir.string(), ": no such checkpoint folder");
       UL_FAIL(interrupted_message(dir));
     }
-    const fs::path state_path = dir / kTrainerStateName;
-    json state_json;
-    try {
-      state_json = json::parse(read_text_file(state_path));
-    } catch (const json::exception& e) {
-      UL_FAIL(state_path.string(), ": invalid JSON: ", e.what());
-    }
-    const TrainingState saved = training_state_from_json(state_json, state_path.string());
-
-    const std::string refuse =
-        "; resuming with a different model, world size, parallel layout or ZeRO stage is not "
-        "supported (run with the saved settings)";
-    if (saved.model_fingerprint != expected.model_fingerprint)
-      UL_FAIL(dir.string(), ": the checkpoint was saved for model '", saved.model_fingerprint,
-              "', this run trains '", expected.model_fingerprint, "'", refuse);
-    const auto compare = [&](const char* what, std::int64_t saved_value,
-                             std::int64_t current_value) {
-      if (saved_value != current_value)
-        UL_FAIL(dir.string(), ": the checkpoint was saved with ", what, " ", saved_value,
-                ", this run has ", what, " ", current_value, refuse);
-    };
-    compare("world size", saved.world_size, expected.world_size);
-    compare("sequence-parallel size (sp_size)", saved.sp_size, expected.sp_size);
-    compare("data-parallel shard size (dp_shard_size)", saved.dp_shard_size,
-            expected.dp_shard_size);
-    compare("data-parallel replicate size (dp_replicate_size)", saved.dp_replicate_size,
-            expected.dp_replicate_size);
-    compare("ZeRO stage", saved.zero_stage, expected.zero_stage);
+    const TrainingState saved = read_state(dir);
+    const std::string why = resume_incompatibility(saved, expected);
+    if (!why.empty())
+      UL_FAIL(dir.string(), ": ", why,
+              "; resuming with a different model, world size, parallel layout or ZeRO stage is "
+              "not supported (run with the saved settings)");
     if (saved.world_size != world.size())
       UL_FAIL(dir.string(), ": expected.world_size is ", expected.world_size,
               " but the communicator has ", world.size(), " ranks");
@@ -430,20 +517,35 @@ LoadedCheckpoint load_training_checkpoint(comm::Communicator& world, const fs::p
     check_metadata("ulysses.step", saved.step);
     check_metadata("ulysses.rank", world.rank());
     check_metadata("ulysses.world_size", world.size());
-    for (const auto& name : reader.names()) loaded.tensors.emplace(name, reader.read(name));
+    for (const auto& name : reader.names()) {
+      Tensor tensor = reader.read(name);
+      check_finite(tensor, rank_path.string(), name,
+                   "the checkpoint is corrupt; resume from an earlier checkpoint");
+      loaded.tensors.emplace(name, std::move(tensor));
+    }
     loaded.state = saved;
   });
   return loaded;
 }
 
-void rotate_checkpoints(comm::Communicator& world, const fs::path& output_dir, std::int64_t limit) {
+void rotate_checkpoints(comm::Communicator& world, const fs::path& output_dir, std::int64_t limit,
+                        const std::string& run_id) {
   run_agreed(world, [&] {
     if (world.rank() != 0) return;
+    const auto of_this_run = [&](const FoundCheckpoint& found) {
+      if (run_id.empty() || found.tmp) return true;
+      try {
+        return read_state(found.path).run_id == run_id;
+      } catch (const Error&) {
+        return false;  // no readable state: not provably ours
+      }
+    };
     const std::vector<FoundCheckpoint> found = scan_checkpoints(output_dir);
     std::int64_t newest_complete = -1;
     std::int64_t complete_seen = 0;  // counted from the newest
     std::vector<fs::path> doomed;
     for (auto it = found.rbegin(); it != found.rend(); ++it) {
+      if (!of_this_run(*it)) continue;
       if (it->complete) {
         newest_complete = std::max(newest_complete, it->step);
         ++complete_seen;

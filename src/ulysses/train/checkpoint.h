@@ -59,6 +59,10 @@ struct TrainingState {
   // Identifies the architecture; a checkpoint of another model is refused. See
   // model_fingerprint().
   std::string model_fingerprint;
+  // Identity of the run that saved the checkpoint: random at a fresh start (make_run_id), kept
+  // across resumes. Rotation removes only the checkpoints of its own run. "" in checkpoints of
+  // builds before run ids (then the checkpoint belongs to no run).
+  std::string run_id;
   // Free-form (learning-rate schedule settings, ...); round-trips as given. Default: null.
   nlohmann::json extra;
 };
@@ -95,19 +99,27 @@ std::filesystem::path save_training_checkpoint(
 // True when `dir` is a folder holding the COMPLETE marker.
 bool is_complete_checkpoint(const std::filesystem::path& dir);
 
+// Why a checkpoint saved with state `saved` cannot be resumed by a run whose state is
+// `expected` (model fingerprint, world size, sp/dp_shard/dp_replicate sizes, ZeRO stage, in
+// this order; the first mismatch, naming the saved and the current value), or "" when it can.
+std::string resume_incompatibility(const TrainingState& saved, const TrainingState& expected);
+
 // Collective (rank 0 looks at the file system and broadcasts the answer). Resolves the value of
 // --resume-from-checkpoint:
-// - "latest": the complete checkpoint-<N> folder of output_dir with the largest N. Folders
-//   checkpoint-<N> without COMPLETE are skipped with a warning (log_warn) naming each and saying
-//   the save was interrupted. Error when output_dir has no complete checkpoint (or does not
-//   exist).
+// - "latest": the complete checkpoint-<N> folder of output_dir with the largest N whose saved
+//   state is compatible with `expected` (resume_incompatibility; when expected is null, every
+//   complete checkpoint is). Folders checkpoint-<N> without COMPLETE are skipped with a warning
+//   (log_warn) naming each and saying the save was interrupted; complete but incompatible ones
+//   (another model, layout or ZeRO stage: an earlier run's) are skipped with a warning saying
+//   why. Error when output_dir has no complete compatible checkpoint (or does not exist).
 // - anything else: a path to a checkpoint folder (relative paths are taken as given, i.e.
 //   relative to the working directory). Error when it is not a folder, or when it lacks
 //   COMPLETE (naming the folder and saying the save was interrupted).
 // Empty spec: Error. Returns the same path on every rank.
 std::filesystem::path resolve_checkpoint(comm::Communicator& world,
                                          const std::filesystem::path& output_dir,
-                                         const std::string& spec);
+                                         const std::string& spec,
+                                         const TrainingState* expected = nullptr);
 
 struct LoadedCheckpoint {
   TrainingState state;                    // as saved (step, data_position, seed, extra, ...)
@@ -126,13 +138,38 @@ LoadedCheckpoint load_training_checkpoint(comm::Communicator& world,
                                           const std::filesystem::path& dir,
                                           const TrainingState& expected);
 
+// Settings recorded in TrainingState::extra that decide the order and content of the data: a
+// resume that changes one of them (or the seed) does not continue the saved run's data stream.
+inline constexpr const char* kDataOrderSettings[] = {"data",
+                                                     "max_seq_length",
+                                                     "packing",
+                                                     "per_device_train_batch_size",
+                                                     "gradient_accumulation_steps",
+                                                     "copy_min_length",
+                                                     "copy_max_length"};
+
+// Compares the settings a run resumes with (current: seed and extra) to those the checkpoint
+// was saved with (saved), key by key ("updates" excepted; keys absent on either side are not
+// compared: checkpoints of older builds record fewer). When the seed or a data-order setting
+// (kDataOrderSettings) changed and !allow_data_order_change: Error naming `origin`, listing
+// every changed setting ("name: saved -> current") and the flag that allows it. Otherwise
+// returns a warning listing the changed settings ("" when none changed). Pure function: every
+// rank gets the same result.
+std::string check_resume_settings(const TrainingState& saved, const TrainingState& current,
+                                  bool allow_data_order_change, const std::string& origin);
+
 // Collective (rank 0 changes the file system; every rank waits and agrees on errors).
-// Keeps the `limit` complete checkpoint-<N> folders of output_dir with the largest N and removes
-// the other complete ones (limit <= 0: keeps every complete one). Incomplete checkpoint-<N>
-// folders and stale .checkpoint-<N>.tmp folders with N below the newest complete checkpoint are
-// removed in any case (they can never be resumed from); newer incomplete ones are kept.
-// Returns nothing; a missing output_dir is not an error. Other files are never touched.
+// Works on the checkpoints of run `run_id` only: checkpoint-<N> folders whose trainer_state.json
+// names another run (or none, or cannot be read) are never touched nor counted. An empty run_id
+// means every checkpoint-<N> folder (as if all belonged to one run).
+// Keeps the `limit` complete checkpoint-<N> folders of the run with the largest N and removes
+// the run's other complete ones (limit <= 0: keeps every complete one). The run's incomplete
+// checkpoint-<N> folders and stale .checkpoint-<N>.tmp folders (which belong to nobody: the
+// output-dir lock rules out a concurrent save) with N below the run's newest complete
+// checkpoint are removed in any case (they can never be resumed from); newer incomplete ones
+// are kept. Returns nothing; a missing output_dir is not an error. Other files are never
+// touched.
 void rotate_checkpoints(comm::Communicator& world, const std::filesystem::path& output_dir,
-                        std::int64_t limit);
+                        std::int64_t limit, const std::string& run_id = "");
 
 }  // namespace ulysses::train

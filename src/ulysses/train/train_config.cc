@@ -1,5 +1,7 @@
 #include "ulysses/train/train_config.h"
 
+#include <cmath>
+
 #include "ulysses/core/error.h"
 #include "ulysses/parallel/zero.h"
 
@@ -8,6 +10,9 @@ namespace ulysses::train {
 namespace {
 void positive(std::int64_t value, const char* flag) {
   if (value <= 0) UL_FAIL(flag, " must be a positive integer (got ", value, ")");
+}
+void finite(double value, const char* flag) {
+  if (!std::isfinite(value)) UL_FAIL(flag, " must be a finite number (got ", value, ")");
 }
 void non_negative(double value, const char* flag) {
   if (!(value >= 0)) UL_FAIL(flag, " must be >= 0 (got ", value, ")");
@@ -26,6 +31,15 @@ void validate(const TrainConfig& c) {
   if (c.copy_min_length > c.copy_max_length)
     UL_FAIL("--copy-min-length (", c.copy_min_length, ") must not exceed --copy-max-length (",
             c.copy_max_length, ")");
+  // Every floating-point option: NaN and infinities are refused before anything else.
+  finite(c.learning_rate, "--learning-rate");
+  finite(c.weight_decay, "--weight-decay");
+  finite(c.adam_beta1, "--adam-beta1");
+  finite(c.adam_beta2, "--adam-beta2");
+  finite(c.adam_epsilon, "--adam-epsilon");
+  finite(c.max_grad_norm, "--max-grad-norm");
+  finite(c.initializer_range, "--initializer-range");
+  positive(c.max_skipped_steps, "--max-skipped-steps");
   non_negative(c.learning_rate, "--learning-rate");
   non_negative(c.weight_decay, "--weight-decay");
   non_negative(c.max_grad_norm, "--max-grad-norm");
@@ -56,9 +70,28 @@ void validate(const TrainConfig& c) {
   if (c.packing && c.max_seq_length % c.sp_size != 0)
     UL_FAIL("--max-seq-length ", c.max_seq_length, " is not a multiple of --sp-size ", c.sp_size,
             ": packed sequences have exactly that length and each SP rank takes 1/sp of it; use "
-            "--max-seq-length ", (c.max_seq_length + c.sp_size - 1) / c.sp_size * c.sp_size);
+            "--max-seq-length ",
+            (c.max_seq_length + c.sp_size - 1) / c.sp_size * c.sp_size);
   parallel::validate_zero_config({static_cast<int>(c.zero_stage), c.offload_optimizer,
                                   c.offload_params, c.zero_overlap, reduce_dtype});
+}
+
+void validate(const TrainConfig& c, int world_size) {
+  positive(c.sp_size, "--sp-size");
+  positive(c.dp_replicate_size, "--dp-replicate-size");
+  if (c.dp_shard_size < 0) UL_FAIL("--dp-shard-size must be >= 1 (or 0 for automatic)");
+  const std::int64_t groups = c.sp_size * c.dp_replicate_size;
+  if (c.dp_shard_size == 0 && world_size % groups != 0)
+    UL_FAIL("world size ", world_size, " is not divisible by --sp-size ", c.sp_size,
+            " x --dp-replicate-size ", c.dp_replicate_size, "; launch a multiple of ", groups,
+            " ranks or change the sizes");
+  if (c.dp_shard_size > 0 && groups * c.dp_shard_size != world_size)
+    UL_FAIL("--dp-replicate-size ", c.dp_replicate_size, " x --dp-shard-size ", c.dp_shard_size,
+            " x --sp-size ", c.sp_size, " = ", groups * c.dp_shard_size, " but the job has ",
+            world_size,
+            " ranks; make the product equal the number of ranks (or leave "
+            "--dp-shard-size unset to derive it)");
+  validate(c);
 }
 
 DType parse_dtype_option(const std::string& value, const char* flag) {

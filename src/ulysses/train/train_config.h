@@ -11,9 +11,9 @@ namespace ulysses::train {
 
 struct TrainConfig {
   // Model and data.
-  std::string model = "tiny";            // preset name or HF model directory
-  std::string data = "synthetic-copy";   // data source
-  std::int64_t copy_min_length = 63;     // synthetic copy task: length range of the random half
+  std::string model = "tiny";           // preset name or HF model directory
+  std::string data = "synthetic-copy";  // data source
+  std::int64_t copy_min_length = 63;    // synthetic copy task: length range of the random half
   std::int64_t copy_max_length = 63;
   std::int64_t max_seq_length = 1024;
   bool packing = true;
@@ -43,7 +43,7 @@ struct TrainConfig {
   bool sp_pipeline = false;
   std::int64_t dp_shard_size = 0;  // 0 = world / (sp_size * dp_replicate_size)
   std::int64_t dp_replicate_size = 1;
-  std::int64_t zero_stage = 0;  // 0-3, over the dp_shard x sp ranks (CPU and CUDA)
+  std::int64_t zero_stage = 0;     // 0-3, over the dp_shard x sp ranks (CPU and CUDA)
   bool offload_optimizer = false;  // ZeRO >= 1: master weights and AdamW state in host memory
   bool offload_params = false;     // ZeRO 3: parameter shards in host memory
   // ZeRO 2-3: prefetch the next group's parameters and reduce-scatter gradients
@@ -52,9 +52,18 @@ struct TrainConfig {
   std::string device = "cpu";  // cpu | cuda | auto
   // Output.
   std::string output_dir = "runs/ulysses";
-  std::int64_t save_steps = 0;  // 0 = only at the end
+  std::int64_t save_steps = 0;         // 0 = only at the end
   std::int64_t save_total_limit = 0;   // keep the newest N checkpoint-<step> folders (0 = all)
   std::string resume_from_checkpoint;  // "" = start fresh, "latest" or a checkpoint folder
+  // A fresh run into an output_dir that holds an earlier run's checkpoints or model is refused
+  // unless this is set (nothing is deleted; rotation only removes this run's checkpoints).
+  bool overwrite_output_dir = false;
+  // Resuming with settings that change the order of the data (seed, data, batch sizes,
+  // sequence length, packing) is refused unless this is set.
+  bool ignore_data_order_change = false;
+  // Stop the run after this many consecutive steps skipped for a non-finite loss or gradient
+  // norm (>= 1).
+  std::int64_t max_skipped_steps = 3;
   std::string save_dtype = "float32";  // float32 | bfloat16
   // Element type of the gradient all-reduce between ranks (float32 | bfloat16: half the
   // traffic, sums still accumulated in f32 by each backend, rounded to bf16 once per reduction).
@@ -72,5 +81,11 @@ DType parse_dtype_option(const std::string& value, const char* flag);
 // Checks what needs neither the model nor the world size (see parallel::resolve_parallel_config
 // for the layout checks).
 void validate(const TrainConfig& config);
+
+// validate(config) preceded by the layout checks that need only the world size (sp_size x
+// dp_replicate_size divides it, or the product with an explicit dp_shard_size equals it), so a
+// bad layout is reported before the lengths that depend on it (e.g. --max-seq-length being a
+// multiple of --sp-size).
+void validate(const TrainConfig& config, int world_size);
 
 }  // namespace ulysses::train

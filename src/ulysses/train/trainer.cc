@@ -16,6 +16,7 @@
 #include "ulysses/model/flops.h"
 #include "ulysses/core/format.h"
 #include "ulysses/parallel/memory_plan.h"
+#include "ulysses/train/output_dir.h"
 
 namespace ulysses::train {
 
@@ -71,7 +72,7 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
                  std::unique_ptr<comm::Communicator> owned)
     : own_world_(std::move(owned)),
       world_(world ? *world : *own_world_),
-      config_((validate(config), config)),
+      config_((validate(config, world_.size()), config)),
       model_config_(model::resolve_model_config(config.model)),
       ctx_(make_agreed_context(config.device, world_)),
       save_dtype_(parse_dtype_option(config.save_dtype, "--save-dtype")) {
@@ -89,6 +90,10 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
             model_config_.sliding_window, ") and --max-seq-length ", config_.max_seq_length,
             " exceeds it; sliding windows are not supported: use --max-seq-length <= ",
             model_config_.sliding_window);
+  if (config_.max_seq_length > model_config_.max_position_embeddings && world_.rank() == 0)
+    log_warn("--max-seq-length ", config_.max_seq_length, " exceeds max_position_embeddings ",
+             model_config_.max_position_embeddings, " of --model ", config_.model,
+             ": positions beyond it were never trained (check the rope scaling)");
   const parallel::ParallelConfig layout = parallel::resolve_parallel_config(
       {config_.sp_size, config_.dp_shard_size, config_.dp_replicate_size}, world_.size(),
       model_config_);
@@ -140,6 +145,7 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     }
     zero_->set_parameters(initial);
   });
+  run_id_ = make_run_id(world_);  // a resume takes the saved run's id instead
   if (!config_.resume_from_checkpoint.empty()) resume(config_.resume_from_checkpoint);
   // A resumed run appends to the metrics of the run it continues.
   metrics_ = std::make_unique<MetricsWriter>(is_main() ? config_.output_dir : std::string(),
@@ -157,9 +163,26 @@ TrainingState Trainer::training_state(std::int64_t step) const {
   state.dp_replicate_size = mesh_->config().dp_replicate_size;
   state.zero_stage = config_.zero_stage;
   state.model_fingerprint = model_fingerprint(model_config_);
+  state.run_id = run_id_;
+  // The settings a resume compares (check_resume_settings): those of kDataOrderSettings decide
+  // the data stream, the others only how it is trained on.
   state.extra = {{"lr_scheduler_type", config_.lr_scheduler_type},
                  {"learning_rate", config_.learning_rate},
                  {"max_steps", config_.max_steps},
+                 {"warmup_steps", config_.warmup_steps},
+                 {"weight_decay", config_.weight_decay},
+                 {"adam_beta1", config_.adam_beta1},
+                 {"adam_beta2", config_.adam_beta2},
+                 {"adam_epsilon", config_.adam_epsilon},
+                 {"max_grad_norm", config_.max_grad_norm},
+                 {"grad_reduce_dtype", config_.grad_reduce_dtype},
+                 {"data", config_.data},
+                 {"max_seq_length", config_.max_seq_length},
+                 {"packing", config_.packing},
+                 {"per_device_train_batch_size", config_.per_device_train_batch_size},
+                 {"gradient_accumulation_steps", config_.gradient_accumulation_steps},
+                 {"copy_min_length", config_.copy_min_length},
+                 {"copy_max_length", config_.copy_max_length},
                  {"updates", updates_}};
   return state;
 }
@@ -179,13 +202,18 @@ void Trainer::save_checkpoint(std::int64_t step) {
       [&](const std::filesystem::path& tmp) {
         io::save_hf_checkpoint(tmp, full, save_dtype_, io::kDefaultMaxShardBytes, config_.model);
       });
-  rotate_checkpoints(world_, config_.output_dir, config_.save_total_limit);
+  rotate_checkpoints(world_, config_.output_dir, config_.save_total_limit, run_id_);
   if (!config_.quiet && is_main()) std::printf("saved %s\n", dir.string().c_str());
 }
 
 void Trainer::resume(const std::string& spec) {
-  const auto dir = resolve_checkpoint(world_, config_.output_dir, spec);
-  const LoadedCheckpoint loaded = load_training_checkpoint(world_, dir, training_state(0));
+  const TrainingState expected = training_state(0);
+  const auto dir = resolve_checkpoint(world_, config_.output_dir, spec, &expected);
+  const LoadedCheckpoint loaded = load_training_checkpoint(world_, dir, expected);
+  if (!loaded.state.run_id.empty()) run_id_ = loaded.state.run_id;
+  const std::string changed = check_resume_settings(loaded.state, expected,
+                                                    config_.ignore_data_order_change, dir.string());
+  if (!changed.empty() && is_main()) log_warn(changed);
   zero_->load_state_tensors(loaded.tensors);
   updates_ = loaded.state.extra.value("updates", loaded.state.step);
   packer_->set_position(loaded.state.data_position);

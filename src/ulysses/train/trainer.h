@@ -63,6 +63,7 @@ class Trainer {
   std::int64_t global_batch_sequences() const;
   bool is_main() const { return world_.rank() == 0; }
 
+  std::string run_id_;  // TrainingState::run_id of this run
   std::unique_ptr<comm::Communicator> own_world_;  // only for the single-process constructor
   comm::Communicator& world_;
   TrainConfig config_;
