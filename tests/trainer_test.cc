@@ -298,5 +298,32 @@ TEST(Trainer, ResumeRefusesADataOrderChangeAndWarnsAboutOthers) {
   std::filesystem::remove_all(c.output_dir);
 }
 
+// A step whose loss or gradient norm is not finite changes nothing: the weights after it are
+// the weights before it; --max-skipped-steps such steps in a row stop the run with a message.
+TEST(Trainer, NonFiniteStepsAreSkippedThenTheRunStops) {
+  TrainConfig c = small_config();
+  c.learning_rate = 1e30;  // step 1's update makes the weights huge: step 2 overflows
+  c.warmup_steps = 0;
+  c.max_grad_norm = 0;
+  c.max_skipped_steps = 2;
+  c.max_steps = 1;
+  Trainer after_one(c);
+  after_one.run();
+  const std::vector<float> weights_after_one = after_one.params().flat()[1].to_floats();
+  c.max_steps = 2;
+  Trainer trainer(c);
+  EXPECT_FALSE(trainer.train_step(1).skipped);
+  const StepMetrics second = trainer.train_step(2);
+  EXPECT_TRUE(second.skipped);
+  EXPECT_FALSE(std::isfinite(second.loss) && std::isfinite(second.grad_norm));
+  EXPECT_EQ(trainer.params().flat()[1].to_floats(), weights_after_one);
+  try {
+    trainer.train_step(3);
+    ADD_FAILURE() << "a second non-finite step in a row did not stop the run";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--max-skipped-steps 2"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace ulysses::train

@@ -348,7 +348,7 @@ void ZeroState::update_group(std::size_t index, std::int64_t step, float lr) {
 }
 
 double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
-                              double max_grad_norm) {
+                              double max_grad_norm, bool apply) {
   UL_CHECK(ctx.device == ctx_.device, "finish_step: context on ", ctx.device.str(),
            " but the ZeRO state lives on ", ctx_.device.str());
   for (const Group& g : groups_)
@@ -374,6 +374,8 @@ double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
   for (const Group& g : groups_) sum += ops::sum_of_squares(ctx_, g.grad_shard());
   if (zero_.stage >= 1) sum = comm::sum_in_rank_order(mesh_.zero_group(), sum);
   const double norm = std::sqrt(sum);
+  // A non-finite norm (or a step the caller rejects) changes nothing: no clip, no update.
+  if (!apply || !std::isfinite(norm)) return norm;
   // 3. Clip (torch's clip_grad_norm_ rule).
   if (max_grad_norm > 0) {
     const double factor = max_grad_norm / (norm + 1e-6);

@@ -205,9 +205,12 @@ class ZeroState final : public model::ParamStore {
   // (identical on all ranks), clips to max_grad_norm (> 0; torch's rule), runs AdamW (1-based
   // step, learning rate lr; weight decay only where ParamSpec::weight_decay) on this rank's
   // shards and refreshes the parameters (stage 1-2: all-gather into the full buffers; stage 3:
-  // the shard is the parameter). Returns the grad norm before clipping. Collective over the
-  // world.
-  double finish_step(const Context& ctx, std::int64_t step, float lr, double max_grad_norm);
+  // the shard is the parameter). Returns the grad norm before clipping. When the norm is not
+  // finite, or `apply` is false (the caller found the loss not finite), the reduction and norm
+  // still run but nothing is clipped or updated (the same on every rank: the norm is global).
+  // Collective over the world.
+  double finish_step(const Context& ctx, std::int64_t step, float lr, double max_grad_norm,
+                     bool apply = true);
   // Full f32 parameters (the master weights in mixed precision) on every rank, for saving; out
   // is f32 on any device. Collective over the ZeRO group at stage 3, and in mixed precision at
   // every stage >= 1 (the master weights exist only as shards).

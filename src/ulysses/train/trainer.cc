@@ -1,6 +1,7 @@
 #include "ulysses/train/trainer.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstdio>
 #include <sstream>
@@ -328,8 +329,26 @@ StepMetrics Trainer::train_step(std::int64_t step) {
     zero_->begin_step();
     for (const auto& shard : shards)
       loss_sum += decoder_->forward_backward(ctx_, *zero_, shard, grad_scale, options).loss_sum;
-    m.grad_norm = zero_->finish_step(ctx_, updates_, lr, config_.max_grad_norm);
     m.loss = comm::sum_in_rank_order(world_, loss_sum) / static_cast<double>(m.valid_labels);
+    const bool finite_loss = std::isfinite(m.loss);
+    m.grad_norm = zero_->finish_step(ctx_, updates_, lr, config_.max_grad_norm, finite_loss);
+    // A step whose loss or gradient norm is not finite changes nothing (every rank sees the
+    // same global values); too many in a row stop the run before anything is saved.
+    if (!finite_loss || !std::isfinite(m.grad_norm)) {
+      m.skipped = true;
+      --updates_;
+      ++consecutive_skips_;
+      if (is_main())
+        log_warn("step ", step, ": loss ", m.loss, ", grad norm ", m.grad_norm,
+                 " not finite; step skipped (no update), ", consecutive_skips_, " in a row");
+      if (consecutive_skips_ >= config_.max_skipped_steps)
+        UL_FAIL("step ", step, ": ", consecutive_skips_,
+                " consecutive steps had a non-finite loss or gradient norm (--max-skipped-steps ",
+                config_.max_skipped_steps, "); the run diverged: lower --learning-rate, check the "
+                "data and weights, or resume from an earlier checkpoint");
+    } else {
+      consecutive_skips_ = 0;
+    }
   }
 
   synchronize(ctx_);

@@ -79,6 +79,7 @@ class Trainer {
   std::unique_ptr<model::ParamBuffers> host_params_;
   DType save_dtype_ = DType::f32;
   std::int64_t updates_ = 0;  // optimizer updates applied (skipped steps excluded)
+  std::int64_t consecutive_skips_ = 0;  // steps in a row skipped for non-finite values
   ScheduleConfig schedule_;
   std::unique_ptr<data::DocumentSource> source_;
   std::unique_ptr<data::Packer> packer_;
