@@ -325,5 +325,21 @@ TEST(Trainer, NonFiniteStepsAreSkippedThenTheRunStops) {
   }
 }
 
+// A CPU run whose plan exceeds the host's available memory stops before allocating, naming
+// the options (it used to grow until the machine ran out).
+TEST(Trainer, CpuRunLargerThanHostMemoryIsRefusedBeforeAllocating) {
+  TrainConfig c = small_config();
+  c.max_seq_length = std::int64_t{1} << 28;
+  c.per_device_train_batch_size = 1;
+  try {
+    Trainer trainer(c);
+    ADD_FAILURE() << "a 2^28-token CPU run was accepted";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("of host memory per rank"), std::string::npos) << message;
+    EXPECT_NE(message.find("--max-seq-length 268435456"), std::string::npos) << message;
+  }
+}
+
 }  // namespace
 }  // namespace ulysses::train

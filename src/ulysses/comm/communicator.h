@@ -1,5 +1,6 @@
-// Communicator: one process group and its collectives (DESIGN §2), with an MPI backend for the
-// CPU and, later, an NCCL backend for GPUs.
+// Communicator: one process group and its collectives, with a self backend (a group of one), an
+// MPI backend for host tensors (and any tensor in a group of one) and an NCCL backend for GPUs
+// (comm/nccl_communicator.h).
 //
 // Contracts:
 // - Collectives are called by every rank of the group in the same order (as MPI/NCCL require).

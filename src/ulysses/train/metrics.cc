@@ -1,5 +1,7 @@
 #include "ulysses/train/metrics.h"
 
+#include <fstream>
+
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -75,6 +77,16 @@ void MetricsWriter::write(const StepMetrics& m) {
   if (!out_.is_open()) return;
   out_ << metrics_json(m) << '\n';
   out_.flush();
+}
+
+std::int64_t host_available_memory_bytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  std::int64_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  return 0;
 }
 
 }  // namespace ulysses::train

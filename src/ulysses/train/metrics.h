@@ -29,6 +29,8 @@ std::string metrics_json(const StepMetrics& m);
 
 // Peak resident memory of this process (VmHWM), bytes; 0 when unknown.
 std::int64_t host_peak_memory_bytes();
+// MemAvailable of /proc/meminfo in bytes (0 when unknown).
+std::int64_t host_available_memory_bytes();
 
 class MetricsWriter {
  public:

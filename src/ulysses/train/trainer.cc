@@ -131,6 +131,8 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     attention_ = parallel::make_local_attention();
   }
   decoder_ = std::make_unique<model::Decoder>(model_config_, *attention_);
+  // The CPU backend's memory is the host's: a plan that cannot fit stops before allocating.
+  comm::run_agreed(world_, [&] { check_host_memory(); });
   // Allocating the state and reading or drawing the weights can fail on some ranks only (a
   // missing shard file, memory): every rank learns it before the next collective.
   comm::run_agreed(world_, [&] {
@@ -226,6 +228,46 @@ void Trainer::resume(const std::string& spec) {
 
 Trainer::~Trainer() = default;
 
+parallel::MemoryPlanInput Trainer::memory_plan_input() const {
+  parallel::MemoryPlanInput in;
+  in.tokens_per_device = config_.max_seq_length / config_.sp_size;
+  in.gradient_checkpointing = config_.gradient_checkpointing;
+  in.loss_tile_tokens = config_.loss_tile_tokens;
+  in.sp_size = config_.sp_size;
+  in.precision = ctx_.compute_dtype == DType::f32 ? parallel::Precision::fp32
+                                                  : parallel::Precision::bf16_mixed;
+  return in;
+}
+
+parallel::MemoryPlan Trainer::memory_plan() const {
+  parallel::MemoryPlan memory = parallel::plan_memory(model_config_, memory_plan_input());
+  if (config_.zero_stage > 0) {
+    const auto z = parallel::zero_memory_formula(
+        model_config_, zero_config(config_),
+        static_cast<int>(mesh_->config().dp_shard_size * mesh_->config().sp_size),
+        memory_plan_input().precision);
+    memory.params = z.params;
+    memory.grads = z.grads;
+    memory.optimizer = z.optimizer;
+    memory.master = z.master;
+    memory.buffers += z.transient;  // gathered parameters and gradient buffers in flight
+  }
+  return memory;
+}
+
+void Trainer::check_host_memory() const {
+  if (!ctx_.device.is_cpu()) return;
+  const std::int64_t available = host_available_memory_bytes();
+  const std::int64_t planned = memory_plan().total();
+  if (available <= 0 || planned <= available) return;
+  UL_FAIL("the plan needs ", format_bytes(planned), " of host memory per rank (--model ",
+          config_.model, ", --max-seq-length ", config_.max_seq_length, ", --sp-size ",
+          config_.sp_size, ", --zero-stage ", config_.zero_stage, ") but ",
+          format_bytes(available), " are available; lower --max-seq-length, add "
+          "--gradient-checkpointing, raise --sp-size or --zero-stage (`ulysses info` prints "
+          "the plan)");
+}
+
 std::string Trainer::plan() const {
   const model::ModelConfig& c = model_config_;
   std::ostringstream out;
@@ -239,26 +281,15 @@ std::string Trainer::plan() const {
   out << "batch: " << config_.per_device_train_batch_size << " sequences per SP group x "
       << mesh_->dp_size() << " data-parallel groups x " << config_.gradient_accumulation_steps
       << " accumulation steps = " << global_batch_sequences() << " sequences per optimizer step\n";
-  parallel::MemoryPlanInput in;
-  in.tokens_per_device = config_.max_seq_length / config_.sp_size;
-  in.gradient_checkpointing = config_.gradient_checkpointing;
-  in.loss_tile_tokens = config_.loss_tile_tokens;
-  in.sp_size = config_.sp_size;
-  in.precision = ctx_.compute_dtype == DType::f32 ? parallel::Precision::fp32
-                                                  : parallel::Precision::bf16_mixed;
+  const parallel::MemoryPlanInput in = memory_plan_input();
   out << "device: " << ctx_.device.str() << " (" << dtype_name(ctx_.compute_dtype)
       << " compute, " << mesh_->world().backend() << " collectives)\n";
-  parallel::MemoryPlan memory = parallel::plan_memory(c, in);
+  const parallel::MemoryPlan memory = memory_plan();
   std::int64_t offloaded = 0;  // of the model states, bytes the offload flags keep in host memory
   if (config_.zero_stage > 0) {
     const auto z = parallel::zero_memory_formula(
         c, zero_config(config_),
         static_cast<int>(mesh_->config().dp_shard_size * mesh_->config().sp_size), in.precision);
-    memory.params = z.params;
-    memory.grads = z.grads;
-    memory.optimizer = z.optimizer;
-    memory.master = z.master;
-    memory.buffers += z.transient;  // gathered parameters and gradient buffers in flight
     out << "zero: stage " << config_.zero_stage << " over "
         << mesh_->config().dp_shard_size * mesh_->config().sp_size << " ranks (dp_shard x sp)";
     if (z.offloaded) out << ", " << format_bytes(z.offloaded) << " offloaded to host";

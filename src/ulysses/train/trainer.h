@@ -13,6 +13,7 @@
 #include "ulysses/model/decoder.h"
 #include "ulysses/model/params.h"
 #include "ulysses/model/attention_strategy.h"
+#include "ulysses/parallel/memory_plan.h"
 #include "ulysses/parallel/mesh.h"
 #include "ulysses/parallel/zero.h"
 #include "ulysses/train/checkpoint.h"
@@ -60,6 +61,11 @@ class Trainer {
           std::unique_ptr<comm::Communicator> owned);
   void save(const std::filesystem::path& dir);
   TrainingState training_state(std::int64_t step) const;
+  parallel::MemoryPlanInput memory_plan_input() const;
+  // The per-device budget the plan prints (ZeRO shards and transients included).
+  parallel::MemoryPlan memory_plan() const;
+  // CPU: Error naming the options when the plan exceeds the host's available memory.
+  void check_host_memory() const;
   std::int64_t global_batch_sequences() const;
   bool is_main() const { return world_.rank() == 0; }
 
