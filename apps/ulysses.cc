@@ -11,6 +11,7 @@
 
 #include "ulysses/comm/communicator.h"
 #include "ulysses/core/error.h"
+#include "ulysses/core/process_env.h"
 #include "ulysses/data/text_data.h"
 #include "ulysses/io/tokenizer.h"
 #include "ulysses/model/config.h"
@@ -256,11 +257,7 @@ int run_tokenize(const TokenizeArgs& a) {
 }
 
 // This process's rank as the launcher (mpirun, srun) tells it, before MPI starts; 0 alone.
-int launcher_rank() {
-  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"})
-    if (const char* value = std::getenv(name)) return std::atoi(value);
-  return 0;
-}
+int launcher_rank() { return std::max(ulysses::process_env::launcher().rank, 0); }
 
 int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
              double memory_gib, const std::string& precision, int zero_ranks, int sp_size) {

@@ -5,7 +5,6 @@
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -14,31 +13,13 @@
 #include "ulysses/comm/communicator.h"
 #include "ulysses/comm/nccl_communicator.h"
 #include "ulysses/core/error.h"
+#include "ulysses/core/process_env.h"
 
 namespace ulysses::comm {
 
-bool launched_with_several_ranks() {
-  // Open MPI's mpirun, PMI-based launchers (MPICH, Intel MPI) and Slurm's srun.
-  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"}) {
-    const char* value = std::getenv(name);
-    if (value == nullptr) continue;
-    char* end = nullptr;
-    const long ranks = std::strtol(value, &end, 10);
-    if (end != value && ranks > 1) return true;
-  }
-  return false;
-}
+bool launched_with_several_ranks() { return process_env::launcher().world_size > 1; }
 
-double collective_timeout_seconds() {
-  const char* value = std::getenv("ULYSSES_NCCL_TIMEOUT_S");
-  if (value == nullptr || *value == '\0') return 600.0;
-  char* end = nullptr;
-  const double seconds = std::strtod(value, &end);
-  if (end == value || *end != '\0' || !(seconds > 0) || !std::isfinite(seconds))
-    UL_FAIL("ULYSSES_NCCL_TIMEOUT_S='", value,
-            "' must be a positive number of seconds (the timeout of every collective)");
-  return seconds;
-}
+double collective_timeout_seconds() { return process_env::collective_timeout_seconds(); }
 
 void abort_job(int exit_code) {
   std::cout.flush();

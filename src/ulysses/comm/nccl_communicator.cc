@@ -630,15 +630,7 @@ std::map<std::string, double> take_wait_seconds() {
   return seconds;
 }
 
-double nccl_timeout_seconds() {
-  const char* value = std::getenv("ULYSSES_NCCL_TIMEOUT_S");
-  if (value == nullptr || *value == '\0') return 600.0;
-  char* end = nullptr;
-  const double seconds = std::strtod(value, &end);
-  UL_CHECK(end != value && *end == '\0' && seconds > 0, "ULYSSES_NCCL_TIMEOUT_S='", value,
-           "': expected a positive number of seconds");
-  return seconds;
-}
+double nccl_timeout_seconds() { return collective_timeout_seconds(); }
 
 std::unique_ptr<Communicator> make_nccl_world(Communicator& host_world, const Context& ctx) {
   UL_CHECK(ctx.device.is_cuda() && ctx.cuda, "make_nccl_world: the context is on ",

@@ -1,26 +1,17 @@
 // make_cpu_context for every build; host-only stand-ins for the CUDA context functions.
 #include "ulysses/core/cuda_context.h"
 
-#include <cstdlib>
+#include "ulysses/core/process_env.h"
 
 namespace ulysses {
 
 Context make_cpu_context() { return Context{}; }
 
 LocalRank launcher_local_rank() {
-  auto read = [](std::initializer_list<const char*> names, int fallback) {
-    for (const char* name : names) {
-      const char* value = std::getenv(name);
-      if (value == nullptr || *value == '\0') continue;
-      char* end = nullptr;
-      const long parsed = std::strtol(value, &end, 10);
-      if (end != value && *end == '\0' && parsed >= 0) return static_cast<int>(parsed);
-    }
-    return fallback;
-  };
+  const process_env::Launcher launcher = process_env::launcher();
   LocalRank local;
-  local.rank = read({"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"}, 0);
-  local.size = read({"OMPI_COMM_WORLD_LOCAL_SIZE", "LOCAL_WORLD_SIZE"}, 0);
+  local.rank = launcher.local_rank >= 0 ? launcher.local_rank : 0;
+  local.size = launcher.local_size >= 0 ? launcher.local_size : 0;
   return local;
 }
 

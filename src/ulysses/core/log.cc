@@ -1,5 +1,7 @@
 #include "ulysses/core/log.h"
 
+#include "ulysses/core/process_env.h"
+
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -9,11 +11,10 @@ namespace ulysses {
 
 namespace {
 LogLevel initial_level() {
-  const char* env = std::getenv("ULYSSES_LOG");
-  if (!env) return LogLevel::info;
-  if (!std::strcmp(env, "debug")) return LogLevel::debug;
-  if (!std::strcmp(env, "warn")) return LogLevel::warn;
-  if (!std::strcmp(env, "error")) return LogLevel::error;
+  const std::string env = process_env::log_level();
+  if (env == "debug") return LogLevel::debug;
+  if (env == "warn") return LogLevel::warn;
+  if (env == "error") return LogLevel::error;
   return LogLevel::info;
 }
 std::atomic<LogLevel> g_level{initial_level()};  // process-wide verbosity only

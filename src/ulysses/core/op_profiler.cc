@@ -61,7 +61,7 @@ int OpProfiler::begin_phase(const Context& ctx, const char* phase) {
   return begin(ctx, true, phase);
 }
 
-void OpProfiler::end(const Context& ctx, int token) {
+void OpProfiler::end([[maybe_unused]] const Context& ctx, int token) {
   if (token == kUnrecordedOp) {  // a nested op, or an op while disabled
     UL_CHECK(op_depth_ > 0, "OpProfiler: end of an op scope that is not open");
     --op_depth_;

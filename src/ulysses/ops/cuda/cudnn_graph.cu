@@ -6,6 +6,8 @@
 
 #include "ulysses/ops/cuda/cudnn_graph.h"
 
+#include "ulysses/core/process_env.h"
+
 namespace ulysses::ops::cuda::cudnn {
 
 namespace {
@@ -15,8 +17,7 @@ constexpr int kMinimumVersion = 90600;
 
 CudnnLibrary load_cudnn() {
   CudnnLibrary lib;
-  const char* override_path = std::getenv("ULYSSES_CUDNN_LIBRARY");
-  const std::string path = override_path && *override_path ? override_path : "libcudnn.so.9";
+  const std::string path = process_env::cudnn_library();
   lib.handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!lib.handle) {
     const char* why = dlerror();
