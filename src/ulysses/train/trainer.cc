@@ -276,6 +276,10 @@ std::string Trainer::plan() const {
       << c.num_key_value_heads << " kv, head_dim " << c.head_dim << ", vocab " << c.vocab_size
       << ", " << model::parameter_count(c) << " parameters)\n";
   out << mesh_->describe(static_cast<int>(config_.zero_stage));
+  out << "  schedules: attention " << attention_->name();
+  if (config_.zero_stage >= 2)
+    out << ", ZeRO overlap " << (config_.zero_overlap ? "on" : "off (--no-zero-overlap)");
+  out << "\n";
   out << "data: " << source_->describe() << ", " << (config_.packing ? "packed" : "unpacked")
       << " into sequences of " << config_.max_seq_length << " tokens\n";
   out << "batch: " << config_.per_device_train_batch_size << " sequences per SP group x "
