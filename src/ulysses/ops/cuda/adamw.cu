@@ -12,23 +12,30 @@ struct AdamWScalars {
   float beta1, beta2, eps, step_size, bias_correction2_sqrt, decay;
 };
 
-// The same f32 arithmetic as the CPU kernel (ops/cpu/adamw.cc).
+// One element's update: the same f32 arithmetic as the CPU kernel (ops/cpu/adamw.cc), shared
+// by the one-range and the multi-range kernels so both compute the same bits.
+template <typename TC>
+__device__ __forceinline__ void adamw_element(const AdamWScalars& s, float decay, float* p,
+                                              const float* g, float* m, float* v, TC* copy,
+                                              std::int64_t i) {
+  const float gi = g[i];
+  const float mi = s.beta1 * m[i] + (1.0f - s.beta1) * gi;
+  const float vi = s.beta2 * v[i] + (1.0f - s.beta2) * gi * gi;
+  m[i] = mi;
+  v[i] = vi;
+  const float denom = sqrtf(vi) / s.bias_correction2_sqrt + s.eps;
+  const float pi = p[i] * decay - s.step_size * mi / denom;
+  p[i] = pi;
+  if (copy) copy[i] = from_float<TC>(pi);
+}
+
 template <typename TC>
 __global__ void adamw_kernel(AdamWScalars s, float* p, const float* g, float* m, float* v, TC* copy,
                              std::int64_t n) {
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += stride) {
-    const float gi = g[i];
-    const float mi = s.beta1 * m[i] + (1.0f - s.beta1) * gi;
-    const float vi = s.beta2 * v[i] + (1.0f - s.beta2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = sqrtf(vi) / s.bias_correction2_sqrt + s.eps;
-    const float pi = p[i] * s.decay - s.step_size * mi / denom;
-    p[i] = pi;
-    if (copy) copy[i] = from_float<TC>(pi);
-  }
+       i += stride)
+    adamw_element(s, s.decay, p, g, m, v, copy, i);
 }
 
 constexpr int kMaxRanges = 32;
@@ -59,17 +66,8 @@ __global__ void adamw_multi_kernel(AdamWScalars s, RangeList<TC> list) {
   const std::int64_t n = list.n[k];
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += stride) {
-    const float gi = g[i];
-    const float mi = s.beta1 * m[i] + (1.0f - s.beta1) * gi;
-    const float vi = s.beta2 * v[i] + (1.0f - s.beta2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = sqrtf(vi) / s.bias_correction2_sqrt + s.eps;
-    const float pi = p[i] * decay - s.step_size * mi / denom;
-    p[i] = pi;
-    if (copy) copy[i] = from_float<TC>(pi);
-  }
+       i += stride)
+    adamw_element(s, decay, p, g, m, v, copy, i);
 }
 
 AdamWScalars scalars(const AdamWConfig& config, std::int64_t step) {
