@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 
 #include "test_util.h"
 #include "ulysses/core/cuda_context.h"
@@ -51,5 +52,20 @@ inline double tolerance(DType dtype) { return dtype == DType::bf16 ? 1e-2 : 1e-5
 inline std::string dtype_param_name(const ::testing::TestParamInfo<DType>& info) {
   return dtype_name(info.param);
 }
+
+// A test parameterized by the compute dtype, with random inputs rounded to it. Seeds differ per
+// dtype (and per suite: each passes its own pair) so the two runs see different data.
+template <std::uint32_t kBf16Seed, std::uint32_t kF32Seed>
+class DtypeParamTest : public ::testing::TestWithParam<DType> {
+ protected:
+  DType dt() const { return GetParam(); }
+  Tensor rnd(const Shape& shape, float scale = 1.0f) {
+    return random_rounded(shape, rng_, dt(), scale);
+  }
+  Tensor rnd_f32(const Shape& shape, float scale = 1.0f) {
+    return random_tensor(shape, rng_, scale);
+  }
+  Rng rng_{GetParam() == DType::bf16 ? kBf16Seed : kF32Seed};
+};
 
 }  // namespace ulysses::testing

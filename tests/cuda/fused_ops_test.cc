@@ -22,17 +22,7 @@ using testing::tolerance;
 
 const Context cpu_ctx;
 
-class CudaFusedOps : public ::testing::TestWithParam<DType> {
- protected:
-  DType dt() const { return GetParam(); }
-  Tensor rnd(const Shape& shape, float scale = 1.0f) {
-    return random_rounded(shape, rng_, dt(), scale);
-  }
-  Tensor rnd_f32(const Shape& shape, float scale = 1.0f) {
-    return testing::random_tensor(shape, rng_, scale);
-  }
-  Rng rng_{GetParam() == DType::bf16 ? 4321u : 77u};
-};
+using CudaFusedOps = testing::DtypeParamTest<4321, 77>;
 
 TEST_P(CudaFusedOps, AddRmsNorm) {
   UL_REQUIRE_GPU();

@@ -26,17 +26,7 @@ using testing::tolerance;
 
 const Context cpu_ctx;
 
-class CudaOps : public ::testing::TestWithParam<DType> {
- protected:
-  DType dt() const { return GetParam(); }
-  Tensor rnd(const Shape& shape, float scale = 1.0f) {
-    return random_rounded(shape, rng_, dt(), scale);
-  }
-  Tensor rnd_f32(const Shape& shape, float scale = 1.0f) {
-    return testing::random_tensor(shape, rng_, scale);
-  }
-  Rng rng_{GetParam() == DType::bf16 ? 1234u : 99u};
-};
+using CudaOps = testing::DtypeParamTest<1234, 99>;
 
 TEST_P(CudaOps, Elementwise) {
   UL_REQUIRE_GPU();

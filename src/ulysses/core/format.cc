@@ -1,6 +1,7 @@
 #include "ulysses/core/format.h"
 
 #include <cstdio>
+#include <ctime>
 
 namespace ulysses {
 
@@ -11,6 +12,15 @@ std::string format_bytes(std::int64_t bytes) {
   else if (b >= (1 << 20)) std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1 << 20));
   else std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024);
   return buf;
+}
+
+std::string format_utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char buffer[32];
+  std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return buffer;
 }
 
 }  // namespace ulysses

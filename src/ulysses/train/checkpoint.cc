@@ -16,6 +16,7 @@
 
 #include "ulysses/comm/agree.h"
 #include "ulysses/core/error.h"
+#include "ulysses/core/format.h"
 #include "ulysses/core/finite.h"
 #include "ulysses/core/log.h"
 #include "ulysses/core/parse_limits.h"
@@ -106,15 +107,6 @@ void remove_folder(const fs::path& path) {
   std::error_code ec;
   fs::remove_all(path, ec);
   if (ec) UL_FAIL(path.string(), ": cannot remove folder: ", ec.message());
-}
-
-std::string utc_timestamp() {
-  const std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  gmtime_r(&now, &utc);
-  char buffer[32];
-  std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return buffer;
 }
 
 // Parses the decimal step of "<prefix><digits><suffix>"; nullopt for any other name.
@@ -386,7 +378,7 @@ fs::path save_training_checkpoint(comm::Communicator& world, const fs::path& out
       UL_FAIL(final_dir.string(), ": cannot rename ", tmp_dir.string(),
               " into place: ", ec.message());
     fsync_path(output_dir, true);
-    write_file_synced(final_dir / kCompleteMarkerName, utc_timestamp() + "\n");
+    write_file_synced(final_dir / kCompleteMarkerName, format_utc_now() + "\n");
     fsync_path(final_dir, true);
   });
   return final_dir;

@@ -12,20 +12,12 @@
 
 #include "ulysses/comm/agree.h"
 #include "ulysses/core/error.h"
+#include "ulysses/core/format.h"
 
 namespace ulysses::train {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string utc_now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  gmtime_r(&now, &utc);
-  char buffer[32];
-  std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return buffer;
-}
 
 std::string host_name() {
   char buffer[256] = {};
@@ -45,7 +37,7 @@ std::string read_holder(int fd) {
 
 void write_holder(int fd, const fs::path& lock_path) {
   const std::string text =
-      "pid=" + std::to_string(::getpid()) + " host=" + host_name() + " started=" + utc_now() + "\n";
+      "pid=" + std::to_string(::getpid()) + " host=" + host_name() + " started=" + format_utc_now() + "\n";
   if (::ftruncate(fd, 0) != 0 ||
       ::pwrite(fd, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()))
     UL_FAIL(lock_path.string(), ": cannot write the lock file: ", std::strerror(errno));
