@@ -55,7 +55,7 @@ TEST(MemoryPlan, LargestFitShrinksWithUlyssesCopies) {
   const ModelConfig c = preset_config("qwen3-4b");
   MemoryPlanInput in = input(1024, 1, true);
   in.mlp_tile_tokens = 1024;  // the attention phase is the layer's peak
-  in.budget_bytes = 80 * GiB;
+  in.budget_bytes = 100 * GiB;
   const std::int64_t local = plan_memory(c, in).max_tokens_that_fit;
   in.sp_size = 4;
   const std::int64_t sp4 = plan_memory(c, in).max_tokens_that_fit;
@@ -121,11 +121,12 @@ TEST(MemoryPlan, ActivationOffloadMovesLayersToHost) {
 TEST(MemoryPlan, OffloadedStatesLeaveTheDevice) {
   const ModelConfig c = preset_config("qwen3-4b");
   MemoryPlanInput in = input(8192, 1, true);
+  in.precision = Precision::fp32;  // exact bytes (no allocator rounding)
   in.zero_stage = 3;
   const MemoryPlan resident = plan_memory(c, in);
   in.offload_optimizer = in.offload_params = true;
   const MemoryPlan offloaded = plan_memory(c, in);
-  const ZeroMemory z = zero_memory_formula(c, ZeroConfig{3, true, true}, 1, Precision::bf16_mixed);
+  const ZeroMemory z = zero_memory_formula(c, ZeroConfig{3, true, true}, 1, Precision::fp32);
   EXPECT_EQ(offloaded.params + offloaded.master + offloaded.optimizer, 0);
   EXPECT_EQ(offloaded.grads, resident.grads);
   EXPECT_EQ(offloaded.host_states, z.offloaded + z.grads);  // + the host AdamW's gradient copy
@@ -135,8 +136,9 @@ TEST(MemoryPlan, OffloadedStatesLeaveTheDevice) {
 TEST(MemoryPlan, ReachWithEveryOffloadMeetsTheTargets) {
   // The sequence-reach targets (issue 12): qwen3-4b 448K tokens on one H200 (139 GiB, 120 GiB
   // of host memory); llama-3-8b on an 80 GiB H100 with 1.9 TB of host memory: ALST's 500K is
-  // the reference, 600K the goal. Today's plan reaches ~490K there because the f32 gradients
-  // (32 GB) stay on the device; this guards against regressions below 450K.
+  // the reference, 600K the goal. Today's plan reaches ~430K there (not yet the goal): the f32
+  // gradients (32 GB) stay on the device and the attention backward's working set is ~75 KB per
+  // token; this guards against regressions below 400K.
   MemoryPlanInput in = input(1024, 1, true);
   in.mlp_tile_tokens = 8192;
   in.zero_stage = 3;
@@ -148,11 +150,17 @@ TEST(MemoryPlan, ReachWithEveryOffloadMeetsTheTargets) {
   EXPECT_GE(plan_memory(preset_config("qwen3-4b"), in).max_tokens_that_fit, 458752);
   in.budget_bytes = 80 * GiB;
   in.host_budget_bytes = 1900 * GiB;
-  EXPECT_GE(plan_memory(preset_config("llama-3-8b"), in).max_tokens_that_fit, 450000);
+  EXPECT_GE(plan_memory(preset_config("llama-3-8b"), in).max_tokens_that_fit, 400000);
   // Nothing offloaded, nothing recomputed: far shorter.
   MemoryPlanInput plain = input(1024, 1, true);
   plain.budget_bytes = 139 * GiB;
   EXPECT_LT(plan_memory(preset_config("qwen3-4b"), plain).max_tokens_that_fit, 262144);
+  // The caching allocator's rounding is counted: a bf16 plan takes at least the exact bytes.
+  MemoryPlanInput exact = plain;
+  exact.tokens_per_device = 100000;
+  const MemoryPlan rounded = plan_memory(preset_config("qwen3-4b"), exact);
+  EXPECT_GE(rounded.grads, zero_memory_formula(preset_config("qwen3-4b"), 0, 1,
+                                               Precision::bf16_mixed).grads);
   const std::string table = format_reach_table(preset_config("qwen3-4b"), in);
   EXPECT_NE(table.find("--recompute-attention --offload-activations"), std::string::npos);
 }

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "cuda_test_util.h"
+#include "ulysses/core/cuda_context.h"
 #include "ulysses/data/packer.h"
 #include "ulysses/model/decoder.h"
 #include "ulysses/parallel/activation_offload.h"
@@ -154,7 +155,10 @@ TEST(CudaActivationOffload, BitwiseEqualToNoOffload) {
       ASSERT_NE(store, nullptr);
       StepOptions offloaded = kept;
       offloaded.activation_store = store.get();
-      for (int step = 0; step < 2; ++step) {
+      std::size_t warm_allocations = 0;
+      for (int step = 0; step < 3; ++step) {
+        // The caching allocator stays flat once warm: no cudaMalloc in steps 2 and 3.
+        if (step == 1) warm_allocations = device_memory_stats(0).device_allocations;
         ParamBuffers got(c, Device::cuda(0));
         const double loss = decoder.forward_backward(ctx, params_gpu, &got, shard, 0.01f, offloaded).loss_sum;
         EXPECT_EQ(loss, want_loss) << "recompute " << recompute << ", layers " << layers;
@@ -164,6 +168,8 @@ TEST(CudaActivationOffload, BitwiseEqualToNoOffload) {
         EXPECT_EQ(store->stats().layers_offloaded, layers);
         EXPECT_GT(store->stats().pinned_bytes, 0);
       }
+      EXPECT_EQ(device_memory_stats(0).device_allocations, warm_allocations)
+          << "recompute " << recompute << ", layers " << layers;
     }
   }
 }

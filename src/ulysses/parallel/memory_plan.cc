@@ -5,6 +5,7 @@
 #include <sstream>
 #include <vector>
 
+#include "ulysses/core/device_memory.h"
 #include "ulysses/core/dtype.h"
 #include "ulysses/core/format.h"
 #include "ulysses/model/decoder.h"
@@ -27,6 +28,34 @@ Sizes sizes(Precision p) {
   const DType act = p == Precision::fp32 ? DType::f32 : DType::bf16;
   return {static_cast<std::int64_t>(dtype_size(act)),
           static_cast<std::int64_t>(dtype_size(DType::f32))};
+}
+
+// What a device allocation of `bytes` takes: the caching allocator's size class on CUDA (up to
+// 1/8 more), the bytes themselves on the CPU.
+std::int64_t allocated(std::int64_t bytes, Precision p) {
+  if (p == Precision::fp32 || bytes <= 0) return std::max<std::int64_t>(bytes, 0);
+  return static_cast<std::int64_t>(device_size_class(static_cast<std::size_t>(bytes)));
+}
+
+// The allocator's rounding of the device-resident model-state buffers (one per group and kind),
+// beyond the bytes zero_memory_formula counts.
+std::int64_t states_rounding(const ModelConfig& c, const MemoryPlanInput& in) {
+  if (in.precision == Precision::fp32) return 0;
+  const std::int64_t Z = in.zero_stage == 0 ? 1 : std::max(1, in.zero_group);
+  std::int64_t extra = 0;
+  auto add = [&](std::int64_t bytes) { extra += allocated(bytes, in.precision) - bytes; };
+  const model::ParamLayout layout(c);
+  for (const auto& group : layout.groups()) {
+    const std::int64_t s = (group.numel + Z - 1) / Z;
+    if (!in.offload_params) add(2 * (in.zero_stage >= 3 ? s : Z * s));
+    add(4 * (in.zero_stage >= 2 ? s : Z * s));
+    if (!in.offload_optimizer) {
+      add(4 * s);  // master
+      add(4 * s);  // exp_avg
+      add(4 * s);  // exp_avg_sq
+    }
+  }
+  return extra;
 }
 
 // Host bytes of the model states the offload flags keep in host memory, plus the host AdamW's
@@ -53,6 +82,7 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   p.optimizer = in.offload_optimizer ? 0 : z.optimizer;
   p.grads = z.grads;
   p.host_states = host_states(z, in);
+  p.grads += states_rounding(c, in);  // booked with the gradients, the buffers always resident
 
   // Ulysses (sp > 1): head-sharded q and output ([S, Hq/P, D]: as large as the local ones)
   // and k, v ([S, kv chunk, D]; the chunk is one head when kv heads are replicated).
@@ -68,8 +98,9 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   const bool recompute_att = ckpt && in.recompute_attention;
 
   // Kept between forward and backward.
-  const std::int64_t residual = T * C * a;
-  const std::int64_t att_out = T * q * a, lse = T * Hq * f;
+  auto r = [&](std::int64_t bytes) { return allocated(bytes, in.precision); };
+  const std::int64_t residual = r(T * C * a);
+  const std::int64_t att_out = r(T * q * a), lse = r(T * Hq * f);
   const std::int64_t moved = residual + (recompute_att ? 0 : att_out);  // what offload moves
   if (ckpt) {
     std::int64_t K = in.offload_activation_layers;
@@ -89,28 +120,31 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
     p.activations = L * (layer_activation_bytes(c, T, tiled) / 4 * a + heads_copies);
   }
 
-  // One layer's recompute + backward (elements per token, compute dtype).
-  const std::int64_t qk_raw = c.qk_norm ? q + kv : 0;
+  // One layer's recompute + backward, tensor by tensor as the decoder allocates them.
+  const std::int64_t xc = r(T * C * a), xq = r(T * q * a), xkv = r(T * kv * a);
+  const std::int64_t qk_raw = c.qk_norm ? xq + xkv : 0;
   // Always live in backward: xn1, the q/k projections (qwen3), q, k, v and the incoming dout;
   // att when the recompute made it.
-  const std::int64_t base = C + qk_raw + q + 2 * kv + C + (recompute_att ? q : 0);
-  const std::int64_t stats = T * (2 + (c.qk_norm ? Hq + Hkv : 0)) * f + (recompute_att ? lse : 0);
-  // Attention backward: dq, dk, dv, datt; the kernel's f32 dQ accumulator and row sums (CUDA);
-  // with Ulysses the head-sharded copies and their gradients.
-  const std::int64_t workspace = in.precision == Precision::bf16_mixed ? T * q * 4 + T * Hq * 4 : 0;
-  const std::int64_t attention_phase =
-      T * (base + q + 2 * kv + q) * a + workspace + 2 * heads_copies;
+  const std::int64_t base = 2 * xc + qk_raw + xq + 2 * xkv + (recompute_att ? xq : 0);
+  const std::int64_t stats = 2 * r(T * f) + (c.qk_norm ? r(T * Hq * f) + r(T * Hkv * f) : 0) +
+                             (recompute_att ? lse : 0);
+  // Attention backward: dq, dk, dv, datt, and inside the op the new dq/dk/dv it adds in, the f32
+  // dQ accumulator and row sums (CUDA); with Ulysses the head-sharded copies and their gradients.
+  const std::int64_t kernel = in.precision == Precision::bf16_mixed
+                                  ? xq + 2 * xkv + r(T * q * 4) + r(T * Hq * 4)
+                                  : 0;
+  const std::int64_t attention_phase = base + 2 * xq + 2 * xkv + kernel + 2 * heads_copies;
   // MLP backward: x_mid, xn2, dxn2, and per tile gate, up, dh, dgate, dup (h freed before
   // dgate/dup exist); untiled, the recompute also held h next to gate and up.
-  const std::int64_t mlp_phase = T * (base + 3 * C) * a + 5 * tile * I * a;
+  const std::int64_t mlp_phase = base + 3 * xc + 5 * r(tile * I * a);
   // The LM head + loss: the last layer's output, the final norm's output and its gradient, the
   // gradient flowing back, and one tile of f32 logits with their gradient.
   const std::int64_t loss_tile = std::min(in.loss_tile_tokens, T);
-  const std::int64_t loss_phase = 4 * residual + 2 * loss_tile * c.vocab_size * f;
+  const std::int64_t loss_phase = 4 * residual + 2 * r(loss_tile * c.vocab_size * f);
   // Without checkpointing nothing is recomputed: the layer's kept values are counted above; the
   // backward adds only gradients.
   const std::int64_t no_ckpt_phase =
-      T * (2 * C + 2 * q + 2 * kv + qk_raw) * a + workspace + heads_copies + 3 * tile * I * a;
+      2 * xc + 2 * xq + 2 * xkv + qk_raw + kernel + heads_copies + 3 * r(tile * I * a);
   p.buffers = std::max({ckpt ? std::max(attention_phase, mlp_phase) + stats : no_ckpt_phase,
                         loss_phase});
   p.buffers += z.transient;  // ZeRO: gathered parameters and gradient buffers in flight

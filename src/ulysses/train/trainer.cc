@@ -14,6 +14,7 @@
 #include "ulysses/core/cuda_context.h"
 #include "ulysses/core/device_memory.h"
 #include "ulysses/core/log.h"
+#include "ulysses/core/process_env.h"
 #include "ulysses/ops/elementwise.h"
 #include "ulysses/io/hf_checkpoint.h"
 #include "ulysses/model/flops.h"
@@ -133,9 +134,27 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     attention_ = parallel::make_local_attention();
   }
   decoder_ = std::make_unique<model::Decoder>(model_config_, *attention_);
-  if (config_.offload_activations)
-    activation_offload_ =
-        parallel::make_activation_offload(ctx_, memory_plan().activation_layers_offloaded);
+  if (config_.offload_activations && !ctx_.device.is_cpu()) {
+    // How many layers: as given, or (-1) as many as this rank's share (ranks on the node, from
+    // the launcher) of 90% of the host memory available now allows after the offloaded model
+    // states. Resolved once; the plan uses the resolved count.
+    parallel::MemoryPlanInput in = memory_plan_input();
+    in.offload_activation_layers = config_.offload_activation_layers;
+    if (in.offload_activation_layers < 0) {
+      const int local_ranks = std::max(1, process_env::launcher().local_size);
+      in.host_budget_bytes = host_available_memory_bytes() / 10 * 9 / local_ranks;
+    }
+    activation_offload_layers_ = parallel::plan_memory(model_config_, in).activation_layers_offloaded;
+    activation_offload_ = parallel::make_activation_offload(ctx_, activation_offload_layers_);
+    if (activation_offload_) {
+      const std::int64_t T = config_.max_seq_length / config_.sp_size;
+      const auto a = static_cast<std::int64_t>(dtype_size(ctx_.compute_dtype));
+      comm::run_agreed(world_, [&] {
+        activation_offload_->reserve(T * model_config_.hidden_size * a,
+                                     config_.recompute_attention ? 0 : T * model_config_.q_dim() * a);
+      });
+    }
+  }
   // The CPU backend's memory is the host's: a plan that cannot fit stops before allocating.
   comm::run_agreed(world_, [&] { check_host_memory(); });
   // Allocating the state and reading or drawing the weights can fail on some ranks only (a
@@ -247,13 +266,8 @@ parallel::MemoryPlanInput Trainer::memory_plan_input() const {
   in.zero_group = static_cast<int>(mesh_->config().dp_shard_size * mesh_->config().sp_size);
   in.offload_optimizer = config_.offload_optimizer;
   in.offload_params = config_.offload_params;
-  if (config_.offload_activations && !ctx_.device.is_cpu()) {
-    in.offload_activation_layers = config_.offload_activation_layers;
-    // Automatic: as many layers as 90% of the host memory available at start allows, after the
-    // offloaded model states.
-    if (in.offload_activation_layers < 0)
-      in.host_budget_bytes = host_available_memory_bytes() / 10 * 9;
-  }
+  if (config_.offload_activations && !ctx_.device.is_cpu())
+    in.offload_activation_layers = activation_offload_layers_;
   return in;
 }
 
@@ -294,7 +308,7 @@ std::string Trainer::plan() const {
     if (ctx_.device.is_cpu())
       out << ", kept activations in host memory already (CPU)";
     else
-      out << ", kept activations of " << memory_plan().activation_layers_offloaded << " of "
+      out << ", kept activations of " << activation_offload_layers_ << " of "
           << c.num_hidden_layers << " layers offloaded to pinned host memory";
   }
   if (config_.zero_stage >= 2)

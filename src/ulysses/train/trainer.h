@@ -85,6 +85,7 @@ class Trainer {
   std::unique_ptr<parallel::ZeroState> zero_;
   // --offload-activations on CUDA (null otherwise): reused by every step.
   std::unique_ptr<parallel::ActivationOffload> activation_offload_;
+  std::int64_t activation_offload_layers_ = 0;  // resolved once, at construction
   // f32 host copy of the full parameters for params() (null until asked for).
   std::unique_ptr<model::ParamBuffers> host_params_;
   DType save_dtype_ = DType::f32;
