@@ -142,6 +142,9 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
       ->capture_default_str();
   cmd.add_flag("--recompute-attention", c.recompute_attention,
                "Checkpointing: recompute attention instead of keeping its output");
+  cmd.add_option("--recompute-attention-layers", c.recompute_attention_layers,
+                 "With --recompute-attention: only the first N layers (-1: all)")
+      ->capture_default_str();
   cmd.add_flag("--offload-activations", c.offload_activations,
                "Checkpointing: kept activations in pinned host memory (CUDA)");
   cmd.add_option("--offload-activation-layers", c.offload_activation_layers,

@@ -156,7 +156,8 @@ int main(int argc, char** argv) {
   bool checkpointing = false, offload_optimizer = false, offload_params = false, profile = false;
   bool sp_pipeline = false, zero_overlap = true, recompute_attention = false, warmup = true;
   bool offload_activations = false;
-  std::int64_t mlp_tile = -1, offload_layers = -1;
+  std::int64_t mlp_tile = -1, offload_layers = -1, recompute_layers = -1;
+  bool breakdown = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--model" && i + 1 < argc) model = argv[++i];
@@ -175,13 +176,16 @@ int main(int argc, char** argv) {
     else if (a == "--offload-activation-layers" && i + 1 < argc) offload_layers = std::atoll(argv[++i]);
     else if (a == "--mlp-tile-tokens" && i + 1 < argc) mlp_tile = std::atoll(argv[++i]);
     else if (a == "--no-warmup") warmup = false;
+    else if (a == "--recompute-attention-layers" && i + 1 < argc) recompute_layers = std::atoll(argv[++i]);
+    else if (a == "--no-breakdown") breakdown = false;
     else {
       std::fprintf(stderr, "usage: gpu_train_bench [--model P] [--seq N] [--steps K] [--sp P] "
                            "[--zero-stage Z] [--gradient-checkpointing] [--offload-optimizer] "
                            "[--offload-params] [--sp-pipeline] [--no-zero-overlap] [--profile] "
                            "[--recompute-attention] [--offload-activations] "
                            "[--offload-activation-layers N] [--mlp-tile-tokens N] "
-                           "[--no-warmup: reach runs, every step timed]\n");
+                           "[--recompute-attention-layers N] [--no-warmup: reach runs, every step timed] "
+                           "[--no-breakdown: skip the isolated GEMM/attention timing]\n");
       return 2;
     }
   }
@@ -208,6 +212,7 @@ int main(int argc, char** argv) {
     config.sp_pipeline = sp_pipeline;
     config.zero_overlap = zero_overlap;
     config.recompute_attention = recompute_attention;
+    config.recompute_attention_layers = recompute_layers;
     config.offload_activations = offload_activations;
     config.offload_activation_layers = offload_layers;
     config.mlp_tile_tokens = mlp_tile;
@@ -269,11 +274,15 @@ int main(int argc, char** argv) {
     exposed_zero_comm = exposed_all.data<float>()[1] / static_cast<double>(steps);
     const Context& ctx = trainer.context();
     const std::int64_t local = seq / sp;
+    // The isolated component timings (--no-breakdown skips them: at reach lengths one layer's
+    // attention alone takes seconds).
     const double all_to_all_layer =
-        layer_all_to_all_seconds(ctx, trainer.mesh().sp_group(), trainer.model_config(), local,
-                                 checkpointing);
+        breakdown ? layer_all_to_all_seconds(ctx, trainer.mesh().sp_group(),
+                                             trainer.model_config(), local, checkpointing)
+                  : 0.0;
     const auto [gemm_layer, attention_layer] =
-        layer_component_seconds(ctx, trainer.model_config(), local, sp);
+        breakdown ? layer_component_seconds(ctx, trainer.model_config(), local, sp)
+                  : std::pair<double, double>{0.0, 0.0};
     const double L = static_cast<double>(trainer.model_config().num_hidden_layers);
     // With checkpointing the recompute runs the forward of every projection but the MLP's down
     // projection again (forward ~ 1/3 of forward + backward; a tiled MLP recomputes gate and up

@@ -92,6 +92,23 @@ TEST(MemoryPlan, RecomputedAttentionKeepsOnlyLayerInputs) {
   EXPECT_EQ(recompute.activations, L * T * c.hidden_size * 2);
 }
 
+TEST(MemoryPlan, RecomputingSomeLayersKeepsTheOthersOutputs) {
+  const ModelConfig c = preset_config("qwen3-4b");
+  const std::int64_t T = 65536, L = c.num_hidden_layers;
+  MemoryPlanInput in = input(T, 1, true);
+  in.recompute_attention = true;
+  const MemoryPlan all = plan_memory(c, in);
+  in.recompute_attention_layers = 10;
+  const MemoryPlan ten = plan_memory(c, in);
+  EXPECT_EQ(ten.activations - all.activations,
+            (L - 10) * (T * c.q_dim() * 2 + T * c.num_attention_heads * 4));
+  // Offloaded layers move what they keep: the first 10 only their inputs.
+  in.offload_activation_layers = 12;
+  const MemoryPlan offloaded = plan_memory(c, in);
+  const std::int64_t x = T * c.hidden_size * 2, att = T * c.q_dim() * 2;
+  EXPECT_EQ(offloaded.host_activations, 10 * x + 2 * (x + att));
+}
+
 TEST(MemoryPlan, ActivationOffloadMovesLayersToHost) {
   const ModelConfig c = preset_config("qwen3-4b");
   const std::int64_t T = 65536, L = c.num_hidden_layers, C = c.hidden_size;

@@ -159,11 +159,16 @@ Tensor Decoder::layer_forward(const Context& ctx, const LayerWeights& w, const o
 
 Tensor Decoder::layer_backward(const Context& ctx, const LayerWeights& w, const LayerWeights& g,
                                const ops::RopeTable& rope, const data::SequenceShard& shard,
-                               LayerActivations& a, Tensor dout, std::int64_t mlp_tile) const {
+                               LayerActivations& a, Tensor dout, std::int64_t mlp_tile,
+                               bool recomputed) const {
   const ModelConfig& c = config_;
   const Alloc alloc{ctx};
   const std::int64_t T = a.x.dim(0), C = c.hidden_size, I = c.intermediate_size;
   const std::int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads, D = c.head_dim;
+
+  // After a recompute the input norm's output is not kept through the backward: it is rebuilt
+  // (bitwise the same: same op, same input) right before the projections' weight gradients.
+  if (recomputed) a.xn1 = Tensor();
 
   // MLP block: out = x_mid + down(swiglu(gate(xn2), up(xn2))); tiles recompute their values.
   {
@@ -204,6 +209,10 @@ Tensor Decoder::layer_backward(const Context& ctx, const LayerWeights& w, const 
   ops::qk_norm_rope_backward(ctx, rope, k_in, w.k_norm, a.k_rstd, dk, dk_proj, g.k_norm);
   dq = dk = Tensor();
   a.q_raw = a.k_raw = a.q_rstd = a.k_rstd = Tensor();
+  if (!a.xn1.defined()) {
+    a.xn1 = alloc.empty({T, C});
+    ops::rmsnorm_forward(ctx, a.x, w.input_norm, static_cast<float>(c.rms_norm_eps), a.xn1, a.rstd1);
+  }
   Tensor dxn1 = alloc.zeros({T, C});
   ops::linear_backward(ctx, a.xn1, w.q_proj, dq_proj.view({T, Hq * D}), dxn1, g.q_proj, g.q_bias);
   dq_proj = Tensor();
@@ -265,7 +274,10 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
         // statistics; drop the rest (what the strategy can rebuild by exchanges included).
         LayerActivations kept;
         kept.x = a.x;
-        if (!options.recompute_attention) {
+        const bool recompute_att =
+            options.recompute_attention &&
+            (options.recompute_attention_layers < 0 || l < options.recompute_attention_layers);
+        if (!recompute_att) {
           kept.att = a.att;
           kept.att_saved = a.att_saved;
           attention_.drop_rebuildable(kept.att_saved);
@@ -319,7 +331,7 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
           const PhaseScope recompute(ctx, "recompute");
           layer_forward(ctx, w, rope, shard, a, /*recompute=*/true, mlp_tile);
         }
-        dx = layer_backward(ctx, w, g, rope, shard, a, dx, mlp_tile);
+        dx = layer_backward(ctx, w, g, rope, shard, a, dx, mlp_tile, checkpointing);
       }
       a = LayerActivations{};
       store.grads_done(layer_group(l));

@@ -62,6 +62,9 @@ struct StepOptions {
   // Checkpointing without attention's output: the recompute runs attention forward again
   // (costlier, but the kept activations shrink to the layer inputs).
   bool recompute_attention = false;
+  // With recompute_attention: only layers 0 .. N-1 recompute (-1: every layer); the others keep
+  // attention's output, as without it.
+  std::int64_t recompute_attention_layers = -1;
   // MLP token tile (0: the whole shard at once).
   std::int64_t mlp_tile_tokens = 0;
   // Where checkpointed activations wait (null: they stay where they were computed).
@@ -100,9 +103,12 @@ class Decoder {
                        std::int64_t mlp_tile) const;
   // Given dL/d(layer output) in dout (overwritten: it becomes dL/d(layer input), which is
   // returned), accumulates the weight gradients; frees the activations as they are used.
+  // `recomputed`: the activations come from a checkpointing recompute (the input norm's output
+  // is then rebuilt late instead of living through the whole backward).
   Tensor layer_backward(const Context& ctx, const LayerWeights& w, const LayerWeights& g,
                         const ops::RopeTable& rope, const data::SequenceShard& shard,
-                        LayerActivations& a, Tensor dout, std::int64_t mlp_tile) const;
+                        LayerActivations& a, Tensor dout, std::int64_t mlp_tile,
+                        bool recomputed) const;
 
   ModelConfig config_;
   AttentionStrategy& attention_;

@@ -121,12 +121,11 @@ class CudaActivationOffload final : public ActivationOffload {
     }
   }
 
-  void reserve(std::int64_t x_bytes, std::int64_t att_bytes) override {
-    for (std::int64_t layer = 0; layer < offload_layers_; ++layer) {
-      Slot& s = slots_[layer];
-      if (x_bytes > 0) s.x.host.reserve(static_cast<std::size_t>(x_bytes));
-      if (att_bytes > 0) s.att.host.reserve(static_cast<std::size_t>(att_bytes));
-    }
+  void reserve(std::int64_t layer, std::int64_t x_bytes, std::int64_t att_bytes) override {
+    if (layer < 0 || layer >= offload_layers_) return;
+    Slot& s = slots_[layer];
+    if (x_bytes > 0) s.x.host.reserve(static_cast<std::size_t>(x_bytes));
+    if (att_bytes > 0) s.att.host.reserve(static_cast<std::size_t>(att_bytes));
   }
 
   ActivationOffloadStats stats() const override {

@@ -41,9 +41,9 @@ struct ActivationOffloadStats {
 class ActivationOffload : public model::ActivationStore {
  public:
   virtual ActivationOffloadStats stats() const = 0;
-  // Pins every offloaded layer's buffers now (setup) rather than on the first step: x_bytes
-  // for the layer input, att_bytes for attention's output (0 when it is recomputed).
-  virtual void reserve(std::int64_t x_bytes, std::int64_t att_bytes) = 0;
+  // Pins an offloaded layer's buffers now (setup) rather than on its first stash: x_bytes for the
+  // layer input, att_bytes for attention's output (0 when that layer recomputes it).
+  virtual void reserve(std::int64_t layer, std::int64_t x_bytes, std::int64_t att_bytes) = 0;
 };
 
 std::unique_ptr<ActivationOffload> make_activation_offload(const Context& ctx,

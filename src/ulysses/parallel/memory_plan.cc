@@ -96,25 +96,41 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   const std::int64_t tile = tiled ? in.mlp_tile_tokens : T;
   const bool ckpt = in.gradient_checkpointing;
   const bool recompute_att = ckpt && in.recompute_attention;
+  // Layers 0 .. n-1 recompute attention (the rest keep its output and lse).
+  const std::int64_t n = !recompute_att                        ? 0
+                         : in.recompute_attention_layers < 0 ? L
+                                                               : std::min(in.recompute_attention_layers, L);
 
   // Kept between forward and backward.
   auto r = [&](std::int64_t bytes) { return allocated(bytes, in.precision); };
   const std::int64_t residual = r(T * C * a);
   const std::int64_t att_out = r(T * q * a), lse = r(T * Hq * f);
-  const std::int64_t moved = residual + (recompute_att ? 0 : att_out);  // what offload moves
+  // What offload moves of layer l (lse stays on the device).
+  auto moved = [&](std::int64_t l) { return residual + (l < n ? 0 : att_out); };
   if (ckpt) {
     std::int64_t K = in.offload_activation_layers;
     if (K < 0) {
       K = L;
-      if (in.host_budget_bytes > 0)
-        K = std::clamp((in.host_budget_bytes - p.host_states) / std::max<std::int64_t>(moved, 1),
-                       std::int64_t{0}, L);
+      if (in.host_budget_bytes > 0) {
+        // As many layers, from layer 0, as the host budget holds after the offloaded states.
+        std::int64_t room = in.host_budget_bytes - p.host_states;
+        for (K = 0; K < L && moved(K) <= room; ++K) room -= moved(K);
+      }
     }
     K = std::min(K, L);
     p.activation_layers_offloaded = K;
-    p.host_activations = K * moved;
-    p.activations = (L - K) * moved + (recompute_att ? 0 : L * lse);
-    if (K > 0) p.activations += std::min<std::int64_t>(K, 2) * moved;  // in backward, prefetched
+    std::int64_t largest_moved = 0;
+    for (std::int64_t l = 0; l < L; ++l) {
+      if (l < K) {
+        p.host_activations += moved(l);
+        largest_moved = std::max(largest_moved, moved(l));
+      } else {
+        p.activations += moved(l);
+      }
+      if (l >= n) p.activations += lse;
+    }
+    // In backward: the layer being computed and the prefetched one come back.
+    p.activations += std::min<std::int64_t>(K, 2) * largest_moved;
   } else {
     // Every layer keeps everything (the MLP's [T, I] tensors unless tiled) and its copies.
     p.activations = L * (layer_activation_bytes(c, T, tiled) / 4 * a + heads_copies);
@@ -123,11 +139,11 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   // One layer's recompute + backward, tensor by tensor as the decoder allocates them.
   const std::int64_t xc = r(T * C * a), xq = r(T * q * a), xkv = r(T * kv * a);
   const std::int64_t qk_raw = c.qk_norm ? xq + xkv : 0;
-  // Always live in backward: xn1, the q/k projections (qwen3), q, k, v and the incoming dout;
-  // att when the recompute made it.
-  const std::int64_t base = 2 * xc + qk_raw + xq + 2 * xkv + (recompute_att ? xq : 0);
+  // Always live in backward: the q/k projections (qwen3), q, k, v and the incoming dout; att
+  // when the recompute made it (the input norm's output is rebuilt after attention's backward).
+  const std::int64_t base = xc + qk_raw + xq + 2 * xkv + (n > 0 ? xq : 0);
   const std::int64_t stats = 2 * r(T * f) + (c.qk_norm ? r(T * Hq * f) + r(T * Hkv * f) : 0) +
-                             (recompute_att ? lse : 0);
+                             (n > 0 ? lse : 0);
   // Attention backward: dq, dk, dv, datt, and inside the op the new dq/dk/dv it adds in, the f32
   // dQ accumulator and row sums (CUDA); with Ulysses the head-sharded copies and their gradients.
   const std::int64_t kernel = in.precision == Precision::bf16_mixed

@@ -26,6 +26,7 @@ struct MemoryPlanInput {
   std::int64_t tokens_per_device = 1024;  // local tokens of one micro-step sequence
   bool gradient_checkpointing = false;
   bool recompute_attention = false;  // checkpointing keeps only the layer inputs
+  std::int64_t recompute_attention_layers = -1;  // with it: layers 0 .. N-1 (-1: all)
   std::int64_t loss_tile_tokens = 1024;
   std::int64_t mlp_tile_tokens = 0;  // 0: untiled
   Precision precision = Precision::fp32;

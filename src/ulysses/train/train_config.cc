@@ -33,6 +33,12 @@ void validate(const TrainConfig& c) {
   if (c.offload_activation_layers < -1)
     UL_FAIL("--offload-activation-layers must be >= 0 or -1 (every layer); got ",
             c.offload_activation_layers);
+  if (c.recompute_attention_layers < -1)
+    UL_FAIL("--recompute-attention-layers must be >= 0 or -1 (every layer); got ",
+            c.recompute_attention_layers);
+  if (c.recompute_attention_layers >= 0 && !c.recompute_attention)
+    UL_FAIL("--recompute-attention-layers ", c.recompute_attention_layers,
+            " needs --recompute-attention");
   if (c.recompute_attention && !c.gradient_checkpointing)
     UL_FAIL("--recompute-attention needs --gradient-checkpointing (without it every activation "
             "is kept and nothing is recomputed)");

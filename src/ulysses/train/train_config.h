@@ -41,6 +41,7 @@ struct TrainConfig {
   // Checkpointing without keeping attention's output: attention forward runs again in the
   // recompute, and only the layer inputs are kept.
   bool recompute_attention = false;
+  std::int64_t recompute_attention_layers = -1;  // with it: the first N layers (-1: all)
   // Checkpointed layer inputs (and attention outputs) in pinned host memory between forward and
   // backward (CUDA, with --gradient-checkpointing); -1 = every layer, N = the first N layers.
   bool offload_activations = false;

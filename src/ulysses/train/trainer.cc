@@ -150,8 +150,9 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
       const std::int64_t T = config_.max_seq_length / config_.sp_size;
       const auto a = static_cast<std::int64_t>(dtype_size(ctx_.compute_dtype));
       comm::run_agreed(world_, [&] {
-        activation_offload_->reserve(T * model_config_.hidden_size * a,
-                                     config_.recompute_attention ? 0 : T * model_config_.q_dim() * a);
+        for (std::int64_t l = 0; l < activation_offload_layers_; ++l)
+          activation_offload_->reserve(l, T * model_config_.hidden_size * a,
+                                       recomputes_attention(l) ? 0 : T * model_config_.q_dim() * a);
       });
     }
   }
@@ -257,6 +258,7 @@ parallel::MemoryPlanInput Trainer::memory_plan_input() const {
   in.tokens_per_device = config_.max_seq_length / config_.sp_size;
   in.gradient_checkpointing = config_.gradient_checkpointing;
   in.recompute_attention = config_.recompute_attention;
+  in.recompute_attention_layers = config_.recompute_attention_layers;
   in.loss_tile_tokens = config_.loss_tile_tokens;
   in.mlp_tile_tokens = effective_mlp_tile(config_);
   in.sp_size = config_.sp_size;
@@ -300,7 +302,11 @@ std::string Trainer::plan() const {
   out << "  schedules: attention " << attention_->name();
   if (config_.gradient_checkpointing)
     out << ", checkpointing keeps layer inputs"
-        << (config_.recompute_attention ? " (attention recomputed)" : " and attention outputs");
+        << (!config_.recompute_attention ? " and attention outputs"
+            : config_.recompute_attention_layers < 0
+                ? " (attention recomputed)"
+                : " (attention recomputed in the first " +
+                      std::to_string(config_.recompute_attention_layers) + " layers)");
   if (const std::int64_t tile = effective_mlp_tile(config_);
       tile > 0 && tile < config_.max_seq_length / config_.sp_size)
     out << ", MLP in tiles of " << tile << " tokens";
@@ -332,6 +338,11 @@ std::string Trainer::plan() const {
   }
   out << parallel::format_memory_plan(memory, in);
   return out.str();
+}
+
+bool Trainer::recomputes_attention(std::int64_t layer) const {
+  return config_.gradient_checkpointing && config_.recompute_attention &&
+         (config_.recompute_attention_layers < 0 || layer < config_.recompute_attention_layers);
 }
 
 std::int64_t Trainer::global_batch_sequences() const {
@@ -385,6 +396,7 @@ StepMetrics Trainer::train_step(std::int64_t step) {
     model::StepOptions options;
     options.gradient_checkpointing = config_.gradient_checkpointing;
     options.recompute_attention = config_.recompute_attention;
+    options.recompute_attention_layers = config_.recompute_attention_layers;
     options.mlp_tile_tokens = effective_mlp_tile(config_);
     options.activation_store = activation_offload_.get();
     ++updates_;

@@ -69,6 +69,8 @@ class Trainer {
   // CPU: Error naming the options when the plan exceeds the host's available memory.
   void check_host_memory() const;
   std::int64_t global_batch_sequences() const;
+  // Whether checkpointing recomputes layer `layer`'s attention (--recompute-attention[-layers]).
+  bool recomputes_attention(std::int64_t layer) const;
   bool is_main() const { return world_.rank() == 0; }
 
   std::string run_id_;  // TrainingState::run_id of this run
