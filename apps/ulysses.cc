@@ -1,4 +1,4 @@
-// ulysses command line: train, tokenize, info.
+// ulysses command line: train, eval, tokenize, info.
 //
 // Flags use Hugging Face / Accelerate names in kebab-case; `--config FILE` (YAML or JSON) takes
 // the same names in snake_case, and flags on the command line override the file.
@@ -177,8 +177,51 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
                  "Gradient all-reduce between ranks: float32 or bfloat16 (opt-in; ZeRO 0)")
       ->capture_default_str();
   cmd.add_option("--logging-steps", c.logging_steps, "Log every N steps")->capture_default_str();
+  cmd.add_option("--eval-data", c.eval_data,
+                 "Evaluate on this .jsonl file or token-file directory (whole set, forward only)");
+  cmd.add_option("--eval-steps", c.eval_steps,
+                 "Evaluate every N steps (0: only at the end; needs --eval-data)")
+      ->capture_default_str();
+  cmd.add_option("--per-device-eval-batch-size", c.per_device_eval_batch_size,
+                 "Sequences per SP group per eval step")->capture_default_str();
   cmd.add_option("--seed", c.seed, "Random seed (init and data)")->capture_default_str();
   cmd.add_flag("--quiet", c.quiet, "No plan and progress output");
+}
+
+// `ulysses eval`: the options of `train` that decide how the model runs, with --data the set
+// to evaluate (TrainConfig::eval_data).
+void add_eval_options(CLI::App& cmd, TrainConfig& c) {
+  cmd.add_option("--model", c.model, "Preset or Hugging Face model directory (e.g. a saved run)")
+      ->required();
+  cmd.add_option("--data", c.eval_data,
+                 "A .jsonl file (input_ids; or text / prompt+completion when --model has a "
+                 "tokenizer.json) or a token-file directory")
+      ->required();
+  cmd.add_option("--max-seq-length", c.max_seq_length, "Tokens per sequence")->capture_default_str();
+  cmd.add_flag("--packing,!--no-packing", c.packing, "Pack documents into sequences")
+      ->capture_default_str();
+  cmd.add_option("--long-documents", c.long_documents,
+                 "Documents longer than --max-seq-length: split or truncate")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"split", "truncate"}));
+  cmd.add_option("--per-device-eval-batch-size", c.per_device_eval_batch_size,
+                 "Sequences per SP group per eval step")->capture_default_str();
+  cmd.add_option("--attn-implementation", c.attn_implementation,
+                 "auto, cudnn or builtin (CUDA), blockwise (CPU)")->capture_default_str();
+  cmd.add_option("--loss-tile-tokens", c.loss_tile_tokens,
+                 "Tokens per tile of the fused LM head + cross-entropy")->capture_default_str();
+  cmd.add_option("--sp-size", c.sp_size, "Sequence-parallel degree")->capture_default_str();
+  cmd.add_option("--dp-shard-size", c.dp_shard_size,
+                 "ZeRO sharding degree (0: world / (sp x dp_replicate))")->capture_default_str();
+  cmd.add_option("--dp-replicate-size", c.dp_replicate_size, "Replica degree")
+      ->capture_default_str();
+  cmd.add_option("--zero-stage", c.zero_stage, "ZeRO stage 0-3 (3: weights sharded over ranks)")
+      ->capture_default_str();
+  cmd.add_flag("--offload-params", c.offload_params, "ZeRO 3: parameter shards in host memory");
+  cmd.add_option("--device", c.device, "cpu, cuda or auto")->capture_default_str();
+  cmd.add_option("--output-dir", c.output_dir, "Write eval_results.json here ('' : none)");
+  cmd.add_option("--seed", c.seed, "Random seed (weights of presets)")->capture_default_str();
+  cmd.add_flag("--quiet", c.quiet, "Only the result line");
 }
 
 // Arguments for `train`: the --config file's keys first (as --key=value), then the command
@@ -221,6 +264,7 @@ std::vector<std::string> expand_config(CLI::App& train, std::vector<std::string>
 }
 
 int run_train(const TrainConfig& config);
+int run_eval(const TrainConfig& config);
 
 struct TokenizeArgs {
   std::string tokenizer;
@@ -353,8 +397,15 @@ int main(int argc, char** argv) {
   info->add_option("--precision", info_precision, "fp32 (CPU) or bf16 (bf16 + fp32 master)")
       ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
 
+  TrainConfig eval_config;
+  eval_config.output_dir = "";
+  CLI::App* eval = app.add_subcommand(
+      "eval", "Loss and perplexity of a model over a whole data set (forward only)");
+  eval->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  add_eval_options(*eval, eval_config);
+
   const std::vector<std::pair<std::string, CLI::App*>> commands = {
-      {"train", train}, {"tokenize", tokenize}, {"info", info}};
+      {"train", train}, {"tokenize", tokenize}, {"info", info}, {"eval", eval}};
   CLI::App* command = nullptr;
   std::vector<std::string> args(argv + 1, argv + argc);
   for (const auto& [name, cmd] : commands)
@@ -382,6 +433,7 @@ int main(int argc, char** argv) {
   }
 
   if (*tokenize) return run_tokenize(tokenize_args);
+  if (*eval) return run_eval(eval_config);
   if (*info) {
     try {
       return run_info(info_model, info_seq, info_checkpointing, info_memory_gib, info_precision,
@@ -447,4 +499,60 @@ int run_train(const TrainConfig& config) {
   }
   return 0;
 }
+}  // namespace
+
+namespace {
+
+// --eval-data in a setup error of the Trainer is --data on the eval command line.
+std::string eval_command_message(std::string message) {
+  for (std::size_t at = message.find("--eval-data"); at != std::string::npos;
+       at = message.find("--eval-data", at))
+    message.replace(at, 11, "--data");
+  return message;
+}
+
+int run_eval(const TrainConfig& options) {
+  std::unique_ptr<ulysses::comm::Communicator> world;
+  try {
+    world = ulysses::comm::make_mpi_world();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  // The Trainer builds the model, the layout and the weights exactly as `train` would; it reads
+  // no training data (the endless synthetic source is opened, never drawn from), writes nothing
+  // and runs only forwards.
+  TrainConfig config = options;
+  config.data = "synthetic-copy";
+  config.output_dir = "";
+  config.quiet = true;
+  std::unique_ptr<ulysses::train::Trainer> trainer;
+  std::string error;
+  try {
+    trainer = std::make_unique<ulysses::train::Trainer>(config, *world);
+  } catch (const std::exception& e) {
+    error = eval_command_message(e.what());
+  }
+  if (any_rank_failed(*world, error)) return 1;
+  const bool main_rank = world->rank() == 0;
+  try {
+    if (!options.quiet && main_rank)
+      std::printf("eval: model %s, data %s\n%s", options.model.c_str(),
+                  options.eval_data.c_str(), trainer->mesh().describe().c_str());
+    const ulysses::train::EvalMetrics m = trainer->evaluate(0);
+    if (main_rank) {
+      std::printf("eval_loss %.6f | eval_perplexity %.6g | %lld labels in %lld sequences | %.1f s\n",
+                  m.loss, m.perplexity, static_cast<long long>(m.valid_labels),
+                  static_cast<long long>(m.sequences), m.seconds);
+      if (!options.output_dir.empty())
+        ulysses::train::write_eval_results(options.output_dir, m, options.model,
+                                           options.eval_data);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error (rank %d): %s\n", world->rank(), e.what());
+    ulysses::comm::abort_job(1);
+  }
+  return 0;
+}
+
 }  // namespace

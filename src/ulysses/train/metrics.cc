@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 
 #include "ulysses/core/error.h"
+#include "ulysses/core/format.h"
+#include "ulysses/train/evaluator.h"
 
 namespace ulysses::train {
 
@@ -37,10 +39,17 @@ std::string progress_line(const StepMetrics& m) {
   return buf;
 }
 
+namespace {
+nlohmann::ordered_json epoch_value(double epoch) {
+  return epoch < 0 ? nlohmann::ordered_json() : nlohmann::ordered_json(epoch);
+}
+}  // namespace
+
 std::string metrics_json(const StepMetrics& m) {
-  nlohmann::json j = {{"step", m.step},
-                      {"loss", m.skipped ? nlohmann::json() : nlohmann::json(m.loss)},
-                      {"lr", m.learning_rate},
+  nlohmann::ordered_json j = {{"step", m.step},
+                      {"epoch", epoch_value(m.epoch)},
+                      {"loss", m.skipped ? nlohmann::ordered_json() : nlohmann::ordered_json(m.loss)},
+                      {"learning_rate", m.learning_rate},
                       {"grad_norm", m.grad_norm},
                       {"tokens", m.tokens},
                       {"padding_tokens", m.padding_tokens},
@@ -50,7 +59,21 @@ std::string metrics_json(const StepMetrics& m) {
                       {"tokens_per_s", m.tokens_per_s},
                       {"tflops_per_device", m.tflops_per_device},
                       {"peak_mem_bytes", m.peak_mem_bytes},
-                      {"skipped", m.skipped}};
+                      {"skipped", m.skipped},
+                      {"timestamp", format_utc_now()}};
+  return j.dump();
+}
+
+std::string metrics_json(const EvalMetrics& m, double epoch) {
+  nlohmann::ordered_json j = {{"step", m.step},
+                              {"epoch", epoch_value(epoch)},
+                              {"eval_loss", m.loss},
+                              {"eval_perplexity", m.perplexity},
+                              {"eval_valid_labels", m.valid_labels},
+                              {"eval_sequences", m.sequences},
+                              {"eval_tokens", m.tokens},
+                              {"eval_runtime", m.seconds},
+                              {"timestamp", format_utc_now()}};
   return j.dump();
 }
 
@@ -66,16 +89,46 @@ std::int64_t host_peak_memory_bytes() {
   return kib * 1024;
 }
 
-MetricsWriter::MetricsWriter(const std::filesystem::path& dir, bool append) {
+void truncate_metrics_after(const std::filesystem::path& dir, std::int64_t step) {
+  const auto path = dir / "metrics.jsonl";
+  if (!std::filesystem::exists(path)) return;
+  std::ifstream in(path);
+  UL_CHECK(in.good(), "cannot read ", path.string());
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    const bool later = j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+                       j["step"].get<std::int64_t>() > step;
+    if (!later) kept += line + '\n';
+  }
+  in.close();
+  const auto tmp = dir / "metrics.jsonl.tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << kept;
+    out.flush();
+    UL_CHECK(out.good(), "cannot write ", tmp.string());
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+MetricsWriter::MetricsWriter(const std::filesystem::path& dir, std::int64_t resume_step) {
   if (dir.empty()) return;
   std::filesystem::create_directories(dir);
-  out_.open(dir / "metrics.jsonl", append ? std::ios::app : std::ios::trunc);
+  if (resume_step > 0) truncate_metrics_after(dir, resume_step);
+  out_.open(dir / "metrics.jsonl", resume_step > 0 ? std::ios::app : std::ios::trunc);
   UL_CHECK(out_.good(), "cannot write ", (dir / "metrics.jsonl").string());
 }
 
 void MetricsWriter::write(const StepMetrics& m) {
   if (!out_.is_open()) return;
   out_ << metrics_json(m) << '\n';
+  out_.flush();
+}
+
+void MetricsWriter::write(const EvalMetrics& m, double epoch) {
+  if (!out_.is_open()) return;
+  out_ << metrics_json(m, epoch) << '\n';
   out_.flush();
 }
 

@@ -150,9 +150,11 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   });
   run_id_ = make_run_id(world_);  // a resume takes the saved run's id instead
   if (!config_.resume_from_checkpoint.empty()) resume(config_.resume_from_checkpoint);
-  // A resumed run appends to the metrics of the run it continues.
+  if (!config_.eval_data.empty())
+    evaluator_ = std::make_unique<Evaluator>(eval_options(config_, model_config_.vocab_size));
+  // A resumed run appends to the metrics of the run it continues (cut back to its step).
   metrics_ = std::make_unique<MetricsWriter>(is_main() ? config_.output_dir : std::string(),
-                                             /*append=*/first_step_ > 1);
+                                             first_step_ - 1);
 }
 
 TrainingState Trainer::training_state(std::int64_t step) const {
@@ -282,6 +284,11 @@ std::string Trainer::plan() const {
   out << "\n";
   out << "data: " << source_->describe() << ", " << (config_.packing ? "packed" : "unpacked")
       << " into sequences of " << config_.max_seq_length << " tokens\n";
+  if (evaluator_)
+    out << "eval: " << evaluator_->describe() << "; " << evaluator_->eval_steps(mesh_->dp_size())
+        << " eval steps, every "
+        << (config_.eval_steps > 0 ? std::to_string(config_.eval_steps) + " steps and " : "")
+        << "at the end\n";
   out << "batch: " << config_.per_device_train_batch_size << " sequences per SP group x "
       << mesh_->dp_size() << " data-parallel groups x " << config_.gradient_accumulation_steps
       << " accumulation steps = " << global_batch_sequences() << " sequences per optimizer step\n";
@@ -307,6 +314,12 @@ std::string Trainer::plan() const {
   return out.str();
 }
 
+double Trainer::epoch() const {
+  const std::int64_t per_epoch = source_->documents_per_epoch();
+  return per_epoch > 0 ? static_cast<double>(packer_->position()) / static_cast<double>(per_epoch)
+                       : -1.0;
+}
+
 std::int64_t Trainer::global_batch_sequences() const {
   return config_.per_device_train_batch_size * mesh_->dp_size() *
          config_.gradient_accumulation_steps;
@@ -330,6 +343,7 @@ StepMetrics Trainer::train_step(std::int64_t step) {
     m.padding_tokens += batch.back().padding_tokens;
     flops += model::sequence_flops(model_config_, batch.back().cu_seqlens);
   }
+  m.epoch = epoch();
   const std::int64_t B = config_.per_device_train_batch_size, D = mesh_->dp_size();
   const std::int64_t P = mesh_->sp_size(), r = mesh_->sp_rank();
   std::vector<data::SequenceShard> shards;
@@ -403,9 +417,21 @@ void Trainer::save(const std::filesystem::path& dir) {
   if (!config_.quiet) std::printf("saved %s\n", dir.string().c_str());
 }
 
+EvalMetrics Trainer::evaluate(std::int64_t step) {
+  UL_CHECK(evaluator_, "Trainer::evaluate needs --eval-data");
+  eval_history_.push_back(evaluator_->evaluate(ctx_, *decoder_, *zero_, *mesh_, world_, step));
+  metrics_->write(eval_history_.back(), epoch());
+  if (!config_.quiet && is_main()) std::printf("%s\n", eval_line(eval_history_.back()).c_str());
+  return eval_history_.back();
+}
+
 std::vector<StepMetrics> Trainer::run() {
   if (!config_.quiet && is_main()) std::printf("%s", plan().c_str());
   std::vector<StepMetrics> history;
+  const auto evaluate_after = [&](std::int64_t step) {
+    if (evaluator_ && (eval_history_.empty() || eval_history_.back().step != step))
+      evaluate(step);
+  };
   for (std::int64_t step = first_step_; step <= config_.max_steps; ++step) {
     history.push_back(train_step(step));
     const StepMetrics& m = history.back();
@@ -416,9 +442,11 @@ std::vector<StepMetrics> Trainer::run() {
         std::fflush(stdout);
       }
     }
+    if (config_.eval_steps > 0 && step % config_.eval_steps == 0) evaluate_after(step);
     if (config_.save_steps > 0 && step % config_.save_steps == 0 && !config_.output_dir.empty())
       save_checkpoint(step);
   }
+  evaluate_after(config_.max_steps);
   if (!config_.output_dir.empty()) save(config_.output_dir);
   return history;
 }

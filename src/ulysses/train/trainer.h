@@ -17,6 +17,7 @@
 #include "ulysses/parallel/mesh.h"
 #include "ulysses/parallel/zero.h"
 #include "ulysses/train/checkpoint.h"
+#include "ulysses/train/evaluator.h"
 #include "ulysses/train/metrics.h"
 #include "ulysses/train/schedule.h"
 #include "ulysses/train/train_config.h"
@@ -32,8 +33,15 @@ class Trainer {
   explicit Trainer(const TrainConfig& config);
   ~Trainer();
 
-  // Runs config.max_steps steps; returns the metrics of every step.
+  // Runs config.max_steps steps, evaluating every --eval-steps and at the end when there is
+  // --eval-data; returns the metrics of every step.
   std::vector<StepMetrics> run();
+  // Loss and perplexity over the whole --eval-data with the current weights (collective; Error
+  // when the config has no eval data). Logged and written to metrics.jsonl as after `step`.
+  EvalMetrics evaluate(std::int64_t step);
+  bool has_eval_data() const { return evaluator_ != nullptr; }
+  // Every evaluation run() made, in order.
+  const std::vector<EvalMetrics>& eval_history() const { return eval_history_; }
   // One optimizer step (1-based step index for the schedule and logs).
   StepMetrics train_step(std::int64_t step);
 
@@ -67,6 +75,8 @@ class Trainer {
   // CPU: Error naming the options when the plan exceeds the host's available memory.
   void check_host_memory() const;
   std::int64_t global_batch_sequences() const;
+  // Epochs of the training data consumed so far (< 0 for an endless source).
+  double epoch() const;
   bool is_main() const { return world_.rank() == 0; }
 
   std::string run_id_;  // TrainingState::run_id of this run
@@ -93,6 +103,8 @@ class Trainer {
   std::unique_ptr<model::AttentionStrategy> attention_;
   std::unique_ptr<model::Decoder> decoder_;
   std::unique_ptr<MetricsWriter> metrics_;
+  std::unique_ptr<Evaluator> evaluator_;  // null without --eval-data
+  std::vector<EvalMetrics> eval_history_;
   std::int64_t first_step_ = 1;  // > 1 after resuming
 };
 
