@@ -1,8 +1,7 @@
 #include "ulysses/train/metrics.h"
 
-#include <fstream>
-
 #include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "ulysses/core/error.h"
@@ -14,10 +13,14 @@ namespace ulysses::train {
 namespace {
 std::string human(double value) {
   char buf[32];
-  if (value >= 1e9) std::snprintf(buf, sizeof buf, "%.2fG", value / 1e9);
-  else if (value >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM", value / 1e6);
-  else if (value >= 1e3) std::snprintf(buf, sizeof buf, "%.1fk", value / 1e3);
-  else std::snprintf(buf, sizeof buf, "%.0f", value);
+  if (value >= 1e9)
+    std::snprintf(buf, sizeof buf, "%.2fG", value / 1e9);
+  else if (value >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.2fM", value / 1e6);
+  else if (value >= 1e3)
+    std::snprintf(buf, sizeof buf, "%.1fk", value / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f", value);
   return buf;
 }
 }  // namespace
@@ -35,7 +38,9 @@ std::string progress_line(const StepMetrics& m) {
                 static_cast<long long>(m.step), static_cast<long long>(m.max_steps), m.loss,
                 m.learning_rate, m.grad_norm, human(m.tokens_per_s).c_str(), m.tflops_per_device,
                 static_cast<double>(m.peak_mem_bytes) / (1 << 20),
-                m.tokens ? 100.0 * static_cast<double>(m.padding_tokens) / static_cast<double>(m.tokens) : 0.0);
+                m.tokens
+                    ? 100.0 * static_cast<double>(m.padding_tokens) / static_cast<double>(m.tokens)
+                    : 0.0);
   return buf;
 }
 
@@ -46,21 +51,23 @@ nlohmann::ordered_json epoch_value(double epoch) {
 }  // namespace
 
 std::string metrics_json(const StepMetrics& m) {
-  nlohmann::ordered_json j = {{"step", m.step},
-                      {"epoch", epoch_value(m.epoch)},
-                      {"loss", m.skipped ? nlohmann::ordered_json() : nlohmann::ordered_json(m.loss)},
-                      {"learning_rate", m.learning_rate},
-                      {"grad_norm", m.grad_norm},
-                      {"tokens", m.tokens},
-                      {"padding_tokens", m.padding_tokens},
-                      {"padding_share", m.tokens ? static_cast<double>(m.padding_tokens) / static_cast<double>(m.tokens) : 0.0},
-                      {"valid_labels", m.valid_labels},
-                      {"step_seconds", m.seconds},
-                      {"tokens_per_s", m.tokens_per_s},
-                      {"tflops_per_device", m.tflops_per_device},
-                      {"peak_mem_bytes", m.peak_mem_bytes},
-                      {"skipped", m.skipped},
-                      {"timestamp", format_utc_now()}};
+  nlohmann::ordered_json j = {
+      {"step", m.step},
+      {"epoch", epoch_value(m.epoch)},
+      {"loss", m.skipped ? nlohmann::ordered_json() : nlohmann::ordered_json(m.loss)},
+      {"learning_rate", m.learning_rate},
+      {"grad_norm", m.grad_norm},
+      {"tokens", m.tokens},
+      {"padding_tokens", m.padding_tokens},
+      {"padding_share",
+       m.tokens ? static_cast<double>(m.padding_tokens) / static_cast<double>(m.tokens) : 0.0},
+      {"valid_labels", m.valid_labels},
+      {"step_seconds", m.seconds},
+      {"tokens_per_s", m.tokens_per_s},
+      {"tflops_per_device", m.tflops_per_device},
+      {"peak_mem_bytes", m.peak_mem_bytes},
+      {"skipped", m.skipped},
+      {"timestamp", format_utc_now()}};
   return j.dump();
 }
 
