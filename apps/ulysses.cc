@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -93,22 +92,19 @@ void hint_unknown_options(const CLI::App& cmd, const std::vector<std::string>& a
   }
 }
 
+
 void add_train_options(CLI::App& cmd, TrainConfig& c) {
-  cmd.add_option("--model", c.model,
-                 "Preset (tiny, qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, "
-                 "llama-3-8b) or Hugging Face model directory")
-      ->capture_default_str();
+  cmd.add_option("--model", c.model, "Preset (tiny, qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, "
+                 "llama-3-8b) or Hugging Face model directory")->capture_default_str();
   cmd.add_option("--data", c.data,
                  "synthetic-copy, a .jsonl file (input_ids; or text / prompt+completion when "
                  "--model has a tokenizer.json) or a token-file directory")
       ->capture_default_str();
   cmd.add_option("--copy-min-length", c.copy_min_length,
-                 "Synthetic copy task: shortest random half")
-      ->capture_default_str();
-  cmd.add_option("--copy-max-length", c.copy_max_length, "Synthetic copy task: longest random half")
-      ->capture_default_str();
-  cmd.add_option("--max-seq-length", c.max_seq_length, "Tokens per sequence")
-      ->capture_default_str();
+                 "Synthetic copy task: shortest random half")->capture_default_str();
+  cmd.add_option("--copy-max-length", c.copy_max_length,
+                 "Synthetic copy task: longest random half")->capture_default_str();
+  cmd.add_option("--max-seq-length", c.max_seq_length, "Tokens per sequence")->capture_default_str();
   cmd.add_flag("--packing,!--no-packing", c.packing, "Pack documents into sequences")
       ->capture_default_str();
   cmd.add_option("--long-documents", c.long_documents,
@@ -117,36 +113,30 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
       ->capture_default_str()
       ->check(CLI::IsMember({"split", "truncate"}));
   cmd.add_option("--per-device-train-batch-size", c.per_device_train_batch_size,
-                 "Sequences per SP group per micro-step")
-      ->capture_default_str();
+                 "Sequences per SP group per micro-step")->capture_default_str();
   cmd.add_option("--gradient-accumulation-steps", c.gradient_accumulation_steps,
-                 "Micro-steps per optimizer step")
-      ->capture_default_str();
+                 "Micro-steps per optimizer step")->capture_default_str();
   cmd.add_option("--learning-rate", c.learning_rate, "Peak learning rate")->capture_default_str();
   cmd.add_option("--lr-scheduler-type", c.lr_scheduler_type,
-                 "linear, cosine, constant or constant_with_warmup")
-      ->capture_default_str();
+                 "linear, cosine, constant or constant_with_warmup")->capture_default_str();
   cmd.add_option("--warmup-steps", c.warmup_steps, "Linear warmup steps")->capture_default_str();
   cmd.add_option("--max-steps", c.max_steps, "Optimizer steps to run")->capture_default_str();
   cmd.add_option("--weight-decay", c.weight_decay,
-                 "Decoupled weight decay (not on norms and biases)")
-      ->capture_default_str();
+                 "Decoupled weight decay (not on norms and biases)")->capture_default_str();
   cmd.add_option("--adam-beta1", c.adam_beta1, "AdamW beta1")->capture_default_str();
   cmd.add_option("--adam-beta2", c.adam_beta2, "AdamW beta2")->capture_default_str();
   cmd.add_option("--adam-epsilon", c.adam_epsilon, "AdamW epsilon")->capture_default_str();
   cmd.add_option("--max-grad-norm", c.max_grad_norm, "Clip gradients to this global norm (0: off)")
       ->capture_default_str();
-  cmd.add_option("--initializer-range", c.initializer_range, "Std of the random init of presets")
-      ->capture_default_str();
+  cmd.add_option("--initializer-range", c.initializer_range,
+                 "Std of the random init of presets")->capture_default_str();
   cmd.add_flag("--gradient-checkpointing", c.gradient_checkpointing,
-               "Keep only layer inputs; recompute the rest in backward")
-      ->capture_default_str();
+               "Keep only layer inputs; recompute the rest in backward")->capture_default_str();
   cmd.add_option("--attn-implementation", c.attn_implementation,
                  "auto, cudnn or builtin (CUDA), blockwise (CPU)")
       ->capture_default_str();
   cmd.add_option("--loss-tile-tokens", c.loss_tile_tokens,
-                 "Tokens per tile of the fused LM head + cross-entropy")
-      ->capture_default_str();
+                 "Tokens per tile of the fused LM head + cross-entropy")->capture_default_str();
   cmd.add_option("--sp-size", c.sp_size, "Sequence-parallel degree")->capture_default_str();
   cmd.add_option("--sp-backend", c.sp_backend, "Attention strategy when sp > 1 (ulysses)")
       ->capture_default_str();
@@ -154,12 +144,11 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
                "Ulysses: heads in two parts, exchanges beside attention (opt-in)")
       ->capture_default_str();
   cmd.add_option("--dp-shard-size", c.dp_shard_size,
-                 "ZeRO sharding degree (0: world / (sp x dp_replicate))")
-      ->capture_default_str();
+                 "ZeRO sharding degree (0: world / (sp x dp_replicate))")->capture_default_str();
   cmd.add_option("--dp-replicate-size", c.dp_replicate_size, "Replica degree")
       ->capture_default_str();
-  cmd.add_option("--zero-stage", c.zero_stage, "ZeRO stage 0-3 over the dp_shard x sp ranks")
-      ->capture_default_str();
+  cmd.add_option("--zero-stage", c.zero_stage,
+                 "ZeRO stage 0-3 over the dp_shard x sp ranks")->capture_default_str();
   cmd.add_flag("--offload-optimizer", c.offload_optimizer,
                "ZeRO >= 1: master weights and AdamW state in host memory");
   cmd.add_flag("--offload-params", c.offload_params, "ZeRO 3: parameter shards in host memory");
@@ -172,8 +161,7 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_option("--save-steps", c.save_steps, "Save a checkpoint every N steps (0: at the end)")
       ->capture_default_str();
   cmd.add_option("--save-total-limit", c.save_total_limit,
-                 "Keep only the newest N checkpoint-<step> folders (0: all)")
-      ->capture_default_str();
+                 "Keep only the newest N checkpoint-<step> folders (0: all)")->capture_default_str();
   cmd.add_option("--resume-from-checkpoint", c.resume_from_checkpoint,
                  "Continue from a checkpoint folder, or 'latest' in --output-dir");
   cmd.add_flag("--overwrite-output-dir", c.overwrite_output_dir,
@@ -321,17 +309,17 @@ int run_tokenize(const TokenizeArgs& a) {
 // This process's rank as the launcher (mpirun, srun) tells it, before MPI starts; 0 alone.
 int launcher_rank() { return std::max(ulysses::process_env::launcher().rank, 0); }
 
-int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing, double memory_gib,
-             const std::string& precision, int zero_ranks, int sp_size) {
+int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
+             double memory_gib, const std::string& precision, int zero_ranks, int sp_size) {
   using namespace ulysses::model;
   using namespace ulysses::parallel;
   const ModelConfig c = resolve_model_config(model);
   std::printf("model %s: %s\n", model.c_str(), c.model_type.c_str());
-  std::printf(
-      "  layers %lld, hidden %lld, intermediate %lld, heads %lld (kv %lld), head_dim %lld\n",
-      static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.hidden_size),
-      static_cast<long long>(c.intermediate_size), static_cast<long long>(c.num_attention_heads),
-      static_cast<long long>(c.num_key_value_heads), static_cast<long long>(c.head_dim));
+  std::printf("  layers %lld, hidden %lld, intermediate %lld, heads %lld (kv %lld), head_dim %lld\n",
+              static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.hidden_size),
+              static_cast<long long>(c.intermediate_size),
+              static_cast<long long>(c.num_attention_heads),
+              static_cast<long long>(c.num_key_value_heads), static_cast<long long>(c.head_dim));
   std::printf("  vocab %lld, tied embeddings %s, rope %s (theta %g), q/k norm %s, qkv bias %s\n",
               static_cast<long long>(c.vocab_size), c.tie_word_embeddings ? "yes" : "no",
               c.rope.type.c_str(), c.rope.theta, c.qk_norm ? "yes" : "no",
@@ -401,24 +389,19 @@ int main(int argc, char** argv) {
   CLI::App* info = app.add_subcommand("info", "Shapes, parameters, FLOPs and the memory plan");
   info->add_option("--world-size", info_zero_ranks,
                    "Ranks ZeRO shards over (dp_shard x sp) for the per-stage memory table")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(CLI::PositiveNumber);
   info->add_option("--sp-size", info_sp,
                    "Ulysses ranks per sequence (head-sharded copies in the activation plan)")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(CLI::PositiveNumber);
   info->add_option("--model", info_model, "Preset or Hugging Face model directory")
       ->capture_default_str();
-  info->add_option("--max-seq-length", info_seq, "Tokens per device")
-      ->capture_default_str()
+  info->add_option("--max-seq-length", info_seq, "Tokens per device")->capture_default_str()
       ->check(CLI::PositiveNumber);
   info->add_flag("--gradient-checkpointing", info_checkpointing, "Plan with checkpointing");
   info->add_option("--memory-gib", info_memory_gib, "Device memory for the largest-fit estimate")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   info->add_option("--precision", info_precision, "fp32 (CPU) or bf16 (bf16 + fp32 master)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16"}));
+      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
 
   TrainConfig eval_config;
   eval_config.output_dir = "";
@@ -553,11 +536,6 @@ int run_eval(const TrainConfig& options) {
   std::unique_ptr<ulysses::train::Trainer> trainer;
   std::string error;
   try {
-    namespace fs = std::filesystem;
-    if (!options.output_dir.empty() && fs::exists(options.output_dir) &&
-        !fs::is_directory(options.output_dir))
-      throw ulysses::Error("--output-dir " + options.output_dir +
-                           " is a file; give a directory for eval_results.json");
     trainer = std::make_unique<ulysses::train::Trainer>(config, *world);
   } catch (const std::exception& e) {
     error = eval_command_message(e.what());
