@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -536,6 +537,11 @@ int run_eval(const TrainConfig& options) {
   std::unique_ptr<ulysses::train::Trainer> trainer;
   std::string error;
   try {
+    namespace fs = std::filesystem;
+    if (!options.output_dir.empty() && fs::exists(options.output_dir) &&
+        !fs::is_directory(options.output_dir))
+      throw ulysses::Error("--output-dir " + options.output_dir +
+                           " is a file; give a directory for eval_results.json");
     trainer = std::make_unique<ulysses::train::Trainer>(config, *world);
   } catch (const std::exception& e) {
     error = eval_command_message(e.what());
