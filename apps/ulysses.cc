@@ -1,4 +1,4 @@
-// ulysses command line: train, eval, tokenize, info.
+// ulysses command line: train, eval, tokenize, info, plot.
 //
 // Flags use Hugging Face / Accelerate names in kebab-case; `--config FILE` (YAML or JSON) takes
 // the same names in snake_case, and flags on the command line override the file.
@@ -20,6 +20,7 @@
 #include "ulysses/parallel/memory_plan.h"
 #include "ulysses/parallel/zero.h"
 #include "ulysses/train/config_file.h"
+#include "ulysses/train/loss_plot.h"
 #include "ulysses/train/output_dir.h"
 #include "ulysses/train/trainer.h"
 
@@ -411,8 +412,13 @@ int main(int argc, char** argv) {
   eval->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   add_eval_options(*eval, eval_config);
 
+  std::string plot_dir;
+  CLI::App* plot = app.add_subcommand(
+      "plot", "Draw <output-dir>/loss.svg (train and eval loss) from its metrics.jsonl");
+  plot->add_option("--output-dir", plot_dir, "The folder of a training run")->required();
+
   const std::vector<std::pair<std::string, CLI::App*>> commands = {
-      {"train", train}, {"tokenize", tokenize}, {"info", info}, {"eval", eval}};
+      {"train", train}, {"tokenize", tokenize}, {"info", info}, {"eval", eval}, {"plot", plot}};
   CLI::App* command = nullptr;
   std::vector<std::string> args(argv + 1, argv + argc);
   for (const auto& [name, cmd] : commands)
@@ -441,6 +447,15 @@ int main(int argc, char** argv) {
 
   if (*tokenize) return run_tokenize(tokenize_args);
   if (*eval) return run_eval(eval_config);
+  if (*plot) {
+    try {
+      std::printf("%s\n", ulysses::train::write_loss_plot(plot_dir).string().c_str());
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      return 1;
+    }
+  }
   if (*info) {
     try {
       return run_info(info_model, info_seq, info_checkpointing, info_memory_gib, info_precision,

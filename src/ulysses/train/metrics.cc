@@ -7,6 +7,7 @@
 #include "ulysses/core/error.h"
 #include "ulysses/core/format.h"
 #include "ulysses/train/evaluator.h"
+#include "ulysses/train/run_report.h"
 
 namespace ulysses::train {
 
@@ -32,16 +33,28 @@ std::string progress_line(const StepMetrics& m) {
                   static_cast<long long>(m.step), static_cast<long long>(m.max_steps));
     return buf;
   }
+  // Tokens/s smoothed over the last steps when known (one step's value swings with the
+  // collectives and the allocator); elapsed time and ETA when the run loop measured them.
+  const double tokens_per_s =
+      m.smoothed_tokens_per_s > 0 ? m.smoothed_tokens_per_s : m.tokens_per_s;
   std::snprintf(buf, sizeof buf,
                 "step %5lld/%lld | loss %.4f | lr %.2e | grad-norm %.3f | %s tok/s | "
                 "%.3f TFLOP/s/dev | mem %.0f MiB | pad %.1f%%",
                 static_cast<long long>(m.step), static_cast<long long>(m.max_steps), m.loss,
-                m.learning_rate, m.grad_norm, human(m.tokens_per_s).c_str(), m.tflops_per_device,
+                m.learning_rate, m.grad_norm, human(tokens_per_s).c_str(), m.tflops_per_device,
                 static_cast<double>(m.peak_mem_bytes) / (1 << 20),
                 m.tokens
                     ? 100.0 * static_cast<double>(m.padding_tokens) / static_cast<double>(m.tokens)
                     : 0.0);
-  return buf;
+  std::string line = buf;
+  if (m.epoch >= 0) {
+    std::snprintf(buf, sizeof buf, " | epoch %.2f", m.epoch);
+    line += buf;
+  }
+  if (m.eta_seconds >= 0)
+    line += " | " + format_duration(m.elapsed_seconds) + " elapsed, eta " +
+            format_duration(m.eta_seconds);
+  return line;
 }
 
 namespace {
@@ -66,6 +79,8 @@ std::string metrics_json(const StepMetrics& m) {
       {"tokens_per_s", m.tokens_per_s},
       {"tflops_per_device", m.tflops_per_device},
       {"peak_mem_bytes", m.peak_mem_bytes},
+      {"elapsed_seconds", m.elapsed_seconds},
+      {"tokens_per_s_smoothed", m.smoothed_tokens_per_s},
       {"skipped", m.skipped},
       {"timestamp", format_utc_now()}};
   return j.dump();

@@ -24,7 +24,11 @@ struct StepMetrics {
   double tokens_per_s = 0.0;
   double tflops_per_device = 0.0;
   std::int64_t peak_mem_bytes = 0;
-  bool skipped = false;  // no valid label anywhere: no update
+  // Filled by RunProgress (train/run_report.h) when the step runs in Trainer::run.
+  double elapsed_seconds = 0.0;        // since the run (this invocation) started
+  double eta_seconds = -1.0;           // to the last step (< 0: unknown)
+  double smoothed_tokens_per_s = 0.0;  // 0: unknown (the line shows tokens_per_s)
+  bool skipped = false;                // no valid label anywhere: no update
 };
 
 std::string progress_line(const StepMetrics& m);

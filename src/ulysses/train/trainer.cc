@@ -17,7 +17,9 @@
 #include "ulysses/model/flops.h"
 #include "ulysses/core/format.h"
 #include "ulysses/parallel/memory_plan.h"
+#include "ulysses/train/loss_plot.h"
 #include "ulysses/train/output_dir.h"
+#include "ulysses/train/run_report.h"
 
 namespace ulysses::train {
 
@@ -432,8 +434,10 @@ std::vector<StepMetrics> Trainer::run() {
     if (evaluator_ && (eval_history_.empty() || eval_history_.back().step != step))
       evaluate(step);
   };
+  RunProgress progress(first_step_, config_.max_steps);
   for (std::int64_t step = first_step_; step <= config_.max_steps; ++step) {
     history.push_back(train_step(step));
+    progress.add(history.back());
     const StepMetrics& m = history.back();
     if (step == 1 || step % config_.logging_steps == 0 || step == config_.max_steps) {
       metrics_->write(m);
@@ -448,7 +452,26 @@ std::vector<StepMetrics> Trainer::run() {
   }
   evaluate_after(config_.max_steps);
   if (!config_.output_dir.empty()) save(config_.output_dir);
+  report(progress);
   return history;
+}
+
+void Trainer::report(const RunProgress& progress) {
+  RunSummary summary = summarize(progress, eval_history_);
+  Tensor peak = Tensor::empty({1}, DType::i64);  // the largest peak of any rank
+  peak.data<std::int64_t>()[0] = summary.peak_mem_bytes;
+  world_.all_reduce(peak, comm::ReduceOp::max);
+  summary.peak_mem_bytes = peak.data<std::int64_t>()[0];
+  if (!is_main()) return;
+  if (!config_.quiet) std::printf("%s\n", format_summary(summary).c_str());
+  if (config_.output_dir.empty()) return;
+  write_train_results(config_.output_dir, summary);
+  try {
+    const auto plot = write_loss_plot(config_.output_dir);
+    if (!config_.quiet) std::printf("loss curve: %s\n", plot.string().c_str());
+  } catch (const Error& e) {
+    log_warn("no loss curve: ", e.what());
+  }
 }
 
 }  // namespace ulysses::train

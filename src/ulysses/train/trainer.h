@@ -19,6 +19,7 @@
 #include "ulysses/train/checkpoint.h"
 #include "ulysses/train/evaluator.h"
 #include "ulysses/train/metrics.h"
+#include "ulysses/train/run_report.h"
 #include "ulysses/train/schedule.h"
 #include "ulysses/train/train_config.h"
 
@@ -68,6 +69,9 @@ class Trainer {
   Trainer(const TrainConfig& config, comm::Communicator* world,
           std::unique_ptr<comm::Communicator> owned);
   void save(const std::filesystem::path& dir);
+  // After the loop (collective: the peak memory of every rank): the end-of-run summary on
+  // rank 0, train_results.json and loss.svg in the output dir.
+  void report(const RunProgress& progress);
   TrainingState training_state(std::int64_t step) const;
   parallel::MemoryPlanInput memory_plan_input() const;
   // The per-device budget the plan prints (ZeRO shards and transients included).
