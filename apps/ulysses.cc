@@ -12,6 +12,7 @@
 
 #include "ulysses/comm/communicator.h"
 #include "ulysses/core/error.h"
+#include "ulysses/core/format.h"
 #include "ulysses/core/process_env.h"
 #include "ulysses/data/text_data.h"
 #include "ulysses/io/tokenizer.h"
@@ -22,6 +23,7 @@
 #include "ulysses/train/config_file.h"
 #include "ulysses/train/loss_plot.h"
 #include "ulysses/train/output_dir.h"
+#include "ulysses/train/run_plan.h"
 #include "ulysses/train/trainer.h"
 
 namespace {
@@ -123,6 +125,8 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
                  "linear, cosine, constant or constant_with_warmup")->capture_default_str();
   cmd.add_option("--warmup-steps", c.warmup_steps, "Linear warmup steps")->capture_default_str();
   cmd.add_option("--max-steps", c.max_steps, "Optimizer steps to run")->capture_default_str();
+  cmd.add_option("--num-train-epochs", c.num_train_epochs,
+                 "Epochs of a finite data set to run (> 0: replaces --max-steps)");
   cmd.add_option("--weight-decay", c.weight_decay,
                  "Decoupled weight decay (not on norms and biases)")->capture_default_str();
   cmd.add_option("--adam-beta1", c.adam_beta1, "AdamW beta1")->capture_default_str();
@@ -311,12 +315,28 @@ int run_tokenize(const TokenizeArgs& a) {
 // This process's rank as the launcher (mpirun, srun) tells it, before MPI starts; 0 alone.
 int launcher_rank() { return std::max(ulysses::process_env::launcher().rank, 0); }
 
-int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
-             double memory_gib, const std::string& precision, int zero_ranks, int sp_size) {
+struct InfoArgs {
+  int world_size = 0;  // 0: sp x dp_replicate x dp_shard (1 when unset)
+  double memory_gib = 80.0;
+  std::string precision = "auto";
+};
+
+// `ulysses info`: the plan of a `train` command line (same options, same meanings) without
+// running it, for a job of --world-size ranks with --memory-gib per device.
+int run_info(const TrainConfig& options, const InfoArgs& a) {
   using namespace ulysses::model;
   using namespace ulysses::parallel;
-  const ModelConfig c = resolve_model_config(model);
-  std::printf("model %s: %s\n", model.c_str(), c.model_type.c_str());
+  const ModelConfig c = resolve_model_config(options.model);
+  const int world_size = a.world_size > 0
+                             ? a.world_size
+                             : static_cast<int>(options.sp_size * options.dp_replicate_size *
+                                                std::max<std::int64_t>(1, options.dp_shard_size));
+  const TrainConfig config = ulysses::train::resolve_training_length(options, world_size);
+  const ParallelConfig layout = resolve_parallel_config(
+      {config.sp_size, config.dp_shard_size, config.dp_replicate_size}, world_size, c);
+  const bool bf16 = a.precision == "bf16" || (a.precision == "auto" && config.device != "cpu");
+  const Precision precision = bf16 ? Precision::bf16_mixed : Precision::fp32;
+  std::printf("model %s: %s\n", config.model.c_str(), c.model_type.c_str());
   std::printf("  layers %lld, hidden %lld, intermediate %lld, heads %lld (kv %lld), head_dim %lld\n",
               static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.hidden_size),
               static_cast<long long>(c.intermediate_size),
@@ -329,15 +349,42 @@ int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
   std::printf("  parameters %lld (matmul %lld)\n", static_cast<long long>(parameter_count(c)),
               static_cast<long long>(matmul_parameter_count(c)));
   std::printf("  model FLOPs per token at %lld tokens: %.4g (forward + backward)\n",
-              static_cast<long long>(seq_len), flops_per_token(c, seq_len));
-  MemoryPlanInput in;
-  in.tokens_per_device = seq_len;
-  in.gradient_checkpointing = checkpointing;
-  in.sp_size = sp_size;
-  in.precision = precision == "bf16" ? Precision::bf16_mixed : Precision::fp32;
-  in.budget_bytes = static_cast<std::int64_t>(memory_gib * (1ll << 30));
-  std::printf("%s", format_memory_plan(plan_memory(c, in), in).c_str());
-  std::printf("%s", ulysses::parallel::zero_memory_table(c, zero_ranks, in.precision).c_str());
+              static_cast<long long>(config.max_seq_length),
+              flops_per_token(c, config.max_seq_length));
+  const std::int64_t zero_ranks = layout.dp_shard_size * layout.sp_size;
+  std::printf(
+      "layout: world %d = dp_replicate %lld x dp_shard %lld x sp %lld; ZeRO stage %lld "
+      "over %lld ranks (dp_shard x sp)%s%s\n",
+      world_size, static_cast<long long>(layout.dp_replicate_size),
+      static_cast<long long>(layout.dp_shard_size), static_cast<long long>(layout.sp_size),
+      static_cast<long long>(config.zero_stage), static_cast<long long>(zero_ranks),
+      config.offload_optimizer ? ", optimizer offloaded" : "",
+      config.offload_params ? ", parameters offloaded" : "");
+  std::printf("sequence: %lld tokens, %lld per device\n",
+              static_cast<long long>(config.max_seq_length),
+              static_cast<long long>(config.max_seq_length / config.sp_size));
+  const ulysses::train::RunMemory memory = ulysses::train::run_memory(config, c, layout, precision);
+  std::printf("%s", format_memory_plan(memory.plan, memory.input).c_str());
+  if (memory.offloaded > 0)
+    std::printf("  on the device %s (%s of the above in host memory)\n",
+                ulysses::format_bytes(memory.device_bytes()).c_str(),
+                ulysses::format_bytes(memory.offloaded).c_str());
+  const auto budget = static_cast<std::int64_t>(a.memory_gib * (1ll << 30));
+  if (budget > 0)
+    std::printf(
+        "%s",
+        ulysses::train::format_fit(
+            ulysses::train::advise_fit(config, c, layout, precision, budget, world_size), budget)
+            .c_str());
+  std::printf("%s", zero_memory_table(c, static_cast<int>(zero_ranks), precision).c_str());
+  if (config.data != "synthetic-copy") {
+    const auto source =
+        ulysses::data::open_data(ulysses::train::data_options(config, c.vocab_size));
+    const std::int64_t global_batch = config.per_device_train_batch_size * layout.dp_shard_size *
+                                      layout.dp_replicate_size * config.gradient_accumulation_steps;
+    if (const auto epoch = ulysses::train::plan_epoch(*source, config, global_batch))
+      std::printf("%s", ulysses::train::format_epoch(*epoch, config).c_str());
+  }
   return 0;
 }
 
@@ -383,27 +430,26 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
 
-  std::string info_model = "tiny", info_precision = "fp32";
-  std::int64_t info_seq = 4096;
-  bool info_checkpointing = false;
-  double info_memory_gib = 80.0;
-  int info_zero_ranks = 1, info_sp = 1;
-  CLI::App* info = app.add_subcommand("info", "Shapes, parameters, FLOPs and the memory plan");
-  info->add_option("--world-size", info_zero_ranks,
-                   "Ranks ZeRO shards over (dp_shard x sp) for the per-stage memory table")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  info->add_option("--sp-size", info_sp,
-                   "Ulysses ranks per sequence (head-sharded copies in the activation plan)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  info->add_option("--model", info_model, "Preset or Hugging Face model directory")
-      ->capture_default_str();
-  info->add_option("--max-seq-length", info_seq, "Tokens per device")->capture_default_str()
+  TrainConfig info_config;
+  InfoArgs info_args;
+  CLI::App* info = app.add_subcommand(
+      "info",
+      "The plan of a train command line without running it: shapes, FLOPs, memory per "
+      "device, whether it fits and what to change, steps per epoch");
+  info->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  add_train_options(*info, info_config);
+  info->add_option("--config", config_file_help, "YAML or JSON file, as for train");
+  info->add_option("--world-size", info_args.world_size,
+                   "Ranks of the job (mpirun -np; default sp x dp_replicate x dp_shard)")
       ->check(CLI::PositiveNumber);
-  info->add_flag("--gradient-checkpointing", info_checkpointing, "Plan with checkpointing");
-  info->add_option("--memory-gib", info_memory_gib, "Device memory for the largest-fit estimate")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  info->add_option("--precision", info_precision, "fp32 (CPU) or bf16 (bf16 + fp32 master)")
-      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
+  info->add_option("--memory-gib", info_args.memory_gib,
+                   "Device memory per rank for the fit check (0: none)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  info->add_option("--precision", info_args.precision,
+                   "auto (bf16 unless --device cpu), fp32 or bf16 (bf16 + fp32 master)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
 
   TrainConfig eval_config;
   eval_config.output_dir = "";
@@ -425,9 +471,9 @@ int main(int argc, char** argv) {
     if (!args.empty() && args[0] == name) command = cmd;
   try {
     if (command != nullptr) accept_snake_case(*command, args);
-    if (!args.empty() && args[0] == "train") {
-      auto rest = expand_config(*train, std::vector<std::string>(args.begin() + 1, args.end()));
-      rest.insert(rest.begin(), "train");
+    if (!args.empty() && (args[0] == "train" || args[0] == "info")) {
+      auto rest = expand_config(*command, std::vector<std::string>(args.begin() + 1, args.end()));
+      rest.insert(rest.begin(), args[0]);
       args = rest;
     }
     std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 parses it reversed
@@ -458,8 +504,7 @@ int main(int argc, char** argv) {
   }
   if (*info) {
     try {
-      return run_info(info_model, info_seq, info_checkpointing, info_memory_gib, info_precision,
-                      info_zero_ranks, info_sp);
+      return run_info(info_config, info_args);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "error: %s\n", e.what());
       return 1;

@@ -33,6 +33,12 @@ void validate(const TrainConfig& c) {
             c.copy_max_length, ")");
   // Every floating-point option: NaN and infinities are refused before anything else.
   finite(c.learning_rate, "--learning-rate");
+  finite(c.num_train_epochs, "--num-train-epochs");
+  non_negative(c.num_train_epochs, "--num-train-epochs");
+  if (c.num_train_epochs > 0 && c.data == "synthetic-copy")
+    UL_FAIL(
+        "--num-train-epochs needs a finite data set; --data synthetic-copy is endless: use "
+        "--max-steps");
   finite(c.weight_decay, "--weight-decay");
   finite(c.adam_beta1, "--adam-beta1");
   finite(c.adam_beta2, "--adam-beta2");

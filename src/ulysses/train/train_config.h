@@ -25,6 +25,9 @@ struct TrainConfig {
   std::string lr_scheduler_type = "linear";
   std::int64_t warmup_steps = 0;
   std::int64_t max_steps = 100;
+  // > 0: train this many epochs of a finite data set (max_steps = ceil(epochs x steps per
+  // epoch), train/run_plan.h); replaces max_steps.
+  double num_train_epochs = 0;
   double weight_decay = 0.0;
   double adam_beta1 = 0.9;
   double adam_beta2 = 0.999;

@@ -2,23 +2,24 @@
 
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
-#include "ulysses/comm/nccl_communicator.h"
 #include "ulysses/comm/agree.h"
-#include "ulysses/parallel/attention_strategies.h"
+#include "ulysses/comm/nccl_communicator.h"
 #include "ulysses/core/cuda_context.h"
 #include "ulysses/core/device_memory.h"
+#include "ulysses/core/format.h"
 #include "ulysses/core/log.h"
-#include "ulysses/ops/elementwise.h"
 #include "ulysses/io/hf_checkpoint.h"
 #include "ulysses/model/flops.h"
-#include "ulysses/core/format.h"
+#include "ulysses/ops/elementwise.h"
+#include "ulysses/parallel/attention_strategies.h"
 #include "ulysses/parallel/memory_plan.h"
 #include "ulysses/train/loss_plot.h"
 #include "ulysses/train/output_dir.h"
+#include "ulysses/train/run_plan.h"
 #include "ulysses/train/run_report.h"
 
 namespace ulysses::train {
@@ -75,7 +76,7 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
                  std::unique_ptr<comm::Communicator> owned)
     : own_world_(std::move(owned)),
       world_(world ? *world : *own_world_),
-      config_((validate(config, world_.size()), config)),
+      config_(resolve_training_length(config, world_.size())),
       model_config_(model::resolve_model_config(config.model)),
       ctx_(make_agreed_context(config.device, world_)),
       save_dtype_(parse_dtype_option(config.save_dtype, "--save-dtype")) {
@@ -244,19 +245,7 @@ parallel::MemoryPlanInput Trainer::memory_plan_input() const {
 }
 
 parallel::MemoryPlan Trainer::memory_plan() const {
-  parallel::MemoryPlan memory = parallel::plan_memory(model_config_, memory_plan_input());
-  if (config_.zero_stage > 0) {
-    const auto z = parallel::zero_memory_formula(
-        model_config_, zero_config(config_),
-        static_cast<int>(mesh_->config().dp_shard_size * mesh_->config().sp_size),
-        memory_plan_input().precision);
-    memory.params = z.params;
-    memory.grads = z.grads;
-    memory.optimizer = z.optimizer;
-    memory.master = z.master;
-    memory.buffers += z.transient;  // gathered parameters and gradient buffers in flight
-  }
-  return memory;
+  return run_memory(config_, model_config_, mesh_->config(), memory_plan_input().precision).plan;
 }
 
 void Trainer::check_host_memory() const {
@@ -291,6 +280,8 @@ std::string Trainer::plan() const {
         << " eval steps, every "
         << (config_.eval_steps > 0 ? std::to_string(config_.eval_steps) + " steps and " : "")
         << "at the end\n";
+  if (const auto epoch = plan_epoch(*source_, config_, global_batch_sequences()))
+    out << format_epoch(*epoch, config_);
   out << "batch: " << config_.per_device_train_batch_size << " sequences per SP group x "
       << mesh_->dp_size() << " data-parallel groups x " << config_.gradient_accumulation_steps
       << " accumulation steps = " << global_batch_sequences() << " sequences per optimizer step\n";

@@ -1,0 +1,190 @@
+#include "ulysses/train/run_plan.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "ulysses/core/error.h"
+#include "ulysses/core/format.h"
+#include "ulysses/data/packer.h"
+#include "ulysses/parallel/zero.h"
+
+namespace ulysses::train {
+
+namespace {
+
+parallel::ZeroConfig zero_of(const TrainConfig& c) {
+  parallel::ZeroConfig z;
+  z.stage = static_cast<int>(c.zero_stage);
+  z.offload_optimizer = c.offload_optimizer;
+  z.offload_params = c.offload_params;
+  z.overlap = c.zero_overlap;
+  return z;
+}
+
+std::int64_t global_batch(const TrainConfig& c, const parallel::ParallelConfig& layout) {
+  return c.per_device_train_batch_size * layout.dp_shard_size * layout.dp_replicate_size *
+         c.gradient_accumulation_steps;
+}
+
+}  // namespace
+
+data::DataOptions data_options(const TrainConfig& c, std::int64_t vocab_size) {
+  data::DataOptions d;
+  d.data = c.data;
+  d.tokenizer = c.model;
+  d.max_seq_length = c.max_seq_length;
+  d.long_documents = c.long_documents;
+  d.vocab_size = vocab_size;
+  d.seed = c.seed;
+  d.copy_min_length = c.copy_min_length;
+  d.copy_max_length = c.copy_max_length;
+  return d;
+}
+
+RunMemory run_memory(const TrainConfig& c, const model::ModelConfig& model,
+                     const parallel::ParallelConfig& layout, parallel::Precision precision) {
+  RunMemory r;
+  r.input.tokens_per_device = c.max_seq_length / c.sp_size;
+  r.input.gradient_checkpointing = c.gradient_checkpointing;
+  r.input.loss_tile_tokens = c.loss_tile_tokens;
+  r.input.sp_size = c.sp_size;
+  r.input.precision = precision;
+  r.plan = parallel::plan_memory(model, r.input);
+  if (c.zero_stage > 0) {
+    const auto z = parallel::zero_memory_formula(
+        model, zero_of(c), static_cast<int>(layout.dp_shard_size * layout.sp_size), precision);
+    r.plan.params = z.params;
+    r.plan.grads = z.grads;
+    r.plan.optimizer = z.optimizer;
+    r.plan.master = z.master;
+    r.plan.buffers += z.transient;  // gathered parameters and gradient buffers in flight
+    r.offloaded = z.offloaded;
+  }
+  return r;
+}
+
+FitAdvice advise_fit(const TrainConfig& c, const model::ModelConfig& model,
+                     const parallel::ParallelConfig& layout, parallel::Precision precision,
+                     std::int64_t budget, int world_size) {
+  const auto device_bytes = [&](const TrainConfig& t, const parallel::ParallelConfig& l) {
+    return run_memory(t, model, l, precision).device_bytes();
+  };
+  FitAdvice a;
+  a.device_bytes = device_bytes(c, layout);
+  a.fits = a.device_bytes <= budget;
+  // Largest sequence: binary search over tokens per device (the plan grows with them).
+  std::int64_t lo = 0, hi = std::int64_t{1} << 26;
+  while (lo < hi) {
+    const std::int64_t mid = (lo + hi + 1) / 2;
+    TrainConfig t = c;
+    t.max_seq_length = mid * c.sp_size;
+    if (device_bytes(t, layout) <= budget)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  a.max_seq_length_that_fits = lo * c.sp_size;
+  if (a.fits) return a;
+  // Single changes, each with the bytes it needs per device; only those that fit are listed.
+  const auto consider = [&](const std::string& change, const TrainConfig& t,
+                            const parallel::ParallelConfig& l) {
+    const std::int64_t bytes = device_bytes(t, l);
+    if (bytes <= budget) a.changes.push_back(change + " (" + format_bytes(bytes) + ")");
+  };
+  if (!c.gradient_checkpointing) {
+    TrainConfig t = c;
+    t.gradient_checkpointing = true;
+    consider("--gradient-checkpointing", t, layout);
+  }
+  if (c.zero_stage < 3 && layout.dp_shard_size * layout.sp_size > 1) {
+    TrainConfig t = c;
+    t.zero_stage = 3;
+    consider("--zero-stage 3", t, layout);
+    t.gradient_checkpointing = true;
+    if (!c.gradient_checkpointing) consider("--zero-stage 3 --gradient-checkpointing", t, layout);
+  }
+  if (!c.offload_optimizer || !c.offload_params) {
+    TrainConfig t = c;
+    t.zero_stage = 3;
+    t.offload_optimizer = t.offload_params = true;
+    t.gradient_checkpointing = true;
+    consider("--zero-stage 3 --offload-optimizer --offload-params --gradient-checkpointing", t,
+             layout);
+  }
+  // More ranks per sequence (the heads must split): the same sequence, fewer tokens per device.
+  for (std::int64_t sp = c.sp_size * 2; sp <= model.num_attention_heads; sp *= 2) {
+    if (model.num_attention_heads % sp != 0 || c.max_seq_length % sp != 0) continue;
+    TrainConfig t = c;
+    t.sp_size = sp;
+    parallel::ParallelConfig l = layout;
+    l.sp_size = sp;
+    l.dp_shard_size = std::max<std::int64_t>(1, world_size / (sp * layout.dp_replicate_size));
+    consider("--sp-size " + std::to_string(sp) +
+                 (world_size < sp * layout.dp_replicate_size
+                      ? " (on " + std::to_string(sp * layout.dp_replicate_size) + " ranks)"
+                      : ""),
+             t, l);
+    if (!a.changes.empty() && a.changes.back().rfind("--sp-size", 0) == 0) break;
+  }
+  if (a.max_seq_length_that_fits > 0)
+    a.changes.push_back("--max-seq-length " + std::to_string(a.max_seq_length_that_fits));
+  return a;
+}
+
+std::string format_fit(const FitAdvice& a, std::int64_t budget) {
+  std::ostringstream out;
+  out << "fit: " << format_bytes(a.device_bytes) << " per device of " << format_bytes(budget)
+      << (a.fits ? ": fits" : ": does NOT fit") << "; the largest --max-seq-length that fits "
+      << "with these options is " << a.max_seq_length_that_fits << "\n";
+  if (!a.fits) {
+    if (a.changes.empty()) out << "  no single change fits; combine them or use more devices\n";
+    for (const std::string& change : a.changes) out << "  fits with " << change << "\n";
+  }
+  return out.str();
+}
+
+std::optional<EpochPlan> plan_epoch(const data::DocumentSource& source, const TrainConfig& c,
+                                    std::int64_t global_batch_sequences) {
+  const std::int64_t n = source.documents_per_epoch();
+  if (n <= 0) return std::nullopt;
+  data::PackerOptions packing;
+  packing.max_seq_length = c.max_seq_length;
+  packing.packing = c.packing;
+  packing.pad_multiple = c.sp_size;
+  data::Packer packer(source, packing);
+  EpochPlan e;
+  e.documents = n;
+  while (packer.position() < n) {
+    e.tokens += packer.next().length();
+    ++e.sequences;
+  }
+  e.steps = static_cast<double>(e.sequences) / static_cast<double>(global_batch_sequences);
+  return e;
+}
+
+std::string format_epoch(const EpochPlan& e, const TrainConfig& c) {
+  std::ostringstream out;
+  out << "epoch: " << e.documents << " documents in " << e.sequences << " sequences (" << e.tokens
+      << " tokens) = " << e.steps << " steps per epoch; --max-steps " << c.max_steps << " = "
+      << static_cast<double>(c.max_steps) / e.steps << " epochs\n";
+  return out.str();
+}
+
+TrainConfig resolve_training_length(const TrainConfig& config, int world_size) {
+  validate(config, world_size);
+  if (!(config.num_train_epochs > 0)) return config;
+  const model::ModelConfig model = model::resolve_model_config(config.model);
+  const parallel::ParallelConfig layout = parallel::resolve_parallel_config(
+      {config.sp_size, config.dp_shard_size, config.dp_replicate_size}, world_size, model);
+  const auto source = data::open_data(data_options(config, model.vocab_size));
+  const auto epoch = plan_epoch(*source, config, global_batch(config, layout));
+  if (!epoch)
+    UL_FAIL("--num-train-epochs needs a finite data set; --data ", config.data,
+            " is endless: use --max-steps");
+  TrainConfig resolved = config;
+  resolved.max_steps = std::max<std::int64_t>(
+      1, static_cast<std::int64_t>(std::ceil(config.num_train_epochs * epoch->steps - 1e-9)));
+  return resolved;
+}
+
+}  // namespace ulysses::train
