@@ -48,6 +48,18 @@ check "--quiet prints only the result" test "$(wc -l <<<"$out")" -eq 1
 unpacked=$(sed -E 's/^eval_loss ([0-9.]+).*/\1/' <<<"$out")
 check "unpacked, other batch: same loss to f32 rounding ($unpacked)" same "$standalone" "$unpacked" 1e-5
 
+# Under mpirun: sp 2 (and dp 2 with ZeRO-3) give the single-rank loss; a bad file stops every rank.
+MPIRUN="env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+  OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1 timeout 60 mpirun"
+E="$ULYSSES eval --model $WORK/t --data $DOCS --max-seq-length 64 --quiet"
+for layout in "--sp-size 2" "--zero-stage 3"; do
+  out=$($MPIRUN -np 2 $E $layout 2>&1)
+  got=$(sed -E 's/^eval_loss ([0-9.]+).*/\1/' <<<"$out")
+  check "mpirun -np 2 eval $layout = one rank ($got)" same "$standalone" "$got" 1e-6
+done
+expect_fail "mpirun: missing data stops every rank" "--data $WORK/nope.jsonl: no such file" \
+  $MPIRUN -np 2 $ULYSSES eval --model tiny --data "$WORK/nope.jsonl" --sp-size 2
+
 # Bad inputs: the option named, non-zero exit, nothing written.
 expect_fail "eval: missing data file" "--data $WORK/nope.jsonl: no such file" \
   $ULYSSES eval --model tiny --data "$WORK/nope.jsonl" --output-dir "$WORK/x1"
