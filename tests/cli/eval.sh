@@ -60,6 +60,31 @@ done
 expect_fail "mpirun: missing data stops every rank" "--data $WORK/nope.jsonl: no such file" \
   $MPIRUN -np 2 $ULYSSES eval --model tiny --data "$WORK/nope.jsonl" --sp-size 2
 
+# The guide's quick start: text lines with a Hugging Face model directory holding tokenizer.json;
+# the saved folder carries the tokenizer, so `ulysses eval` on it reads text too.
+mkdir -p "$WORK/hf"
+cp "$DATA/tokenizer/llama3/tokenizer.json" "$WORK/hf/"
+cat > "$WORK/hf/config.json" <<'JSON'
+{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32,
+ "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+ "num_hidden_layers": 2, "vocab_size": 1024, "max_position_embeddings": 512,
+ "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
+ "bos_token_id": 0, "eos_token_id": 1}
+JSON
+printf '%s\n' '{"text": "The quick brown fox jumps over the lazy dog."}' \
+  '{"prompt": "Question: 2+2?", "completion": " Answer: 4"}' '{"text": "It is a test, we will see."}' \
+  > "$WORK/text_train.jsonl"
+out=$($ULYSSES train --model "$WORK/hf" --data "$WORK/text_train.jsonl" \
+  --eval-data "$WORK/text_train.jsonl" --max-seq-length 32 --per-device-train-batch-size 2 \
+  --num-train-epochs 2 --learning-rate 1e-2 --output-dir "$WORK/hf_run" 2>&1)
+check "train on text with text eval" test $? -eq 0
+check "text eval at the end" grep -q '"eval_loss"' "$WORK/hf_run/metrics.jsonl"
+text_final=$(value eval_loss "$(grep '"eval_loss"' "$WORK/hf_run/metrics.jsonl" | tail -n 1)")
+out=$($ULYSSES eval --model "$WORK/hf_run" --data "$WORK/text_train.jsonl" --max-seq-length 32 \
+  --quiet 2>&1)
+check "ulysses eval on the saved folder reads text ($out)" \
+  same "$text_final" "$(sed -E 's/^eval_loss ([0-9.]+).*/\1/' <<<"$out")" 1e-6
+
 # Bad inputs: the option named, non-zero exit, nothing written.
 expect_fail "eval: missing data file" "--data $WORK/nope.jsonl: no such file" \
   $ULYSSES eval --model tiny --data "$WORK/nope.jsonl" --output-dir "$WORK/x1"
