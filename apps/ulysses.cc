@@ -321,73 +321,6 @@ struct InfoArgs {
   std::string precision = "auto";
 };
 
-// `ulysses info`: the plan of a `train` command line (same options, same meanings) without
-// running it, for a job of --world-size ranks with --memory-gib per device.
-int run_info(const TrainConfig& options, const InfoArgs& a) {
-  using namespace ulysses::model;
-  using namespace ulysses::parallel;
-  const ModelConfig c = resolve_model_config(options.model);
-  const int world_size = a.world_size > 0
-                             ? a.world_size
-                             : static_cast<int>(options.sp_size * options.dp_replicate_size *
-                                                std::max<std::int64_t>(1, options.dp_shard_size));
-  const TrainConfig config = ulysses::train::resolve_training_length(options, world_size);
-  const ParallelConfig layout = resolve_parallel_config(
-      {config.sp_size, config.dp_shard_size, config.dp_replicate_size}, world_size, c);
-  const bool bf16 = a.precision == "bf16" || (a.precision == "auto" && config.device != "cpu");
-  const Precision precision = bf16 ? Precision::bf16_mixed : Precision::fp32;
-  std::printf("model %s: %s\n", config.model.c_str(), c.model_type.c_str());
-  std::printf("  layers %lld, hidden %lld, intermediate %lld, heads %lld (kv %lld), head_dim %lld\n",
-              static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.hidden_size),
-              static_cast<long long>(c.intermediate_size),
-              static_cast<long long>(c.num_attention_heads),
-              static_cast<long long>(c.num_key_value_heads), static_cast<long long>(c.head_dim));
-  std::printf("  vocab %lld, tied embeddings %s, rope %s (theta %g), q/k norm %s, qkv bias %s\n",
-              static_cast<long long>(c.vocab_size), c.tie_word_embeddings ? "yes" : "no",
-              c.rope.type.c_str(), c.rope.theta, c.qk_norm ? "yes" : "no",
-              c.qkv_bias ? "yes" : "no");
-  std::printf("  parameters %lld (matmul %lld)\n", static_cast<long long>(parameter_count(c)),
-              static_cast<long long>(matmul_parameter_count(c)));
-  std::printf("  model FLOPs per token at %lld tokens: %.4g (forward + backward)\n",
-              static_cast<long long>(config.max_seq_length),
-              flops_per_token(c, config.max_seq_length));
-  const std::int64_t zero_ranks = layout.dp_shard_size * layout.sp_size;
-  std::printf(
-      "layout: world %d = dp_replicate %lld x dp_shard %lld x sp %lld; ZeRO stage %lld "
-      "over %lld ranks (dp_shard x sp)%s%s\n",
-      world_size, static_cast<long long>(layout.dp_replicate_size),
-      static_cast<long long>(layout.dp_shard_size), static_cast<long long>(layout.sp_size),
-      static_cast<long long>(config.zero_stage), static_cast<long long>(zero_ranks),
-      config.offload_optimizer ? ", optimizer offloaded" : "",
-      config.offload_params ? ", parameters offloaded" : "");
-  std::printf("sequence: %lld tokens, %lld per device\n",
-              static_cast<long long>(config.max_seq_length),
-              static_cast<long long>(config.max_seq_length / config.sp_size));
-  const ulysses::train::RunMemory memory = ulysses::train::run_memory(config, c, layout, precision);
-  std::printf("%s", format_memory_plan(memory.plan, memory.input).c_str());
-  if (memory.offloaded > 0)
-    std::printf("  on the device %s (%s of the above in host memory)\n",
-                ulysses::format_bytes(memory.device_bytes()).c_str(),
-                ulysses::format_bytes(memory.offloaded).c_str());
-  const auto budget = static_cast<std::int64_t>(a.memory_gib * (1ll << 30));
-  if (budget > 0)
-    std::printf(
-        "%s",
-        ulysses::train::format_fit(
-            ulysses::train::advise_fit(config, c, layout, precision, budget, world_size), budget)
-            .c_str());
-  std::printf("%s", zero_memory_table(c, static_cast<int>(zero_ranks), precision).c_str());
-  if (config.data != "synthetic-copy") {
-    const auto source =
-        ulysses::data::open_data(ulysses::train::data_options(config, c.vocab_size));
-    const std::int64_t global_batch = config.per_device_train_batch_size * layout.dp_shard_size *
-                                      layout.dp_replicate_size * config.gradient_accumulation_steps;
-    if (const auto epoch = ulysses::train::plan_epoch(*source, config, global_batch))
-      std::printf("%s", ulysses::train::format_epoch(*epoch, config).c_str());
-  }
-  return 0;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -504,7 +437,10 @@ int main(int argc, char** argv) {
   }
   if (*info) {
     try {
-      return run_info(info_config, info_args);
+      std::printf("%s", ulysses::train::info_report(info_config, info_args.world_size,
+                                                    info_args.memory_gib, info_args.precision)
+                            .c_str());
+      return 0;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "error: %s\n", e.what());
       return 1;

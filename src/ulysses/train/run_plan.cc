@@ -1,11 +1,15 @@
 #include "ulysses/train/run_plan.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdarg>
+#include <cstdio>
 #include <sstream>
 
 #include "ulysses/core/error.h"
 #include "ulysses/core/format.h"
 #include "ulysses/data/packer.h"
+#include "ulysses/model/flops.h"
 #include "ulysses/parallel/zero.h"
 
 namespace ulysses::train {
@@ -24,6 +28,17 @@ parallel::ZeroConfig zero_of(const TrainConfig& c) {
 std::int64_t global_batch(const TrainConfig& c, const parallel::ParallelConfig& layout) {
   return c.per_device_train_batch_size * layout.dp_shard_size * layout.dp_replicate_size *
          c.gradient_accumulation_steps;
+}
+
+// printf into a string.
+void appendf(std::string& out, const char* format, ...) __attribute__((format(printf, 2, 3)));
+void appendf(std::string& out, const char* format, ...) {
+  char buf[1024];
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(buf, sizeof buf, format, args);
+  va_end(args);
+  out += buf;
 }
 
 }  // namespace
@@ -185,6 +200,66 @@ TrainConfig resolve_training_length(const TrainConfig& config, int world_size) {
   resolved.max_steps = std::max<std::int64_t>(
       1, static_cast<std::int64_t>(std::ceil(config.num_train_epochs * epoch->steps - 1e-9)));
   return resolved;
+}
+
+// `ulysses info`: the plan of a `train` command line (same options, same meanings) without
+// running it, for a job of --world-size ranks with --memory-gib per device.
+std::string info_report(const TrainConfig& options, int world_size_option, double memory_gib,
+                        const std::string& precision_option) {
+  using namespace ulysses::model;
+  using namespace ulysses::parallel;
+  std::string out;
+  const ModelConfig c = resolve_model_config(options.model);
+  const int world_size = world_size_option > 0
+                             ? world_size_option
+                             : static_cast<int>(options.sp_size * options.dp_replicate_size *
+                                                std::max<std::int64_t>(1, options.dp_shard_size));
+  const TrainConfig config = resolve_training_length(options, world_size);
+  const ParallelConfig layout = resolve_parallel_config(
+      {config.sp_size, config.dp_shard_size, config.dp_replicate_size}, world_size, c);
+  const bool bf16 =
+      precision_option == "bf16" || (precision_option == "auto" && config.device != "cpu");
+  const Precision precision = bf16 ? Precision::bf16_mixed : Precision::fp32;
+  appendf(out, "model %s: %s\n", config.model.c_str(), c.model_type.c_str());
+  appendf(
+      out, "  layers %lld, hidden %lld, intermediate %lld, heads %lld (kv %lld), head_dim %lld\n",
+      static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.hidden_size),
+      static_cast<long long>(c.intermediate_size), static_cast<long long>(c.num_attention_heads),
+      static_cast<long long>(c.num_key_value_heads), static_cast<long long>(c.head_dim));
+  appendf(out, "  vocab %lld, tied embeddings %s, rope %s (theta %g), q/k norm %s, qkv bias %s\n",
+          static_cast<long long>(c.vocab_size), c.tie_word_embeddings ? "yes" : "no",
+          c.rope.type.c_str(), c.rope.theta, c.qk_norm ? "yes" : "no", c.qkv_bias ? "yes" : "no");
+  appendf(out, "  parameters %lld (matmul %lld)\n", static_cast<long long>(parameter_count(c)),
+          static_cast<long long>(matmul_parameter_count(c)));
+  appendf(out, "  model FLOPs per token at %lld tokens: %.4g (forward + backward)\n",
+          static_cast<long long>(config.max_seq_length), flops_per_token(c, config.max_seq_length));
+  const std::int64_t zero_ranks = layout.dp_shard_size * layout.sp_size;
+  appendf(out,
+          "layout: world %d = dp_replicate %lld x dp_shard %lld x sp %lld; ZeRO stage %lld "
+          "over %lld ranks (dp_shard x sp)%s%s\n",
+          world_size, static_cast<long long>(layout.dp_replicate_size),
+          static_cast<long long>(layout.dp_shard_size), static_cast<long long>(layout.sp_size),
+          static_cast<long long>(config.zero_stage), static_cast<long long>(zero_ranks),
+          config.offload_optimizer ? ", optimizer offloaded" : "",
+          config.offload_params ? ", parameters offloaded" : "");
+  appendf(out, "sequence: %lld tokens, %lld per device\n",
+          static_cast<long long>(config.max_seq_length),
+          static_cast<long long>(config.max_seq_length / config.sp_size));
+  const RunMemory memory = run_memory(config, c, layout, precision);
+  out += format_memory_plan(memory.plan, memory.input);
+  if (memory.offloaded > 0)
+    appendf(out, "  on the device %s (%s of the above in host memory)\n",
+            format_bytes(memory.device_bytes()).c_str(), format_bytes(memory.offloaded).c_str());
+  const auto budget = static_cast<std::int64_t>(memory_gib * (1ll << 30));
+  if (budget > 0)
+    out += format_fit(advise_fit(config, c, layout, precision, budget, world_size), budget);
+  out += zero_memory_table(c, static_cast<int>(zero_ranks), precision);
+  if (config.data != "synthetic-copy") {
+    const auto source = data::open_data(data_options(config, c.vocab_size));
+    if (const auto epoch = plan_epoch(*source, config, global_batch(config, layout)))
+      out += format_epoch(*epoch, config);
+  }
+  return out;
 }
 
 }  // namespace ulysses::train

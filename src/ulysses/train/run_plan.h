@@ -68,4 +68,12 @@ std::string format_epoch(const EpochPlan& epoch, const TrainConfig& config);
 // packed as one stream); Error naming --num-train-epochs for an endless data source.
 TrainConfig resolve_training_length(const TrainConfig& config, int world_size);
 
+// `ulysses info`: the plan of a train command line (`options`, same meanings) without running
+// it, for a job of `world_size` ranks (0: sp x dp_replicate x dp_shard) with `memory_gib` per
+// device (0: no fit check) and `precision` auto (bf16 unless --device cpu), fp32 or bf16: the
+// model's shapes and FLOPs, the layout, the memory per device, the fit and what to change, the
+// ZeRO table, and the epoch plan when --data is a finite set. Errors as train reports them.
+std::string info_report(const TrainConfig& options, int world_size, double memory_gib,
+                        const std::string& precision);
+
 }  // namespace ulysses::train

@@ -2,23 +2,23 @@
 
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
+#include <cstdio>
 #include <sstream>
 
-#include "ulysses/comm/agree.h"
 #include "ulysses/comm/nccl_communicator.h"
+#include "ulysses/comm/agree.h"
+#include "ulysses/parallel/attention_strategies.h"
 #include "ulysses/core/cuda_context.h"
 #include "ulysses/core/device_memory.h"
-#include "ulysses/core/format.h"
 #include "ulysses/core/log.h"
+#include "ulysses/ops/elementwise.h"
 #include "ulysses/io/hf_checkpoint.h"
 #include "ulysses/model/flops.h"
-#include "ulysses/ops/elementwise.h"
-#include "ulysses/parallel/attention_strategies.h"
+#include "ulysses/core/format.h"
 #include "ulysses/parallel/memory_plan.h"
-#include "ulysses/train/loss_plot.h"
 #include "ulysses/train/output_dir.h"
+#include "ulysses/train/loss_plot.h"
 #include "ulysses/train/run_plan.h"
 #include "ulysses/train/run_report.h"
 
