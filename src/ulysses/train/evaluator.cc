@@ -83,8 +83,7 @@ Evaluator::Evaluator(const EvalOptions& options)
     labels += s.valid_labels();
   }
   if (labels == 0)
-    UL_FAIL("--eval-data ", options_.data,
-            ": no token has a label to predict (every document "
+    UL_FAIL("--eval-data ", options_.data, ": no token has a label to predict (every document ",
             "has a single token or is masked); give documents of at least two tokens");
 }
 
