@@ -51,6 +51,12 @@ void validate(const TrainConfig& c) {
             c.copy_max_length, ")");
   // Every floating-point option: NaN and infinities are refused before anything else.
   finite(c.learning_rate, "--learning-rate");
+  finite(c.num_train_epochs, "--num-train-epochs");
+  non_negative(c.num_train_epochs, "--num-train-epochs");
+  if (c.num_train_epochs > 0 && c.data == "synthetic-copy")
+    UL_FAIL(
+        "--num-train-epochs needs a finite data set; --data synthetic-copy is endless: use "
+        "--max-steps");
   finite(c.weight_decay, "--weight-decay");
   finite(c.adam_beta1, "--adam-beta1");
   finite(c.adam_beta2, "--adam-beta2");
@@ -72,6 +78,10 @@ void validate(const TrainConfig& c) {
       c.resume_from_checkpoint == "latest")
     UL_FAIL("--resume-from-checkpoint latest needs --output-dir (where the checkpoints are)");
   if (c.save_steps < 0) UL_FAIL("--save-steps must be >= 0 (got ", c.save_steps, ")");
+  if (c.eval_steps < 0) UL_FAIL("--eval-steps must be >= 0 (got ", c.eval_steps, ")");
+  positive(c.per_device_eval_batch_size, "--per-device-eval-batch-size");
+  if (c.eval_steps > 0 && c.eval_data.empty())
+    UL_FAIL("--eval-steps ", c.eval_steps, " needs --eval-data (the file to evaluate on)");
   parse_dtype_option(c.save_dtype, "--save-dtype");
   const DType reduce_dtype = parse_dtype_option(c.grad_reduce_dtype, "--grad-reduce-dtype");
   if (c.device != "cpu" && c.device != "cuda" && c.device != "auto")

@@ -25,6 +25,9 @@ struct TrainConfig {
   std::string lr_scheduler_type = "linear";
   std::int64_t warmup_steps = 0;
   std::int64_t max_steps = 100;
+  // > 0: train this many epochs of a finite data set (max_steps = ceil(epochs x steps per
+  // epoch), train/run_plan.h); replaces max_steps.
+  double num_train_epochs = 0;
   double weight_decay = 0.0;
   double adam_beta1 = 0.9;
   double adam_beta2 = 0.999;
@@ -80,6 +83,11 @@ struct TrainConfig {
   // traffic, sums still accumulated in f32 by each backend, rounded to bf16 once per reduction).
   std::string grad_reduce_dtype = "float32";
   std::int64_t logging_steps = 10;
+  // Evaluation (train/evaluator.h): loss and perplexity over the whole eval set, every
+  // eval_steps steps (0: only at the end) and at the end of training; "" = none.
+  std::string eval_data;
+  std::int64_t eval_steps = 0;
+  std::int64_t per_device_eval_batch_size = 8;  // sequences per SP group per eval step
   std::uint64_t seed = 42;
   bool quiet = false;  // no progress lines (tests)
 };

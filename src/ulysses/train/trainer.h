@@ -18,7 +18,9 @@
 #include "ulysses/parallel/mesh.h"
 #include "ulysses/parallel/zero.h"
 #include "ulysses/train/checkpoint.h"
+#include "ulysses/train/evaluator.h"
 #include "ulysses/train/metrics.h"
+#include "ulysses/train/run_report.h"
 #include "ulysses/train/schedule.h"
 #include "ulysses/train/train_config.h"
 
@@ -33,8 +35,15 @@ class Trainer {
   explicit Trainer(const TrainConfig& config);
   ~Trainer();
 
-  // Runs config.max_steps steps; returns the metrics of every step.
+  // Runs config.max_steps steps, evaluating every --eval-steps and at the end when there is
+  // --eval-data; returns the metrics of every step.
   std::vector<StepMetrics> run();
+  // Loss and perplexity over the whole --eval-data with the current weights (collective; Error
+  // when the config has no eval data). Logged and written to metrics.jsonl as after `step`.
+  EvalMetrics evaluate(std::int64_t step);
+  bool has_eval_data() const { return evaluator_ != nullptr; }
+  // Every evaluation run() made, in order.
+  const std::vector<EvalMetrics>& eval_history() const { return eval_history_; }
   // One optimizer step (1-based step index for the schedule and logs).
   StepMetrics train_step(std::int64_t step);
 
@@ -65,12 +74,17 @@ class Trainer {
   Trainer(const TrainConfig& config, comm::Communicator* world,
           std::unique_ptr<comm::Communicator> owned);
   void save(const std::filesystem::path& dir);
+  // After the loop (collective: the peak memory of every rank): the end-of-run summary on
+  // rank 0, train_results.json and loss.svg in the output dir.
+  void report(const RunProgress& progress);
   TrainingState training_state(std::int64_t step) const;
   // CPU: Error naming the options when the plan exceeds the host's available memory.
   void check_host_memory() const;
   std::int64_t global_batch_sequences() const;
   // Whether checkpointing recomputes layer `layer`'s attention (--recompute-attention[-layers]).
   bool recomputes_attention(std::int64_t layer) const;
+  // Epochs of the training data consumed so far (< 0 for an endless source).
+  double epoch() const;
   bool is_main() const { return world_.rank() == 0; }
 
   std::string run_id_;  // TrainingState::run_id of this run
@@ -100,6 +114,8 @@ class Trainer {
   std::unique_ptr<model::AttentionStrategy> attention_;
   std::unique_ptr<model::Decoder> decoder_;
   std::unique_ptr<MetricsWriter> metrics_;
+  std::unique_ptr<Evaluator> evaluator_;  // null without --eval-data
+  std::vector<EvalMetrics> eval_history_;
   std::int64_t first_step_ = 1;  // > 1 after resuming
 };
 
