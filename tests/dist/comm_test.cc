@@ -2,6 +2,10 @@
 // data is a known function of (rank, destination, element), so each rank can work out exactly
 // what it must receive.
 #include <gtest/gtest.h>
+// The C API only (no deprecated C++ bindings).
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
 
 #include <chrono>
 #include <cmath>
@@ -166,6 +170,40 @@ double exact_sum(int ranks, std::int64_t i) {
   return acc;
 }
 bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+// The process has other threads (OpenMP, the NCCL watchdog on GPUs) that make no MPI calls:
+// the granted level must be at least FUNNELED (make_mpi_world refuses less).
+TEST(MpiComm, ThreadLevelIsAtLeastFunneled) {
+  world();
+  int provided = -1;
+  ASSERT_EQ(MPI_Query_thread(&provided), MPI_SUCCESS);
+  EXPECT_GE(provided, MPI_THREAD_FUNNELED);
+}
+
+// The started collectives of the MPI backend complete before they return (the Work's wait()
+// is a no-op) and give exactly what the blocking ones give.
+TEST(MpiComm, StartedCollectivesMatchBlockingOnes) {
+  Communicator& w = world();
+  const int n = w.size(), r = w.rank();
+  Tensor send = Tensor::empty({n, 4}, DType::f32);
+  for (int i = 0; i < n * 4; ++i) send.data<float>()[i] = fractional(r, i);
+  const auto same = [](const Tensor& a, const Tensor& b) {
+    return a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+  };
+  Tensor blocking = Tensor::full({n * 4}, std::nanf("")), started = blocking.clone();
+  w.all_to_all(send, blocking);
+  w.all_to_all_start(send, started)->wait();
+  EXPECT_TRUE(same(blocking, started)) << "all_to_all";
+  Tensor gathered = Tensor::full({n * n * 4}, std::nanf("")), gathered_started = gathered.clone();
+  w.all_gather(send, gathered);
+  auto work = w.all_gather_start(send, gathered_started);
+  EXPECT_TRUE(same(gathered, gathered_started)) << "all_gather completes before wait()";
+  work->wait();
+  Tensor reduced = Tensor::full({4}, std::nanf("")), reduced_started = reduced.clone();
+  w.reduce_scatter(send, reduced, ReduceOp::sum);
+  w.reduce_scatter_start(send, reduced_started, ReduceOp::sum)->wait();
+  EXPECT_TRUE(same(reduced, reduced_started)) << "reduce_scatter";
+}
 
 TEST(MpiComm, ReduceScatterF32SumIsRankOrdered) {
   Communicator& w = world();

@@ -64,8 +64,7 @@ class Communicator {
   // over the host communicator); the defaults run the blocking collective and return a
   // completed Work.
   virtual std::unique_ptr<Work> all_gather_start(const Tensor& send, Tensor recv);
-  virtual std::unique_ptr<Work> reduce_scatter_start(const Tensor& send, Tensor recv,
-                                                     ReduceOp op);
+  virtual std::unique_ptr<Work> reduce_scatter_start(const Tensor& send, Tensor recv, ReduceOp op);
   // In place.
   virtual void all_reduce(Tensor data, ReduceOp op) = 0;
   virtual void broadcast(Tensor data, int root) = 0;
@@ -87,7 +86,9 @@ double sum_in_rank_order(Communicator& group, double value);
 std::unique_ptr<Communicator> make_self_communicator();
 
 // MPI_COMM_WORLD, initializing MPI on first use (MPI_Init_thread, funneled) and finalizing it at
-// exit. Works without mpirun too (a singleton world of size 1).
+// exit. Works without mpirun too (a singleton world of size 1). Only the thread that called it
+// first may call MPI (through any MPI communicator, or abort_job); throws Error when MPI grants
+// a thread level below MPI_THREAD_FUNNELED.
 std::unique_ptr<Communicator> make_mpi_world();
 // True when the process was started by mpirun/srun with more than one rank (environment check,
 // no MPI call).
@@ -100,7 +101,9 @@ bool launched_with_several_ranks();
 double collective_timeout_seconds();
 
 // Stops every rank of the job now (MPI_Abort when MPI is running, exit otherwise). Used after
-// an error that happened on some ranks only, where waiting for the others could hang.
+// an error that happened on some ranks only, where waiting for the others could hang. Call it
+// from the thread that initialized MPI (MPI_THREAD_FUNNELED); other threads exit the process
+// without MPI instead (the NCCL watchdog, comm/nccl_communicator.h).
 [[noreturn]] void abort_job(int exit_code);
 
 }  // namespace ulysses::comm

@@ -1,7 +1,9 @@
 // MPI backend of Communicator (CPU tensors), on Open MPI's C API.
 //
 // - MPI starts on the first make_mpi_world() (MPI_Init_thread, funneled: only the thread that
-//   called it makes MPI calls) and is finalized by an atexit handler, if we started it.
+//   called it makes MPI calls) and is finalized by an atexit handler, if we started it. A
+//   granted thread level below MPI_THREAD_FUNNELED is an error. No other thread calls MPI: the
+//   NCCL watchdog stops its rank without MPI (comm/nccl_communicator.h, "Errors").
 // - Every communicator owns its MPI_Comm (the world one is a duplicate of MPI_COMM_WORLD) with
 //   MPI_ERRORS_RETURN, so a failing call throws ulysses::Error naming the collective.
 // - Element types: f32 -> MPI_FLOAT, bf16 -> MPI_UINT16_T (raw bits), i32, i64. Counts and
@@ -87,10 +89,19 @@ void start_mpi_once() {
   UL_CHECK(!finalized, "make_mpi_world: MPI has already been finalized");
   int initialized = 0;
   MPI_Initialized(&initialized);
-  if (initialized) return;  // started by someone else, who also finalizes it
   int provided = 0;
-  check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
-  std::atexit(finalize_mpi_at_exit);
+  if (initialized) {  // started by someone else, who also finalizes it
+    check_mpi(MPI_Query_thread(&provided), "MPI_Query_thread");
+  } else {
+    check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+    std::atexit(finalize_mpi_at_exit);
+  }
+  // FUNNELED is what the process needs: it has other threads (OpenMP, the NCCL watchdog), and
+  // none of them calls MPI. Below it (MPI_THREAD_SINGLE) no other thread may exist at all.
+  UL_CHECK(provided >= MPI_THREAD_FUNNELED, "make_mpi_world: MPI provides thread level ", provided,
+           ", below MPI_THREAD_FUNNELED (", MPI_THREAD_FUNNELED,
+           ") that ulysses needs (its OpenMP and watchdog threads make no MPI calls, but exist); "
+           "use an MPI library built with thread support");
 }
 
 MPI_Datatype mpi_type(DType dtype) {
