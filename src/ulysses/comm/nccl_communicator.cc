@@ -455,33 +455,6 @@ class NcclCommunicator final : public Communicator {
 
   // Collectives without a started form (nothing overlaps them): queued the same way, then
   // waited for at once.
-  void all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts, Tensor recv,
-                    const std::vector<std::int64_t>& recv_counts) override {
-    detail::check_all_to_all_v(send, send_counts, recv, recv_counts, size_);
-    if (on_host("all_to_all_v", send, recv))
-      return host_->all_to_all_v(send, send_counts, recv, recv_counts);
-    check_counts_agree(send_counts, recv_counts);
-    const std::size_t element = dtype_size(send.dtype());
-    const auto send_offsets = detail::prefix_offsets(send_counts);
-    const auto recv_offsets = detail::prefix_offsets(recv_counts);
-    const ncclDataType_t type = nccl_type(send.dtype());
-    const char* s = static_cast<const char*>(send.raw());
-    char* r = static_cast<char*>(recv.raw());
-    queue("all_to_all_v", send.numel() + recv.numel() > 0, send, recv, [&](cudaStream_t stream) {
-      return nccl_group([&](auto check) {
-        for (int j = 0; j < size_; ++j) {
-          // Zero counts are skipped on both sides (the counts agree).
-          if (send_counts[j] > 0)
-            check(ncclSend(s + send_offsets[j] * element, static_cast<std::size_t>(send_counts[j]),
-                           type, j, comm_, stream));
-          if (recv_counts[j] > 0)
-            check(ncclRecv(r + recv_offsets[j] * element, static_cast<std::size_t>(recv_counts[j]),
-                           type, j, comm_, stream));
-        }
-      });
-    })->wait();
-  }
-
   void all_reduce(Tensor data, ReduceOp op) override {
     detail::check_defined("all_reduce", data, "data");
     if (on_host("all_reduce", data, data)) return host_->all_reduce(data, op);
@@ -582,30 +555,6 @@ class NcclCommunicator final : public Communicator {
     detail::check_rank_in_group(what, "peer", peer, size_);
     UL_CHECK(peer != rank_, what, ": peer ", peer, " is this rank itself");
     UL_CHECK(tag >= 0, what, ": tag ", tag, " must be non-negative");
-  }
-
-  // all_to_all_v: every rank checks (over the host communicator) that what rank i sends to
-  // rank j is what rank j expects, so all ranks throw together instead of hanging.
-  void check_counts_agree(const std::vector<std::int64_t>& send_counts,
-                          const std::vector<std::int64_t>& recv_counts) {
-    Tensor mine = Tensor::empty({size_}, DType::i64);
-    Tensor incoming = Tensor::empty({size_}, DType::i64);
-    std::memcpy(mine.raw(), send_counts.data(), send_counts.size() * sizeof(std::int64_t));
-    host_->all_to_all(mine, incoming);
-    int first_bad = -1;
-    for (int i = 0; i < size_ && first_bad < 0; ++i)
-      if (incoming.data<std::int64_t>()[i] != recv_counts[i]) first_bad = i;
-    Tensor flag = Tensor::from_ints({first_bad >= 0 ? 1 : 0}, {1});
-    host_->all_reduce(flag, ReduceOp::max);
-    if (first_bad >= 0)
-      UL_FAIL("all_to_all_v: rank ", rank_, " expects recv_counts[", first_bad,
-              "] = ", recv_counts[first_bad], " elements from rank ", first_bad, ", which sends ",
-              incoming.data<std::int64_t>()[first_bad]);
-    if (flag.data<std::int32_t>()[0] != 0)
-      UL_FAIL(
-          "all_to_all_v: send_counts and recv_counts disagree between other ranks of the "
-          "group (rank ",
-          rank_, "'s are consistent)");
   }
 
   std::shared_ptr<Shared> shared_;

@@ -72,7 +72,7 @@ double nccl_timeout_seconds();
 void set_wait_timing(bool on);
 
 // Sum of the stalled seconds per collective name ("all_to_all", "all_gather",
-// "reduce_scatter", "all_reduce", "broadcast", "all_to_all_v", "send", "recv") recorded since
+// "reduce_scatter", "all_reduce", "broadcast", "send", "recv") recorded since
 // the last call, then forgets them. Blocks the host until the recorded events have completed
 // (cudaEventSynchronize). Names with nothing recorded are absent; empty without CUDA. Throws
 // Error on a CUDA error.
