@@ -264,7 +264,7 @@ int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
   using namespace ulysses::model;
   using namespace ulysses::parallel;
   const ModelConfig c = resolve_model_config(model);
-  std::printf("model %s: %s\n", model.c_str(), c.model_type.c_str());
+  std::printf("model %s: %s\n", model.c_str(), model_type_name(c.model_type));
   std::printf("  layers %lld, hidden %lld, intermediate %lld, heads %lld (kv %lld), head_dim %lld\n",
               static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.hidden_size),
               static_cast<long long>(c.intermediate_size),
@@ -272,7 +272,7 @@ int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
               static_cast<long long>(c.num_key_value_heads), static_cast<long long>(c.head_dim));
   std::printf("  vocab %lld, tied embeddings %s, rope %s (theta %g), q/k norm %s, qkv bias %s\n",
               static_cast<long long>(c.vocab_size), c.tie_word_embeddings ? "yes" : "no",
-              c.rope.type.c_str(), c.rope.theta, c.qk_norm ? "yes" : "no",
+              ulysses::ops::rope_type_name(c.rope.type), c.rope.theta, c.qk_norm ? "yes" : "no",
               c.qkv_bias ? "yes" : "no");
   std::printf("  parameters %lld (matmul %lld)\n", static_cast<long long>(parameter_count(c)),
               static_cast<long long>(matmul_parameter_count(c)));

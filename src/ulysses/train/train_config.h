@@ -77,6 +77,12 @@ struct TrainConfig {
 // Error naming the flag otherwise. Parsed once (validate, the trainer's constructor).
 DType parse_dtype_option(const std::string& value, const char* flag);
 
+// --attn-implementation: auto, blockwise (the CPU kernel), cudnn, builtin (CUDA kernels).
+enum class AttnImplementation { automatic, blockwise, cudnn, builtin };
+// The value of --attn-implementation; Error naming the flag and its choices otherwise. Parsed
+// once (validate, the trainer's constructor), like parse_dtype_option.
+AttnImplementation parse_attn_implementation(const std::string& value);
+
 // Throws Error naming the first invalid option (as its command-line flag) and the fix.
 // Checks what needs neither the model nor the world size (see parallel::resolve_parallel_config
 // for the layout checks).
