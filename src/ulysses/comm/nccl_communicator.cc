@@ -603,7 +603,7 @@ std::unique_ptr<Communicator> make_nccl_world(Communicator& host_world, const Co
   auto host = host_world.split(0, host_world.rank());
   ncclUniqueId id;
   static_assert(sizeof(id) % sizeof(std::int32_t) == 0);
-  Tensor id_bytes = Tensor::zeros({static_cast<std::int64_t>(sizeof(id) / 4)}, DType::i32);
+  Tensor id_bytes = Tensor::zeros({static_cast<std::int64_t>(sizeof(id) / dtype_size(DType::i32))}, DType::i32);
   const int world_rank = host->world_ranks()[static_cast<std::size_t>(host->rank())];
   const std::string what = where("init", host->rank(), host->size(), world_rank);
   if (host->rank() == 0) {
