@@ -8,7 +8,7 @@
 // ncclCommGetAsyncError of every live communicator. Any failure is fatal for the job: the
 // message names the collective, the group rank and the world rank, then comm::abort_job on the
 // issuing thread, or an immediate exit of the process on the watchdog thread (no MPI call off
-// the thread that initialized MPI; see stop_from_watchdog).
+// the thread that initialized MPI; see nccl_watchdog.h).
 //
 // One enqueue path (NcclCommunicator::queue) serves every device collective: it returns a Work,
 // the *_start calls hand it to the caller, and the blocking calls are start + wait().
@@ -19,11 +19,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <map>
 #include <mutex>
 #include <string>
@@ -31,33 +28,16 @@
 #include <vector>
 
 #include "ulysses/comm/comm_checks.h"
+#include "ulysses/comm/nccl_watchdog.h"
 #include "ulysses/core/cuda_resources.h"
 
 namespace ulysses::comm {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// A failure seen by the issuing thread (the thread that initialized MPI): comm::abort_job, which
-// stops every rank through MPI_Abort.
-[[noreturn]] void fatal(const std::string& message) {
-  std::fprintf(stderr, "error: %s; stopping every rank of the job\n", message.c_str());
-  abort_job(1);
-}
-
-// A failure seen by the watchdog thread. MPI runs at MPI_THREAD_FUNNELED (only the thread that
-// initialized it calls MPI), so this thread must not call MPI_Abort: the issuing thread may be
-// inside an MPI call at the same moment. It prints the message and ends this process at once
-// (std::_Exit, exit status 1: no atexit handlers, no MPI_Finalize). The other ranks stop too:
-// mpirun (and srun --kill-on-bad-exit) ends the job when a rank exits without MPI_Finalize, and
-// without a launcher that does, their own collectives with this rank never complete, so their
-// watchdogs stop them within the same timeout. No NCCL call here either (NCCL calls are not
-// thread-safe and the issuing thread may hold the NCCL mutex): the driver frees the GPU state.
-[[noreturn]] void stop_from_watchdog(const std::string& message) {
-  std::fprintf(stderr, "error: %s; stopping this rank (the job stops with it)\n", message.c_str());
-  std::fflush(stderr);
-  std::_Exit(1);
-}
+using detail::fatal;
+using detail::seconds_str;
+using detail::Watchdog;
 
 // True for a result that is an error (ncclInProgress is not: non-blocking communicators
 // return it while a call completes in the background).
@@ -94,146 +74,6 @@ ncclDataType_t nccl_type(DType dtype) {
 }
 
 ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::sum ? ncclSum : ncclMax; }
-
-std::string seconds_str(double seconds) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%g s", seconds);
-  return text;
-}
-
-// Collectives queued on the communication stream, in order, and the communicators to poll.
-// Shared by a world and its splits (they share the stream); the thread runs while any of them
-// lives. NCCL calls are not thread-safe, not even on different communicators of one device
-// (NCCL's thread-safety notes), and ncclCommGetAsyncError on a non-blocking communicator
-// advances its state: every NCCL call of the issuing thread and the watchdog's polls hold
-// nccl_mutex() (taken before the internal mutex, never after it).
-class Watchdog {
- public:
-  Watchdog(int device, double timeout_s) : device_(device), timeout_s_(timeout_s) {
-    thread_ = std::thread([this] { loop(); });
-  }
-  ~Watchdog() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-    }
-    wake_.notify_all();
-    thread_.join();
-    for (const auto& p : pending_) cudaEventDestroy(p.event);
-    for (const auto event : free_events_) cudaEventDestroy(event);
-  }
-  Watchdog(const Watchdog&) = delete;
-  Watchdog& operator=(const Watchdog&) = delete;
-
-  double timeout_s() const { return timeout_s_; }
-  std::mutex& nccl_mutex() { return nccl_mutex_; }
-
-  void add_comm(ncclComm_t comm) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    comms_.push_back(comm);
-  }
-  void remove_comm(ncclComm_t comm) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    std::erase(comms_, comm);
-  }
-
-  // Records a completion event on `stream` for the collective just queued there. Called by the
-  // issuing thread (failures: fatal); the loop and poll_comms run on the watchdog thread
-  // (failures: stop_from_watchdog, no MPI).
-  void watch(cudaStream_t stream, std::string what) {
-    cudaEvent_t event = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (!free_events_.empty()) {
-        event = free_events_.back();
-        free_events_.pop_back();
-      }
-    }
-    if (event == nullptr && cudaEventCreateWithFlags(&event, cudaEventDisableTiming) != cudaSuccess)
-      fatal(what + ": cudaEventCreate failed");
-    const cudaError_t status = cudaEventRecord(event, stream);
-    if (status != cudaSuccess)
-      fatal(what + ": cudaEventRecord failed: " + cudaGetErrorString(status));
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      pending_.push_back({event, std::move(what), Clock::now()});
-    }
-    wake_.notify_all();
-  }
-
- private:
-  struct Pending {
-    cudaEvent_t event;
-    std::string what;
-    Clock::time_point start;
-  };
-
-  void loop() {
-    cudaSetDevice(device_);
-    std::unique_lock<std::mutex> lock(mutex_);
-    while (!stop_) {
-      if (pending_.empty()) {
-        wake_.wait_for(lock, std::chrono::milliseconds(200));
-        continue;
-      }
-      // Collectives complete in stream order: retire finished ones from the front.
-      while (!pending_.empty()) {
-        Pending& front = pending_.front();
-        const cudaError_t status = cudaEventQuery(front.event);
-        if (status == cudaSuccess) {
-          free_events_.push_back(front.event);
-          pending_.pop_front();
-          continue;
-        }
-        if (status != cudaErrorNotReady)
-          stop_from_watchdog(front.what + " failed on the GPU: " + cudaGetErrorString(status));
-        const double waited = std::chrono::duration<double>(Clock::now() - front.start).count();
-        if (waited > timeout_s_)
-          stop_from_watchdog(
-              front.what + " did not complete within " + seconds_str(timeout_s_) +
-              " (ULYSSES_NCCL_TIMEOUT_S): another rank may have stopped or be waiting in a "
-              "different collective");
-        break;
-      }
-      lock.unlock();
-      poll_comms();
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      lock.lock();
-    }
-  }
-
-  // Asynchronous errors of the communicators (a peer gone, a network failure), between the
-  // issuing thread's NCCL calls.
-  void poll_comms() {
-    std::lock_guard<std::mutex> nccl(nccl_mutex_);
-    std::vector<ncclComm_t> comms;
-    std::string what = "NCCL";
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      comms = comms_;
-      if (!pending_.empty()) what = pending_.front().what;
-    }
-    for (const auto comm : comms) {
-      ncclResult_t state = ncclSuccess;
-      const ncclResult_t result = ncclCommGetAsyncError(comm, &state);
-      if (result != ncclSuccess || (state != ncclSuccess && state != ncclInProgress))
-        stop_from_watchdog(what + ": NCCL reported an asynchronous error: " +
-                           ncclGetErrorString(result != ncclSuccess ? result : state) + " (" +
-                           ncclGetLastError(comm) + ")");
-    }
-  }
-
-  int device_;
-  double timeout_s_;
-  std::mutex nccl_mutex_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  bool stop_ = false;
-  std::deque<Pending> pending_;
-  std::vector<cudaEvent_t> free_events_;
-  std::vector<ncclComm_t> comms_;
-  std::thread thread_;  // last: started after every other member exists
-};
 
 // Waits until the last call on `comm` is no longer in progress; fatal on error or timeout.
 void wait_ready(ncclComm_t comm, ncclResult_t returned, double timeout_s, const std::string& what) {
@@ -603,7 +443,8 @@ std::unique_ptr<Communicator> make_nccl_world(Communicator& host_world, const Co
   auto host = host_world.split(0, host_world.rank());
   ncclUniqueId id;
   static_assert(sizeof(id) % sizeof(std::int32_t) == 0);
-  Tensor id_bytes = Tensor::zeros({static_cast<std::int64_t>(sizeof(id) / dtype_size(DType::i32))}, DType::i32);
+  Tensor id_bytes =
+      Tensor::zeros({static_cast<std::int64_t>(sizeof(id) / dtype_size(DType::i32))}, DType::i32);
   const int world_rank = host->world_ranks()[static_cast<std::size_t>(host->rank())];
   const std::string what = where("init", host->rank(), host->size(), world_rank);
   if (host->rank() == 0) {
