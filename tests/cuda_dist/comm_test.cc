@@ -12,7 +12,9 @@
 #include "cuda_dist_util.h"
 #include "test_util.h"
 #include "ulysses/comm/nccl_communicator.h"
-#include "ulysses/core/cuda_resources.h"
+#ifdef ULYSSES_HAS_CUDA
+#include "ulysses/core/cuda_resources.h"  // the compute stream (NcclWatchdog test)
+#endif
 #include "ulysses/core/rng.h"
 
 namespace ulysses {
@@ -315,13 +317,18 @@ TEST(NcclFailure, MissingRankStopsTheJobAfterTheTimeout) {
 //   ULYSSES_TEST_NCCL_STALL=1 ULYSSES_NCCL_TIMEOUT_S=5 mpirun -np 1 -x ULYSSES_TEST_NCCL_STALL
 //     -x ULYSSES_NCCL_TIMEOUT_S cuda_dist_comm_test --gtest_filter=NcclWatchdog.*
 // expected: exit status 1 within seconds, stderr "... all_reduce ... did not complete within 5 s".
+#ifdef ULYSSES_HAS_CUDA
 void hold_stream(void* seconds) {
   std::this_thread::sleep_for(std::chrono::seconds(*static_cast<int*>(seconds)));
 }
+#endif
 
 TEST(NcclWatchdog, StalledCollectiveStopsTheRankWithoutMpi) {
   if (std::getenv("ULYSSES_TEST_NCCL_STALL") == nullptr)
     GTEST_SKIP() << "set ULYSSES_TEST_NCCL_STALL=1 to run (it stops the job on purpose)";
+#ifndef ULYSSES_HAS_CUDA
+  GTEST_SKIP() << "needs a CUDA build";
+#else
   comm::Communicator& c = nccl_world();
   static int hold_seconds = static_cast<int>(comm::nccl_timeout_seconds()) + 60;
   UL_CUDA_CHECK(cudaLaunchHostFunc(cuda_resources(gpu()).stream, hold_stream, &hold_seconds));
@@ -334,6 +341,7 @@ TEST(NcclWatchdog, StalledCollectiveStopsTheRankWithoutMpi) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   FAIL() << "the watchdog should have stopped the rank";
+#endif
 }
 
 }  // namespace
