@@ -137,6 +137,16 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
       ->capture_default_str();
   cmd.add_option("--loss-tile-tokens", c.loss_tile_tokens,
                  "Tokens per tile of the fused LM head + cross-entropy")->capture_default_str();
+  cmd.add_option("--mlp-tile-tokens", c.mlp_tile_tokens,
+                 "MLP token tile (-1: 8192 with checkpointing, untiled without; 0: untiled)")
+      ->capture_default_str();
+  cmd.add_flag("--recompute-attention", c.recompute_attention,
+               "Checkpointing: recompute attention instead of keeping its output");
+  cmd.add_flag("--offload-activations", c.offload_activations,
+               "Checkpointing: kept activations in pinned host memory (CUDA)");
+  cmd.add_option("--offload-activation-layers", c.offload_activation_layers,
+                 "With --offload-activations: offload the first N layers (-1: all)")
+      ->capture_default_str();
   cmd.add_option("--sp-size", c.sp_size, "Sequence-parallel degree")->capture_default_str();
   cmd.add_option("--sp-backend", c.sp_backend, "Attention strategy when sp > 1 (ulysses)")
       ->capture_default_str();

@@ -28,6 +28,18 @@ void validate(const TrainConfig& c) {
   positive(c.logging_steps, "--logging-steps");
   positive(c.loss_tile_tokens, "--loss-tile-tokens");
   positive(c.copy_min_length, "--copy-min-length");
+  if (c.mlp_tile_tokens < -1)
+    UL_FAIL("--mlp-tile-tokens must be >= 1, 0 (untiled) or -1 (automatic); got ",
+            c.mlp_tile_tokens);
+  if (c.offload_activation_layers < -1)
+    UL_FAIL("--offload-activation-layers must be >= 0 or -1 (every layer); got ",
+            c.offload_activation_layers);
+  if (c.recompute_attention && !c.gradient_checkpointing)
+    UL_FAIL("--recompute-attention needs --gradient-checkpointing (without it every activation "
+            "is kept and nothing is recomputed)");
+  if (c.offload_activations && !c.gradient_checkpointing)
+    UL_FAIL("--offload-activations needs --gradient-checkpointing (it moves what checkpointing "
+            "keeps); add --gradient-checkpointing");
   positive(c.copy_max_length, "--copy-max-length");
   if (c.copy_min_length > c.copy_max_length)
     UL_FAIL("--copy-min-length (", c.copy_min_length, ") must not exceed --copy-max-length (",
@@ -73,6 +85,11 @@ void validate(const TrainConfig& c) {
             (c.max_seq_length + c.sp_size - 1) / c.sp_size * c.sp_size);
   parallel::validate_zero_config({static_cast<int>(c.zero_stage), c.offload_optimizer,
                                   c.offload_params, c.zero_overlap, reduce_dtype});
+}
+
+std::int64_t effective_mlp_tile(const TrainConfig& c) {
+  if (c.mlp_tile_tokens >= 0) return c.mlp_tile_tokens;
+  return c.gradient_checkpointing ? 8192 : 0;
 }
 
 void validate(const TrainConfig& c, int world_size) {

@@ -35,6 +35,16 @@ struct TrainConfig {
   bool gradient_checkpointing = false;
   std::string attn_implementation = "auto";
   std::int64_t loss_tile_tokens = 1024;
+  // MLP token tile: no [tokens x intermediate] tensor exists whole. -1 = automatic (8192 tokens
+  // with gradient checkpointing, where tiling costs nothing; untiled without), 0 = untiled.
+  std::int64_t mlp_tile_tokens = -1;
+  // Checkpointing without keeping attention's output: attention forward runs again in the
+  // recompute, and only the layer inputs are kept.
+  bool recompute_attention = false;
+  // Checkpointed layer inputs (and attention outputs) in pinned host memory between forward and
+  // backward (CUDA, with --gradient-checkpointing); -1 = every layer, N = the first N layers.
+  bool offload_activations = false;
+  std::int64_t offload_activation_layers = -1;
   // Parallelism: world = dp_replicate_size x dp_shard_size x sp_size (ranks of mpirun/srun).
   std::int64_t sp_size = 1;
   std::string sp_backend = "ulysses";  // attention strategy when sp_size > 1
@@ -82,6 +92,9 @@ enum class AttnImplementation { automatic, blockwise, cudnn, builtin };
 // The value of --attn-implementation; Error naming the flag and its choices otherwise. Parsed
 // once (validate, the trainer's constructor), like parse_dtype_option.
 AttnImplementation parse_attn_implementation(const std::string& value);
+
+// The MLP tile the step uses for --mlp-tile-tokens (resolving -1, automatic).
+std::int64_t effective_mlp_tile(const TrainConfig& c);
 
 // Throws Error naming the first invalid option (as its command-line flag) and the fix.
 // Checks what needs neither the model nor the world size (see parallel::resolve_parallel_config

@@ -1,5 +1,7 @@
 #include "ulysses/train/trainer.h"
 
+#include <algorithm>
+
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -101,8 +103,8 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
       {config_.sp_size, config_.dp_shard_size, config_.dp_replicate_size}, world_.size(),
       model_config_);
 
-  schedule_ = {parse_schedule_type(config_.lr_scheduler_type), config_.learning_rate, config_.warmup_steps,
-               config_.max_steps};
+  schedule_ = {parse_schedule_type(config_.lr_scheduler_type), config_.learning_rate,
+               config_.warmup_steps, config_.max_steps};
   validate_schedule(schedule_);
 
   data::DataOptions data;
@@ -133,6 +135,9 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     attention_ = parallel::make_local_attention();
   }
   decoder_ = std::make_unique<model::Decoder>(model_config_, *attention_);
+  if (config_.offload_activations)
+    activation_offload_ =
+        parallel::make_activation_offload(ctx_, memory_plan().activation_layers_offloaded);
   // The CPU backend's memory is the host's: a plan that cannot fit stops before allocating.
   comm::run_agreed(world_, [&] { check_host_memory(); });
   // Allocating the state and reading or drawing the weights can fail on some ranks only (a
@@ -234,33 +239,35 @@ parallel::MemoryPlanInput Trainer::memory_plan_input() const {
   parallel::MemoryPlanInput in;
   in.tokens_per_device = config_.max_seq_length / config_.sp_size;
   in.gradient_checkpointing = config_.gradient_checkpointing;
+  in.recompute_attention = config_.recompute_attention;
   in.loss_tile_tokens = config_.loss_tile_tokens;
+  in.mlp_tile_tokens = effective_mlp_tile(config_);
   in.sp_size = config_.sp_size;
   in.precision = ctx_.compute_dtype == DType::f32 ? parallel::Precision::fp32
                                                   : parallel::Precision::bf16_mixed;
+  in.zero_stage = static_cast<int>(config_.zero_stage);
+  in.zero_group = static_cast<int>(mesh_->config().dp_shard_size * mesh_->config().sp_size);
+  in.offload_optimizer = config_.offload_optimizer;
+  in.offload_params = config_.offload_params;
+  if (config_.offload_activations && !ctx_.device.is_cpu()) {
+    in.offload_activation_layers = config_.offload_activation_layers;
+    // Automatic: as many layers as 90% of the host memory available at start allows, after the
+    // offloaded model states.
+    if (in.offload_activation_layers < 0)
+      in.host_budget_bytes = host_available_memory_bytes() / 10 * 9;
+  }
   return in;
 }
 
 parallel::MemoryPlan Trainer::memory_plan() const {
-  parallel::MemoryPlan memory = parallel::plan_memory(model_config_, memory_plan_input());
-  if (config_.zero_stage > 0) {
-    const auto z = parallel::zero_memory_formula(
-        model_config_, zero_config(config_),
-        static_cast<int>(mesh_->config().dp_shard_size * mesh_->config().sp_size),
-        memory_plan_input().precision);
-    memory.params = z.params;
-    memory.grads = z.grads;
-    memory.optimizer = z.optimizer;
-    memory.master = z.master;
-    memory.buffers += z.transient;  // gathered parameters and gradient buffers in flight
-  }
-  return memory;
+  return parallel::plan_memory(model_config_, memory_plan_input());
 }
 
 void Trainer::check_host_memory() const {
   if (!ctx_.device.is_cpu()) return;
   const std::int64_t available = host_available_memory_bytes();
-  const std::int64_t planned = memory_plan().total();
+  const parallel::MemoryPlan plan = memory_plan();
+  const std::int64_t planned = plan.total() + plan.host_total();  // all of it is host memory
   if (available <= 0 || planned <= available) return;
   UL_FAIL("the plan needs ", format_bytes(planned), " of host memory per rank (--model ",
           config_.model, ", --max-seq-length ", config_.max_seq_length, ", --sp-size ",
@@ -279,6 +286,19 @@ std::string Trainer::plan() const {
       << ", " << model::parameter_count(c) << " parameters)\n";
   out << mesh_->describe(static_cast<int>(config_.zero_stage));
   out << "  schedules: attention " << attention_->name();
+  if (config_.gradient_checkpointing)
+    out << ", checkpointing keeps layer inputs"
+        << (config_.recompute_attention ? " (attention recomputed)" : " and attention outputs");
+  if (const std::int64_t tile = effective_mlp_tile(config_);
+      tile > 0 && tile < config_.max_seq_length / config_.sp_size)
+    out << ", MLP in tiles of " << tile << " tokens";
+  if (config_.offload_activations) {
+    if (ctx_.device.is_cpu())
+      out << ", kept activations in host memory already (CPU)";
+    else
+      out << ", kept activations of " << memory_plan().activation_layers_offloaded << " of "
+          << c.num_hidden_layers << " layers offloaded to pinned host memory";
+  }
   if (config_.zero_stage >= 2)
     out << ", ZeRO overlap " << (config_.zero_overlap ? "on" : "off (--no-zero-overlap)");
   out << "\n";
@@ -291,21 +311,14 @@ std::string Trainer::plan() const {
   out << "device: " << ctx_.device.str() << " (" << dtype_name(ctx_.compute_dtype)
       << " compute, " << mesh_->world().backend() << " collectives)\n";
   const parallel::MemoryPlan memory = memory_plan();
-  std::int64_t offloaded = 0;  // of the model states, bytes the offload flags keep in host memory
   if (config_.zero_stage > 0) {
-    const auto z = parallel::zero_memory_formula(
-        c, zero_config(config_),
-        static_cast<int>(mesh_->config().dp_shard_size * mesh_->config().sp_size), in.precision);
-    out << "zero: stage " << config_.zero_stage << " over "
-        << mesh_->config().dp_shard_size * mesh_->config().sp_size << " ranks (dp_shard x sp)";
+    const auto z = parallel::zero_memory_formula(c, zero_config(config_), in.zero_group, in.precision);
+    out << "zero: stage " << config_.zero_stage << " over " << in.zero_group
+        << " ranks (dp_shard x sp)";
     if (z.offloaded) out << ", " << format_bytes(z.offloaded) << " offloaded to host";
     out << "\n";
-    if (!ctx_.device.is_cpu()) offloaded = z.offloaded;
   }
   out << parallel::format_memory_plan(memory, in);
-  if (offloaded > 0)
-    out << "  on the device " << format_bytes(memory.total() - offloaded) << " ("
-        << format_bytes(offloaded) << " of the above in host memory)\n";
   return out.str();
 }
 
@@ -359,6 +372,9 @@ StepMetrics Trainer::train_step(std::int64_t step) {
     const float grad_scale = static_cast<float>(1.0 / static_cast<double>(m.valid_labels));
     model::StepOptions options;
     options.gradient_checkpointing = config_.gradient_checkpointing;
+    options.recompute_attention = config_.recompute_attention;
+    options.mlp_tile_tokens = effective_mlp_tile(config_);
+    options.activation_store = activation_offload_.get();
     ++updates_;
     const auto lr = static_cast<float>(m.learning_rate);
     // Ranks whose shards hold no valid label still run: the all-to-alls need every SP rank.

@@ -13,6 +13,7 @@
 #include "ulysses/model/decoder.h"
 #include "ulysses/model/params.h"
 #include "ulysses/model/attention_strategy.h"
+#include "ulysses/parallel/activation_offload.h"
 #include "ulysses/parallel/memory_plan.h"
 #include "ulysses/parallel/mesh.h"
 #include "ulysses/parallel/zero.h"
@@ -49,6 +50,10 @@ class Trainer {
   model::ParamBuffers& params();
   // The plan printed before step 1.
   std::string plan() const;
+  // Its memory part: device bytes (ZeRO shards, transients, kept activations, one layer's
+  // working set) and host bytes (offloaded states, pinned activations).
+  parallel::MemoryPlan memory_plan() const;
+  parallel::MemoryPlanInput memory_plan_input() const;
   // Training checkpoint of the state after `step` (collective): <output_dir>/checkpoint-<step>
   // with every rank's state, trainer_state.json and the HF weights; then --save-total-limit.
   void save_checkpoint(std::int64_t step);
@@ -61,9 +66,6 @@ class Trainer {
           std::unique_ptr<comm::Communicator> owned);
   void save(const std::filesystem::path& dir);
   TrainingState training_state(std::int64_t step) const;
-  parallel::MemoryPlanInput memory_plan_input() const;
-  // The per-device budget the plan prints (ZeRO shards and transients included).
-  parallel::MemoryPlan memory_plan() const;
   // CPU: Error naming the options when the plan exceeds the host's available memory.
   void check_host_memory() const;
   std::int64_t global_batch_sequences() const;
@@ -81,6 +83,8 @@ class Trainer {
   // The training state, every ZeRO stage (stage 0: replicated, all-reduced gradients): the
   // parameters the decoder reads, the gradients, the fp32 master weights and AdamW moments.
   std::unique_ptr<parallel::ZeroState> zero_;
+  // --offload-activations on CUDA (null otherwise): reused by every step.
+  std::unique_ptr<parallel::ActivationOffload> activation_offload_;
   // f32 host copy of the full parameters for params() (null until asked for).
   std::unique_ptr<model::ParamBuffers> host_params_;
   DType save_dtype_ = DType::f32;
