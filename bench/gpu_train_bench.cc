@@ -67,9 +67,10 @@ Tensor random_bf16(const Shape& shape, Device device, std::uint64_t seed) {
   Rng rng(seed);
   for (std::int64_t i = 0; i < block; ++i) values.data<float>()[i] = 0.05f * rng.normal();
   const Tensor rounded = values.to(DType::bf16);
+  const std::size_t element = dtype_size(DType::bf16);
   for (std::int64_t at = 0; at < n; at += block)
-    std::memcpy(static_cast<char*>(host.raw()) + at * 2, rounded.raw(),
-                static_cast<std::size_t>(std::min(block, n - at)) * 2);
+    std::memcpy(static_cast<char*>(host.raw()) + static_cast<std::size_t>(at) * element,
+                rounded.raw(), static_cast<std::size_t>(std::min(block, n - at)) * element);
   return host.to(device);
 }
 

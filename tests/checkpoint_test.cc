@@ -324,7 +324,8 @@ TEST(ModelFingerprint, IsReadableAndDistinguishesArchitectures) {
   model::ModelConfig stored_as_f32 = tiny;
   stored_as_f32.torch_dtype = "float32";
   const std::string fingerprint = model_fingerprint(tiny);
-  EXPECT_NE(fingerprint.find(tiny.model_type), std::string::npos) << fingerprint;
+  EXPECT_NE(fingerprint.find(model::model_type_name(tiny.model_type)), std::string::npos)
+      << fingerprint;
   EXPECT_NE(fingerprint.find("hidden=" + std::to_string(tiny.hidden_size)), std::string::npos);
   EXPECT_EQ(fingerprint, model_fingerprint(tiny));
   EXPECT_NE(fingerprint, model_fingerprint(wider));

@@ -23,7 +23,7 @@ class HfGolden : public ::testing::TestWithParam<std::string> {};
 TEST_P(HfGolden, LossAndGradientsMatchTransformers) {
   const std::filesystem::path dir = std::filesystem::path(ULYSSES_TEST_DATA) / "golden" / GetParam();
   const model::ModelConfig config = model::resolve_model_config(dir.string());
-  EXPECT_EQ(config.model_type, GetParam());
+  EXPECT_EQ(model::model_type_name(config.model_type), std::string(GetParam()));
   model::ParamBuffers params(config), grads(config);
   io::load_hf_weights(dir, params);
 

@@ -71,7 +71,7 @@ std::string qwen3_with(const std::string& patch) {
 
 TEST(ModelConfig, ParsesLlama3) {
   const ModelConfig c = load_model_config(kConfigs / "llama.json");
-  EXPECT_EQ(c.model_type, "llama");
+  EXPECT_EQ(c.model_type, ModelType::llama);
   EXPECT_EQ(c.hidden_size, 4096);
   EXPECT_EQ(c.intermediate_size, 14336);
   EXPECT_EQ(c.num_hidden_layers, 32);
@@ -81,7 +81,7 @@ TEST(ModelConfig, ParsesLlama3) {
   EXPECT_EQ(c.vocab_size, 128256);
   EXPECT_EQ(c.max_position_embeddings, 8192);
   EXPECT_EQ(c.rms_norm_eps, 1e-5);
-  EXPECT_EQ(c.rope.type, "default");
+  EXPECT_EQ(c.rope.type, ops::RopeType::default_);
   EXPECT_EQ(c.rope.theta, 500000.0);
   EXPECT_FALSE(c.tie_word_embeddings || c.qkv_bias || c.o_bias || c.qk_norm);
   EXPECT_EQ(c.bos_token_id, 128000);
@@ -93,7 +93,7 @@ TEST(ModelConfig, ParsesLlama3) {
 
 TEST(ModelConfig, ParsesLlama31RopeScaling) {
   const ModelConfig c = load_model_config(kConfigs / "llama31.json");
-  EXPECT_EQ(c.rope.type, "llama3");
+  EXPECT_EQ(c.rope.type, ops::RopeType::llama3);
   EXPECT_EQ(c.rope.theta, 500000.0);
   EXPECT_EQ(c.rope.factor, 32.0);
   EXPECT_EQ(c.rope.low_freq_factor, 1.0);
@@ -107,7 +107,7 @@ TEST(ModelConfig, ParsesLlama31RopeScaling) {
 
 TEST(ModelConfig, ParsesQwen2WithHardcodedBiases) {
   const ModelConfig c = load_model_config(kConfigs / "qwen2.json");
-  EXPECT_EQ(c.model_type, "qwen2");
+  EXPECT_EQ(c.model_type, ModelType::qwen2);
   EXPECT_EQ(c.head_dim, 64);  // 896 / 14
   EXPECT_EQ(c.num_key_value_heads, 2);
   EXPECT_TRUE(c.qkv_bias);
@@ -128,7 +128,7 @@ TEST(ModelConfig, ParsesQwen3MatchingPreset) {
 
 TEST(ModelConfig, ParsesMistralSlidingWindow) {
   const ModelConfig c = load_model_config(kConfigs / "mistral.json");
-  EXPECT_EQ(c.model_type, "mistral");
+  EXPECT_EQ(c.model_type, ModelType::mistral);
   EXPECT_EQ(c.sliding_window, 4096);
   EXPECT_EQ(c.head_dim, 128);  // null in the file
   EXPECT_EQ(c.vocab_size, 32768);
@@ -147,7 +147,7 @@ TEST(ModelConfig, ParsesMistralSlidingWindow) {
 
 TEST(ModelConfig, ParsesTransformers5RopeParameters) {
   const ModelConfig c = load_model_config(kConfigs / "transformers5_rope_parameters.json");
-  EXPECT_EQ(c.rope.type, "linear");
+  EXPECT_EQ(c.rope.type, ops::RopeType::linear);
   EXPECT_EQ(c.rope.factor, 2.0);
   EXPECT_EQ(c.rope.theta, 250000.0);
   EXPECT_EQ(c.torch_dtype, "float32");  // the "dtype" spelling
@@ -160,7 +160,7 @@ TEST(ModelConfig, LegacyRopeScalingTypeKey) {
   const ModelConfig c = parse_model_config(
       json::parse(qwen3_with(R"({"rope_scaling": {"type": "linear", "factor": 4.0}})")),
       "inline.json");
-  EXPECT_EQ(c.rope.type, "linear");
+  EXPECT_EQ(c.rope.type, ops::RopeType::linear);
   EXPECT_EQ(c.rope.factor, 4.0);
 }
 
@@ -311,7 +311,7 @@ TEST(ModelConfig, Presets) {
     EXPECT_NE(std::string(e.what()).find("qwen3-1.7b"), std::string::npos) << e.what();
   }
   const ModelConfig tiny = preset_config("tiny");
-  EXPECT_EQ(tiny.model_type, "qwen3");
+  EXPECT_EQ(tiny.model_type, ModelType::qwen3);
   EXPECT_EQ(tiny.hidden_size, 64);
   EXPECT_EQ(tiny.intermediate_size, 176);
   EXPECT_EQ(tiny.num_hidden_layers, 2);
@@ -331,6 +331,22 @@ TEST(ModelConfig, Presets) {
   EXPECT_TRUE(q4.tie_word_embeddings);
   EXPECT_FALSE(preset_config("qwen3-8b").tie_word_embeddings);
   EXPECT_EQ(preset_config("qwen3-1.7b").hidden_size, 2048);
+}
+
+TEST(ModelConfig, ModelTypeNamesRoundTrip) {
+  for (const ModelType type :
+       {ModelType::llama, ModelType::mistral, ModelType::qwen2, ModelType::qwen3})
+    EXPECT_EQ(parse_model_type(model_type_name(type), "x"), type);
+  EXPECT_STREQ(model_type_name(ModelType::qwen2), "qwen2");
+  try {
+    parse_model_type("Qwen3", "config.json");
+    FAIL() << "expected Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("config.json: model_type 'Qwen3' is not supported "
+                                         "(supported: llama, mistral, qwen2, qwen3)"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(ModelConfig, ParameterCounts) {

@@ -20,7 +20,7 @@ using testing::relative_error;
 
 ModelConfig tiny_config(const std::string& type) {
   ModelConfig c = preset_config("tiny");
-  c.model_type = type;
+  c.model_type = parse_model_type(type, "tiny_config");
   c.hidden_size = 16;
   c.intermediate_size = 24;
   c.num_hidden_layers = 2;
@@ -33,7 +33,7 @@ ModelConfig tiny_config(const std::string& type) {
   c.o_bias = type == "llama";
   c.tie_word_embeddings = type == "qwen3";
   if (type == "llama") {
-    c.rope.type = "llama3";
+    c.rope.type = ops::RopeType::llama3;
     c.rope.factor = 8;
     c.rope.original_max_position_embeddings = 8;
   }
@@ -103,7 +103,7 @@ TEST_P(ModelGradient, MatchesFiniteDifferences) {
     const auto numeric = testing::numerical_gradient(params.flat()[g], mean_loss, 1e-2);
     const auto analytic = testing::as_doubles(grads.flat()[g]);
     EXPECT_LT(relative_error(analytic, numeric), 2e-2)
-        << c.model_type << " group " << params.layout().groups()[g].name;
+        << model_type_name(c.model_type) << " group " << params.layout().groups()[g].name;
   }
 }
 

@@ -62,7 +62,7 @@ TEST(Rope, DefaultAndLinearInvFreq) {
   const std::vector<double> inv_freq = ops::rope_inv_freq(config, 16);
   ASSERT_EQ(inv_freq.size(), 8u);
   for (int i = 0; i < 8; ++i) EXPECT_NEAR(inv_freq[i], std::pow(500000.0, -i / 8.0), 1e-15);
-  config.type = "linear";
+  config.type = ops::RopeType::linear;
   config.factor = 4.0;
   const std::vector<double> linear = ops::rope_inv_freq(config, 16);
   for (int i = 0; i < 8; ++i) EXPECT_NEAR(linear[i], std::pow(500000.0, -i / 8.0) / 4, 1e-15);
@@ -71,7 +71,7 @@ TEST(Rope, DefaultAndLinearInvFreq) {
 TEST(Rope, Llama3InvFreqMatchesHandWrittenFormula) {
   ops::RopeConfig config;
   config.theta = 500000.0;
-  config.type = "llama3";
+  config.type = ops::RopeType::llama3;
   config.factor = 8.0;
   config.low_freq_factor = 1.0;
   config.high_freq_factor = 4.0;
@@ -111,10 +111,9 @@ TEST(Rope, Llama3InvFreqMatchesHandWrittenFormula) {
 }
 
 TEST(Rope, UnknownTypeAndOddHeadDimThrow) {
-  ops::RopeConfig config;
-  config.type = "yarn";
+  // Rope types are parsed once (at config validation); an unknown name stops there.
   try {
-    ops::rope_inv_freq(config, 8);
+    ops::parse_rope_type("yarn", "config.json: rope_scaling");
     FAIL() << "expected Error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(
@@ -123,6 +122,8 @@ TEST(Rope, UnknownTypeAndOddHeadDimThrow) {
         << e.what();
   }
   EXPECT_THROW(ops::rope_inv_freq(ops::RopeConfig{}, 7), Error);
+  for (const auto type : {ops::RopeType::default_, ops::RopeType::linear, ops::RopeType::llama3})
+    EXPECT_EQ(ops::parse_rope_type(ops::rope_type_name(type), ""), type);
   EXPECT_THROW(ops::rope_table(ops::RopeConfig{}, 7, Tensor::from_ints({0, 1}, {2})), Error);
 }
 

@@ -21,23 +21,31 @@ std::filesystem::path write_temp(const std::string& name, const std::string& tex
 }
 
 TEST(Schedule, MatchesTransformersFormulas) {
-  ScheduleConfig c{"linear", 1.0, 10, 110};
+  ScheduleConfig c{ScheduleType::linear, 1.0, 10, 110};
   EXPECT_DOUBLE_EQ(learning_rate_at(c, 0), 0.0);
   EXPECT_DOUBLE_EQ(learning_rate_at(c, 5), 0.5);
   EXPECT_DOUBLE_EQ(learning_rate_at(c, 10), 1.0);
   EXPECT_DOUBLE_EQ(learning_rate_at(c, 60), 0.5);
   EXPECT_DOUBLE_EQ(learning_rate_at(c, 110), 0.0);
-  c.type = "cosine";
+  c.type = ScheduleType::cosine;
   EXPECT_DOUBLE_EQ(learning_rate_at(c, 10), 1.0);
   EXPECT_NEAR(learning_rate_at(c, 60), 0.5, 1e-12);
   EXPECT_NEAR(learning_rate_at(c, 35), 0.5 * (1 + std::cos(M_PI * 0.25)), 1e-12);
-  c.type = "constant";
+  c.type = ScheduleType::constant;
   EXPECT_DOUBLE_EQ(learning_rate_at(c, 0), 1.0);
-  c.type = "constant_with_warmup";
+  c.type = ScheduleType::constant_with_warmup;
   EXPECT_DOUBLE_EQ(learning_rate_at(c, 5), 0.5);
   EXPECT_DOUBLE_EQ(learning_rate_at(c, 100), 1.0);
-  c.type = "polynomial";
-  EXPECT_NE(testing::error_message([&] { validate_schedule(c); }).find("--lr-scheduler-type"),
+  EXPECT_NE(testing::error_message([&] {
+              parse_schedule_type("polynomial");
+            }).find("--lr-scheduler-type"),
+            std::string::npos);
+  EXPECT_EQ(parse_schedule_type("linear"), ScheduleType::linear);
+  EXPECT_EQ(parse_schedule_type("cosine"), ScheduleType::cosine);
+  EXPECT_EQ(parse_schedule_type("constant"), ScheduleType::constant);
+  EXPECT_EQ(parse_schedule_type("constant_with_warmup"), ScheduleType::constant_with_warmup);
+  c.warmup_steps = -1;
+  EXPECT_NE(testing::error_message([&] { validate_schedule(c); }).find("--warmup-steps"),
             std::string::npos);
 }
 
@@ -69,6 +77,22 @@ TEST(ConfigFile, ErrorsNameTheFile) {
             std::string::npos);
   const auto ext = write_temp("x.toml", "a = 1\n");
   EXPECT_NE(testing::error_message([&] { read_config_file(ext); }).find(".toml"),
+            std::string::npos);
+}
+
+TEST(TrainConfig, NamedChoicesAreParsedOnceAtValidation) {
+  EXPECT_EQ(parse_attn_implementation("auto"), AttnImplementation::automatic);
+  EXPECT_EQ(parse_attn_implementation("blockwise"), AttnImplementation::blockwise);
+  EXPECT_EQ(parse_attn_implementation("cudnn"), AttnImplementation::cudnn);
+  EXPECT_EQ(parse_attn_implementation("builtin"), AttnImplementation::builtin);
+  TrainConfig c;
+  c.attn_implementation = "flash";
+  const std::string attn = testing::error_message([&] { validate(c); });
+  EXPECT_NE(attn.find("--attn-implementation"), std::string::npos) << attn;
+  EXPECT_NE(attn.find("flash"), std::string::npos) << attn;
+  c = TrainConfig{};
+  c.lr_scheduler_type = "polynomial";
+  EXPECT_NE(testing::error_message([&] { validate(c); }).find("--lr-scheduler-type"),
             std::string::npos);
 }
 

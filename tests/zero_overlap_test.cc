@@ -74,10 +74,6 @@ class RecordingCommunicator final : public comm::Communicator {
   std::string backend() const override { return inner_->backend(); }
   std::vector<int> world_ranks() const override { return inner_->world_ranks(); }
   void all_to_all(const Tensor& send, Tensor recv) override { inner_->all_to_all(send, recv); }
-  void all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts, Tensor recv,
-                    const std::vector<std::int64_t>& recv_counts) override {
-    inner_->all_to_all_v(send, send_counts, recv, recv_counts);
-  }
   void all_gather(const Tensor& send, Tensor recv) override {
     log_->add("AG");
     inner_->all_gather(send, recv);

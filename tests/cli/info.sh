@@ -33,7 +33,13 @@ check "the headline run (qwen3-4b 128K, sp 4, ZeRO-3, checkpointing) fits 80 GiB
   grep -qE "^fit: .* of 80.00 GiB: fits" <<<"$out"
 check "layout line" grep -q "^layout: world 4 = dp_replicate 1 x dp_shard 1 x sp 4; ZeRO stage 3 over 4 ranks" <<<"$out"
 out=$($ULYSSES info $H --zero-stage 3 --gradient-checkpointing --offload-optimizer --offload-params 2>&1)
-check "offload: device share printed" grep -q "^  on the device .* in host memory" <<<"$out"
+check "offload: host memory section printed" grep -q "^host memory per rank:" <<<"$out"
+check "offload: states off the device" grep -qE "^  optimizer +0.0 KiB" <<<"$out"
+out=$($ULYSSES info $H --zero-stage 3 --gradient-checkpointing --offload-optimizer --offload-params --host-memory-gib 120 2>&1)
+check "--host-memory-gib: longest sequence per offload choice" grep -q "^  --zero-stage 3 --offload-optimizer --offload-params " <<<"$out"
+check "--host-memory-gib: activation offload row" grep -q "^    + --recompute-attention --offload-activations " <<<"$out"
+out=$($ULYSSES info $H --zero-stage 3 --gradient-checkpointing --offload-optimizer --offload-params --host-memory-gib 10 2>&1)
+check "--host-memory-gib too small: host does not fit" grep -q "^host: .* does NOT fit --host-memory-gib 10" <<<"$out"
 out=$($ULYSSES info $H --zero-stage 3 --gradient-checkpointing --world-size 8 --memory-gib 40 2>&1)
 check "--world-size 8 with sp 4: dp_shard 2, ZeRO over 8" \
   grep -q "dp_shard 2 x sp 4; ZeRO stage 3 over 8 ranks" <<<"$out"

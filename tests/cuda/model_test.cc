@@ -18,7 +18,7 @@ namespace {
 
 ModelConfig small_config(const std::string& type) {
   ModelConfig c = preset_config("tiny");
-  c.model_type = type;
+  c.model_type = parse_model_type(type, "tiny_config");
   c.hidden_size = 128;
   c.intermediate_size = 192;
   c.num_hidden_layers = 2;
@@ -31,7 +31,7 @@ ModelConfig small_config(const std::string& type) {
   c.o_bias = type == "llama";
   c.tie_word_embeddings = type == "qwen3";
   if (type == "llama") {
-    c.rope.type = "llama3";
+    c.rope.type = ops::RopeType::llama3;
     c.rope.factor = 8;
     c.rope.original_max_position_embeddings = 32;
   }
@@ -95,7 +95,7 @@ TEST_P(CudaModel, LossAndGradientsMatchCpu) {
   EXPECT_NEAR(got.loss_sum, want.loss_sum, 1e-2 * std::fabs(want.loss_sum));
   for (std::size_t g = 0; g < grads_cpu.flat().size(); ++g) {
     EXPECT_LT(testing::relative_error(grads_gpu.flat()[g], grads_cpu.flat()[g]), 2e-2)
-        << c.model_type << " group " << params.layout().groups()[g].name;
+        << model_type_name(c.model_type) << " group " << params.layout().groups()[g].name;
   }
   // Gradient checkpointing on CUDA: bitwise identical (the same kernels on the same inputs).
   ParamBuffers grads_ckpt(c, Device::cuda(0));
@@ -118,9 +118,9 @@ TEST_P(CudaModel, LossAndGradientsMatchCpu) {
   EXPECT_NEAR(tiled_loss.loss_sum, got.loss_sum, 1e-3 * std::fabs(got.loss_sum));
   for (std::size_t g = 0; g < grads_cpu.flat().size(); ++g) {
     EXPECT_LT(testing::relative_error(grads_tiled.flat()[g], grads_cpu.flat()[g]), 2e-2)
-        << c.model_type << " tiled, group " << g;
+        << model_type_name(c.model_type) << " tiled, group " << g;
     EXPECT_LT(testing::relative_error(grads_tiled.flat()[g], grads_gpu.flat()[g]), 1e-2)
-        << c.model_type << " tiled vs untiled, group " << g;
+        << model_type_name(c.model_type) << " tiled vs untiled, group " << g;
   }
 }
 

@@ -12,6 +12,9 @@
 #include "cuda_dist_util.h"
 #include "test_util.h"
 #include "ulysses/comm/nccl_communicator.h"
+#ifdef ULYSSES_HAS_CUDA
+#include "ulysses/core/cuda_resources.h"  // the compute stream (NcclWatchdog test)
+#endif
 #include "ulysses/core/rng.h"
 
 namespace ulysses {
@@ -38,43 +41,12 @@ TEST_P(NcclCollectives, AllToAll) {
   std::vector<float> send, expected;
   for (int j = 0; j < P; ++j)
     for (int k = 0; k < kChunk; ++k) {
-      send.push_back(static_cast<float>(r * 64 + j * 8 + k));       // to rank j
-      expected.push_back(static_cast<float>(j * 64 + r * 8 + k));   // from rank j
+      send.push_back(static_cast<float>(r * 64 + j * 8 + k));      // to rank j
+      expected.push_back(static_cast<float>(j * 64 + r * 8 + k));  // from rank j
     }
   Tensor recv = device_tensor(std::vector<float>(send.size(), NAN), GetParam());
   c.all_to_all(device_tensor(send, GetParam()), recv);
   EXPECT_EQ(values_of(recv), expected);
-}
-
-TEST_P(NcclCollectives, AllToAllV) {
-  comm::Communicator& c = nccl_world();
-  const int P = c.size(), r = c.rank();
-  auto count = [](int from, int to) { return static_cast<std::int64_t>((from + 2 * to) % 3); };
-  std::vector<std::int64_t> send_counts, recv_counts;
-  std::vector<float> send, expected;
-  for (int j = 0; j < P; ++j) {
-    send_counts.push_back(count(r, j));
-    recv_counts.push_back(count(j, r));
-    for (int k = 0; k < count(r, j); ++k) send.push_back(static_cast<float>(r * 64 + j * 8 + k));
-    for (int k = 0; k < count(j, r); ++k) expected.push_back(static_cast<float>(j * 64 + r * 8 + k));
-  }
-  send.push_back(-1);  // keep both tensors non-empty: one spare element at the end
-  expected.push_back(NAN);
-  Tensor recv = device_tensor(std::vector<float>(expected.size(), NAN), GetParam());
-  // The spare elements stay out of the exchange: views of the counted part.
-  const std::int64_t n_send = static_cast<std::int64_t>(send.size()) - 1;
-  const std::int64_t n_recv = static_cast<std::int64_t>(expected.size()) - 1;
-  const Tensor send_t = device_tensor(send, GetParam());
-  c.all_to_all_v(send_t.rows(0, n_send), send_counts, recv.rows(0, n_recv), recv_counts);
-  const auto got = values_of(recv);
-  for (std::int64_t i = 0; i < n_recv; ++i) EXPECT_EQ(got[i], expected[i]) << "element " << i;
-  EXPECT_TRUE(std::isnan(got.back())) << "all_to_all_v wrote past its counts";
-  // Counts that disagree between ranks throw on every rank (checked over MPI first).
-  if (P > 1) {
-    std::vector<std::int64_t> wrong = recv_counts;
-    wrong[0] += 1;
-    EXPECT_THROW(c.all_to_all_v(send_t.rows(0, n_send), send_counts, recv, wrong), Error);
-  }
 }
 
 TEST_P(NcclCollectives, AllGather) {
@@ -134,6 +106,51 @@ TEST_P(NcclCollectives, Broadcast) {
   std::vector<float> expected;
   for (int k = 0; k < 6; ++k) expected.push_back(static_cast<float>(root * 16 + k));
   EXPECT_EQ(values_of(data), expected);
+}
+
+// The started collectives give what the blocking ones give (the blocking ones are start +
+// wait, so this checks the Work path with the wait deferred past other queued work), several in
+// flight at once, waited in reverse order; a Work destroyed without wait() still orders the
+// compute stream after it.
+TEST_P(NcclCollectives, StartedCollectivesMatchBlockingOnes) {
+  comm::Communicator& c = nccl_world();
+  const int P = c.size(), r = c.rank();
+  std::vector<float> a2a_send, a2a_expected, mine, gathered, rs_send, rs_expected;
+  for (int j = 0; j < P; ++j)
+    for (int k = 0; k < 2; ++k) {
+      a2a_send.push_back(static_cast<float>(r * 64 + j * 8 + k));
+      a2a_expected.push_back(static_cast<float>(j * 64 + r * 8 + k));
+      rs_send.push_back(static_cast<float>((r + 1) * (j + 1) + k));
+    }
+  for (int k = 0; k < 3; ++k) mine.push_back(static_cast<float>(r * 8 + k));
+  for (int i = 0; i < P; ++i)
+    for (int k = 0; k < 3; ++k) gathered.push_back(static_cast<float>(i * 8 + k));
+  for (int k = 0; k < 2; ++k)
+    rs_expected.push_back(static_cast<float>((r + 1) * P * (P + 1) / 2 + P * k));
+
+  Tensor a2a_recv = device_tensor(std::vector<float>(a2a_send.size(), NAN), GetParam());
+  Tensor ag_recv = device_tensor(std::vector<float>(gathered.size(), NAN), GetParam());
+  Tensor rs_recv = device_tensor(std::vector<float>(2, NAN), GetParam());
+  auto a2a = c.all_to_all_start(device_tensor(a2a_send, GetParam()), a2a_recv);
+  auto ag = c.all_gather_start(device_tensor(mine, GetParam()), ag_recv);
+  auto rs =
+      c.reduce_scatter_start(device_tensor(rs_send, GetParam()), rs_recv, comm::ReduceOp::sum);
+  rs->wait();
+  ag->wait();
+  a2a->wait();
+  a2a->wait();  // a second wait is a no-op
+  EXPECT_EQ(values_of(a2a_recv), a2a_expected);
+  EXPECT_EQ(values_of(ag_recv), gathered);
+  EXPECT_EQ(values_of(rs_recv), rs_expected);
+
+  Tensor unwaited = device_tensor(std::vector<float>(gathered.size(), NAN), GetParam());
+  c.all_gather_start(device_tensor(mine, GetParam()), unwaited).reset();  // destroyed unwaited
+  EXPECT_EQ(values_of(unwaited), gathered);
+
+  // Empty tensors queue nothing and complete.
+  Tensor none = Tensor::empty({0}, GetParam(), gpu().device);
+  c.all_gather_start(none, Tensor::empty({0}, GetParam(), gpu().device))->wait();
+  c.all_to_all(none, Tensor::empty({0}, GetParam(), gpu().device));
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, NcclCollectives, ::testing::Values(DType::f32, DType::bf16),
@@ -272,9 +289,7 @@ TEST(Nccl, ManyCollectivesInFlightStayOrderedWithCompute) {
   for (const float v : values_of(data)) ASSERT_EQ(v, expected);
 }
 
-TEST(Nccl, TimeoutSetting) {
-  EXPECT_GT(comm::nccl_timeout_seconds(), 0.0);
-}
+TEST(Nccl, TimeoutSetting) { EXPECT_GT(comm::nccl_timeout_seconds(), 0.0); }
 
 // A collective that one rank never joins must stop the whole job after ULYSSES_NCCL_TIMEOUT_S
 // with a message naming the collective and the rank. Run on its own (it ends the job):
@@ -290,8 +305,43 @@ TEST(NcclFailure, MissingRankStopsTheJobAfterTheTimeout) {
     Tensor data = device_tensor(std::vector<float>(16, 1.0f), DType::f32);
     c.all_reduce(data, comm::ReduceOp::sum);  // rank 0 never joins
   }
-  std::this_thread::sleep_for(std::chrono::seconds(static_cast<int>(comm::nccl_timeout_seconds()) + 60));
+  std::this_thread::sleep_for(
+      std::chrono::seconds(static_cast<int>(comm::nccl_timeout_seconds()) + 60));
   FAIL() << "the watchdog should have stopped the job";
+}
+
+// A collective that cannot complete on a single GPU (the compute stream it waits for is held by
+// a host callback) must stop the rank after ULYSSES_NCCL_TIMEOUT_S with a message naming the
+// collective, while this rank's main thread keeps making MPI calls: the watchdog thread stops
+// the process without calling MPI (MPI runs at MPI_THREAD_FUNNELED). One rank is enough:
+//   ULYSSES_TEST_NCCL_STALL=1 ULYSSES_NCCL_TIMEOUT_S=5 mpirun -np 1 -x ULYSSES_TEST_NCCL_STALL
+//     -x ULYSSES_NCCL_TIMEOUT_S cuda_dist_comm_test --gtest_filter=NcclWatchdog.*
+// expected: exit status 1 within seconds, stderr "... all_reduce ... did not complete within 5 s".
+#ifdef ULYSSES_HAS_CUDA
+void hold_stream(void* seconds) {
+  std::this_thread::sleep_for(std::chrono::seconds(*static_cast<int*>(seconds)));
+}
+#endif
+
+TEST(NcclWatchdog, StalledCollectiveStopsTheRankWithoutMpi) {
+  if (std::getenv("ULYSSES_TEST_NCCL_STALL") == nullptr)
+    GTEST_SKIP() << "set ULYSSES_TEST_NCCL_STALL=1 to run (it stops the job on purpose)";
+#ifndef ULYSSES_HAS_CUDA
+  GTEST_SKIP() << "needs a CUDA build";
+#else
+  comm::Communicator& c = nccl_world();
+  static int hold_seconds = static_cast<int>(comm::nccl_timeout_seconds()) + 60;
+  UL_CUDA_CHECK(cudaLaunchHostFunc(cuda_resources(gpu()).stream, hold_stream, &hold_seconds));
+  Tensor data = device_tensor(std::vector<float>(16, 1.0f), DType::f32);
+  c.all_reduce(data, comm::ReduceOp::sum);  // queued behind the held compute stream
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(hold_seconds);
+  while (std::chrono::steady_clock::now() < end) {  // MPI calls on this thread meanwhile
+    Tensor flag = Tensor::from_ints({1}, {1});
+    world().all_reduce(flag, comm::ReduceOp::sum);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  FAIL() << "the watchdog should have stopped the rank";
+#endif
 }
 
 }  // namespace

@@ -35,29 +35,6 @@ void check_all_to_all(const Tensor& send, const Tensor& recv, int group_size) {
            " elements, not divisible into ", group_size, " equal chunks (one per rank)");
 }
 
-void check_all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts,
-                        const Tensor& recv, const std::vector<std::int64_t>& recv_counts,
-                        int group_size) {
-  check_pair("all_to_all_v", send, recv);
-  const auto expected = static_cast<std::size_t>(group_size);
-  UL_CHECK(send_counts.size() == expected, "all_to_all_v: send_counts has ", send_counts.size(),
-           " entries, the group has ", group_size, " ranks");
-  UL_CHECK(recv_counts.size() == expected, "all_to_all_v: recv_counts has ", recv_counts.size(),
-           " entries, the group has ", group_size, " ranks");
-  for (std::size_t i = 0; i < expected; ++i) {
-    UL_CHECK(send_counts[i] >= 0, "all_to_all_v: send_counts[", i, "] = ", send_counts[i],
-             " is negative");
-    UL_CHECK(recv_counts[i] >= 0, "all_to_all_v: recv_counts[", i, "] = ", recv_counts[i],
-             " is negative");
-  }
-  const std::int64_t send_total = prefix_offsets(send_counts).back();
-  const std::int64_t recv_total = prefix_offsets(recv_counts).back();
-  UL_CHECK(send_total == send.numel(), "all_to_all_v: send_counts sum to ", send_total,
-           " but send has ", send.numel(), " elements");
-  UL_CHECK(recv_total == recv.numel(), "all_to_all_v: recv_counts sum to ", recv_total,
-           " but recv has ", recv.numel(), " elements");
-}
-
 void check_all_gather(const Tensor& send, const Tensor& recv, int group_size) {
   check_pair("all_gather", send, recv);
   UL_CHECK(recv.numel() == send.numel() * group_size, "all_gather: recv has ", recv.numel(),

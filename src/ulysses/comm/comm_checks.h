@@ -20,10 +20,6 @@ void check_pair(const char* collective, const Tensor& send, const Tensor& recv);
 
 // all_to_all: equal numel, divisible by group_size.
 void check_all_to_all(const Tensor& send, const Tensor& recv, int group_size);
-// all_to_all_v: group_size non-negative counts each, summing to send/recv numel.
-void check_all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts,
-                        const Tensor& recv, const std::vector<std::int64_t>& recv_counts,
-                        int group_size);
 // all_gather: recv numel == group_size * send numel.
 void check_all_gather(const Tensor& send, const Tensor& recv, int group_size);
 // reduce_scatter: send numel == group_size * recv numel.

@@ -23,6 +23,12 @@ namespace ulysses::comm {
 
 enum class ReduceOp { sum, max };
 
+// Blocking and started collectives (PyTorch c10d's Work model): all_to_all, all_gather and
+// reduce_scatter come in both forms with one implementation per backend. The NCCL backend
+// queues the collective once and its blocking call is start + wait(); the host backends (MPI,
+// self) finish the work in the blocking call, and their started form (the defaults in
+// communicator.cc) calls it and returns a completed Work. A caller may use either form.
+//
 // A collective started by an *_start call. wait() orders the caller's later work after it (on
 // a GPU: the compute stream waits for the communication stream; the host does not block); it
 // keeps the collective's tensors alive until then. Destroying a Work without wait() waits.
@@ -39,7 +45,8 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual std::string backend() const = 0;  // "mpi", "self", "nccl"
-  // World ranks of this group's members, in group rank order (for the printed plan).
+  // World ranks of this group's members, in group rank order (the NCCL backend names the world
+  // rank in its messages with it; tests check splits with it).
   virtual std::vector<int> world_ranks() const = 0;
 
   // Equal splits: send and recv both hold size() chunks of numel / size() elements; chunk j of
@@ -49,10 +56,6 @@ class Communicator {
   // touched until the returned Work's wait(). The NCCL backend runs it on the communication
   // stream after the compute stream's work so far; other backends complete it before returning.
   virtual std::unique_ptr<Work> all_to_all_start(const Tensor& send, Tensor recv);
-  // Variable splits: send_counts[j] elements (consecutive, in rank order) go to rank j;
-  // recv_counts[i] elements arrive from rank i, stored consecutively in rank order.
-  virtual void all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts,
-                            Tensor recv, const std::vector<std::int64_t>& recv_counts) = 0;
   // recv: size() * send.numel() elements, rank i's contribution at chunk i.
   virtual void all_gather(const Tensor& send, Tensor recv) = 0;
   // send: size() * recv.numel() elements; rank i receives the reduction of every rank's chunk i.
@@ -64,13 +67,15 @@ class Communicator {
   // over the host communicator); the defaults run the blocking collective and return a
   // completed Work.
   virtual std::unique_ptr<Work> all_gather_start(const Tensor& send, Tensor recv);
-  virtual std::unique_ptr<Work> reduce_scatter_start(const Tensor& send, Tensor recv,
-                                                     ReduceOp op);
+  virtual std::unique_ptr<Work> reduce_scatter_start(const Tensor& send, Tensor recv, ReduceOp op);
   // In place.
   virtual void all_reduce(Tensor data, ReduceOp op) = 0;
   virtual void broadcast(Tensor data, int root) = 0;
+  // Point-to-point. No training path calls them today; they stay as the base of the ring
+  // strategy's key/value passing (issue 14), which the Ulysses-only trainer does not have yet.
   virtual void send(const Tensor& data, int peer, int tag) = 0;
   virtual void recv(Tensor data, int peer, int tag) = 0;
+  // Host barrier; the benchmarks align the ranks with it before timing.
   virtual void barrier() = 0;
 
   // Collective over this group: ranks with the same color form a new group, ordered by key
@@ -87,7 +92,9 @@ double sum_in_rank_order(Communicator& group, double value);
 std::unique_ptr<Communicator> make_self_communicator();
 
 // MPI_COMM_WORLD, initializing MPI on first use (MPI_Init_thread, funneled) and finalizing it at
-// exit. Works without mpirun too (a singleton world of size 1).
+// exit. Works without mpirun too (a singleton world of size 1). Only the thread that called it
+// first may call MPI (through any MPI communicator, or abort_job); throws Error when MPI grants
+// a thread level below MPI_THREAD_FUNNELED.
 std::unique_ptr<Communicator> make_mpi_world();
 // True when the process was started by mpirun/srun with more than one rank (environment check,
 // no MPI call).
@@ -100,7 +107,9 @@ bool launched_with_several_ranks();
 double collective_timeout_seconds();
 
 // Stops every rank of the job now (MPI_Abort when MPI is running, exit otherwise). Used after
-// an error that happened on some ranks only, where waiting for the others could hang.
+// an error that happened on some ranks only, where waiting for the others could hang. Call it
+// from the thread that initialized MPI (MPI_THREAD_FUNNELED); other threads exit the process
+// without MPI instead (the NCCL watchdog, comm/nccl_communicator.h).
 [[noreturn]] void abort_job(int exit_code);
 
 }  // namespace ulysses::comm

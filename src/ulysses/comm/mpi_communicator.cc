@@ -1,7 +1,9 @@
 // MPI backend of Communicator (CPU tensors), on Open MPI's C API.
 //
 // - MPI starts on the first make_mpi_world() (MPI_Init_thread, funneled: only the thread that
-//   called it makes MPI calls) and is finalized by an atexit handler, if we started it.
+//   called it makes MPI calls) and is finalized by an atexit handler, if we started it. A
+//   granted thread level below MPI_THREAD_FUNNELED is an error. No other thread calls MPI: the
+//   NCCL watchdog stops its rank without MPI (comm/nccl_communicator.h, "Errors").
 // - Every communicator owns its MPI_Comm (the world one is a duplicate of MPI_COMM_WORLD) with
 //   MPI_ERRORS_RETURN, so a failing call throws ulysses::Error naming the collective.
 // - Element types: f32 -> MPI_FLOAT, bf16 -> MPI_UINT16_T (raw bits), i32, i64. Counts and
@@ -87,10 +89,19 @@ void start_mpi_once() {
   UL_CHECK(!finalized, "make_mpi_world: MPI has already been finalized");
   int initialized = 0;
   MPI_Initialized(&initialized);
-  if (initialized) return;  // started by someone else, who also finalizes it
   int provided = 0;
-  check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
-  std::atexit(finalize_mpi_at_exit);
+  if (initialized) {  // started by someone else, who also finalizes it
+    check_mpi(MPI_Query_thread(&provided), "MPI_Query_thread");
+  } else {
+    check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+    std::atexit(finalize_mpi_at_exit);
+  }
+  // FUNNELED is what the process needs: it has other threads (OpenMP, the NCCL watchdog), and
+  // none of them calls MPI. Below it (MPI_THREAD_SINGLE) no other thread may exist at all.
+  UL_CHECK(provided >= MPI_THREAD_FUNNELED, "make_mpi_world: MPI provides thread level ", provided,
+           ", below MPI_THREAD_FUNNELED (", MPI_THREAD_FUNNELED,
+           ") that ulysses needs (its OpenMP and watchdog threads make no MPI calls, but exist); "
+           "use an MPI library built with thread support");
 }
 
 MPI_Datatype mpi_type(DType dtype) {
@@ -200,24 +211,6 @@ class MpiCommunicator final : public Communicator {
     const MPI_Datatype type = mpi_type(send.dtype());
     run("all_to_all", [&](MPI_Request* request) {
       return MPI_Ialltoall(send.raw(), chunk, type, recv.raw(), chunk, type, comm_, request);
-    });
-  }
-
-  void all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts, Tensor recv,
-                    const std::vector<std::int64_t>& recv_counts) override {
-    if (alone_) return alone_->all_to_all_v(send, send_counts, recv, recv_counts);
-    detail::check_all_to_all_v(send, send_counts, recv, recv_counts, size_);
-    check_cpu("all_to_all_v", send, "send");
-    check_cpu("all_to_all_v", recv, "recv");
-    check_counts_agree(send_counts, recv_counts);
-    const std::vector<int> send_sizes = mpi_counts(send_counts, "all_to_all_v");
-    const std::vector<int> recv_sizes = mpi_counts(recv_counts, "all_to_all_v");
-    std::vector<int> send_offsets = mpi_counts(detail::prefix_offsets(send_counts), "all_to_all_v");
-    std::vector<int> recv_offsets = mpi_counts(detail::prefix_offsets(recv_counts), "all_to_all_v");
-    const MPI_Datatype type = mpi_type(send.dtype());
-    run("all_to_all_v", [&](MPI_Request* request) {
-      return MPI_Ialltoallv(send.raw(), send_sizes.data(), send_offsets.data(), type, recv.raw(),
-                            recv_sizes.data(), recv_offsets.data(), type, comm_, request);
     });
   }
 
@@ -351,36 +344,6 @@ class MpiCommunicator final : public Communicator {
     UL_CHECK(peer != rank_, what, ": peer ", peer,
              " is this rank itself (a blocking send to oneself can deadlock)");
     UL_CHECK(tag >= 0, what, ": tag ", tag, " must be non-negative");
-  }
-
-  // all_to_all_v: what rank i sends to rank j must be what rank j expects from rank i. Checked
-  // on every rank (one all-to-all of the counts, one all-reduce of a flag) so that all ranks
-  // throw together instead of some of them hanging or receiving garbage.
-  void check_counts_agree(const std::vector<std::int64_t>& send_counts,
-                          const std::vector<std::int64_t>& recv_counts) {
-    std::vector<std::int64_t> incoming(send_counts.size());
-    run("all_to_all_v", [&](MPI_Request* request) {
-      return MPI_Ialltoall(send_counts.data(), 1, MPI_INT64_T, incoming.data(), 1, MPI_INT64_T,
-                           comm_, request);
-    });
-    int first_bad = -1;
-    for (int i = 0; i < size_ && first_bad < 0; ++i)
-      if (incoming[i] != recv_counts[i]) first_bad = i;
-    int any_bad = first_bad >= 0 ? 1 : 0;
-    run("all_to_all_v", [&](MPI_Request* request) {
-      return MPI_Iallreduce(MPI_IN_PLACE, &any_bad, 1, MPI_INT, MPI_MAX, comm_, request);
-    });
-    if (first_bad >= 0) {
-      UL_FAIL("all_to_all_v: rank ", rank_, " expects recv_counts[", first_bad,
-              "] = ", recv_counts[first_bad], " elements from rank ", first_bad, ", which sends ",
-              incoming[first_bad]);
-    }
-    if (any_bad) {
-      UL_FAIL(
-          "all_to_all_v: send_counts and recv_counts disagree between other ranks of the "
-          "group (rank ",
-          rank_, "'s are consistent)");
-    }
   }
 
   // Starts a non-blocking MPI call (`start` fills the request) and waits for it under the

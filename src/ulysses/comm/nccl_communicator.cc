@@ -6,7 +6,12 @@
 // the host. Each collective then records a completion event on the communication stream that a
 // watchdog thread polls (cudaEventQuery, with the same timeout) together with
 // ncclCommGetAsyncError of every live communicator. Any failure is fatal for the job: the
-// message names the collective, the group rank and the world rank, then comm::abort_job.
+// message names the collective, the group rank and the world rank, then comm::abort_job on the
+// issuing thread, or an immediate exit of the process on the watchdog thread (no MPI call off
+// the thread that initialized MPI; see nccl_watchdog.h).
+//
+// One enqueue path (NcclCommunicator::queue) serves every device collective: it returns a Work,
+// the *_start calls hand it to the caller, and the blocking calls are start + wait().
 #include "ulysses/comm/nccl_communicator.h"
 
 #include <cuda_runtime.h>
@@ -14,11 +19,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <map>
 #include <mutex>
 #include <string>
@@ -26,16 +28,33 @@
 #include <vector>
 
 #include "ulysses/comm/comm_checks.h"
+#include "ulysses/comm/nccl_watchdog.h"
 #include "ulysses/core/cuda_resources.h"
 
 namespace ulysses::comm {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using detail::fatal;
+using detail::seconds_str;
+using detail::Watchdog;
 
-[[noreturn]] void fatal(const std::string& message) {
-  std::fprintf(stderr, "error: %s; stopping every rank of the job\n", message.c_str());
-  abort_job(1);
+// True for a result that is an error (ncclInProgress is not: non-blocking communicators
+// return it while a call completes in the background).
+bool nccl_failed(ncclResult_t result) { return result != ncclSuccess && result != ncclInProgress; }
+
+// Runs `calls(check)` between ncclGroupStart and ncclGroupEnd; `calls` passes every NCCL
+// call's result to `check`. The group is always closed (also after a failing call). Returns
+// the first failure, else ncclGroupEnd's result (ncclSuccess or ncclInProgress).
+template <typename F>
+ncclResult_t nccl_group(F&& calls) {
+  ncclResult_t first = ncclGroupStart();
+  if (nccl_failed(first)) return first;
+  calls([&first](ncclResult_t result) {
+    if (!nccl_failed(first) && nccl_failed(result)) first = result;
+  });
+  const ncclResult_t end = ncclGroupEnd();
+  return nccl_failed(first) ? first : end;
 }
 
 // Where a failure happened, for messages: "all_reduce (group rank 1 of 2, world rank 3)".
@@ -56,143 +75,6 @@ ncclDataType_t nccl_type(DType dtype) {
 
 ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::sum ? ncclSum : ncclMax; }
 
-std::string seconds_str(double seconds) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%g s", seconds);
-  return text;
-}
-
-// Collectives queued on the communication stream, in order, and the communicators to poll.
-// Shared by a world and its splits (they share the stream); the thread runs while any of them
-// lives. NCCL calls are not thread-safe, not even on different communicators of one device
-// (NCCL's thread-safety notes), and ncclCommGetAsyncError on a non-blocking communicator
-// advances its state: every NCCL call of the issuing thread and the watchdog's polls hold
-// nccl_mutex() (taken before the internal mutex, never after it).
-class Watchdog {
- public:
-  Watchdog(int device, double timeout_s) : device_(device), timeout_s_(timeout_s) {
-    thread_ = std::thread([this] { loop(); });
-  }
-  ~Watchdog() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-    }
-    wake_.notify_all();
-    thread_.join();
-    for (const auto& p : pending_) cudaEventDestroy(p.event);
-    for (const auto event : free_events_) cudaEventDestroy(event);
-  }
-  Watchdog(const Watchdog&) = delete;
-  Watchdog& operator=(const Watchdog&) = delete;
-
-  double timeout_s() const { return timeout_s_; }
-  std::mutex& nccl_mutex() { return nccl_mutex_; }
-
-  void add_comm(ncclComm_t comm) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    comms_.push_back(comm);
-  }
-  void remove_comm(ncclComm_t comm) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    std::erase(comms_, comm);
-  }
-
-  // Records a completion event on `stream` for the collective just queued there.
-  void watch(cudaStream_t stream, std::string what) {
-    cudaEvent_t event = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (!free_events_.empty()) {
-        event = free_events_.back();
-        free_events_.pop_back();
-      }
-    }
-    if (event == nullptr && cudaEventCreateWithFlags(&event, cudaEventDisableTiming) != cudaSuccess)
-      fatal(what + ": cudaEventCreate failed");
-    const cudaError_t status = cudaEventRecord(event, stream);
-    if (status != cudaSuccess)
-      fatal(what + ": cudaEventRecord failed: " + cudaGetErrorString(status));
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      pending_.push_back({event, std::move(what), Clock::now()});
-    }
-    wake_.notify_all();
-  }
-
- private:
-  struct Pending {
-    cudaEvent_t event;
-    std::string what;
-    Clock::time_point start;
-  };
-
-  void loop() {
-    cudaSetDevice(device_);
-    std::unique_lock<std::mutex> lock(mutex_);
-    while (!stop_) {
-      if (pending_.empty()) {
-        wake_.wait_for(lock, std::chrono::milliseconds(200));
-        continue;
-      }
-      // Collectives complete in stream order: retire finished ones from the front.
-      while (!pending_.empty()) {
-        Pending& front = pending_.front();
-        const cudaError_t status = cudaEventQuery(front.event);
-        if (status == cudaSuccess) {
-          free_events_.push_back(front.event);
-          pending_.pop_front();
-          continue;
-        }
-        if (status != cudaErrorNotReady)
-          fatal(front.what + " failed on the GPU: " + cudaGetErrorString(status));
-        const double waited = std::chrono::duration<double>(Clock::now() - front.start).count();
-        if (waited > timeout_s_)
-          fatal(front.what + " did not complete within " + seconds_str(timeout_s_) +
-                " (ULYSSES_NCCL_TIMEOUT_S): another rank may have stopped or be waiting in a "
-                "different collective");
-        break;
-      }
-      lock.unlock();
-      poll_comms();
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      lock.lock();
-    }
-  }
-
-  // Asynchronous errors of the communicators (a peer gone, a network failure), between the
-  // issuing thread's NCCL calls.
-  void poll_comms() {
-    std::lock_guard<std::mutex> nccl(nccl_mutex_);
-    std::vector<ncclComm_t> comms;
-    std::string what = "NCCL";
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      comms = comms_;
-      if (!pending_.empty()) what = pending_.front().what;
-    }
-    for (const auto comm : comms) {
-      ncclResult_t state = ncclSuccess;
-      const ncclResult_t result = ncclCommGetAsyncError(comm, &state);
-      if (result != ncclSuccess || (state != ncclSuccess && state != ncclInProgress))
-        fatal(what + ": NCCL reported an asynchronous error: " +
-              ncclGetErrorString(result != ncclSuccess ? result : state) + " (" +
-              ncclGetLastError(comm) + ")");
-    }
-  }
-
-  int device_;
-  double timeout_s_;
-  std::mutex nccl_mutex_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  bool stop_ = false;
-  std::deque<Pending> pending_;
-  std::vector<cudaEvent_t> free_events_;
-  std::vector<ncclComm_t> comms_;
-  std::thread thread_;  // last: started after every other member exists
-};
-
 // Waits until the last call on `comm` is no longer in progress; fatal on error or timeout.
 void wait_ready(ncclComm_t comm, ncclResult_t returned, double timeout_s, const std::string& what) {
   if (returned != ncclSuccess && returned != ncclInProgress)
@@ -201,8 +83,8 @@ void wait_ready(ncclComm_t comm, ncclResult_t returned, double timeout_s, const 
   for (;;) {
     ncclResult_t state = ncclSuccess;
     const ncclResult_t result = ncclCommGetAsyncError(comm, &state);
-    if (result != ncclSuccess) fatal(what + ": ncclCommGetAsyncError failed: " +
-                                     ncclGetErrorString(result));
+    if (result != ncclSuccess)
+      fatal(what + ": ncclCommGetAsyncError failed: " + ncclGetErrorString(result));
     if (state == ncclSuccess) return;
     if (state != ncclInProgress)
       fatal(what + " failed: " + ncclGetErrorString(state) + " (" + ncclGetLastError(comm) + ")");
@@ -263,10 +145,10 @@ cudaError_t compute_stream_wait(const Context& ctx, cudaEvent_t done, const char
   return cudaStreamWaitEvent(stream, done, 0);
 }
 
-// A collective started on the communication stream (all_to_all_start, all_gather_start,
-// reduce_scatter_start): wait() makes the compute stream wait for its completion event; until
-// then it holds the tensors (so the caching allocator cannot hand their memory to other work
-// while NCCL still reads or writes it).
+// A collective queued on the communication stream. wait() makes the compute stream wait for
+// its completion event; until then the Work holds the tensors (so the caching allocator cannot
+// hand their memory to other work while NCCL still reads or writes it). The *_start calls
+// return it; every blocking collective is its start followed by wait() (c10d's Work model).
 class StreamWork final : public Work {
  public:
   // collective: its name for the wait meter (a string literal).
@@ -276,21 +158,24 @@ class StreamWork final : public Work {
         send_(std::move(send)),
         recv_(std::move(recv)) {
     UL_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
-    // Until a collective records it, the event counts as complete.
   }
   StreamWork(const StreamWork&) = delete;
   StreamWork& operator=(const StreamWork&) = delete;
   ~StreamWork() override {
-    if (!waited_) {
-      // Order the compute stream after the collective before the tensors are released.
-      compute_stream_wait(shared_->ctx, done_, collective_);
-    }
+    // Order the compute stream after the collective before the tensors are released.
+    if (queued_ && !waited_) compute_stream_wait(shared_->ctx, done_, collective_);
     cudaEventDestroy(done_);
   }
-  cudaEvent_t done() const { return done_; }
+  // Records the completion event on `stream` after the collective just queued there.
+  cudaError_t record_done(cudaStream_t stream) {
+    const cudaError_t status = cudaEventRecord(done_, stream);
+    queued_ = status == cudaSuccess;
+    return status;
+  }
   void wait() override {
     if (waited_) return;
-    UL_CUDA_CHECK(compute_stream_wait(shared_->ctx, done_, collective_));
+    // A collective with nothing to move queued nothing: no wait.
+    if (queued_) UL_CUDA_CHECK(compute_stream_wait(shared_->ctx, done_, collective_));
     waited_ = true;
     send_ = Tensor();
     recv_ = Tensor();
@@ -301,6 +186,7 @@ class StreamWork final : public Work {
   const char* collective_;
   Tensor send_, recv_;
   cudaEvent_t done_ = nullptr;
+  bool queued_ = false;
   bool waited_ = false;
 };
 
@@ -314,11 +200,15 @@ class NcclCommunicator final : public Communicator {
     rank_ = host_->rank();
     size_ = host_->size();
     int nccl_rank = -1, nccl_size = -1;
+    ncclResult_t result = ncclSuccess;
     {
       std::lock_guard<std::mutex> nccl(shared_->watchdog->nccl_mutex());
-      ncclCommUserRank(comm_, &nccl_rank);
-      ncclCommCount(comm_, &nccl_size);
+      result = ncclCommUserRank(comm_, &nccl_rank);
+      if (result == ncclSuccess) result = ncclCommCount(comm_, &nccl_size);
     }
+    if (result != ncclSuccess)
+      fatal(where("communicator", rank_, size_, shared_->world_rank) +
+            ": ncclCommUserRank/ncclCommCount failed: " + ncclGetErrorString(result));
     if (nccl_rank != rank_ || nccl_size != size_)
       fatal(where("communicator", rank_, size_, shared_->world_rank) + ": NCCL rank " +
             std::to_string(nccl_rank) + " of " + std::to_string(nccl_size) +
@@ -354,155 +244,92 @@ class NcclCommunicator final : public Communicator {
   std::string backend() const override { return "nccl"; }
   std::vector<int> world_ranks() const override { return host_->world_ranks(); }
 
+  // Blocking collectives: the started one, then wait() (the compute stream waits for it at
+  // once). Host tensors go to the host communicator, blocking there.
   void all_to_all(const Tensor& send, Tensor recv) override {
-    detail::check_all_to_all(send, recv, size_);
-    if (on_host("all_to_all", send, recv)) return host_->all_to_all(send, recv);
-    const std::size_t chunk = static_cast<std::size_t>(send.numel() / size_);
-    const std::size_t bytes = chunk * dtype_size(send.dtype());
-    const ncclDataType_t type = nccl_type(send.dtype());
-    const char* s = static_cast<const char*>(send.raw());
-    char* r = static_cast<char*>(recv.raw());
-    run("all_to_all", chunk > 0, [&](cudaStream_t stream) {
-      ncclGroupStart();
-      for (int j = 0; j < size_; ++j) {
-        ncclSend(s + j * bytes, chunk, type, j, comm_, stream);
-        ncclRecv(r + j * bytes, chunk, type, j, comm_, stream);
-      }
-      return ncclGroupEnd();
-    });
+    all_to_all_start(send, std::move(recv))->wait();
+  }
+  void all_gather(const Tensor& send, Tensor recv) override {
+    all_gather_start(send, std::move(recv))->wait();
+  }
+  void reduce_scatter(const Tensor& send, Tensor recv, ReduceOp op) override {
+    reduce_scatter_start(send, std::move(recv), op)->wait();
   }
 
   std::unique_ptr<Work> all_to_all_start(const Tensor& send, Tensor recv) override {
     detail::check_all_to_all(send, recv, size_);
-    if (on_host("all_to_all", send, recv)) return Communicator::all_to_all_start(send, recv);
+    if (on_host("all_to_all", send, recv)) return host_->all_to_all_start(send, recv);
     const std::size_t chunk = static_cast<std::size_t>(send.numel() / size_);
     const std::size_t bytes = chunk * dtype_size(send.dtype());
     const ncclDataType_t type = nccl_type(send.dtype());
     const char* s = static_cast<const char*>(send.raw());
     char* r = static_cast<char*>(recv.raw());
-    auto work = std::make_unique<StreamWork>(shared_, "all_to_all", send, recv);
-    if (chunk == 0) return work;
-    run("all_to_all", true,
-        [&](cudaStream_t stream) {
-          ncclGroupStart();
-          for (int j = 0; j < size_; ++j) {
-            ncclSend(s + j * bytes, chunk, type, j, comm_, stream);
-            ncclRecv(r + j * bytes, chunk, type, j, comm_, stream);
-          }
-          return ncclGroupEnd();
-        },
-        work->done());
-    return work;
-  }
-
-  void all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts, Tensor recv,
-                    const std::vector<std::int64_t>& recv_counts) override {
-    detail::check_all_to_all_v(send, send_counts, recv, recv_counts, size_);
-    if (on_host("all_to_all_v", send, recv))
-      return host_->all_to_all_v(send, send_counts, recv, recv_counts);
-    check_counts_agree(send_counts, recv_counts);
-    const std::size_t element = dtype_size(send.dtype());
-    const auto send_offsets = detail::prefix_offsets(send_counts);
-    const auto recv_offsets = detail::prefix_offsets(recv_counts);
-    const ncclDataType_t type = nccl_type(send.dtype());
-    const char* s = static_cast<const char*>(send.raw());
-    char* r = static_cast<char*>(recv.raw());
-    run("all_to_all_v", send.numel() + recv.numel() > 0, [&](cudaStream_t stream) {
-      ncclGroupStart();
-      for (int j = 0; j < size_; ++j) {
-        // Zero counts are skipped on both sides (the counts agree).
-        if (send_counts[j] > 0)
-          ncclSend(s + send_offsets[j] * element, static_cast<std::size_t>(send_counts[j]), type,
-                   j, comm_, stream);
-        if (recv_counts[j] > 0)
-          ncclRecv(r + recv_offsets[j] * element, static_cast<std::size_t>(recv_counts[j]), type,
-                   j, comm_, stream);
-      }
-      return ncclGroupEnd();
-    });
-  }
-
-  void all_gather(const Tensor& send, Tensor recv) override {
-    detail::check_all_gather(send, recv, size_);
-    if (on_host("all_gather", send, recv)) return host_->all_gather(send, recv);
-    run("all_gather", send.numel() > 0, [&](cudaStream_t stream) {
-      return ncclAllGather(send.raw(), recv.raw(), static_cast<std::size_t>(send.numel()),
-                           nccl_type(send.dtype()), comm_, stream);
-    });
-  }
-
-  void reduce_scatter(const Tensor& send, Tensor recv, ReduceOp op) override {
-    detail::check_reduce_scatter(send, recv, size_);
-    if (on_host("reduce_scatter", send, recv)) return host_->reduce_scatter(send, recv, op);
-    run("reduce_scatter", recv.numel() > 0, [&](cudaStream_t stream) {
-      return ncclReduceScatter(send.raw(), recv.raw(), static_cast<std::size_t>(recv.numel()),
-                               nccl_type(send.dtype()), nccl_op(op), comm_, stream);
+    return queue("all_to_all", chunk > 0, send, recv, [&](cudaStream_t stream) {
+      return nccl_group([&](auto check) {
+        for (int j = 0; j < size_; ++j) {
+          check(ncclSend(s + j * bytes, chunk, type, j, comm_, stream));
+          check(ncclRecv(r + j * bytes, chunk, type, j, comm_, stream));
+        }
+      });
     });
   }
 
   std::unique_ptr<Work> all_gather_start(const Tensor& send, Tensor recv) override {
     detail::check_all_gather(send, recv, size_);
-    if (on_host("all_gather", send, recv)) return Communicator::all_gather_start(send, recv);
-    auto work = std::make_unique<StreamWork>(shared_, "all_gather", send, recv);
-    run("all_gather", send.numel() > 0,
-        [&](cudaStream_t stream) {
-          return ncclAllGather(send.raw(), recv.raw(), static_cast<std::size_t>(send.numel()),
-                               nccl_type(send.dtype()), comm_, stream);
-        },
-        work->done());
-    return work;
+    if (on_host("all_gather", send, recv)) return host_->all_gather_start(send, recv);
+    return queue("all_gather", send.numel() > 0, send, recv, [&](cudaStream_t stream) {
+      return ncclAllGather(send.raw(), recv.raw(), static_cast<std::size_t>(send.numel()),
+                           nccl_type(send.dtype()), comm_, stream);
+    });
   }
 
   std::unique_ptr<Work> reduce_scatter_start(const Tensor& send, Tensor recv,
                                              ReduceOp op) override {
     detail::check_reduce_scatter(send, recv, size_);
-    if (on_host("reduce_scatter", send, recv))
-      return Communicator::reduce_scatter_start(send, recv, op);
-    auto work = std::make_unique<StreamWork>(shared_, "reduce_scatter", send, recv);
-    run("reduce_scatter", recv.numel() > 0,
-        [&](cudaStream_t stream) {
-          return ncclReduceScatter(send.raw(), recv.raw(), static_cast<std::size_t>(recv.numel()),
-                                   nccl_type(send.dtype()), nccl_op(op), comm_, stream);
-        },
-        work->done());
-    return work;
+    if (on_host("reduce_scatter", send, recv)) return host_->reduce_scatter_start(send, recv, op);
+    return queue("reduce_scatter", recv.numel() > 0, send, recv, [&](cudaStream_t stream) {
+      return ncclReduceScatter(send.raw(), recv.raw(), static_cast<std::size_t>(recv.numel()),
+                               nccl_type(send.dtype()), nccl_op(op), comm_, stream);
+    });
   }
 
+  // Collectives without a started form (nothing overlaps them): queued the same way, then
+  // waited for at once.
   void all_reduce(Tensor data, ReduceOp op) override {
     detail::check_defined("all_reduce", data, "data");
     if (on_host("all_reduce", data, data)) return host_->all_reduce(data, op);
-    run("all_reduce", data.numel() > 0, [&](cudaStream_t stream) {
+    queue("all_reduce", data.numel() > 0, data, Tensor(), [&](cudaStream_t stream) {
       return ncclAllReduce(data.raw(), data.raw(), static_cast<std::size_t>(data.numel()),
                            nccl_type(data.dtype()), nccl_op(op), comm_, stream);
-    });
+    })->wait();
   }
 
   void broadcast(Tensor data, int root) override {
     detail::check_defined("broadcast", data, "data");
     detail::check_rank_in_group("broadcast", "root", root, size_);
     if (on_host("broadcast", data, data)) return host_->broadcast(data, root);
-    run("broadcast", data.numel() > 0, [&](cudaStream_t stream) {
+    queue("broadcast", data.numel() > 0, data, Tensor(), [&](cudaStream_t stream) {
       return ncclBroadcast(data.raw(), data.raw(), static_cast<std::size_t>(data.numel()),
                            nccl_type(data.dtype()), root, comm_, stream);
-    });
+    })->wait();
   }
 
   void send(const Tensor& data, int peer, int tag) override {
     check_point_to_point("send", data, peer, tag);
     if (on_host("send", data, data)) return host_->send(data, peer, tag);
-    run("send", data.numel() > 0, [&](cudaStream_t stream) {
+    queue("send", data.numel() > 0, data, Tensor(), [&](cudaStream_t stream) {
       return ncclSend(data.raw(), static_cast<std::size_t>(data.numel()), nccl_type(data.dtype()),
                       peer, comm_, stream);
-    });
+    })->wait();
   }
 
   void recv(Tensor data, int peer, int tag) override {
     check_point_to_point("recv", data, peer, tag);
     if (on_host("recv", data, data)) return host_->recv(data, peer, tag);
-    run("recv", data.numel() > 0, [&](cudaStream_t stream) {
+    queue("recv", data.numel() > 0, Tensor(), data, [&](cudaStream_t stream) {
       return ncclRecv(data.raw(), static_cast<std::size_t>(data.numel()), nccl_type(data.dtype()),
                       peer, comm_, stream);
-    });
+    })->wait();
   }
 
   void barrier() override { host_->barrier(); }
@@ -537,14 +364,17 @@ class NcclCommunicator final : public Communicator {
     return false;
   }
 
-  // Orders `enqueue` (NCCL calls on the communication stream) after the compute stream's work
-  // and the compute stream's later work after it; registers it with the watchdog.
-  // With `done` (an asynchronous start): the event is recorded after the collective and the
-  // compute stream does not wait (the Work's wait() makes it wait). `collective`: a string
-  // literal (the wait meter keeps it).
+  // The one enqueue path of every device collective: orders `enqueue` (NCCL calls on the
+  // communication stream; returns the NCCL result) after the compute stream's work so far,
+  // registers it with the watchdog and records the returned Work's completion event after it.
+  // The compute stream does not wait here: the Work's wait() (or its destruction) makes it wait.
+  // The Work keeps send and recv alive until then. has_data false: nothing is queued and the
+  // Work is complete. `collective`: a string literal (the wait meter keeps it).
   template <typename F>
-  void run(const char* collective, bool has_data, F&& enqueue, cudaEvent_t done = nullptr) {
-    if (!has_data) return;
+  std::unique_ptr<StreamWork> queue(const char* collective, bool has_data, Tensor send, Tensor recv,
+                                    F&& enqueue) {
+    auto work = std::make_unique<StreamWork>(shared_, collective, std::move(send), std::move(recv));
+    if (!has_data) return work;
     CudaResources& cuda = cuda_resources(shared_->ctx);
     const std::string what = where(collective, rank_, size_, shared_->world_rank);
     cudaError_t status = cudaEventRecord(ready_, cuda.stream);
@@ -555,14 +385,9 @@ class NcclCommunicator final : public Communicator {
       wait_ready(comm_, enqueue(cuda.comm_stream), shared_->watchdog->timeout_s(), what);
     }
     shared_->watchdog->watch(cuda.comm_stream, what);
-    if (done) {
-      status = cudaEventRecord(done, cuda.comm_stream);
-      if (status != cudaSuccess) fatal(what + ": " + cudaGetErrorString(status));
-      return;
-    }
-    status = cudaEventRecord(ready_, cuda.comm_stream);
-    if (status == cudaSuccess) status = compute_stream_wait(shared_->ctx, ready_, collective);
+    status = work->record_done(cuda.comm_stream);
     if (status != cudaSuccess) fatal(what + ": " + cudaGetErrorString(status));
+    return work;
   }
 
   void check_point_to_point(const char* what, const Tensor& data, int peer, int tag) const {
@@ -570,28 +395,6 @@ class NcclCommunicator final : public Communicator {
     detail::check_rank_in_group(what, "peer", peer, size_);
     UL_CHECK(peer != rank_, what, ": peer ", peer, " is this rank itself");
     UL_CHECK(tag >= 0, what, ": tag ", tag, " must be non-negative");
-  }
-
-  // all_to_all_v: every rank checks (over the host communicator) that what rank i sends to
-  // rank j is what rank j expects, so all ranks throw together instead of hanging.
-  void check_counts_agree(const std::vector<std::int64_t>& send_counts,
-                          const std::vector<std::int64_t>& recv_counts) {
-    Tensor mine = Tensor::empty({size_}, DType::i64);
-    Tensor incoming = Tensor::empty({size_}, DType::i64);
-    std::memcpy(mine.raw(), send_counts.data(), send_counts.size() * sizeof(std::int64_t));
-    host_->all_to_all(mine, incoming);
-    int first_bad = -1;
-    for (int i = 0; i < size_ && first_bad < 0; ++i)
-      if (incoming.data<std::int64_t>()[i] != recv_counts[i]) first_bad = i;
-    Tensor flag = Tensor::from_ints({first_bad >= 0 ? 1 : 0}, {1});
-    host_->all_reduce(flag, ReduceOp::max);
-    if (first_bad >= 0)
-      UL_FAIL("all_to_all_v: rank ", rank_, " expects recv_counts[", first_bad,
-              "] = ", recv_counts[first_bad], " elements from rank ", first_bad, ", which sends ",
-              incoming.data<std::int64_t>()[first_bad]);
-    if (flag.data<std::int32_t>()[0] != 0)
-      UL_FAIL("all_to_all_v: send_counts and recv_counts disagree between other ranks of the "
-              "group (rank ", rank_, "'s are consistent)");
   }
 
   std::shared_ptr<Shared> shared_;
@@ -640,7 +443,8 @@ std::unique_ptr<Communicator> make_nccl_world(Communicator& host_world, const Co
   auto host = host_world.split(0, host_world.rank());
   ncclUniqueId id;
   static_assert(sizeof(id) % sizeof(std::int32_t) == 0);
-  Tensor id_bytes = Tensor::zeros({static_cast<std::int64_t>(sizeof(id) / 4)}, DType::i32);
+  Tensor id_bytes =
+      Tensor::zeros({static_cast<std::int64_t>(sizeof(id) / dtype_size(DType::i32))}, DType::i32);
   const int world_rank = host->world_ranks()[static_cast<std::size_t>(host->rank())];
   const std::string what = where("init", host->rank(), host->size(), world_rank);
   if (host->rank() == 0) {
@@ -658,7 +462,8 @@ std::unique_ptr<Communicator> make_nccl_world(Communicator& host_world, const Co
   UL_CUDA_CHECK(cudaSetDevice(ctx.device.index));
   ncclConfig_t config = nonblocking_config();
   ncclComm_t comm = nullptr;
-  const ncclResult_t result = ncclCommInitRankConfig(&comm, host->size(), id, host->rank(), &config);
+  const ncclResult_t result =
+      ncclCommInitRankConfig(&comm, host->size(), id, host->rank(), &config);
   if (result != ncclSuccess && result != ncclInProgress)
     fatal(what + ": ncclCommInitRankConfig failed: " + ncclGetErrorString(result));
   wait_ready(comm, ncclSuccess, timeout_s, what);

@@ -11,7 +11,9 @@
 //   work queued on the compute stream (and Tensor's copies) after the call sees the result, and
 //   buffers freed after the call may be reused at once. The host does not wait for the GPU.
 //   The *_start calls (all_to_all_start, all_gather_start, reduce_scatter_start) are the
-//   exception: the compute stream waits only in the returned Work's wait().
+//   exception: the compute stream waits only in the returned Work's wait(). Every device
+//   collective is queued by one path that returns such a Work; a blocking call is its start
+//   followed by wait() at once (c10d's Work model), so both forms queue the same NCCL calls.
 // - Reductions: NCCL's own algorithms. Every rank gets the same values, and a run is
 //   reproducible on the same machine and sizes, but the order of the additions is NCCL's (not
 //   rank order as in the MPI backend), so results may differ from the MPI backend in the last
@@ -22,10 +24,17 @@
 // - Errors: argument errors throw ulysses::Error (as the other backends). An NCCL or CUDA error
 //   reported by a collective, or a collective that does not complete within the timeout
 //   (ULYSSES_NCCL_TIMEOUT_S, seconds, default 600), prints a message naming the collective and
-//   the rank to stderr and stops every rank of the job (comm::abort_job) — never a silent hang.
-//   Communicators are created in non-blocking mode; the host polls their state with the same
-//   timeout, and a watchdog thread (one per world, shared by its splits) polls the completion
-//   events of the queued collectives and ncclCommGetAsyncError.
+//   the rank to stderr and stops every rank of the job — never a silent hang. Communicators
+//   are created in non-blocking mode; the host polls their state with the same timeout, and a
+//   watchdog thread (one per world, shared by its splits) polls the completion events of the
+//   queued collectives and ncclCommGetAsyncError. Every NCCL call's result is checked, those
+//   inside ncclGroupStart/End groups included (the group is closed, then the first failure is
+//   reported). Failures seen by the issuing thread stop the job with comm::abort_job
+//   (MPI_Abort). Failures seen by the watchdog thread make no MPI call (MPI runs at
+//   MPI_THREAD_FUNNELED: only the thread that initialized it may call MPI): the rank prints and
+//   exits at once with status 1; mpirun then ends the other ranks (a rank that exits without
+//   MPI_Finalize ends the job), and where the launcher does not, their collectives with the
+//   exited rank never complete and their own watchdogs stop them within the timeout.
 // - Thread-safety: one thread issues collectives (as for every Communicator); the watchdog only
 //   reads completion state.
 // - Lifetime: the context's CUDA resources are shared (kept alive) by the communicator and its
@@ -63,7 +72,7 @@ double nccl_timeout_seconds();
 void set_wait_timing(bool on);
 
 // Sum of the stalled seconds per collective name ("all_to_all", "all_gather",
-// "reduce_scatter", "all_reduce", "broadcast", "all_to_all_v", "send", "recv") recorded since
+// "reduce_scatter", "all_reduce", "broadcast", "send", "recv") recorded since
 // the last call, then forgets them. Blocks the host until the recorded events have completed
 // (cudaEventSynchronize). Names with nothing recorded are absent; empty without CUDA. Throws
 // Error on a CUDA error.

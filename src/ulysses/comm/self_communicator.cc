@@ -26,14 +26,6 @@ class SelfCommunicator final : public Communicator {
     copy_elements(send, recv);
   }
 
-  void all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts, Tensor recv,
-                    const std::vector<std::int64_t>& recv_counts) override {
-    detail::check_all_to_all_v(send, send_counts, recv, recv_counts, 1);
-    UL_CHECK(send_counts[0] == recv_counts[0], "all_to_all_v: rank 0 sends ", send_counts[0],
-             " elements to itself but expects to receive ", recv_counts[0]);
-    copy_elements(send, recv);
-  }
-
   void all_gather(const Tensor& send, Tensor recv) override {
     detail::check_all_gather(send, recv, 1);
     copy_elements(send, recv);

@@ -29,7 +29,8 @@ void load_hf_weights(const fs::path& dir, model::ParamBuffers& params) {
       expected.insert(spec.name);
       if (!reader.contains(spec.name))
         UL_FAIL(dir.string(), ": tensor '", spec.name, "' is missing from the checkpoint (",
-                params.config().model_type, " with this config.json needs it)");
+                model::model_type_name(params.config().model_type),
+                " with this config.json needs it)");
       const SafetensorsEntry& entry = reader.entry(spec.name);
       if (entry.shape != spec.shape)
         UL_FAIL(dir.string(), ": tensor '", spec.name, "' has shape ", shape_str(entry.shape),

@@ -299,7 +299,7 @@ Tensor SafetensorsReader::read(const std::string& name, std::optional<DType> as)
   Tensor stored;
   if (e.dtype == "F16") {
     // x: [numel] half bits -> f32
-    std::vector<std::uint16_t> half(static_cast<std::size_t>(bytes / 2));
+    std::vector<std::uint16_t> half(static_cast<std::size_t>(bytes) / sizeof(std::uint16_t));
     pread_all(fd_, half.data(), bytes, offset, path_);
     stored = Tensor::empty(e.shape, DType::f32);
     float* out = stored.data<float>();

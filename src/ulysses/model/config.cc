@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <fstream>
-#include <map>
 
 #include "ulysses/core/error.h"
 #include "ulysses/core/parse_limits.h"
@@ -11,8 +10,6 @@ namespace ulysses::model {
 namespace {
 
 using nlohmann::json;
-
-const std::vector<std::string> kModelTypes = {"llama", "mistral", "qwen2", "qwen3"};
 
 std::string join(const std::vector<std::string>& items) {
   std::string out;
@@ -74,47 +71,43 @@ ops::RopeConfig parse_rope(const json& params, double theta, const std::string& 
     UL_FAIL(where, " must be an object or null, got ", truncate_for_message(params.dump()));
   ops::RopeConfig rope;
   rope.theta = theta;
+  std::string name = ops::rope_type_name(rope.type);
   if (has(params, "rope_type")) {
-    rope.type = as_string(params.at("rope_type"), where, "rope_type");
+    name = as_string(params.at("rope_type"), where, "rope_type");
   } else if (has(params, "type")) {
-    rope.type = as_string(params.at("type"), where, "type");
+    name = as_string(params.at("type"), where, "type");
   }
+  rope.type = ops::parse_rope_type(name, where);  // the one place a rope type name is read
   auto field = [&](const char* key) {
-    if (!has(params, key)) UL_FAIL(where, ": rope type '", rope.type, "' needs key '", key, "'");
+    if (!has(params, key)) UL_FAIL(where, ": rope type '", name, "' needs key '", key, "'");
     return as_number(params.at(key), where, key);
   };
   // Every key must be one this rope type reads: a misspelled one ("factr") would otherwise fall
   // back to a default without a word.
-  static const std::map<std::string, std::vector<std::string>> kKeys = {
-      {"default", {}},
-      {"linear", {"factor"}},
-      {"llama3",
-       {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}}};
-  if (const auto known = kKeys.find(rope.type); known != kKeys.end()) {
-    for (const auto& [key, value] : params.items()) {
-      if (key == "rope_type" || key == "type" || key == "rope_theta") continue;
-      if (std::find(known->second.begin(), known->second.end(), key) != known->second.end())
-        continue;
-      std::string list = "rope_type";
-      for (const auto& name : known->second) list += ", " + name;
-      UL_FAIL(where, ": unknown key '", truncate_for_message(key), "' for rope type '", rope.type,
-              "' (it reads: ", list, "); fix or remove the key");
-    }
+  std::vector<std::string> reads;
+  if (rope.type == ops::RopeType::linear) reads = {"factor"};
+  if (rope.type == ops::RopeType::llama3)
+    reads = {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"};
+  for (const auto& [key, value] : params.items()) {
+    if (key == "rope_type" || key == "type" || key == "rope_theta") continue;
+    if (std::find(reads.begin(), reads.end(), key) != reads.end()) continue;
+    std::string list = "rope_type";
+    for (const auto& read : reads) list += ", " + read;
+    UL_FAIL(where, ": unknown key '", truncate_for_message(key), "' for rope type '", name,
+            "' (it reads: ", list, "); fix or remove the key");
   }
-  if (rope.type == "default") return rope;
-  if (rope.type == "linear") {
-    rope.factor = field("factor");
-  } else if (rope.type == "llama3") {
-    rope.factor = field("factor");
-    rope.low_freq_factor = field("low_freq_factor");
-    rope.high_freq_factor = field("high_freq_factor");
-    if (!has(params, "original_max_position_embeddings"))
-      UL_FAIL(where, ": rope type 'llama3' needs key 'original_max_position_embeddings'");
-    rope.original_max_position_embeddings = as_int(params.at("original_max_position_embeddings"),
-                                                   where, "original_max_position_embeddings");
-  } else {
-    UL_FAIL(where, ": rope_type '", rope.type,
-            "' is not supported (supported: default, linear, llama3)");
+  switch (rope.type) {
+    case ops::RopeType::default_: return rope;
+    case ops::RopeType::linear: rope.factor = field("factor"); break;
+    case ops::RopeType::llama3:
+      rope.factor = field("factor");
+      rope.low_freq_factor = field("low_freq_factor");
+      rope.high_freq_factor = field("high_freq_factor");
+      if (!has(params, "original_max_position_embeddings"))
+        UL_FAIL(where, ": rope type 'llama3' needs key 'original_max_position_embeddings'");
+      rope.original_max_position_embeddings = as_int(params.at("original_max_position_embeddings"),
+                                                     where, "original_max_position_embeddings");
+      break;
   }
   if (!(rope.factor > 0)) UL_FAIL(where, ": factor must be positive, got ", rope.factor);
   return rope;
@@ -162,18 +155,23 @@ ops::RopeConfig parse_rope_settings(const json& object, const std::string& origi
   return rope;
 }
 
-const char* architecture_of(const std::string& model_type) {
-  if (model_type == "llama") return "LlamaForCausalLM";
-  if (model_type == "qwen2") return "Qwen2ForCausalLM";
-  if (model_type == "qwen3") return "Qwen3ForCausalLM";
-  if (model_type == "mistral") return "MistralForCausalLM";
-  UL_FAIL("model_type '", model_type, "' is not supported (supported: ", join(kModelTypes), ")");
+constexpr ModelType kModelTypes[] = {ModelType::llama, ModelType::mistral, ModelType::qwen2,
+                                     ModelType::qwen3};
+
+const char* architecture_of(ModelType model_type) {
+  switch (model_type) {
+    case ModelType::llama: return "LlamaForCausalLM";
+    case ModelType::mistral: return "MistralForCausalLM";
+    case ModelType::qwen2: return "Qwen2ForCausalLM";
+    case ModelType::qwen3: return "Qwen3ForCausalLM";
+  }
+  UL_FAIL("architecture_of: unknown model type ", static_cast<int>(model_type));
 }
 
 ModelConfig qwen3_preset(std::int64_t hidden, std::int64_t intermediate, std::int64_t layers,
                          std::int64_t heads, bool tie) {
   ModelConfig c;
-  c.model_type = "qwen3";
+  c.model_type = ModelType::qwen3;
   c.hidden_size = hidden;
   c.intermediate_size = intermediate;
   c.num_hidden_layers = layers;
@@ -193,17 +191,32 @@ ModelConfig qwen3_preset(std::int64_t hidden, std::int64_t intermediate, std::in
 
 }  // namespace
 
+const char* model_type_name(ModelType type) {
+  switch (type) {
+    case ModelType::llama: return "llama";
+    case ModelType::mistral: return "mistral";
+    case ModelType::qwen2: return "qwen2";
+    case ModelType::qwen3: return "qwen3";
+  }
+  UL_FAIL("model_type_name: unknown model type ", static_cast<int>(type));
+}
+
+ModelType parse_model_type(const std::string& name, const std::string& where) {
+  std::string supported;
+  for (const ModelType type : kModelTypes) {
+    if (name == model_type_name(type)) return type;
+    supported += (supported.empty() ? "" : ", ") + std::string(model_type_name(type));
+  }
+  UL_FAIL(where, where.empty() ? "" : ": ", "model_type '", truncate_for_message(name),
+          "' is not supported (supported: ", supported, ")");
+}
+
 ModelConfig parse_model_config(const json& object, const std::string& origin) {
   if (!object.is_object()) UL_FAIL(origin, ": expected a JSON object, got ", object.type_name());
   ModelConfig c;
   if (!has(object, "model_type")) UL_FAIL(origin, ": missing required key 'model_type'");
-  c.model_type = as_string(object.at("model_type"), origin, "model_type");
-  bool known = false;
-  for (const auto& type : kModelTypes) known = known || type == c.model_type;
-  if (!known)
-    UL_FAIL(origin, ": model_type '", c.model_type,
-            "' is not supported (supported: ", join(kModelTypes), ")");
-  const bool is_qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
+  c.model_type = parse_model_type(as_string(object.at("model_type"), origin, "model_type"), origin);
+  const bool is_qwen = c.model_type == ModelType::qwen2 || c.model_type == ModelType::qwen3;
 
   c.hidden_size = required_positive(object, origin, "hidden_size");
   c.intermediate_size = required_positive(object, origin, "intermediate_size");
@@ -244,7 +257,7 @@ ModelConfig parse_model_config(const json& object, const std::string& origin) {
     UL_FAIL(origin,
             ": use_sliding_window: sliding-window attention is not supported; set "
             "use_sliding_window to false");
-  if (c.model_type == "mistral" && has(object, "sliding_window")) {
+  if (c.model_type == ModelType::mistral && has(object, "sliding_window")) {
     c.sliding_window = as_int(object.at("sliding_window"), origin, "sliding_window");
     if (c.sliding_window < 0)
       UL_FAIL(origin, ": sliding_window must be positive or null, got ", c.sliding_window);
@@ -252,14 +265,14 @@ ModelConfig parse_model_config(const json& object, const std::string& origin) {
 
   const bool attention_bias = has(object, "attention_bias") &&
                               as_bool(object.at("attention_bias"), origin, "attention_bias");
-  if (c.model_type == "qwen2") {
+  if (c.model_type == ModelType::qwen2) {
     c.qkv_bias = true;  // Transformers' Qwen2Attention hardcodes these.
     c.o_bias = false;
   } else {
     c.qkv_bias = attention_bias;
     c.o_bias = attention_bias;
   }
-  c.qk_norm = c.model_type == "qwen3";
+  c.qk_norm = c.model_type == ModelType::qwen3;
 
   c.rope = parse_rope_settings(object, origin);
 
@@ -295,7 +308,7 @@ ModelConfig load_model_config(const std::filesystem::path& path) {
 json model_config_to_json(const ModelConfig& c) {
   json out;
   out["architectures"] = json::array({architecture_of(c.model_type)});
-  out["model_type"] = c.model_type;
+  out["model_type"] = model_type_name(c.model_type);
   out["hidden_size"] = c.hidden_size;
   out["intermediate_size"] = c.intermediate_size;
   out["num_hidden_layers"] = c.num_hidden_layers;
@@ -308,42 +321,43 @@ json model_config_to_json(const ModelConfig& c) {
   out["rms_norm_eps"] = c.rms_norm_eps;
 
   json rope_fields = json::object();
-  rope_fields["rope_type"] = c.rope.type;
-  if (c.rope.type == "linear" || c.rope.type == "llama3") rope_fields["factor"] = c.rope.factor;
-  if (c.rope.type == "llama3") {
+  rope_fields["rope_type"] = ops::rope_type_name(c.rope.type);
+  if (c.rope.type != ops::RopeType::default_) rope_fields["factor"] = c.rope.factor;
+  if (c.rope.type == ops::RopeType::llama3) {
     rope_fields["low_freq_factor"] = c.rope.low_freq_factor;
     rope_fields["high_freq_factor"] = c.rope.high_freq_factor;
     rope_fields["original_max_position_embeddings"] = c.rope.original_max_position_embeddings;
   }
   // Transformers 4.x reads rope_theta / rope_scaling; Transformers 5 reads rope_parameters.
   out["rope_theta"] = c.rope.theta;
-  out["rope_scaling"] = c.rope.type == "default" ? json(nullptr) : rope_fields;
+  out["rope_scaling"] = c.rope.type == ops::RopeType::default_ ? json(nullptr) : rope_fields;
   json rope_parameters = rope_fields;
   rope_parameters["rope_theta"] = c.rope.theta;
   out["rope_parameters"] = rope_parameters;
 
-  if (c.model_type == "qwen2") {
+  if (c.model_type == ModelType::qwen2) {
     if (!c.qkv_bias || c.o_bias)
       UL_FAIL("model_config_to_json: qwen2 always has q/k/v biases and no o_proj bias");
   } else if (c.qkv_bias != c.o_bias) {
-    UL_FAIL("model_config_to_json: ", c.model_type,
+    UL_FAIL("model_config_to_json: ", model_type_name(c.model_type),
             " cannot express different q/k/v and o_proj biases (attention_bias covers both)");
   }
-  if (c.qk_norm != (c.model_type == "qwen3"))
+  if (c.qk_norm != (c.model_type == ModelType::qwen3))
     UL_FAIL("model_config_to_json: qk_norm is set by model_type (qwen3 only)");
-  if (c.model_type != "qwen2") out["attention_bias"] = c.qkv_bias;
+  if (c.model_type != ModelType::qwen2) out["attention_bias"] = c.qkv_bias;
   out["mlp_bias"] = false;
   out["tie_word_embeddings"] = c.tie_word_embeddings;
   out["torch_dtype"] = c.torch_dtype;
   out["use_cache"] = false;
   if (c.bos_token_id >= 0) out["bos_token_id"] = c.bos_token_id;
   if (c.eos_token_id >= 0) out["eos_token_id"] = c.eos_token_id;
-  if (c.model_type == "mistral") {
+  if (c.model_type == ModelType::mistral) {
     out["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
   } else {
     if (c.sliding_window != 0)
-      UL_FAIL("model_config_to_json: ", c.model_type, " does not support sliding_window");
-    if (c.model_type != "llama") {
+      UL_FAIL("model_config_to_json: ", model_type_name(c.model_type),
+              " does not support sliding_window");
+    if (c.model_type != ModelType::llama) {
       out["use_sliding_window"] = false;
       out["sliding_window"] = nullptr;
     }
@@ -379,7 +393,7 @@ ModelConfig preset_config(const std::string& name) {
   }
   if (name == "llama-3-8b") {
     ModelConfig c;
-    c.model_type = "llama";
+    c.model_type = ModelType::llama;
     c.hidden_size = 4096;
     c.intermediate_size = 14336;
     c.num_hidden_layers = 32;

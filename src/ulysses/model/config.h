@@ -4,17 +4,25 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "ulysses/ops/rope.h"
 
 namespace ulysses::model {
 
+// The model families we load, parsed from config.json's model_type once (parse_model_config):
+// nothing compares names after that.
+enum class ModelType { llama, mistral, qwen2, qwen3 };
+// The Hugging Face model_type ("llama", "mistral", "qwen2", "qwen3").
+const char* model_type_name(ModelType type);
+// The type of a model_type name; Error "<where>: model_type '<name>' is not supported
+// (supported: llama, mistral, qwen2, qwen3)" otherwise.
+ModelType parse_model_type(const std::string& name, const std::string& where);
+
 struct ModelConfig {
-  std::string model_type;  // "llama", "qwen2", "qwen3" or "mistral"
+  ModelType model_type = ModelType::qwen3;
   std::int64_t hidden_size = 0;
   std::int64_t intermediate_size = 0;
   std::int64_t num_hidden_layers = 0;
@@ -26,12 +34,12 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   ops::RopeConfig rope;
   bool tie_word_embeddings = false;
-  bool qkv_bias = false;   // bias on q/k/v projections (qwen2 always; llama/qwen3 attention_bias)
-  bool o_bias = false;     // bias on o_proj (llama/qwen3 attention_bias)
-  bool qk_norm = false;    // per-head RMSNorm of q and k before RoPE (qwen3)
+  bool qkv_bias = false;  // bias on q/k/v projections (qwen2 always; llama/qwen3 attention_bias)
+  bool o_bias = false;    // bias on o_proj (llama/qwen3 attention_bias)
+  bool qk_norm = false;   // per-head RMSNorm of q and k before RoPE (qwen3)
   std::int64_t sliding_window = 0;  // mistral: window size when set (0 = none); see validate_for
   std::string torch_dtype = "bfloat16";
-  std::int64_t bos_token_id = -1;   // -1 = absent
+  std::int64_t bos_token_id = -1;  // -1 = absent
   std::int64_t eos_token_id = -1;
 
   std::int64_t q_dim() const { return num_attention_heads * head_dim; }

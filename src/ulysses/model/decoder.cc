@@ -248,11 +248,14 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
 
   // x: [T, C] residual stream. With tied embeddings the table stays acquired for the LM head.
   Tensor x = alloc.empty({T, C});
-  Tensor embed = embed_view(layout, store.acquire(0));
+  // Groups are held by AcquiredGroup guards: released explicitly on the normal path (errors
+  // propagate), by the guard's destructor when an op throws.
+  AcquiredGroup embed_group(store, 0);
+  Tensor embed = embed_view(layout, embed_group.params());
   ops::embedding_forward(ctx, shard.input_ids, embed, x);
   if (!c.tie_word_embeddings) {
     embed = Tensor();
-    store.release(0);
+    embed_group.release();
   }
   std::vector<LayerActivations> acts(static_cast<std::size_t>(L));
   const bool checkpointing = train && options.gradient_checkpointing;
@@ -263,10 +266,13 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
       auto& a = acts[static_cast<std::size_t>(l)];
       a.x = x;
       {
-        const LayerWeights w = layer_view(c, layout, l, store.acquire(layer_group(l)));
-        x = layer_forward(ctx, w, rope, shard, a, /*recompute=*/false, mlp_tile);
+        AcquiredGroup group(store, layer_group(l));
+        {
+          const LayerWeights w = layer_view(c, layout, l, group.params());
+          x = layer_forward(ctx, w, rope, shard, a, /*recompute=*/false, mlp_tile);
+        }
+        group.release();
       }
-      store.release(layer_group(l));
       if (!train) {
         a = LayerActivations{};
       } else if (checkpointing) {
@@ -288,7 +294,8 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
     }
   }
 
-  FinalWeights final_weights = final_view(c, layout, store.acquire(final_index));
+  AcquiredGroup final_group_guard(store, final_index);
+  FinalWeights final_weights = final_view(c, layout, final_group_guard.params());
   const Tensor lm_head = c.tie_word_embeddings ? embed : final_weights.lm_head;
   Tensor final_rstd = alloc.stats({T});
   Tensor xf = alloc.empty({T, C});  // [T, C] final norm output
@@ -313,9 +320,10 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
     store.grads_done(final_index);
   }
   final_weights = FinalWeights{};
-  store.release(final_index);
+  final_group_guard.release();
   if (!train) {
-    if (c.tie_word_embeddings) store.release(0);
+    embed = Tensor();
+    embed_group.release();
     return loss;
   }
 
@@ -323,8 +331,9 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
     const PhaseScope phase(ctx, "backward");
     for (std::int64_t l = L - 1; l >= 0; --l) {
       auto& a = acts[static_cast<std::size_t>(l)];
+      AcquiredGroup group(store, layer_group(l));
       {
-        const LayerWeights w = layer_view(c, layout, l, store.acquire(layer_group(l)));
+        const LayerWeights w = layer_view(c, layout, l, group.params());
         const LayerWeights g = layer_view(c, layout, l, store.grads(layer_group(l)));
         if (checkpointing) {
           if (options.activation_store) options.activation_store->fetch(ctx, l, a);
@@ -335,12 +344,13 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
       }
       a = LayerActivations{};
       store.grads_done(layer_group(l));
-      store.release(layer_group(l));
+      group.release();
     }
   }
   ops::embedding_backward(ctx, shard.input_ids, dx, embed_view(layout, store.grads(0)));
   store.grads_done(0);
-  if (c.tie_word_embeddings) store.release(0);
+  embed = Tensor();
+  embed_group.release();
   return loss;
 }
 

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstddef>
+#include <utility>
 
 #include "ulysses/model/params.h"
 
@@ -28,6 +29,69 @@ class ParamStore {
   virtual Tensor grads(std::size_t group) = 0;
   // The group received its last gradient contribution of this backward.
   virtual void grads_done(std::size_t group) = 0;
+};
+
+// A parameter group acquired for one scope: the constructor acquires `group` from `store`, the
+// destructor releases it if it is still held, so an exception thrown while the group is in use
+// (a failing op, a bad shape) cannot leave it acquired (for ZeRO-3: its gathered buffer
+// allocated and its acquire count off by one for the next step).
+// - release() gives the group back early (at the point the decoder is done with it); its errors
+//   throw. After it the guard holds nothing and params() is undefined.
+// - The destructor's release happens only on the exception path (or when release() was not
+//   called); a failure there is swallowed, since the error already propagating is the one to
+//   report (a destructor must not throw).
+// - Movable (the moved-from guard holds nothing), not copyable. The store must outlive it.
+class AcquiredGroup {
+ public:
+  AcquiredGroup(ParamStore& store, std::size_t group)
+      : store_(&store), group_(group), params_(store.acquire(group)) {}
+  ~AcquiredGroup() { drop(); }
+  AcquiredGroup(AcquiredGroup&& other) noexcept
+      : store_(other.store_), group_(other.group_), params_(std::move(other.params_)) {
+    other.store_ = nullptr;
+  }
+  AcquiredGroup& operator=(AcquiredGroup&& other) noexcept {
+    if (this != &other) {
+      drop();
+      store_ = other.store_;
+      group_ = other.group_;
+      params_ = std::move(other.params_);
+      other.store_ = nullptr;
+    }
+    return *this;
+  }
+  AcquiredGroup(const AcquiredGroup&) = delete;
+  AcquiredGroup& operator=(const AcquiredGroup&) = delete;
+
+  // The group's flat parameter buffer (what ParamStore::acquire returned).
+  const Tensor& params() const { return params_; }
+  std::size_t group() const { return group_; }
+  bool held() const { return store_ != nullptr; }
+  void release() {
+    if (store_ == nullptr) return;
+    ParamStore* store = store_;
+    store_ = nullptr;
+    params_ = Tensor();
+    store->release(group_);
+  }
+
+ private:
+  // The destructor's release: the buffer first (so a store that frees it, ZeRO-3, really can),
+  // then the group; failures swallowed.
+  void drop() noexcept {
+    if (store_ == nullptr) return;
+    ParamStore* store = store_;
+    store_ = nullptr;
+    params_ = Tensor();
+    try {
+      store->release(group_);
+    } catch (...) {  // see the class comment: never throw from the destructor
+    }
+  }
+
+  ParamStore* store_;
+  std::size_t group_;
+  Tensor params_;
 };
 
 // Every parameter and gradient resident in ParamBuffers (one rank, no sharding). `grads` may be

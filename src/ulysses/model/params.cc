@@ -140,7 +140,8 @@ FinalWeights final_view(const ModelConfig& c, const ParamLayout& layout, const T
 Tensor ParamBuffers::get(const std::string& name) const {
   std::size_t g = 0;
   const ParamSpec* spec = layout_.find(name, &g);
-  UL_CHECK(spec, "unknown parameter '", name, "' for model_type ", config_.model_type);
+  UL_CHECK(spec, "unknown parameter '", name, "' for model_type ",
+           model_type_name(config_.model_type));
   return param_view(layout_.groups()[g], flat_[g], name);
 }
 

@@ -33,25 +33,34 @@ void check_rotation_arguments(const Context& ctx, const RopeTable& table, const 
 
 }  // namespace
 
+const char* rope_type_name(RopeType type) {
+  switch (type) {
+    case RopeType::default_: return "default";
+    case RopeType::linear: return "linear";
+    case RopeType::llama3: return "llama3";
+  }
+  UL_FAIL("rope_type_name: unknown rope type ", static_cast<int>(type));
+}
+
+RopeType parse_rope_type(const std::string& name, const std::string& where) {
+  for (const RopeType type : {RopeType::default_, RopeType::linear, RopeType::llama3})
+    if (name == rope_type_name(type)) return type;
+  UL_FAIL(where, where.empty() ? "" : ": ", "rope type '", name,
+          "' is not supported (supported: default, linear, llama3)");
+}
+
 std::vector<double> rope_inv_freq(const RopeConfig& config, std::int64_t head_dim) {
   check_head_dim(head_dim, "rope_inv_freq");
   UL_CHECK(config.theta > 0, "rope theta is ", config.theta, ", expected a positive number");
-  const bool is_default = config.type == "default";
-  const bool is_linear = config.type == "linear";
-  const bool is_llama3 = config.type == "llama3";
-  if (!is_default && !is_linear && !is_llama3) {
-    UL_FAIL("rope type '", config.type, "' is not supported (supported: default, linear, llama3)");
-  }
-
   // Default: inv_freq[i] = 1 / theta^(2i / D).
   const std::int64_t half = head_dim / 2;
   std::vector<double> inv_freq(static_cast<std::size_t>(half));
   for (std::int64_t i = 0; i < half; ++i)
     inv_freq[i] = 1.0 / std::pow(config.theta, static_cast<double>(2 * i) / head_dim);
-  if (is_default) return inv_freq;
+  if (config.type == RopeType::default_) return inv_freq;
 
   UL_CHECK(config.factor > 0, "rope factor is ", config.factor, ", expected a positive number");
-  if (is_linear) {
+  if (config.type == RopeType::linear) {
     for (double& f : inv_freq) f /= config.factor;
     return inv_freq;
   }

@@ -11,17 +11,30 @@
 
 namespace ulysses::ops {
 
+// The rope types we compute, parsed from their Hugging Face names once (parse_rope_type, at
+// config validation): nothing compares names in a step.
+enum class RopeType {
+  default_,  // "default": inv_freq[i] = theta^(-2i / D)
+  linear,    // "linear": default / factor
+  llama3,    // "llama3": long wavelengths / factor, short kept, a smooth band between
+};
+// The Hugging Face name ("default", "linear", "llama3").
+const char* rope_type_name(RopeType type);
+// The type of a Hugging Face rope_type name; Error "rope type '<name>' is not supported
+// (supported: default, linear, llama3)" prefixed by `where` (e.g. the file and key) otherwise.
+RopeType parse_rope_type(const std::string& name, const std::string& where);
+
 struct RopeConfig {
   double theta = 10000.0;
-  std::string type = "default";  // "default", "linear" or "llama3"
-  double factor = 1.0;           // linear, llama3
-  double low_freq_factor = 1.0;  // llama3
-  double high_freq_factor = 4.0;  // llama3
+  RopeType type = RopeType::default_;
+  double factor = 1.0;                                   // linear, llama3
+  double low_freq_factor = 1.0;                          // llama3
+  double high_freq_factor = 4.0;                         // llama3
   std::int64_t original_max_position_embeddings = 8192;  // llama3
 };
 
 // Inverse frequencies [head_dim / 2] as Transformers computes them for this rope type.
-// Throws Error for an unknown type.
+// Throws Error for an odd head_dim or out-of-range factors.
 std::vector<double> rope_inv_freq(const RopeConfig& config, std::int64_t head_dim);
 
 // cos/sin of position * inv_freq for every token: both [T, head_dim / 2] f32.

@@ -5,18 +5,14 @@
 
 namespace ulysses::parallel {
 
+// The blocking exchanges are the started ones finished at once (one code path for both).
 Tensor sequence_to_heads(const Context& ctx, comm::Communicator& group, const Tensor& x,
                          const std::vector<std::int64_t>& first_head, std::int64_t chunk) {
   const std::int64_t P = group.size(), T = x.dim(0), D = x.dim(2);
-  UL_CHECK(static_cast<std::int64_t>(first_head.size()) == P, "sequence_to_heads: ",
-           first_head.size(), " head chunks for a group of ", P);
-  // send: [P, T, chunk, D], block j = the heads of rank j.
-  Tensor send = Tensor::empty({P, T, chunk, D}, x.dtype(), x.device());
-  ops::gather_head_chunks(ctx, x, first_head, chunk, send);
-  // recv block i = rank i's tokens [i T, (i + 1) T) of my heads: [S, chunk, D] in order.
-  Tensor recv = Tensor::empty({P * T, chunk, D}, x.dtype(), x.device());
-  group.all_to_all(send.view({send.numel()}), recv.view({recv.numel()}));
-  return recv;
+  Tensor out = Tensor::empty({P * T, chunk, D}, x.dtype(), x.device());
+  PendingExchange pending = start_sequence_to_heads(ctx, group, x, first_head, chunk, out);
+  finish_sequence_to_heads(pending);
+  return out;
 }
 
 void heads_to_sequence(const Context& ctx, comm::Communicator& group, const Tensor& x_heads,
@@ -24,20 +20,20 @@ void heads_to_sequence(const Context& ctx, comm::Communicator& group, const Tens
                        bool accumulate) {
   const std::int64_t P = group.size(), T = x.dim(0), D = x.dim(2);
   check_shape(x_heads, {P * T, chunk, D}, "heads_to_sequence: x_heads");
-  // send block j = tokens of rank j (x_heads is already in that order); recv block i = my
-  // tokens of rank i's heads.
-  Tensor recv = Tensor::empty({P, T, chunk, D}, x_heads.dtype(), x_heads.device());
-  group.all_to_all(x_heads.view({x_heads.numel()}), recv.view({recv.numel()}));
-  ops::scatter_head_chunks(ctx, recv, first_head, chunk, x, accumulate);
+  PendingExchange pending = start_heads_to_sequence(ctx, group, x_heads, T);
+  finish_heads_to_sequence(ctx, pending, first_head, chunk, std::move(x), accumulate);
 }
 
 PendingExchange start_sequence_to_heads(const Context& ctx, comm::Communicator& group,
-                                        const Tensor& x, const std::vector<std::int64_t>& first_head,
+                                        const Tensor& x,
+                                        const std::vector<std::int64_t>& first_head,
                                         std::int64_t chunk, Tensor out) {
   const std::int64_t P = group.size(), T = x.dim(0), D = x.dim(2);
-  UL_CHECK(static_cast<std::int64_t>(first_head.size()) == P, "sequence_to_heads: ",
-           first_head.size(), " head chunks for a group of ", P);
+  UL_CHECK(static_cast<std::int64_t>(first_head.size()) == P,
+           "sequence_to_heads: ", first_head.size(), " head chunks for a group of ", P);
   check_shape(out, {P * T, chunk, D}, "sequence_to_heads: out");
+  // send: [P, T, chunk, D], block j = the heads of rank j; out block i = rank i's tokens
+  // [i T, (i + 1) T) of my heads, i.e. [S, chunk, D] in sequence order.
   Tensor send = Tensor::empty({P, T, chunk, D}, x.dtype(), x.device());
   ops::gather_head_chunks(ctx, x, first_head, chunk, send);
   PendingExchange pending;
@@ -53,11 +49,13 @@ PendingExchange start_heads_to_sequence(const Context& /*ctx*/, comm::Communicat
   const std::int64_t P = group.size();
   UL_CHECK(x_heads.dim(0) == P * tokens, "heads_to_sequence: x_heads has ", x_heads.dim(0),
            " tokens, expected ", P * tokens);
+  // send block j = tokens of rank j (x_heads is already in that order); recv block i = my
+  // tokens of rank i's heads.
   PendingExchange pending;
-  pending.recv = Tensor::empty({P, tokens, x_heads.dim(1), x_heads.dim(2)}, x_heads.dtype(),
-                               x_heads.device());
-  pending.work =
-      group.all_to_all_start(x_heads.view({x_heads.numel()}), pending.recv.view({pending.recv.numel()}));
+  pending.recv =
+      Tensor::empty({P, tokens, x_heads.dim(1), x_heads.dim(2)}, x_heads.dtype(), x_heads.device());
+  pending.work = group.all_to_all_start(x_heads.view({x_heads.numel()}),
+                                        pending.recv.view({pending.recv.numel()}));
   return pending;
 }
 

@@ -29,14 +29,16 @@ void heads_to_sequence(const Context& ctx, comm::Communicator& group, const Tens
 
 // The same exchanges in two halves, so communication can run while the caller computes (on
 // GPUs the all-to-all runs on the communication stream). Start functions queue the layout
-// change and the all-to-all and return at once; the result is usable after finish.
+// change and the all-to-all and return at once; the result is usable after finish. The
+// blocking functions above are exactly start + finish (one code path).
 struct PendingExchange {
   std::unique_ptr<comm::Work> work;
   Tensor recv;  // sequence_to_heads: the [S, chunk, D] result; heads_to_sequence: the chunks
 };
 // x: [T, H, D] -> out: [S, chunk, D] (written after finish_sequence_to_heads).
 PendingExchange start_sequence_to_heads(const Context& ctx, comm::Communicator& group,
-                                        const Tensor& x, const std::vector<std::int64_t>& first_head,
+                                        const Tensor& x,
+                                        const std::vector<std::int64_t>& first_head,
                                         std::int64_t chunk, Tensor out);
 void finish_sequence_to_heads(PendingExchange& pending);
 // x_heads: [S, chunk, D] -> the receive buffer; finish scatters it into x (as heads_to_sequence).

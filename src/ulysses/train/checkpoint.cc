@@ -205,7 +205,7 @@ std::string model_fingerprint(const model::ModelConfig& config) {
   json config_json = model_config_to_json(config);
   config_json.erase("torch_dtype");
   std::ostringstream out;
-  out << config.model_type << " hidden=" << config.hidden_size
+  out << model::model_type_name(config.model_type) << " hidden=" << config.hidden_size
       << " layers=" << config.num_hidden_layers << " heads=" << config.num_attention_heads
       << " kv_heads=" << config.num_key_value_heads << " vocab=" << config.vocab_size
       << " config=" << hex64(fnv1a64(config_json.dump()));

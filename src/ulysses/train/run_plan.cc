@@ -227,7 +227,7 @@ std::string info_report(const TrainConfig& options, int world_size_option, doubl
   const bool bf16 =
       precision_option == "bf16" || (precision_option == "auto" && config.device != "cpu");
   const Precision precision = bf16 ? Precision::bf16_mixed : Precision::fp32;
-  appendf(out, "model %s: %s\n", config.model.c_str(), c.model_type.c_str());
+  appendf(out, "model %s: %s\n", config.model.c_str(), model_type_name(c.model_type));
   appendf(
       out, "  layers %lld, hidden %lld, intermediate %lld, heads %lld (kv %lld), head_dim %lld\n",
       static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.hidden_size),
@@ -235,7 +235,7 @@ std::string info_report(const TrainConfig& options, int world_size_option, doubl
       static_cast<long long>(c.num_key_value_heads), static_cast<long long>(c.head_dim));
   appendf(out, "  vocab %lld, tied embeddings %s, rope %s (theta %g), q/k norm %s, qkv bias %s\n",
           static_cast<long long>(c.vocab_size), c.tie_word_embeddings ? "yes" : "no",
-          c.rope.type.c_str(), c.rope.theta, c.qk_norm ? "yes" : "no", c.qkv_bias ? "yes" : "no");
+          ops::rope_type_name(c.rope.type), c.rope.theta, c.qk_norm ? "yes" : "no", c.qkv_bias ? "yes" : "no");
   appendf(out, "  parameters %lld (matmul %lld)\n", static_cast<long long>(parameter_count(c)),
           static_cast<long long>(matmul_parameter_count(c)));
   appendf(out, "  model FLOPs per token at %lld tokens: %.4g (forward + backward)\n",

@@ -12,15 +12,21 @@
 
 namespace ulysses::train {
 
+// Parsed from --lr-scheduler-type once (parse_schedule_type): no name compares per step.
+enum class ScheduleType { linear, cosine, constant, constant_with_warmup };
+
 struct ScheduleConfig {
-  std::string type = "linear";
+  ScheduleType type = ScheduleType::linear;
   double learning_rate = 5e-5;
   std::int64_t warmup_steps = 0;
   std::int64_t max_steps = 1;
 };
 
+// The names of --lr-scheduler-type, in ScheduleType order.
 const std::vector<std::string>& schedule_types();
-// Throws Error for an unknown type (naming --lr-scheduler-type and the choices).
+// The type named by --lr-scheduler-type; Error naming the flag and the choices otherwise.
+ScheduleType parse_schedule_type(const std::string& name);
+// Throws Error for a negative warmup or learning rate (naming the flag).
 void validate_schedule(const ScheduleConfig& config);
 double learning_rate_at(const ScheduleConfig& config, std::int64_t step);
 

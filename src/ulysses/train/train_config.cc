@@ -4,6 +4,7 @@
 
 #include "ulysses/core/error.h"
 #include "ulysses/parallel/zero.h"
+#include "ulysses/train/schedule.h"
 
 namespace ulysses::train {
 
@@ -86,10 +87,8 @@ void validate(const TrainConfig& c) {
   const DType reduce_dtype = parse_dtype_option(c.grad_reduce_dtype, "--grad-reduce-dtype");
   if (c.device != "cpu" && c.device != "cuda" && c.device != "auto")
     UL_FAIL("--device must be cpu, cuda or auto (got '", c.device, "')");
-  if (c.attn_implementation != "auto" && c.attn_implementation != "blockwise" &&
-      c.attn_implementation != "cudnn" && c.attn_implementation != "builtin")
-    UL_FAIL("--attn-implementation must be auto, cudnn, builtin (CUDA) or blockwise (CPU) (got '",
-            c.attn_implementation, "')");
+  parse_attn_implementation(c.attn_implementation);
+  parse_schedule_type(c.lr_scheduler_type);
   positive(c.sp_size, "--sp-size");
   positive(c.dp_replicate_size, "--dp-replicate-size");
   if (c.dp_shard_size < 0) UL_FAIL("--dp-shard-size must be >= 1 (or 0 for automatic)");
@@ -131,6 +130,15 @@ DType parse_dtype_option(const std::string& value, const char* flag) {
   if (value == "float32") return DType::f32;
   if (value == "bfloat16") return DType::bf16;
   UL_FAIL(flag, " must be float32 or bfloat16 (got '", value, "')");
+}
+
+AttnImplementation parse_attn_implementation(const std::string& value) {
+  if (value == "auto") return AttnImplementation::automatic;
+  if (value == "blockwise") return AttnImplementation::blockwise;
+  if (value == "cudnn") return AttnImplementation::cudnn;
+  if (value == "builtin") return AttnImplementation::builtin;
+  UL_FAIL("--attn-implementation must be auto, cudnn, builtin (CUDA) or blockwise (CPU) (got '",
+          value, "')");
 }
 
 }  // namespace ulysses::train

@@ -96,6 +96,12 @@ struct TrainConfig {
 // Error naming the flag otherwise. Parsed once (validate, the trainer's constructor).
 DType parse_dtype_option(const std::string& value, const char* flag);
 
+// --attn-implementation: auto, blockwise (the CPU kernel), cudnn, builtin (CUDA kernels).
+enum class AttnImplementation { automatic, blockwise, cudnn, builtin };
+// The value of --attn-implementation; Error naming the flag and its choices otherwise. Parsed
+// once (validate, the trainer's constructor), like parse_dtype_option.
+AttnImplementation parse_attn_implementation(const std::string& value);
+
 // The MLP tile the step uses for --mlp-tile-tokens (resolving -1, automatic).
 std::int64_t effective_mlp_tile(const TrainConfig& c);
 

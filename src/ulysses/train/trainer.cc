@@ -84,14 +84,16 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
       ctx_(make_agreed_context(config.device, world_)),
       save_dtype_(parse_dtype_option(config.save_dtype, "--save-dtype")) {
   ctx_.loss_tile_tokens = config_.loss_tile_tokens;
-  const std::string& attn = config_.attn_implementation;
-  if (ctx_.device.is_cpu() && (attn == "cudnn" || attn == "builtin"))
-    UL_FAIL("--attn-implementation ", attn, " is a CUDA kernel; on the CPU use auto or blockwise");
-  if (ctx_.device.is_cuda() && attn == "blockwise")
+  const AttnImplementation attn = parse_attn_implementation(config_.attn_implementation);
+  if (ctx_.device.is_cpu() &&
+      (attn == AttnImplementation::cudnn || attn == AttnImplementation::builtin))
+    UL_FAIL("--attn-implementation ", config_.attn_implementation,
+            " is a CUDA kernel; on the CPU use auto or blockwise");
+  if (ctx_.device.is_cuda() && attn == AttnImplementation::blockwise)
     UL_FAIL("--attn-implementation blockwise is the CPU kernel; on CUDA use auto, cudnn or builtin");
-  ctx_.attention_kernel = attn == "cudnn"     ? AttentionKernel::cudnn
-                          : attn == "builtin" ? AttentionKernel::builtin
-                                              : AttentionKernel::automatic;
+  ctx_.attention_kernel = attn == AttnImplementation::cudnn     ? AttentionKernel::cudnn
+                          : attn == AttnImplementation::builtin ? AttentionKernel::builtin
+                                                                : AttentionKernel::automatic;
   if (model_config_.sliding_window > 0 && config_.max_seq_length > model_config_.sliding_window)
     UL_FAIL("--model ", config_.model, " uses sliding-window attention (sliding_window ",
             model_config_.sliding_window, ") and --max-seq-length ", config_.max_seq_length,
@@ -105,8 +107,8 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
       {config_.sp_size, config_.dp_shard_size, config_.dp_replicate_size}, world_.size(),
       model_config_);
 
-  schedule_ = {config_.lr_scheduler_type, config_.learning_rate, config_.warmup_steps,
-               config_.max_steps};
+  schedule_ = {parse_schedule_type(config_.lr_scheduler_type), config_.learning_rate,
+               config_.warmup_steps, config_.max_steps};
   validate_schedule(schedule_);
 
   data::DataOptions data;
@@ -286,7 +288,7 @@ void Trainer::check_host_memory() const {
 std::string Trainer::plan() const {
   const model::ModelConfig& c = model_config_;
   std::ostringstream out;
-  out << "model: " << config_.model << " (" << c.model_type << ", " << c.num_hidden_layers
+  out << "model: " << config_.model << " (" << model::model_type_name(c.model_type) << ", " << c.num_hidden_layers
       << " layers, hidden " << c.hidden_size << ", heads " << c.num_attention_heads << "/"
       << c.num_key_value_heads << " kv, head_dim " << c.head_dim << ", vocab " << c.vocab_size
       << ", " << model::parameter_count(c) << " parameters)\n";
