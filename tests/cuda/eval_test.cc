@@ -40,6 +40,7 @@ TEST(CudaEval, FollowsTheCpuAndEqualsTheTrainingForward) {
   c.packing = false;  // one document per sequence: a batch of 16 is exactly one epoch
   c.per_device_train_batch_size = 16;
   c.per_device_eval_batch_size = 3;
+  c.warmup_steps = 0;  // step 1 must change the weights (warm-up starts at learning rate 0)
 
   Trainer gpu(c);
   const EvalMetrics on_gpu = gpu.evaluate(0);

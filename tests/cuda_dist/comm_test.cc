@@ -331,8 +331,9 @@ TEST(NcclWatchdog, StalledCollectiveStopsTheRankWithoutMpi) {
 #else
   comm::Communicator& c = nccl_world();
   static int hold_seconds = static_cast<int>(comm::nccl_timeout_seconds()) + 60;
-  UL_CUDA_CHECK(cudaLaunchHostFunc(cuda_resources(gpu()).stream, hold_stream, &hold_seconds));
+  // The tensor first: its host-to-device copy would wait for the held compute stream.
   Tensor data = device_tensor(std::vector<float>(16, 1.0f), DType::f32);
+  UL_CUDA_CHECK(cudaLaunchHostFunc(cuda_resources(gpu()).stream, hold_stream, &hold_seconds));
   c.all_reduce(data, comm::ReduceOp::sum);  // queued behind the held compute stream
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(hold_seconds);
   while (std::chrono::steady_clock::now() < end) {  // MPI calls on this thread meanwhile
