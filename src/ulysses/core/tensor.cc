@@ -28,6 +28,7 @@ std::string Device::str() const { return is_cpu() ? "cpu" : "cuda:" + std::to_st
 Storage::~Storage() {
   if (!data) return;
   if (device.is_cpu()) {
+    if (pinned) host_unregister(data);
     std::free(data);
   } else {
     device_free(data, device);
@@ -56,6 +57,12 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   t.shape_ = shape;
   t.dtype_ = dtype;
   t.storage_ = allocate(t.nbytes(), device);
+  return t;
+}
+
+Tensor Tensor::zeros_pinned(const Shape& shape, DType dtype) {
+  Tensor t = zeros(shape, dtype, Device::cpu());  // first touch in parallel (zero_)
+  if (t.nbytes() > 0) t.storage_->pinned = host_register(t.storage_->data, t.storage_->bytes);
   return t;
 }
 
