@@ -155,11 +155,16 @@ TEST(CudaZeroState, BuffersLiveWhereTheTableSaysWithTheFormulasBytes) {
     EXPECT_EQ(memory.grads, formula.grads);
     EXPECT_EQ(memory.optimizer, formula.optimizer);
     EXPECT_EQ(memory.offloaded, formula.offloaded);
+    EXPECT_EQ(memory.host_staging, formula.host_staging);
+    // Every offloaded byte and the staging are page-locked (asynchronous copies).
+    EXPECT_EQ(memory.pinned, memory.offloaded + memory.host_staging);
+    EXPECT_EQ(memory.host_staging > 0, v.offload_optimizer);
 
-    // Master shard and moments: host memory exactly when the optimizer is offloaded.
+    // Master shard and moments: pinned host memory exactly when the optimizer is offloaded.
     for (const auto& [name, t] : zero.state_tensors()) {
       EXPECT_EQ(t.dtype(), DType::f32) << name;
       EXPECT_EQ(t.device().is_cpu(), v.offload_optimizer) << name << " on " << t.device().str();
+      EXPECT_EQ(t.pinned(), v.offload_optimizer) << name;
     }
     // The decoder reads bf16 on the GPU: the rounding of the f32 weights.
     for (const std::size_t g : {std::size_t{0}, model::layer_group(1)}) {
@@ -191,6 +196,43 @@ TEST(CudaZeroState, BuffersLiveWhereTheTableSaysWithTheFormulasBytes) {
     EXPECT_EQ(p.to_floats(),
               init.flat()[model::final_group(config)].to(DType::bf16).to_floats());
     loaded.release(model::final_group(config));
+  }
+}
+
+// Shard-only setup on the GPU (the trainer's): the master shard and the bf16 parameters drawn
+// where they live (device draws; host draws for offloaded buffers), equal bit for bit to
+// setting the state from the whole f32 model drawn on the CPU.
+TEST(CudaZeroState, ShardOnlySetupOnTheDeviceEqualsTheWholeModelsValues) {
+  UL_REQUIRE_GPU();
+  const Context& ctx = testing::gpu();
+  auto self = comm::make_self_communicator();
+  Mesh mesh(*self, ParallelConfig{1, 1, 1});
+  const model::ModelConfig config = zero_test_model(false);
+  const model::ParamLayout layout(config);
+  model::ParamBuffers init(config);
+  model::init_weights(init, 9, 0.02f);
+  for (const Variant& v : all_variants()) {
+    SCOPED_TRACE(v.name());
+    const ZeroConfig zc{v.stage, v.offload_optimizer, v.offload_params};
+    ZeroState whole(ctx, config, mesh, zc, ops::AdamWConfig{});
+    ZeroState sharded(ctx, config, mesh, zc, ops::AdamWConfig{});
+    whole.set_parameters(init);
+    sharded.set_parameters([&](std::size_t g, std::int64_t lo, Tensor out) {
+      const Context host;
+      model::init_group_range(out.device().is_cpu() ? host : ctx, layout.groups()[g], out, lo, 9,
+                              0.02f);
+    });
+    synchronize(ctx);
+    const auto a = whole.state_tensors(), b = sharded.state_tensors();
+    ASSERT_EQ(a.size(), b.size());
+    for (std::size_t i = 0; i < a.size(); ++i)
+      EXPECT_EQ(a[i].second.to_floats(), b[i].second.to_floats()) << a[i].first;
+    for (std::size_t g = 0; g < layout.groups().size(); ++g) {
+      const Tensor pa = whole.acquire(g), pb = sharded.acquire(g);
+      EXPECT_EQ(pa.to_floats(), pb.to_floats()) << "group " << g;
+      whole.release(g);
+      sharded.release(g);
+    }
   }
 }
 
@@ -226,8 +268,10 @@ TEST(CudaZeroState, StepsAllocateNoDeviceMemoryOnceWarm) {
       data::to_device(data::make_full_shard(sequence), ctx.device);
   const float grad_scale = 1.0f / static_cast<float>(sequence.valid_labels());
   const std::int64_t full_bytes = 4 * model::ParamLayout(config).numel();
-  for (const Variant& v : {Variant{2, false, false}, Variant{3, false, false},
-                           Variant{3, true, true}}) {
+  for (const Variant& v :
+       {Variant{2, false, false}, Variant{3, false, false}, Variant{1, true, false},
+        Variant{2, true, false}, Variant{3, true, false}, Variant{3, false, true},
+        Variant{3, true, true}}) {
     SCOPED_TRACE(v.name());
     ZeroState zero(ctx, config, mesh, ZeroConfig{v.stage, v.offload_optimizer, v.offload_params},
                    ops::AdamWConfig{});

@@ -75,18 +75,36 @@
 // On the CPU (MPI) the starts complete before returning: only the order of the calls changes.
 //
 // Offload. On the CPU backend every buffer already lives in host memory, so offload_optimizer /
-// offload_params change nothing but the accounting (Memory::offloaded). On CUDA:
+// offload_params change nothing but the accounting (Memory::offloaded). On CUDA the offloaded
+// buffers are pinned host memory (Tensor::zeros_pinned, allocated once by the constructor;
+// Memory::pinned), and every copy between them and the device is asynchronous, on the state's
+// copy stream (core/copy_stream.h), ordered with the compute stream by events:
 //   - offload_optimizer keeps the AdamW moments and the fp32 master shard in host memory
-//     (Memory::optimizer + master): finish_step copies the (reduced, clipped) gradient shard to
-//     the host, runs AdamW there (the CPU kernel) and copies the updated bf16 shard back to the
-//     device (stage 1-2: then all-gathered into the full buffers).
+//     (Memory::optimizer + master). finish_step, after the norm and the clip, pipelines the
+//     groups through two pinned staging slots (Memory::host_staging): the copy of group i + 1's
+//     gradient shard to the host overlaps the host AdamW of group i (ops::adamw_step_with_copy
+//     on a CPU context: every OpenMP thread, vectorized, writing the rounded bf16 shard in the
+//     same pass), and the copy of group i's bf16 shard back to the device overlaps group
+//     i + 1's update; the compute stream waits for that copy before the all-gather (stage 1-2)
+//     or the next forward (stage 3). With offload_params the bf16 shard is written straight
+//     into its pinned host buffer.
 //   - offload_params (stage 3) keeps the bf16 parameter shards in host memory (Memory::params):
-//     acquire copies the shard to the device before the all-gather.
-// The gradients (fp32) always stay on the device.
+//     acquire (and the prefetch, see "Overlap") copies the shard to the device on the copy
+//     stream. One rank: that copy is the gather, and the compute stream waits for it only at
+//     the acquire, so a prefetched group's copy runs under the previous group's compute. Z > 1:
+//     the compute stream waits for the copy before the all-gather starts.
+//   - offload_params without offload_optimizer: AdamW runs on the device and the bf16 shard is
+//     copied into its pinned host buffer (a synchronous copy at the DMA rate).
+// The gradients (fp32) always stay on the device. The host waits for copies only where it
+// reads or rewrites host memory: a gradient slot before its AdamW, a staging slot before it is
+// refilled, all copies at finish_step's start and before set_parameters / load_state_tensors.
+// A CUDA state in f32 (tests only) keeps the synchronous per-group copies.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -94,6 +112,7 @@
 #include <vector>
 
 #include "ulysses/core/context.h"
+#include "ulysses/core/copy_stream.h"
 #include "ulysses/core/format.h"
 #include "ulysses/parallel/memory_plan.h"
 #include "ulysses/model/param_store.h"
@@ -127,6 +146,13 @@ struct ZeroMemory {
   std::int64_t optimizer = 0;  // AdamW moments (fp32)
   std::int64_t master = 0;     // separate fp32 master weights (bf16 mixed only)
   std::int64_t offloaded = 0;  // of the above, bytes the offload flags put in host memory
+  // Not in total(): pinned host staging of the offloaded update (bf16 mixed with
+  // offload_optimizer: two f32 gradient shards of the largest group and, without
+  // offload_params, two compute-dtype shards). Host memory on top of `offloaded`.
+  std::int64_t host_staging = 0;
+  // Of offloaded + host_staging, bytes actually page-locked (ZeroState::memory() only: 0 in the
+  // formula and on the CPU backend; less than both when cudaHostRegister failed).
+  std::int64_t pinned = 0;
   // Not in total(): a bound on the transient full buffers held at once, in sizes of the
   // largest group (stage 2-3: three fp32 gradient buffers: the one accumulating, the one being
   // reduce-scattered and, with tied embeddings, the embedding's, open from the LM head to the
@@ -196,8 +222,21 @@ class ZeroState final : public model::ParamStore {
 
   // Same values on every rank (initialized or loaded weights; f32, any device). Not
   // collective. Mixed precision: the master shard takes the f32 values, the compute parameters
-  // their bf16 rounding.
+  // their bf16 rounding. (Tests and small models: the trainer sets its parameters from a
+  // GroupRangeSource, without a full copy.)
   void set_parameters(const model::ParamBuffers& full);
+  // Writes elements [lo, lo + out.numel()) of parameter group `group`'s flat f32 buffer into
+  // `out`: a 1-D f32 tensor, or the compute dtype (the f32 values rounded to nearest even), on
+  // the state's device or in host memory; elements past the group's numel are zero. Every rank
+  // must get the same values for the same element (init: model::init_group_range; HF weights:
+  // io::HfWeightReader::read_group_range).
+  using GroupRangeSource = std::function<void(std::size_t group, std::int64_t lo, Tensor out)>;
+  // Shard-only setup: asks `source` for exactly what this rank keeps, written straight into
+  // its buffers (on the device, or in pinned host memory when offloaded): the master shard and,
+  // at stage 0-2, the full compute-dtype buffer (which every rank holds), or at stage 3 only
+  // the shard (rounded from the master shard). No rank ever holds the whole f32 model. Not
+  // collective. The values equal set_parameters(full) of the same weights.
+  void set_parameters(const GroupRangeSource& source);
   // Zeroes the gradient accumulators (and the transient peaks). Call before the first backward
   // of an optimizer step.
   void begin_step();
@@ -258,6 +297,17 @@ class ZeroState final : public model::ParamStore {
   void publish(Group& g, const Tensor& shard);
   // AdamW on one group's master shard with the reduced, clipped gradient shard.
   void update_group(std::size_t index, std::int64_t step, float lr);
+  // AdamW of every parameter of group `index` inside this rank's shard ([s] tensors on
+  // optimizer_ctx's device; rounded may be undefined).
+  void adamw_ranges(const Context& optimizer_ctx, std::size_t index, std::int64_t step, float lr,
+                    Tensor master, const Tensor& grad, Tensor rounded);
+  // offload_optimizer on a device in mixed precision: the pipelined host update ("Offload").
+  bool pipelined_update() const {
+    return zero_.offload_optimizer && !ctx_.device.is_cpu() && mixed();
+  }
+  void update_offloaded(std::int64_t step, float lr);
+  // The host waits for every queued copy of the copy stream.
+  void drain_copies() const;
   void note_transient();
   // Stage 3: allocates g.gathered and starts the all-gather of g's shards into it.
   void start_gather(Group& g);
@@ -285,6 +335,14 @@ class ZeroState final : public model::ParamStore {
   std::unique_ptr<comm::Work> reduce_work_;
   Tensor reduce_result_;
   std::size_t reduce_group_ = 0;
+  // Pinned staging of the pipelined offloaded update: [largest s] f32 gradient slots and
+  // compute-dtype parameter slots (undefined with offload_params), with the marks of their
+  // last copies.
+  std::array<Tensor, 2> grad_stage_, param_stage_;
+  std::array<CopyMark, 2> grad_ready_, params_sent_;
+  // Asynchronous host <-> device copies of the offloaded state (synchronous on the CPU).
+  // Last member: the destructor drains it before the buffers above are freed.
+  std::unique_ptr<CopyStream> copy_;
 };
 
 }  // namespace ulysses::parallel

@@ -43,6 +43,12 @@ ops::AdamWConfig adamw_config(const TrainConfig& c) {
   return a;
 }
 
+std::string format_seconds(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2f s", seconds);
+  return text;
+}
+
 // The context of this rank: CPU, or the CUDA device given by the launcher's local rank.
 Context make_context(const std::string& device, int world_size) {
   const bool want_cuda = device == "cuda" || (device == "auto" && cuda_device_count() > 0);
@@ -136,17 +142,34 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   // Allocating the state and reading or drawing the weights can fail on some ranks only (a
   // missing shard file, memory): every rank learns it before the next collective.
   comm::run_agreed(world_, [&] {
-    zero_ = std::make_unique<parallel::ZeroState>(ctx_, model_config_, *mesh_,
-                                                  zero_config(config_), adamw_config(config_));
-    // The initial weights, f32 in host memory, handed to the ZeroState (which keeps what this
-    // rank owns) and dropped.
-    model::ParamBuffers initial(model_config_, Device::cpu());
+    const auto start = std::chrono::steady_clock::now();
+    zero_ = std::make_unique<parallel::ZeroState>(ctx_, model_config_, *mesh_, zero_config(config_),
+                                                  adamw_config(config_));
+    const auto allocated = std::chrono::steady_clock::now();
+    // Each rank writes only what it keeps, straight into the ZeroState's buffers (on the
+    // device, or in pinned host memory when offloaded): read from the HF files' ranges, or
+    // drawn by the counter-based generator where the buffer lives (the same values as
+    // model::init_weights on any device).
     if (io::has_hf_weights(config_.model)) {
-      io::load_hf_weights(config_.model, initial);
+      const io::HfWeightReader reader(config_.model, model_config_);
+      zero_->set_parameters([&](std::size_t group, std::int64_t lo, Tensor out) {
+        reader.read_group_range(group, lo, out);
+      });
+      setup_times_.weights_source = "read from " + config_.model;
     } else {
-      model::init_weights(initial, config_.seed, static_cast<float>(config_.initializer_range));
+      const model::ParamLayout layout(model_config_);
+      const auto init_std = static_cast<float>(config_.initializer_range);
+      zero_->set_parameters([&](std::size_t group, std::int64_t lo, Tensor out) {
+        const Context host;
+        model::init_group_range(out.device().is_cpu() ? host : ctx_, layout.groups()[group], out,
+                                lo, config_.seed, init_std);
+      });
+      setup_times_.weights_source = "drawn (seed " + std::to_string(config_.seed) + ")";
     }
-    zero_->set_parameters(initial);
+    synchronize(ctx_);  // the device draws are done: the time is the setup's
+    const auto end = std::chrono::steady_clock::now();
+    setup_times_.state_s = std::chrono::duration<double>(allocated - start).count();
+    setup_times_.weights_s = std::chrono::duration<double>(end - allocated).count();
   });
   run_id_ = make_run_id(world_);  // a resume takes the saved run's id instead
   if (!config_.resume_from_checkpoint.empty()) resume(config_.resume_from_checkpoint);
@@ -304,6 +327,14 @@ std::string Trainer::plan() const {
   if (offloaded > 0)
     out << "  on the device " << format_bytes(memory.total() - offloaded) << " ("
         << format_bytes(offloaded) << " of the above in host memory)\n";
+  const parallel::ZeroMemory held = zero_->memory();
+  if (!ctx_.device.is_cpu() && held.offloaded + held.host_staging > 0)
+    out << "  host memory of this rank: " << format_bytes(held.offloaded) << " offloaded + "
+        << format_bytes(held.host_staging) << " staging, " << format_bytes(held.pinned)
+        << " of it pinned\n";
+  out << "setup: training state allocated in " << format_seconds(setup_times_.state_s)
+      << ", weights " << setup_times_.weights_source << " in "
+      << format_seconds(setup_times_.weights_s) << " (this rank's shards only)\n";
   return out.str();
 }
 
