@@ -125,6 +125,41 @@ TEST(CudaZeroTraining, PlanShowsWhatOffloadKeepsOffTheDevice) {
   EXPECT_NE(plan.find("zero: stage 3"), std::string::npos) << plan;
   EXPECT_NE(plan.find("offloaded to host"), std::string::npos) << plan;
   EXPECT_NE(plan.find("on the device"), std::string::npos) << plan;
+  // The host side of the offload (pinned: every byte) and the setup times.
+  EXPECT_NE(plan.find("host memory of this rank"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find(" 0.0 KiB of it pinned"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("setup: training state allocated in"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("weights drawn (seed 5)"), std::string::npos) << plan;
+  EXPECT_GE(trainer.setup_times().state_s, 0.0);
+  EXPECT_GT(trainer.setup_times().weights_s, 0.0);
+  std::filesystem::remove(model);
+}
+
+// An offloaded state larger than the host's memory stops before anything is allocated (the
+// host's out-of-memory killer would otherwise end the run), naming the flags.
+TEST(CudaZeroTraining, OffloadLargerThanTheHostIsRefusedNamingTheFlags) {
+  UL_REQUIRE_GPU();
+  model::ModelConfig huge = zero_test_model(false);  // about 0.7 T parameters
+  huge.hidden_size = 16384;
+  huge.intermediate_size = 53248;
+  huge.num_hidden_layers = 200;
+  huge.num_attention_heads = 128;
+  huge.num_key_value_heads = 8;
+  huge.head_dim = 128;
+  const std::string model = testing::write_model_json(huge, "huge");
+  train::TrainConfig config = testing::zero_train_config(model);
+  config.zero_stage = 3;
+  config.offload_optimizer = true;
+  config.offload_params = true;
+  try {
+    const train::Trainer trainer(config);
+    ADD_FAILURE() << "a state larger than the host was accepted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("pinned host memory"), std::string::npos) << m;
+    EXPECT_NE(m.find("--offload-optimizer"), std::string::npos) << m;
+    EXPECT_NE(m.find("--offload-params"), std::string::npos) << m;
+  }
   std::filesystem::remove(model);
 }
 
@@ -200,7 +235,7 @@ TEST(CudaZeroState, BuffersLiveWhereTheTableSaysWithTheFormulasBytes) {
 }
 
 // Shard-only setup on the GPU (the trainer's): the master shard and the bf16 parameters drawn
-// where they live (device draws; host draws for offloaded buffers), equal bit for bit to
+// on the device (and copied into the pinned host buffers when offloaded), equal bit for bit to
 // setting the state from the whole f32 model drawn on the CPU.
 TEST(CudaZeroState, ShardOnlySetupOnTheDeviceEqualsTheWholeModelsValues) {
   UL_REQUIRE_GPU();
@@ -218,9 +253,11 @@ TEST(CudaZeroState, ShardOnlySetupOnTheDeviceEqualsTheWholeModelsValues) {
     ZeroState sharded(ctx, config, mesh, zc, ops::AdamWConfig{});
     whole.set_parameters(init);
     sharded.set_parameters([&](std::size_t g, std::int64_t lo, Tensor out) {
-      const Context host;
-      model::init_group_range(out.device().is_cpu() ? host : ctx, layout.groups()[g], out, lo, 9,
-                              0.02f);
+      // As the trainer: drawn on the GPU, copied where the buffer lives (offloaded: host).
+      Tensor drawn = out.device() == ctx.device ? out
+                                                : Tensor::empty(out.shape(), out.dtype(), ctx.device);
+      model::init_group_range(ctx, layout.groups()[g], drawn, lo, 9, 0.02f);
+      if (drawn.raw() != out.raw()) out.copy_from(drawn);
     });
     synchronize(ctx);
     const auto a = whole.state_tensors(), b = sharded.state_tensors();
@@ -297,6 +334,52 @@ TEST(CudaZeroState, StepsAllocateNoDeviceMemoryOnceWarm) {
     EXPECT_EQ(device_memory_stats(ctx.device.index).device_allocations, warm_allocations)
         << "steps 3-5 called cudaMalloc (a cache miss of the caching allocator)";
     EXPECT_NE(losses.back(), losses.front()) << "the parameters did not change";
+  }
+}
+
+// The pipelined offloaded update cuts each shard into pieces (ZeroConfig::
+// offload_stage_elements): AdamW is element-wise, so pieces of 777 elements (many per group,
+// odd boundaries inside parameters) give the bits of one piece per group. With the cuDNN
+// attention's atomics the gradients differ run to run, so the built-in kernel runs here.
+TEST(CudaZeroState, OffloadedUpdateInSmallPiecesIsBitIdentical) {
+  UL_REQUIRE_GPU();
+  Context ctx = testing::gpu();
+  ctx.attention_kernel = AttentionKernel::builtin;
+  auto self = comm::make_self_communicator();
+  Mesh mesh(*self, ParallelConfig{1, 1, 1});
+  const model::ModelConfig config = zero_test_model(false);
+  model::ParamBuffers init(config);
+  model::init_weights(init, 6);
+  auto attention = make_local_attention();
+  const model::Decoder decoder(config, *attention);
+  const data::PackedSequence sequence = sample_sequence(config.vocab_size, 10);
+  const data::SequenceShard shard = data::to_device(data::make_full_shard(sequence), ctx.device);
+  const float grad_scale = 1.0f / static_cast<float>(sequence.valid_labels());
+  const auto train = [&](ZeroConfig zc) {
+    ZeroState zero(ctx, config, mesh, zc, ops::AdamWConfig{});
+    zero.set_parameters(init);
+    for (std::int64_t step = 1; step <= 3; ++step) {
+      zero.begin_step();
+      decoder.forward_backward(ctx, zero, shard, grad_scale, {});
+      zero.finish_step(ctx, step, 1e-3f, 1.0);
+    }
+    std::vector<std::vector<float>> out;
+    for (const auto& [name, t] : zero.state_tensors()) out.push_back(t.to_floats());
+    for (std::size_t g = 0; g < model::ParamLayout(config).groups().size(); ++g) {
+      out.push_back(zero.acquire(g).to_floats());
+      zero.release(g);
+    }
+    return out;
+  };
+  for (const Variant& v : {Variant{1, true, false}, Variant{2, true, false},
+                           Variant{3, true, false}, Variant{3, true, true}}) {
+    SCOPED_TRACE(v.name());
+    ZeroConfig whole{v.stage, v.offload_optimizer, v.offload_params};
+    ZeroConfig pieces = whole;
+    pieces.offload_stage_elements = 777;
+    const auto a = train(whole), b = train(pieces);
+    ASSERT_EQ(a.size(), b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "tensor " << i;
   }
 }
 

@@ -1,5 +1,7 @@
 #include "ulysses/core/tensor.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -61,8 +63,23 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor Tensor::zeros_pinned(const Shape& shape, DType dtype) {
-  Tensor t = zeros(shape, dtype, Device::cpu());  // first touch in parallel (zero_)
-  if (t.nbytes() > 0) t.storage_->pinned = host_register(t.storage_->data, t.storage_->bytes);
+  for (const auto d : shape) UL_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
+  Tensor t;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  auto storage = std::make_shared<Storage>();
+  storage->bytes = t.nbytes();
+  // Whole huge pages (transparent huge pages where the kernel allows them): fewer pages to
+  // fault in and to lock, so registering tens of GB takes less time.
+  constexpr std::size_t kHugePage = std::size_t{2} << 20;
+  const std::size_t align = storage->bytes >= kHugePage ? kHugePage : 64;
+  const std::size_t rounded = std::max(align, (storage->bytes + align - 1) / align * align);
+  storage->data = std::aligned_alloc(align, rounded);
+  UL_CHECK(storage->data, "out of host memory allocating ", storage->bytes, " pinned bytes");
+  if (align == kHugePage) ::madvise(storage->data, rounded, MADV_HUGEPAGE);  // advisory
+  t.storage_ = std::move(storage);
+  t.zero_();  // the first touch, in parallel
+  if (t.nbytes() > 0) t.storage_->pinned = host_register(t.storage_->data, rounded);
   return t;
 }
 

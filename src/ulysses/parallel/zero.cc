@@ -46,6 +46,8 @@ void validate_zero_config(const ZeroConfig& c) {
   if (c.grad_reduce_dtype == DType::bf16 && c.stage > 0)
     UL_FAIL("--grad-reduce-dtype bfloat16 is implemented for --zero-stage 0 only (got stage ",
             c.stage, "); use --grad-reduce-dtype float32 with ZeRO");
+  UL_CHECK(c.offload_stage_elements >= 1, "ZeroConfig: offload_stage_elements is ",
+           c.offload_stage_elements, ", expected >= 1");
   if (c.stage < 0 || c.stage > 3) UL_FAIL("--zero-stage must be 0, 1, 2 or 3 (got ", c.stage, ")");
   if (c.offload_params && c.stage != 3)
     UL_FAIL("--offload-params needs --zero-stage 3 (got --zero-stage ", c.stage,
@@ -80,10 +82,10 @@ ZeroMemory zero_memory_formula(const model::ModelConfig& config, const ZeroConfi
   if (zero.offload_optimizer) m.offloaded += m.optimizer + m.master;
   if (zero.offload_params) m.offloaded += m.params;
   if (zero.offload_optimizer && bf16) {
-    std::int64_t largest_shard = 0;
+    std::int64_t slot = 0;  // elements of one staging slot
     for (const auto& group : layout.groups())
-      largest_shard = std::max(largest_shard, ceil_div(group.numel, Z));
-    m.host_staging = 2 * 4 * largest_shard + (zero.offload_params ? 0 : 2 * 2 * largest_shard);
+      slot = std::max(slot, std::min(ceil_div(group.numel, Z), zero.offload_stage_elements));
+    m.host_staging = 2 * 4 * slot + (zero.offload_params ? 0 : 2 * 2 * slot);
   }
   if (zero.stage >= 2) m.transient += 3 * 4 * largest;
   if (zero.stage >= 3) m.transient += 3 * (bf16 ? 2 : 4) * largest;
@@ -139,7 +141,7 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
     if (!offloaded) return Tensor::zeros(shape, dtype, device);
     return device.is_cpu() ? Tensor::zeros(shape, dtype) : Tensor::zeros_pinned(shape, dtype);
   };
-  std::int64_t largest_shard = 0;
+  std::int64_t stage_slot = 0;
   for (const auto& spec : layout_.groups()) {
     Group g;
     g.numel = spec.numel;
@@ -154,16 +156,16 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
     g.grads = Tensor::zeros({g.grads_sharded ? g.shard : g.padded}, DType::f32, device);
     g.exp_avg = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32);
     g.exp_avg_sq = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32);
-    largest_shard = std::max(largest_shard, g.shard);
+    stage_slot = std::max(stage_slot, std::min(g.shard, zero.offload_stage_elements));
     groups_.push_back(std::move(g));
   }
   copy_ = std::make_unique<CopyStream>(ctx_);
   // The offloaded update's staging (see "Offload"): two gradient shards and, unless the bf16
   // shards live in host memory themselves, two compute-dtype shards, in pinned host memory.
   if (pipelined_update()) {
-    for (auto& t : grad_stage_) t = Tensor::zeros_pinned({largest_shard}, DType::f32);
+    for (auto& t : grad_stage_) t = Tensor::zeros_pinned({stage_slot}, DType::f32);
     if (!zero.offload_params)
-      for (auto& t : param_stage_) t = Tensor::zeros_pinned({largest_shard}, ctx.compute_dtype);
+      for (auto& t : param_stage_) t = Tensor::zeros_pinned({stage_slot}, ctx.compute_dtype);
   }
   const ZeroMemory held = memory();
   if (!device.is_cpu() && held.pinned < held.offloaded + held.host_staging)
@@ -391,59 +393,76 @@ void ZeroState::begin_step() {
 }
 
 void ZeroState::adamw_ranges(const Context& optimizer_ctx, std::size_t index, std::int64_t step,
-                             float lr, Tensor master, const Tensor& grad, Tensor rounded) {
+                             float lr, Tensor master, const Tensor& grad, Tensor rounded,
+                             std::int64_t begin, std::int64_t end) {
   Group& g = groups_[index];
+  if (end < 0) end = g.shard;
   for (const auto& spec : layout_.groups()[index].params) {
-    const std::int64_t begin = std::max(spec.offset, g.lo);
-    const std::int64_t end = std::min(spec.offset + shape_numel(spec.shape), g.lo + g.shard);
-    if (end <= begin) continue;
+    // [a, b): the parameter's elements inside this piece, relative to the shard.
+    const std::int64_t a = std::max(spec.offset - g.lo, begin);
+    const std::int64_t b = std::min(spec.offset + shape_numel(spec.shape) - g.lo, end);
+    if (b <= a) continue;
     ops::AdamWConfig hyper = adamw_;
     hyper.lr = lr;
     if (!spec.weight_decay) hyper.weight_decay = 0.0f;
-    const std::int64_t a = begin - g.lo, b = end - g.lo;
-    ops::adamw_step_with_copy(optimizer_ctx, hyper, step, master.rows(a, b), grad.rows(a, b),
-                              g.exp_avg.rows(a, b), g.exp_avg_sq.rows(a, b),
-                              rounded.defined() ? rounded.rows(a, b) : Tensor());
+    ops::adamw_step_with_copy(optimizer_ctx, hyper, step, master.rows(a, b),
+                              grad.rows(a - begin, b - begin), g.exp_avg.rows(a, b),
+                              g.exp_avg_sq.rows(a, b),
+                              rounded.defined() ? rounded.rows(a - begin, b - begin) : Tensor());
   }
 }
 
 void ZeroState::update_offloaded(std::int64_t step, float lr) {
   const Context host;  // the CPU kernel, on every OpenMP thread
-  const std::size_t n = groups_.size();
+  // Pieces of at most offload_stage_elements of one group's shard, in group order.
+  struct Piece {
+    std::size_t group;
+    std::int64_t begin, end;  // [begin, end) of the shard
+  };
+  std::vector<Piece> pieces;
+  for (std::size_t i = 0; i < groups_.size(); ++i)
+    for (std::int64_t b = 0; b < groups_[i].shard; b += zero_.offload_stage_elements)
+      pieces.push_back({i, b, std::min(groups_[i].shard, b + zero_.offload_stage_elements)});
   // The clipped gradients are final and the backward no longer reads the parameters.
   copy_->wait_for_compute();
-  const auto fetch_grads = [&](std::size_t i) {
-    const Group& g = groups_[i];
-    copy_->copy(grad_stage_[i % 2].rows(0, g.shard), g.grad_shard());
-    grad_ready_[i % 2] = copy_->record();
+  const auto fetch_grads = [&](std::size_t k) {
+    const Piece& p = pieces[k];
+    copy_->copy(grad_stage_[k % 2].rows(0, p.end - p.begin),
+                groups_[p.group].grad_shard().rows(p.begin, p.end));
+    grad_ready_[k % 2] = copy_->record();
   };
-  fetch_grads(0);
-  for (std::size_t i = 0; i < n; ++i) {
-    Group& g = groups_[i];
-    // Group i + 1's gradients come while group i updates (its slot was group i - 1's, done).
-    if (i + 1 < n) fetch_grads(i + 1);
-    CopyStream::host_waits(grad_ready_[i % 2]);
-    const Tensor grad = grad_stage_[i % 2].rows(0, g.shard);  // [s] f32, pinned
-    // The rounded shard: straight into the pinned shard (offload_params), else into a staging
-    // slot whose previous copy (group i - 2's) is done, padding zeroed.
+  if (!pieces.empty()) fetch_grads(0);
+  for (std::size_t k = 0; k < pieces.size(); ++k) {
+    const Piece& p = pieces[k];
+    Group& g = groups_[p.group];
+    const std::int64_t n = p.end - p.begin;
+    // Piece k + 1's gradients come while piece k updates (its slot was piece k - 1's, done).
+    if (k + 1 < pieces.size()) fetch_grads(k + 1);
+    CopyStream::host_waits(grad_ready_[k % 2]);
+    const Tensor grad = grad_stage_[k % 2].rows(0, n);  // [n] f32, pinned
+    // The rounded piece: straight into the pinned shard (offload_params), else into a staging
+    // slot whose previous copy (piece k - 2's) is done, its padding zeroed.
     Tensor rounded;
     if (zero_.offload_params) {
-      rounded = g.params;
+      rounded = g.params.rows(p.begin, p.end);
     } else {
-      CopyStream::host_waits(params_sent_[i % 2]);
-      rounded = param_stage_[i % 2].rows(0, g.shard);
-      const std::int64_t valid = std::clamp<std::int64_t>(g.numel - g.lo, 0, g.shard);
-      if (valid < g.shard) rounded.rows(valid, g.shard).zero_();
+      CopyStream::host_waits(params_sent_[k % 2]);
+      rounded = param_stage_[k % 2].rows(0, n);
+      const std::int64_t valid = std::clamp<std::int64_t>(g.numel - g.lo - p.begin, 0, n);
+      if (valid < n) rounded.rows(valid, n).zero_();
     }
-    adamw_ranges(host, i, step, lr, g.master, grad, rounded);
+    adamw_ranges(host, p.group, step, lr, g.master, grad, rounded, p.begin, p.end);
     if (zero_.offload_params) continue;  // the next acquire copies the shard to the device
-    // The shard goes back while the next group updates; the compute stream waits for it
-    // before the all-gather (stage 1-2) or the next forward reads it.
+    // The piece goes back while the next one updates; after a group's last piece the compute
+    // stream waits for the copies (a mark covers every earlier copy of the stream) before the
+    // all-gather (stage 1-2) or the next forward reads the shard.
     Tensor own = g.param_shard();  // [s] on the device
-    copy_->copy(own, rounded);
-    params_sent_[i % 2] = copy_->record();
-    copy_->compute_waits(params_sent_[i % 2]);
-    publish(g, own);
+    copy_->copy(own.rows(p.begin, p.end), rounded);
+    params_sent_[k % 2] = copy_->record();
+    if (p.end == g.shard) {
+      copy_->compute_waits(params_sent_[k % 2]);
+      publish(g, own);
+    }
   }
 }
 

@@ -81,13 +81,14 @@
 // copy stream (core/copy_stream.h), ordered with the compute stream by events:
 //   - offload_optimizer keeps the AdamW moments and the fp32 master shard in host memory
 //     (Memory::optimizer + master). finish_step, after the norm and the clip, pipelines the
-//     groups through two pinned staging slots (Memory::host_staging): the copy of group i + 1's
-//     gradient shard to the host overlaps the host AdamW of group i (ops::adamw_step_with_copy
-//     on a CPU context: every OpenMP thread, vectorized, writing the rounded bf16 shard in the
-//     same pass), and the copy of group i's bf16 shard back to the device overlaps group
-//     i + 1's update; the compute stream waits for that copy before the all-gather (stage 1-2)
-//     or the next forward (stage 3). With offload_params the bf16 shard is written straight
-//     into its pinned host buffer.
+//     shards, cut into pieces of at most kOffloadStageElements, through two pinned staging
+//     slots (Memory::host_staging): the copy of piece k + 1's gradients to the host overlaps
+//     the host AdamW of piece k (ops::adamw_step_with_copy on a CPU context: every OpenMP
+//     thread, vectorized, writing the rounded bf16 values in the same pass), and the copy of
+//     piece k's bf16 values back to the device overlaps piece k + 1's update; after a group's
+//     last piece the compute stream waits for those copies before the all-gather (stage 1-2)
+//     or the next forward (stage 3). With offload_params the bf16 values are written straight
+//     into the pinned host shard.
 //   - offload_params (stage 3) keeps the bf16 parameter shards in host memory (Memory::params):
 //     acquire (and the prefetch, see "Overlap") copies the shard to the device on the copy
 //     stream. One rank: that copy is the gather, and the compute stream waits for it only at
@@ -122,6 +123,12 @@
 
 namespace ulysses::parallel {
 
+// The offloaded update moves a group's shard through pinned staging slots in pieces of at most
+// this many elements (32 Mi: 128 MiB of f32 gradients per slot), so the staging stays small next
+// to the largest group (an embedding of 0.4-0.5 G elements) and the pipeline has several steps
+// per group.
+inline constexpr std::int64_t kOffloadStageElements = std::int64_t{1} << 25;
+
 struct ZeroConfig {
   int stage = 0;
   bool offload_optimizer = false;
@@ -133,6 +140,9 @@ struct ZeroConfig {
   // traffic; each rank's gradient and the sum are rounded to bf16 once (the backends still add
   // in f32). Stages 1-3 reduce in f32 (bf16 is refused there).
   DType grad_reduce_dtype = DType::f32;
+  // The offloaded update's piece size in elements (see "Offload"; tests use small pieces; the
+  // result does not depend on it).
+  std::int64_t offload_stage_elements = kOffloadStageElements;
 };
 
 // Stage in 0..3 (Error naming --zero-stage); --offload-params needs stage 3; --offload-optimizer
@@ -147,8 +157,8 @@ struct ZeroMemory {
   std::int64_t master = 0;     // separate fp32 master weights (bf16 mixed only)
   std::int64_t offloaded = 0;  // of the above, bytes the offload flags put in host memory
   // Not in total(): pinned host staging of the offloaded update (bf16 mixed with
-  // offload_optimizer: two f32 gradient shards of the largest group and, without
-  // offload_params, two compute-dtype shards). Host memory on top of `offloaded`.
+  // offload_optimizer: two f32 slots and, without offload_params, two compute-dtype slots, each
+  // of min(largest shard, kOffloadStageElements) elements). Host memory on top of `offloaded`.
   std::int64_t host_staging = 0;
   // Of offloaded + host_staging, bytes actually page-locked (ZeroState::memory() only: 0 in the
   // formula and on the CPU backend; less than both when cudaHostRegister failed).
@@ -297,10 +307,13 @@ class ZeroState final : public model::ParamStore {
   void publish(Group& g, const Tensor& shard);
   // AdamW on one group's master shard with the reduced, clipped gradient shard.
   void update_group(std::size_t index, std::int64_t step, float lr);
-  // AdamW of every parameter of group `index` inside this rank's shard ([s] tensors on
+  // AdamW of every parameter of group `index` inside this rank's shard (tensors on
   // optimizer_ctx's device; rounded may be undefined).
+  // Elements [begin, end) of the shard only (end < 0: the whole shard); grad and rounded hold
+  // that piece ([end - begin]), master and the moments the whole shard.
   void adamw_ranges(const Context& optimizer_ctx, std::size_t index, std::int64_t step, float lr,
-                    Tensor master, const Tensor& grad, Tensor rounded);
+                    Tensor master, const Tensor& grad, Tensor rounded, std::int64_t begin = 0,
+                    std::int64_t end = -1);
   // offload_optimizer on a device in mixed precision: the pipelined host update ("Offload").
   bool pipelined_update() const {
     return zero_.offload_optimizer && !ctx_.device.is_cpu() && mixed();
@@ -335,9 +348,9 @@ class ZeroState final : public model::ParamStore {
   std::unique_ptr<comm::Work> reduce_work_;
   Tensor reduce_result_;
   std::size_t reduce_group_ = 0;
-  // Pinned staging of the pipelined offloaded update: [largest s] f32 gradient slots and
-  // compute-dtype parameter slots (undefined with offload_params), with the marks of their
-  // last copies.
+  // Pinned staging of the pipelined offloaded update: f32 gradient slots and compute-dtype
+  // parameter slots (undefined with offload_params) of min(largest s, kOffloadStageElements)
+  // elements, with the marks of their last copies.
   std::array<Tensor, 2> grad_stage_, param_stage_;
   std::array<CopyMark, 2> grad_ready_, params_sent_;
   // Asynchronous host <-> device copies of the offloaded state (synchronous on the CPU).

@@ -137,7 +137,8 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     attention_ = parallel::make_local_attention();
   }
   decoder_ = std::make_unique<model::Decoder>(model_config_, *attention_);
-  // The CPU backend's memory is the host's: a plan that cannot fit stops before allocating.
+  // The CPU backend's memory is the host's, and so is a GPU rank's offloaded state: a plan that
+  // cannot fit stops before allocating.
   comm::run_agreed(world_, [&] { check_host_memory(); });
   // Allocating the state and reading or drawing the weights can fail on some ranks only (a
   // missing shard file, memory): every rank learns it before the next collective.
@@ -160,9 +161,14 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
       const model::ParamLayout layout(model_config_);
       const auto init_std = static_cast<float>(config_.initializer_range);
       zero_->set_parameters([&](std::size_t group, std::int64_t lo, Tensor out) {
-        const Context host;
-        model::init_group_range(out.device().is_cpu() ? host : ctx_, layout.groups()[group], out,
-                                lo, config_.seed, init_std);
+        const model::ParamGroup& spec = layout.groups()[group];
+        if (out.device() == ctx_.device)
+          return model::init_group_range(ctx_, spec, out, lo, config_.seed, init_std);
+        // Host memory (offloaded) of a GPU rank: drawn on the GPU, one group at a time, and
+        // copied (pinned: at the DMA rate); the values are the host generator's bit for bit.
+        Tensor drawn = Tensor::empty(out.shape(), out.dtype(), ctx_.device);
+        model::init_group_range(ctx_, spec, drawn, lo, config_.seed, init_std);
+        out.copy_from(drawn);
       });
       setup_times_.weights_source = "drawn (seed " + std::to_string(config_.seed) + ")";
     }
@@ -279,7 +285,7 @@ parallel::MemoryPlan Trainer::memory_plan() const {
 }
 
 void Trainer::check_host_memory() const {
-  if (!ctx_.device.is_cpu()) return;
+  if (!ctx_.device.is_cpu()) return check_offload_host_memory();
   const std::int64_t available = host_available_memory_bytes();
   const std::int64_t planned = memory_plan().total();
   if (available <= 0 || planned <= available) return;
@@ -289,6 +295,28 @@ void Trainer::check_host_memory() const {
           format_bytes(available), " are available; lower --max-seq-length, add "
           "--gradient-checkpointing, raise --sp-size or --zero-stage (`ulysses info` prints "
           "the plan)");
+}
+
+void Trainer::check_offload_host_memory() const {
+  if (!config_.offload_optimizer && !config_.offload_params) return;
+  const std::int64_t available = host_available_memory_bytes();
+  if (available <= 0) return;
+  const auto z = parallel::zero_memory_formula(
+      model_config_, zero_config(config_),
+      static_cast<int>(mesh_->config().dp_shard_size * mesh_->config().sp_size),
+      memory_plan_input().precision);
+  // The ranks of one node share its memory.
+  const std::int64_t ranks_here = std::max(1, launcher_local_rank().size);
+  const std::int64_t needed = (z.offloaded + z.host_staging) * ranks_here;
+  if (needed <= available) return;
+  UL_FAIL("the offloaded state needs ", format_bytes(needed), " of pinned host memory (",
+          format_bytes(z.offloaded), " offloaded + ", format_bytes(z.host_staging),
+          " staging per rank x ", ranks_here, " ranks on this node; --model ", config_.model,
+          ", --zero-stage ", config_.zero_stage,
+          config_.offload_optimizer ? ", --offload-optimizer" : "",
+          config_.offload_params ? ", --offload-params" : "", ") but ",
+          format_bytes(available), " are available; shard over more ranks (more nodes), drop "
+          "--offload-params or --offload-optimizer, or free host memory");
 }
 
 std::string Trainer::plan() const {

@@ -71,8 +71,12 @@ class Trainer {
   parallel::MemoryPlanInput memory_plan_input() const;
   // The per-device budget the plan prints (ZeRO shards and transients included).
   parallel::MemoryPlan memory_plan() const;
-  // CPU: Error naming the options when the plan exceeds the host's available memory.
+  // CPU: Error naming the options when the plan exceeds the host's available memory (CUDA:
+  // check_offload_host_memory).
   void check_host_memory() const;
+  // CUDA with offload: Error naming the flags when the offloaded state and its pinned staging
+  // (per rank, times the ranks of this node) exceed the host's available memory.
+  void check_offload_host_memory() const;
   std::int64_t global_batch_sequences() const;
   bool is_main() const { return world_.rank() == 0; }
 
