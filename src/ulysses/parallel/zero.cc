@@ -136,10 +136,13 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
     zero_rank_ = mesh.zero_group().rank();
   }
   const Device device = ctx.device;
-  // Offloaded buffers of a device state: pinned host memory, so their copies are asynchronous.
-  const auto zeros_on = [&](bool offloaded, const Shape& shape, DType dtype) {
+  // Offloaded buffers of a device state live in host memory; those the device copies from or
+  // into during a step (`dma`: the bf16 parameter shards) are pinned, so their copies are
+  // asynchronous. The master shard and moments never cross to the device in a step (AdamW runs
+  // where they are): pageable, first touched in parallel, which keeps setup short.
+  const auto zeros_on = [&](bool offloaded, const Shape& shape, DType dtype, bool dma) {
     if (!offloaded) return Tensor::zeros(shape, dtype, device);
-    return device.is_cpu() ? Tensor::zeros(shape, dtype) : Tensor::zeros_pinned(shape, dtype);
+    return device.is_cpu() || !dma ? Tensor::zeros(shape, dtype) : Tensor::zeros_pinned(shape, dtype);
   };
   std::int64_t stage_slot = 0;
   for (const auto& spec : layout_.groups()) {
@@ -150,12 +153,14 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
     g.lo = g.shard * zero_rank_;
     g.params_sharded = zero.stage >= 3;
     g.grads_sharded = zero.stage >= 2;
-    g.params = g.params_sharded ? zeros_on(zero.offload_params, {g.shard}, ctx.compute_dtype)
-                                : Tensor::zeros({g.padded}, ctx.compute_dtype, device);
-    if (mixed()) g.master = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32);
+    g.params = g.params_sharded
+                   ? zeros_on(zero.offload_params, {g.shard}, ctx.compute_dtype, /*dma=*/true)
+                   : Tensor::zeros({g.padded}, ctx.compute_dtype, device);
+    // (f32 on a device, tests only: the parameters are the master and go through host copies)
+    if (mixed()) g.master = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32, false);
     g.grads = Tensor::zeros({g.grads_sharded ? g.shard : g.padded}, DType::f32, device);
-    g.exp_avg = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32);
-    g.exp_avg_sq = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32);
+    g.exp_avg = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32, false);
+    g.exp_avg_sq = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32, false);
     stage_slot = std::max(stage_slot, std::min(g.shard, zero.offload_stage_elements));
     groups_.push_back(std::move(g));
   }
@@ -168,8 +173,9 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
       for (auto& t : param_stage_) t = Tensor::zeros_pinned({stage_slot}, ctx.compute_dtype);
   }
   const ZeroMemory held = memory();
-  if (!device.is_cpu() && held.pinned < held.offloaded + held.host_staging)
-    log_warn("ZeRO offload: ", format_bytes(held.offloaded + held.host_staging - held.pinned),
+  const std::int64_t to_pin = (zero.offload_params ? held.params : 0) + held.host_staging;
+  if (!device.is_cpu() && held.pinned < to_pin)
+    log_warn("ZeRO offload: ", format_bytes(to_pin - held.pinned),
              " of host memory could not be page-locked (cudaHostRegister failed: check "
              "`ulimit -l`); their copies are synchronous and slower");
 }

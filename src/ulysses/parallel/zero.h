@@ -76,9 +76,13 @@
 //
 // Offload. On the CPU backend every buffer already lives in host memory, so offload_optimizer /
 // offload_params change nothing but the accounting (Memory::offloaded). On CUDA the offloaded
-// buffers are pinned host memory (Tensor::zeros_pinned, allocated once by the constructor;
-// Memory::pinned), and every copy between them and the device is asynchronous, on the state's
-// copy stream (core/copy_stream.h), ordered with the compute stream by events:
+// buffers are host memory allocated once by the constructor; what the device copies from or
+// into during a step is pinned (Tensor::zeros_pinned; Memory::pinned): the staging slots below
+// and the offloaded bf16 parameter shards. The master shard and moments are never copied to the
+// device in a step (AdamW runs where they live), so they stay pageable (first touched in
+// parallel): pinning 12 bytes per parameter would only lengthen setup. Every copy between
+// pinned memory and the device is asynchronous, on the state's copy stream
+// (core/copy_stream.h), ordered with the compute stream by events:
 //   - offload_optimizer keeps the AdamW moments and the fp32 master shard in host memory
 //     (Memory::optimizer + master). finish_step, after the norm and the clip, pipelines the
 //     shards, cut into pieces of at most kOffloadStageElements, through two pinned staging
@@ -160,8 +164,9 @@ struct ZeroMemory {
   // offload_optimizer: two f32 slots and, without offload_params, two compute-dtype slots, each
   // of min(largest shard, kOffloadStageElements) elements). Host memory on top of `offloaded`.
   std::int64_t host_staging = 0;
-  // Of offloaded + host_staging, bytes actually page-locked (ZeroState::memory() only: 0 in the
-  // formula and on the CPU backend; less than both when cudaHostRegister failed).
+  // Of offloaded + host_staging, bytes actually page-locked: the staging and the offloaded bf16
+  // parameter shards (ZeroState::memory() only: 0 in the formula and on the CPU backend; less
+  // when cudaHostRegister failed).
   std::int64_t pinned = 0;
   // Not in total(): a bound on the transient full buffers held at once, in sizes of the
   // largest group (stage 2-3: three fp32 gradient buffers: the one accumulating, the one being

@@ -309,7 +309,7 @@ void Trainer::check_offload_host_memory() const {
   const std::int64_t ranks_here = std::max(1, launcher_local_rank().size);
   const std::int64_t needed = (z.offloaded + z.host_staging) * ranks_here;
   if (needed <= available) return;
-  UL_FAIL("the offloaded state needs ", format_bytes(needed), " of pinned host memory (",
+  UL_FAIL("the offloaded state needs ", format_bytes(needed), " of host memory (",
           format_bytes(z.offloaded), " offloaded + ", format_bytes(z.host_staging),
           " staging per rank x ", ranks_here, " ranks on this node; --model ", config_.model,
           ", --zero-stage ", config_.zero_stage,
