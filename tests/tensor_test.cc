@@ -3,9 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstring>
-
 #include <cmath>
+#include <cstring>
 
 #include "ulysses/core/cuda_context.h"
 #include "ulysses/core/device_memory.h"

@@ -126,9 +126,9 @@ TEST(ZeroMemoryFormulaTest, Llama3_8bEveryStage) {
   EXPECT_EQ(o3.host_staging, 2 * 4 * kOffloadStageElements + 2 * 2 * kOffloadStageElements);
   ZeroConfig small_pieces{3, true, true};
   small_pieces.offload_stage_elements = 1000;
-  EXPECT_EQ(zero_memory_formula(config, small_pieces, 4, parallel::Precision::bf16_mixed)
-                .host_staging,
-            2 * 4 * 1000);
+  EXPECT_EQ(
+      zero_memory_formula(config, small_pieces, 4, parallel::Precision::bf16_mixed).host_staging,
+      2 * 4 * 1000);
   EXPECT_EQ(zero_memory_formula(config, ZeroConfig{3, true, true}, 4).host_staging, 0);  // fp32
   EXPECT_EQ(o.pinned, 0);  // only a live state knows
   const ZeroMemory o1 = zero_memory_formula(config, ZeroConfig{1, true, false}, 4);

@@ -255,8 +255,8 @@ TEST(CudaZeroState, ShardOnlySetupOnTheDeviceEqualsTheWholeModelsValues) {
     whole.set_parameters(init);
     sharded.set_parameters([&](std::size_t g, std::int64_t lo, Tensor out) {
       // As the trainer: drawn on the GPU, copied where the buffer lives (offloaded: host).
-      Tensor drawn = out.device() == ctx.device ? out
-                                                : Tensor::empty(out.shape(), out.dtype(), ctx.device);
+      Tensor drawn =
+          out.device() == ctx.device ? out : Tensor::empty(out.shape(), out.dtype(), ctx.device);
       model::init_group_range(ctx, layout.groups()[g], drawn, lo, 9, 0.02f);
       if (drawn.raw() != out.raw()) out.copy_from(drawn);
     });

@@ -365,9 +365,8 @@ TEST(Zero, HfWeightsReadShardByShardEqualTheWholeLoad) {
       const ZeroConfig zc{stage, stage >= 1, stage == 3};
       ZeroState whole(config, mesh, zc, adamw_config()), sharded(config, mesh, zc, adamw_config());
       whole.set_parameters(full);
-      sharded.set_parameters([&](std::size_t g, std::int64_t lo, Tensor out) {
-        reader.read_group_range(g, lo, out);
-      });
+      sharded.set_parameters(
+          [&](std::size_t g, std::int64_t lo, Tensor out) { reader.read_group_range(g, lo, out); });
       const auto a = whole.state_tensors(), b = sharded.state_tensors();
       ASSERT_EQ(a.size(), b.size());
       for (std::size_t i = 0; i < a.size(); ++i)

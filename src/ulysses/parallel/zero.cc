@@ -142,7 +142,8 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
   // where they are): pageable, first touched in parallel, which keeps setup short.
   const auto zeros_on = [&](bool offloaded, const Shape& shape, DType dtype, bool dma) {
     if (!offloaded) return Tensor::zeros(shape, dtype, device);
-    return device.is_cpu() || !dma ? Tensor::zeros(shape, dtype) : Tensor::zeros_pinned(shape, dtype);
+    return device.is_cpu() || !dma ? Tensor::zeros(shape, dtype)
+                                   : Tensor::zeros_pinned(shape, dtype);
   };
   std::int64_t stage_slot = 0;
   for (const auto& spec : layout_.groups()) {

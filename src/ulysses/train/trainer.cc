@@ -314,8 +314,8 @@ void Trainer::check_offload_host_memory() const {
           " staging per rank x ", ranks_here, " ranks on this node; --model ", config_.model,
           ", --zero-stage ", config_.zero_stage,
           config_.offload_optimizer ? ", --offload-optimizer" : "",
-          config_.offload_params ? ", --offload-params" : "", ") but ",
-          format_bytes(available), " are available; shard over more ranks (more nodes), drop "
+          config_.offload_params ? ", --offload-params" : "", ") but ", format_bytes(available),
+          " are available; shard over more ranks (more nodes), drop "
           "--offload-params or --offload-optimizer, or free host memory");
 }
 
