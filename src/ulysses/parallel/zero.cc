@@ -379,12 +379,10 @@ void ZeroState::set_parameters(const GroupRangeSource& source) {
       source(i, zero_.stage < 3 ? 0 : g.lo, g.params);
       continue;
     }
-    source(i, g.lo, g.master);  // [s] f32
-    if (zero_.stage < 3) {
-      source(i, 0, g.params);  // [padded], the compute dtype
-    } else {
-      convert_into(g.master, g.params);
-    }
+    // The master shard ([s] f32) and the compute parameters (stage 0-2: the [padded] group;
+    // stage 3: the [s] shard), each written where it lives: no copy between host and device.
+    source(i, g.lo, g.master);
+    source(i, zero_.stage < 3 ? 0 : g.lo, g.params);
   }
 }
 

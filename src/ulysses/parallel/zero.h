@@ -247,10 +247,10 @@ class ZeroState final : public model::ParamStore {
   // io::HfWeightReader::read_group_range).
   using GroupRangeSource = std::function<void(std::size_t group, std::int64_t lo, Tensor out)>;
   // Shard-only setup: asks `source` for exactly what this rank keeps, written straight into
-  // its buffers (on the device, or in pinned host memory when offloaded): the master shard and,
-  // at stage 0-2, the full compute-dtype buffer (which every rank holds), or at stage 3 only
-  // the shard (rounded from the master shard). No rank ever holds the whole f32 model. Not
-  // collective. The values equal set_parameters(full) of the same weights.
+  // its buffers (on the device, or in host memory when offloaded): the master shard and, at
+  // stage 0-2, the full compute-dtype buffer (which every rank holds), or at stage 3 only the
+  // compute-dtype shard (mixed precision: two requests per group). No rank ever holds the
+  // whole f32 model. Not collective. The values equal set_parameters(full) of the same weights.
   void set_parameters(const GroupRangeSource& source);
   // Zeroes the gradient accumulators (and the transient peaks). Call before the first backward
   // of an optimizer step.
