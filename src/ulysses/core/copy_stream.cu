@@ -31,6 +31,7 @@ namespace {
 std::shared_ptr<CopyMarkImpl> record_on(int device_index, cudaStream_t stream) {
   auto mark = std::make_shared<CopyMarkImpl>();
   mark->device_index = device_index;
+  UL_CUDA_CHECK(cudaSetDevice(device_index));  // events belong to the current device
   UL_CUDA_CHECK(cudaEventCreateWithFlags(&mark->event, cudaEventDisableTiming));
   UL_CUDA_CHECK(cudaEventRecord(mark->event, stream));
   return mark;
