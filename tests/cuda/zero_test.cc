@@ -324,8 +324,10 @@ TEST(CudaZeroState, StepsAllocateNoDeviceMemoryOnceWarm) {
       EXPECT_TRUE(std::isfinite(norm));
       losses.push_back(loss.loss_sum * grad_scale);
       // Never all gradients (stage 2-3) or all parameters (stage 3) on the device at once.
-      EXPECT_GT(zero.peak_transient().grads, 0);
-      EXPECT_LT(zero.peak_transient().grads, full_bytes);
+      if (v.stage >= 2) {
+        EXPECT_GT(zero.peak_transient().grads, 0);
+        EXPECT_LT(zero.peak_transient().grads, full_bytes);
+      }
       if (v.stage == 3) {
         EXPECT_GT(zero.peak_transient().params, 0);
         EXPECT_LT(zero.peak_transient().params, full_bytes / 2);  // bf16
