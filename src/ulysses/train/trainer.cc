@@ -1,5 +1,6 @@
 #include "ulysses/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -41,6 +42,21 @@ ops::AdamWConfig adamw_config(const TrainConfig& c) {
   a.eps = static_cast<float>(c.adam_epsilon);
   a.weight_decay = static_cast<float>(c.weight_decay);
   return a;
+}
+
+// dst (host) = src (device): straight when dst is pinned, else through `bounce`, a pinned f32
+// buffer of 64 MiB made on first use (a pageable copy runs at a fraction of the DMA rate).
+void copy_to_host(const Tensor& src, Tensor dst, Tensor& bounce) {
+  if (dst.pinned() || dst.dtype() != DType::f32) return dst.copy_from(src);
+  constexpr std::int64_t kBounce = std::int64_t{1} << 24;  // elements
+  if (!bounce.defined()) bounce = Tensor::zeros_pinned({kBounce}, DType::f32);
+  if (!bounce.pinned()) return dst.copy_from(src);  // no GPU registration: nothing gained
+  for (std::int64_t at = 0; at < src.numel(); at += kBounce) {
+    const std::int64_t end = std::min(src.numel(), at + kBounce);
+    Tensor part = bounce.rows(0, end - at);
+    part.copy_from(src.rows(at, end));
+    dst.rows(at, end).copy_from(part);
+  }
 }
 
 std::string format_seconds(double seconds) {
@@ -160,15 +176,16 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     } else {
       const model::ParamLayout layout(model_config_);
       const auto init_std = static_cast<float>(config_.initializer_range);
+      Tensor bounce;  // pinned, for copies into pageable host memory (made on first use)
       zero_->set_parameters([&](std::size_t group, std::int64_t lo, Tensor out) {
         const model::ParamGroup& spec = layout.groups()[group];
         if (out.device() == ctx_.device)
           return model::init_group_range(ctx_, spec, out, lo, config_.seed, init_std);
         // Host memory (offloaded) of a GPU rank: drawn on the GPU, one group at a time, and
-        // copied (pinned: at the DMA rate); the values are the host generator's bit for bit.
+        // copied; the values are the host generator's bit for bit.
         Tensor drawn = Tensor::empty(out.shape(), out.dtype(), ctx_.device);
         model::init_group_range(ctx_, spec, drawn, lo, config_.seed, init_std);
-        out.copy_from(drawn);
+        copy_to_host(drawn, out, bounce);
       });
       setup_times_.weights_source = "drawn (seed " + std::to_string(config_.seed) + ")";
     }
