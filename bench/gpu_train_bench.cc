@@ -222,10 +222,19 @@ int main(int argc, char** argv) {
     config.learning_rate = 1e-5;
     const auto setup_start = std::chrono::steady_clock::now();
     train::Trainer trainer(config, *world);
-    const double setup_s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - setup_start).count();
+    const auto plan_start = std::chrono::steady_clock::now();
+    const std::string plan = trainer.plan();
+    const auto setup_end = std::chrono::steady_clock::now();
+    // Setup = the trainer's constructor (context, NCCL, state allocation, weights) + the plan.
+    const double setup_s = std::chrono::duration<double>(setup_end - setup_start).count();
+    const double plan_s = std::chrono::duration<double>(setup_end - plan_start).count();
+    const train::Trainer::SetupTimes& times = trainer.setup_times();
     if (main_rank) {
-      std::printf("%ssetup (init, NCCL, plan): %.1f s\n", trainer.plan().c_str(), setup_s);
+      std::printf(
+          "%ssetup (init, NCCL, plan): %.1f s = state %.2f s + weights %.2f s + plan "
+          "%.2f s + other %.2f s\n",
+          plan.c_str(), setup_s, times.state_s, times.weights_s, plan_s,
+          std::max(0.0, setup_s - times.state_s - times.weights_s - plan_s));
       std::fflush(stdout);
     }
     std::shared_ptr<OpProfiler> profiler;
@@ -339,12 +348,14 @@ int main(int argc, char** argv) {
           "\"peak_gib\": %.2f, \"gemm_s\": %.4f, \"attention_s\": %.4f, "
           "\"exposed_all_to_all_s\": %.4f, \"exposed_all_to_all_share\": %.4f, "
           "\"exposed_zero_comm_s\": %.4f, \"other_s\": %.4f, "
-          "\"all_to_all_isolated_s\": %.4f}\n",
+          "\"all_to_all_isolated_s\": %.4f, \"setup_s\": %.2f, \"setup_state_s\": %.2f, "
+          "\"setup_weights_s\": %.2f, \"setup_plan_s\": %.2f}\n",
           model.c_str(), static_cast<long long>(seq), gpus, static_cast<long long>(sp),
           static_cast<long long>(zero_stage), checkpointing ? "true" : "false", step,
           static_cast<double>(tokens) / seconds, tflops, tflops / peak_tflops,
           static_cast<double>(peak) / (1ll << 30), gemm, attention, exposed_all_to_all,
-          exposed_all_to_all / step, exposed_zero_comm, other, all_to_all_isolated);
+          exposed_all_to_all / step, exposed_zero_comm, other, all_to_all_isolated, setup_s,
+          times.state_s, times.weights_s, plan_s);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

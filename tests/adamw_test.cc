@@ -1,8 +1,11 @@
 #include "ulysses/ops/adamw.h"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
+#include <cstring>
+#include <span>
 #include <vector>
 
 #include "test_util.h"
@@ -182,6 +185,68 @@ TEST(AdamW, BadArgumentsThrow) {
     ops::adamw_step(ctx, config, 1, f32({4}), f32({4}), f32({4}), f32({3}));
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("exp_avg_sq"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace ulysses
+
+namespace ulysses {
+namespace {
+
+// The scalar loop the CPU kernel used before it was split into thread blocks and vectorized:
+// one thread, one element at a time, the f32 operations of torch.optim.AdamW. The kernel must
+// give these bits exactly, with any thread count, and its copy must be float_to_bf16 of them.
+void scalar_adamw(const ops::AdamWConfig& c, std::int64_t step, std::vector<float>& p,
+                  const std::vector<float>& g, std::vector<float>& m, std::vector<float>& v) {
+  const double t = static_cast<double>(step);
+  const float step_size = static_cast<float>(c.lr / (1.0 - std::pow(double{c.beta1}, t)));
+  const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(double{c.beta2}, t)));
+  const float decay = 1.0f - c.lr * c.weight_decay;
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    const float mi = c.beta1 * m[i] + (1.0f - c.beta1) * g[i];
+    const float vi = c.beta2 * v[i] + (1.0f - c.beta2) * g[i] * g[i];
+    m[i] = mi;
+    v[i] = vi;
+    const float denom = std::sqrt(vi) / bc2_sqrt + c.eps;
+    p[i] = p[i] * decay - step_size * mi / denom;
+  }
+}
+
+TEST(AdamW, ThreadedVectorizedKernelIsBitIdenticalToTheScalarLoop) {
+  const Context ctx;
+  ops::AdamWConfig config;
+  config.lr = 3e-3f;
+  config.weight_decay = 0.1f;
+  Rng rng(21);
+  // Sizes around the kernel's block rules (64K-element blocks, multiples of 16), odd tails.
+  for (const std::int64_t n :
+       {std::int64_t{1}, std::int64_t{17}, std::int64_t{65536 + 3}, std::int64_t{5 * 65536 + 31}}) {
+    for (const int threads : {1, 3, 8}) {
+      SCOPED_TRACE("n " + std::to_string(n) + ", threads " + std::to_string(threads));
+      Tensor param = random_tensor({n}, rng), grad = random_tensor({n}, rng);
+      Tensor m = random_tensor({n}, rng), v = random_tensor({n}, rng);
+      for (float& x : std::span(v.data<float>(), static_cast<std::size_t>(n))) x = x * x;
+      std::vector<float> p_ref = param.to_floats(), m_ref = m.to_floats(), v_ref = v.to_floats();
+      const std::vector<float> g_ref = grad.to_floats();
+      Tensor copy = Tensor::zeros({n}, DType::bf16);
+      const int saved = omp_get_max_threads();
+      omp_set_num_threads(threads);
+      for (std::int64_t step = 1; step <= 3; ++step) {
+        ops::adamw_step_with_copy(ctx, config, step, param, grad, m, v, copy);
+        scalar_adamw(config, step, p_ref, g_ref, m_ref, v_ref);
+      }
+      omp_set_num_threads(saved);
+      const std::vector<float> p = param.to_floats(), m_out = m.to_floats(), v_out = v.to_floats();
+      std::size_t mismatches = 0;
+      for (std::size_t i = 0; i < p.size(); ++i) {
+        mismatches += std::memcmp(&p[i], &p_ref[i], 4) != 0 ||
+                      std::memcmp(&m_out[i], &m_ref[i], 4) != 0 ||
+                      std::memcmp(&v_out[i], &v_ref[i], 4) != 0 ||
+                      copy.data<bf16>()[i].bits != float_to_bf16(p_ref[i]).bits;
+      }
+      EXPECT_EQ(mismatches, 0u);
+    }
   }
 }
 

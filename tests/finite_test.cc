@@ -108,6 +108,17 @@ TEST_F(Finite, TiedModelWithADifferentLmHeadIsRefused) {
   const std::string message = error_of([&] { io::load_hf_weights(dir_ / "model", into); });
   EXPECT_NE(message.find("tie_word_embeddings"), std::string::npos) << message;
   EXPECT_NE(message.find("lm_head.weight"), std::string::npos) << message;
+  // A ZeRO rank reading only its range sees the difference where it lies (the element 0 here),
+  // and not in a range that does not hold it.
+  const io::HfWeightReader reader(dir_ / "model", config);
+  const std::int64_t n = embedding.numel();
+  EXPECT_NE(error_of([&] {
+              reader.read_group_range(0, 0, Tensor::empty({n / 2}, DType::f32));
+            }).find("tie_word_embeddings"),
+            std::string::npos);
+  EXPECT_EQ(
+      error_of([&] { reader.read_group_range(0, n / 2, Tensor::empty({n - n / 2}, DType::f32)); }),
+      "(no error)");
 }
 
 TEST_F(Finite, NonFiniteModelIsNeverSaved) {

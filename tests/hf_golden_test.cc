@@ -61,6 +61,40 @@ TEST_P(HfGolden, LossAndGradientsMatchTransformers) {
   EXPECT_EQ(compared, static_cast<int>(expected_grads.names().size()));
 }
 
+// What a ZeRO rank reads at setup: ranges of a group's flat buffer straight from the files
+// (crossing parameter boundaries, past the group's end into padding), in f32 and bf16, equal
+// to the slices of the whole loaded model (padding zero, bf16 rounded to nearest even).
+TEST_P(HfGolden, GroupRangesEqualSlicesOfTheLoadedModel) {
+  const std::filesystem::path dir =
+      std::filesystem::path(ULYSSES_TEST_DATA) / "golden" / GetParam();
+  const model::ModelConfig config = model::resolve_model_config(dir.string());
+  model::ParamBuffers params(config);
+  io::load_hf_weights(dir, params);
+  const io::HfWeightReader reader(dir, config);
+  int ranges = 0;
+  for (std::size_t g = 0; g < params.flat().size(); ++g) {
+    const std::vector<float> whole = params.flat()[g].to_floats();
+    const auto n = static_cast<std::int64_t>(whole.size());
+    for (const int parts : {1, 3, 7}) {  // like ZeRO shards of 1, 3 and 7 ranks
+      const std::int64_t s = (n + parts - 1) / parts;
+      for (std::int64_t lo = 0; lo < s * parts; lo += s) {
+        std::vector<float> expected(static_cast<std::size_t>(s), 0.0f);
+        for (std::int64_t i = lo; i < std::min(n, lo + s); ++i)
+          expected[static_cast<std::size_t>(i - lo)] = whole[static_cast<std::size_t>(i)];
+        Tensor out = Tensor::full({s}, -7.0f), rounded = Tensor::empty({s}, DType::bf16);
+        reader.read_group_range(g, lo, out);
+        reader.read_group_range(g, lo, rounded);
+        EXPECT_EQ(out.to_floats(), expected) << "group " << g << " at " << lo;
+        EXPECT_EQ(rounded.to_floats(),
+                  Tensor::from_floats(expected, {s}).to(DType::bf16).to_floats())
+            << "group " << g << " at " << lo;
+        ++ranges;
+      }
+    }
+  }
+  EXPECT_GE(ranges, 11 * static_cast<int>(params.flat().size()));
+}
+
 INSTANTIATE_TEST_SUITE_P(Transformers, HfGolden,
                          ::testing::Values("llama", "qwen2", "qwen3", "mistral"));
 

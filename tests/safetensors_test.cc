@@ -133,6 +133,42 @@ TEST_F(Safetensors, RoundTripF32AndBf16WithMetadata) {
   EXPECT_THROW(reader.read("missing"), Error);
 }
 
+// Element ranges (a ZeRO rank's shard) of F32, BF16 and F16 tensors, read alone and converted
+// to f32: equal to the slices of the whole tensor; ranges outside the tensor and integer
+// tensors are refused naming the tensor.
+TEST_F(Safetensors, ReadsElementRangesAsF32) {
+  Rng rng(3);
+  const Tensor weight = testing::random_tensor({4, 5}, rng);  // f32 [4, 5]
+  const Tensor half = testing::random_tensor({9}, rng).to(DType::bf16);
+  const fs::path path = dir_ / "ranges.safetensors";
+  write_safetensors(path, {{"w", weight}, {"h", half}, {"ids", Tensor::from_ints({1, 2}, {2})}});
+  const SafetensorsReader reader(path);
+  const std::vector<float> w = weight.to_floats(), h = half.to_floats();
+  for (const auto& [begin, end] :
+       std::vector<std::pair<int, int>>{{0, 20}, {3, 11}, {19, 20}, {7, 7}}) {
+    EXPECT_EQ(reader.read_elements("w", begin, end).to_floats(),
+              std::vector<float>(w.begin() + begin, w.begin() + end));
+  }
+  EXPECT_EQ(reader.read_elements("h", 2, 9).to_floats(),
+            std::vector<float>(h.begin() + 2, h.end()));
+  for (const auto& [begin, end] : std::vector<std::pair<int, int>>{{-1, 3}, {5, 21}, {4, 3}}) {
+    try {
+      reader.read_elements("w", begin, end);
+      ADD_FAILURE() << "range [" << begin << ", " << end << ") accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("tensor 'w'"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(reader.read_elements("ids", 0, 1), Error);
+  // F16 (hand-built, as ReadsHandBuiltF16): elements 1..3 of 1.0, -2.0, 65504, 2^-24.
+  const Bytes data = le_u16(0x3c00) + le_u16(0xc000) + le_u16(0x7bff) + le_u16(0x0001);
+  const fs::path f16 = write_bytes(
+      "f16r.safetensors",
+      safetensors_bytes(R"({"h":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}})", data));
+  EXPECT_EQ(SafetensorsReader(f16).read_elements("h", 1, 4).to_floats(),
+            (std::vector<float>{-2.0f, 65504.0f, std::ldexp(1.0f, -24)}));
+}
+
 TEST_F(Safetensors, ReadsHandBuiltF16) {
   // 1.0, -2.0, 65504 (largest half), 2^-24 (smallest subnormal), +inf, 0.333251953125.
   const Bytes data = le_u16(0x3c00) + le_u16(0xc000) + le_u16(0x7bff) + le_u16(0x0001) +

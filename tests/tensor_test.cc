@@ -2,10 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
-#include <cmath>
-
+#include "ulysses/core/cuda_context.h"
+#include "ulysses/core/device_memory.h"
 #include "ulysses/core/rng.h"
 
 namespace ulysses {
@@ -72,6 +74,32 @@ TEST(Rng, DerivedStreamsAreReproducibleAndDistinct) {
     ASSERT_LT(u, 1.0f);
     ASSERT_LT(r.below(10), 10u);
   }
+}
+
+}  // namespace
+}  // namespace ulysses
+
+namespace ulysses {
+namespace {
+
+// zeros_pinned: zeroed host memory of any size (huge-page aligned from 2 MiB up), page-locked
+// only where a GPU can register it (never without one), usable like any host tensor.
+TEST(Tensor, ZerosPinnedIsZeroedHostMemory) {
+  for (const std::int64_t n : {std::int64_t{0}, std::int64_t{5}, std::int64_t{3} << 20}) {
+    Tensor t = Tensor::zeros_pinned({n}, DType::f32);
+    EXPECT_TRUE(t.device().is_cpu());
+    EXPECT_EQ(t.numel(), n);
+    if (cuda_device_count() == 0) {
+      EXPECT_FALSE(t.pinned());
+    }
+    const std::vector<float> v = t.to_floats();
+    EXPECT_EQ(std::count(v.begin(), v.end(), 0.0f), n);
+    if (n > 0) {
+      t.data<float>()[n - 1] = 3.0f;
+      EXPECT_EQ(t.clone().to_floats().back(), 3.0f);
+    }
+  }
+  EXPECT_EQ(Tensor::zeros_pinned({2, 3}, DType::bf16).shape(), (Shape{2, 3}));
 }
 
 }  // namespace

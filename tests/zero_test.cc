@@ -118,6 +118,19 @@ TEST(ZeroMemoryFormulaTest, Llama3_8bEveryStage) {
   const ZeroMemory o =
       zero_memory_formula(config, ZeroConfig{3, true, true}, 4, parallel::Precision::bf16_mixed);
   EXPECT_EQ(o.offloaded, o.optimizer + o.master + o.params);
+  // Pinned staging of the offloaded update: two f32 slots of one piece (the shards here are
+  // larger than a piece); without offload_params also two bf16 slots; pieces bound it.
+  EXPECT_EQ(o.host_staging, 2 * 4 * kOffloadStageElements);
+  const ZeroMemory o3 =
+      zero_memory_formula(config, ZeroConfig{3, true, false}, 4, parallel::Precision::bf16_mixed);
+  EXPECT_EQ(o3.host_staging, 2 * 4 * kOffloadStageElements + 2 * 2 * kOffloadStageElements);
+  ZeroConfig small_pieces{3, true, true};
+  small_pieces.offload_stage_elements = 1000;
+  EXPECT_EQ(
+      zero_memory_formula(config, small_pieces, 4, parallel::Precision::bf16_mixed).host_staging,
+      2 * 4 * 1000);
+  EXPECT_EQ(zero_memory_formula(config, ZeroConfig{3, true, true}, 4).host_staging, 0);  // fp32
+  EXPECT_EQ(o.pinned, 0);  // only a live state knows
   const ZeroMemory o1 = zero_memory_formula(config, ZeroConfig{1, true, false}, 4);
   EXPECT_EQ(o1.offloaded, o1.optimizer);
   EXPECT_THROW(zero_memory_formula(config, ZeroConfig{1, false, true}, 4), Error);

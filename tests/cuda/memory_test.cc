@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include "cuda_test_util.h"
+#include "ulysses/core/copy_stream.h"
+#include "ulysses/ops/elementwise.h"
 
 namespace ulysses {
 namespace {
@@ -50,6 +52,48 @@ TEST(CudaContext, HasStreamAndComputeDtype) {
   ASSERT_TRUE(ctx.cuda);
   synchronize(ctx);
   EXPECT_THROW(make_cuda_context(cuda_device_count()), Error);
+}
+
+}  // namespace
+}  // namespace ulysses
+
+namespace ulysses {
+namespace {
+
+// Pinned host memory and the copy stream: zeros_pinned is page-locked (and zero) on a GPU
+// machine; a round trip through the copy stream, ordered by marks only (compute stream waits,
+// host waits), returns the same bits, with a device op on the compute stream in between
+// (scale by 2 after the upload, before the download).
+TEST(CudaMemory, PinnedCopiesOnTheCopyStreamAreOrderedByMarks) {
+  UL_REQUIRE_GPU();
+  const Context& ctx = testing::gpu();
+  const std::int64_t n = (std::int64_t{1} << 22) + 3;  // 16 MiB and a tail
+  Tensor pinned = Tensor::zeros_pinned({n}, DType::f32);
+  ASSERT_TRUE(pinned.pinned());
+  EXPECT_EQ(pinned.to_floats(), std::vector<float>(static_cast<std::size_t>(n), 0.0f));
+  Rng rng(3);
+  const Tensor values = testing::random_tensor({n}, rng);
+  pinned.copy_from(values);
+  CopyStream stream(ctx);
+  ASSERT_TRUE(stream.asynchronous());
+  Tensor device = Tensor::empty({n}, DType::f32, ctx.device);
+  stream.wait_for_compute();
+  stream.copy(device, pinned);
+  stream.compute_waits(stream.record());
+  ops::scale_inplace(ctx, device, 2.0f);  // compute stream, after the upload
+  Tensor back = Tensor::zeros_pinned({n}, DType::f32);
+  stream.wait_for_compute();  // after the scale
+  stream.copy(back, device);
+  CopyStream::host_waits(stream.record());
+  std::vector<float> expected = values.to_floats();
+  for (float& x : expected) x *= 2.0f;
+  EXPECT_EQ(back.to_floats(), expected);
+  // A CPU context's stream copies synchronously.
+  CopyStream cpu{Context{}};
+  EXPECT_FALSE(cpu.asynchronous());
+  Tensor plain = Tensor::zeros({n}, DType::f32);
+  cpu.copy(plain, values);
+  EXPECT_EQ(plain.to_floats(), values.to_floats());
 }
 
 }  // namespace

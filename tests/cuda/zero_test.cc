@@ -125,6 +125,41 @@ TEST(CudaZeroTraining, PlanShowsWhatOffloadKeepsOffTheDevice) {
   EXPECT_NE(plan.find("zero: stage 3"), std::string::npos) << plan;
   EXPECT_NE(plan.find("offloaded to host"), std::string::npos) << plan;
   EXPECT_NE(plan.find("host memory per rank"), std::string::npos) << plan;
+  // The host side of the offload (pinned: every byte) and the setup times.
+  EXPECT_NE(plan.find("host memory of this rank"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find(" 0.0 KiB of it pinned"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("setup: training state allocated in"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("weights drawn (seed 5)"), std::string::npos) << plan;
+  EXPECT_GE(trainer.setup_times().state_s, 0.0);
+  EXPECT_GT(trainer.setup_times().weights_s, 0.0);
+  std::filesystem::remove(model);
+}
+
+// An offloaded state larger than the host's memory stops before anything is allocated (the
+// host's out-of-memory killer would otherwise end the run), naming the flags.
+TEST(CudaZeroTraining, OffloadLargerThanTheHostIsRefusedNamingTheFlags) {
+  UL_REQUIRE_GPU();
+  model::ModelConfig huge = zero_test_model(false);  // about 0.7 T parameters
+  huge.hidden_size = 16384;
+  huge.intermediate_size = 53248;
+  huge.num_hidden_layers = 200;
+  huge.num_attention_heads = 128;
+  huge.num_key_value_heads = 8;
+  huge.head_dim = 128;
+  const std::string model = testing::write_model_json(huge, "huge");
+  train::TrainConfig config = testing::zero_train_config(model);
+  config.zero_stage = 3;
+  config.offload_optimizer = true;
+  config.offload_params = true;
+  try {
+    const train::Trainer trainer(config);
+    ADD_FAILURE() << "a state larger than the host was accepted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("of host memory"), std::string::npos) << m;
+    EXPECT_NE(m.find("--offload-optimizer"), std::string::npos) << m;
+    EXPECT_NE(m.find("--offload-params"), std::string::npos) << m;
+  }
   std::filesystem::remove(model);
 }
 
@@ -155,11 +190,17 @@ TEST(CudaZeroState, BuffersLiveWhereTheTableSaysWithTheFormulasBytes) {
     EXPECT_EQ(memory.grads, formula.grads);
     EXPECT_EQ(memory.optimizer, formula.optimizer);
     EXPECT_EQ(memory.offloaded, formula.offloaded);
+    EXPECT_EQ(memory.host_staging, formula.host_staging);
+    // What the device copies in a step is page-locked (asynchronous copies): the staging and
+    // the offloaded bf16 parameter shards; the master shard and moments never cross.
+    EXPECT_EQ(memory.pinned, (v.offload_params ? memory.params : 0) + memory.host_staging);
+    EXPECT_EQ(memory.host_staging > 0, v.offload_optimizer);
 
     // Master shard and moments: host memory exactly when the optimizer is offloaded.
     for (const auto& [name, t] : zero.state_tensors()) {
       EXPECT_EQ(t.dtype(), DType::f32) << name;
       EXPECT_EQ(t.device().is_cpu(), v.offload_optimizer) << name << " on " << t.device().str();
+      EXPECT_FALSE(t.pinned()) << name;
     }
     // The decoder reads bf16 on the GPU: the rounding of the f32 weights.
     for (const std::size_t g : {std::size_t{0}, model::layer_group(1)}) {
@@ -191,6 +232,45 @@ TEST(CudaZeroState, BuffersLiveWhereTheTableSaysWithTheFormulasBytes) {
     EXPECT_EQ(p.to_floats(),
               init.flat()[model::final_group(config)].to(DType::bf16).to_floats());
     loaded.release(model::final_group(config));
+  }
+}
+
+// Shard-only setup on the GPU (the trainer's): the master shard and the bf16 parameters drawn
+// on the device (and copied into the pinned host buffers when offloaded), equal bit for bit to
+// setting the state from the whole f32 model drawn on the CPU.
+TEST(CudaZeroState, ShardOnlySetupOnTheDeviceEqualsTheWholeModelsValues) {
+  UL_REQUIRE_GPU();
+  const Context& ctx = testing::gpu();
+  auto self = comm::make_self_communicator();
+  Mesh mesh(*self, ParallelConfig{1, 1, 1});
+  const model::ModelConfig config = zero_test_model(false);
+  const model::ParamLayout layout(config);
+  model::ParamBuffers init(config);
+  model::init_weights(init, 9, 0.02f);
+  for (const Variant& v : all_variants()) {
+    SCOPED_TRACE(v.name());
+    const ZeroConfig zc{v.stage, v.offload_optimizer, v.offload_params};
+    ZeroState whole(ctx, config, mesh, zc, ops::AdamWConfig{});
+    ZeroState sharded(ctx, config, mesh, zc, ops::AdamWConfig{});
+    whole.set_parameters(init);
+    sharded.set_parameters([&](std::size_t g, std::int64_t lo, Tensor out) {
+      // As the trainer: drawn on the GPU, copied where the buffer lives (offloaded: host).
+      Tensor drawn =
+          out.device() == ctx.device ? out : Tensor::empty(out.shape(), out.dtype(), ctx.device);
+      model::init_group_range(ctx, layout.groups()[g], drawn, lo, 9, 0.02f);
+      if (drawn.raw() != out.raw()) out.copy_from(drawn);
+    });
+    synchronize(ctx);
+    const auto a = whole.state_tensors(), b = sharded.state_tensors();
+    ASSERT_EQ(a.size(), b.size());
+    for (std::size_t i = 0; i < a.size(); ++i)
+      EXPECT_EQ(a[i].second.to_floats(), b[i].second.to_floats()) << a[i].first;
+    for (std::size_t g = 0; g < layout.groups().size(); ++g) {
+      const Tensor pa = whole.acquire(g), pb = sharded.acquire(g);
+      EXPECT_EQ(pa.to_floats(), pb.to_floats()) << "group " << g;
+      whole.release(g);
+      sharded.release(g);
+    }
   }
 }
 
@@ -226,8 +306,10 @@ TEST(CudaZeroState, StepsAllocateNoDeviceMemoryOnceWarm) {
       data::to_device(data::make_full_shard(sequence), ctx.device);
   const float grad_scale = 1.0f / static_cast<float>(sequence.valid_labels());
   const std::int64_t full_bytes = 4 * model::ParamLayout(config).numel();
-  for (const Variant& v : {Variant{2, false, false}, Variant{3, false, false},
-                           Variant{3, true, true}}) {
+  for (const Variant& v :
+       {Variant{2, false, false}, Variant{3, false, false}, Variant{1, true, false},
+        Variant{2, true, false}, Variant{3, true, false}, Variant{3, false, true},
+        Variant{3, true, true}}) {
     SCOPED_TRACE(v.name());
     ZeroState zero(ctx, config, mesh, ZeroConfig{v.stage, v.offload_optimizer, v.offload_params},
                    ops::AdamWConfig{});
@@ -242,8 +324,10 @@ TEST(CudaZeroState, StepsAllocateNoDeviceMemoryOnceWarm) {
       EXPECT_TRUE(std::isfinite(norm));
       losses.push_back(loss.loss_sum * grad_scale);
       // Never all gradients (stage 2-3) or all parameters (stage 3) on the device at once.
-      EXPECT_GT(zero.peak_transient().grads, 0);
-      EXPECT_LT(zero.peak_transient().grads, full_bytes);
+      if (v.stage >= 2) {
+        EXPECT_GT(zero.peak_transient().grads, 0);
+        EXPECT_LT(zero.peak_transient().grads, full_bytes);
+      }
       if (v.stage == 3) {
         EXPECT_GT(zero.peak_transient().params, 0);
         EXPECT_LT(zero.peak_transient().params, full_bytes / 2);  // bf16
@@ -253,6 +337,52 @@ TEST(CudaZeroState, StepsAllocateNoDeviceMemoryOnceWarm) {
     EXPECT_EQ(device_memory_stats(ctx.device.index).device_allocations, warm_allocations)
         << "steps 3-5 called cudaMalloc (a cache miss of the caching allocator)";
     EXPECT_NE(losses.back(), losses.front()) << "the parameters did not change";
+  }
+}
+
+// The pipelined offloaded update cuts each shard into pieces (ZeroConfig::
+// offload_stage_elements): AdamW is element-wise, so pieces of 777 elements (many per group,
+// odd boundaries inside parameters) give the bits of one piece per group. With the cuDNN
+// attention's atomics the gradients differ run to run, so the built-in kernel runs here.
+TEST(CudaZeroState, OffloadedUpdateInSmallPiecesIsBitIdentical) {
+  UL_REQUIRE_GPU();
+  Context ctx = testing::gpu();
+  ctx.attention_kernel = AttentionKernel::builtin;
+  auto self = comm::make_self_communicator();
+  Mesh mesh(*self, ParallelConfig{1, 1, 1});
+  const model::ModelConfig config = zero_test_model(false);
+  model::ParamBuffers init(config);
+  model::init_weights(init, 6);
+  auto attention = make_local_attention();
+  const model::Decoder decoder(config, *attention);
+  const data::PackedSequence sequence = sample_sequence(config.vocab_size, 10);
+  const data::SequenceShard shard = data::to_device(data::make_full_shard(sequence), ctx.device);
+  const float grad_scale = 1.0f / static_cast<float>(sequence.valid_labels());
+  const auto train = [&](ZeroConfig zc) {
+    ZeroState zero(ctx, config, mesh, zc, ops::AdamWConfig{});
+    zero.set_parameters(init);
+    for (std::int64_t step = 1; step <= 3; ++step) {
+      zero.begin_step();
+      decoder.forward_backward(ctx, zero, shard, grad_scale, {});
+      zero.finish_step(ctx, step, 1e-3f, 1.0);
+    }
+    std::vector<std::vector<float>> out;
+    for (const auto& [name, t] : zero.state_tensors()) out.push_back(t.to_floats());
+    for (std::size_t g = 0; g < model::ParamLayout(config).groups().size(); ++g) {
+      out.push_back(zero.acquire(g).to_floats());
+      zero.release(g);
+    }
+    return out;
+  };
+  for (const Variant& v : {Variant{1, true, false}, Variant{2, true, false},
+                           Variant{3, true, false}, Variant{3, true, true}}) {
+    SCOPED_TRACE(v.name());
+    ZeroConfig whole{v.stage, v.offload_optimizer, v.offload_params};
+    ZeroConfig pieces = whole;
+    pieces.offload_stage_elements = 777;
+    const auto a = train(whole), b = train(pieces);
+    ASSERT_EQ(a.size(), b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "tensor " << i;
   }
 }
 

@@ -10,9 +10,11 @@
 #include <cmath>
 
 #include <cstring>
+#include <filesystem>
 
 #include "dist_util.h"
 #include "test_util.h"
+#include "ulysses/io/hf_checkpoint.h"
 #include "ulysses/model/decoder.h"
 #include "ulysses/parallel/attention_strategies.h"
 #include "ulysses/ops/adamw.h"
@@ -289,6 +291,92 @@ TEST(Zero, EveryStageEqualsSingleProcessTraining) {
           check_stage(config, layout.sp, layout.replicas, stage, max_grad_norm, expected, what);
         }
       }
+    }
+  }
+}
+
+// Shard-only setup (the trainer's): every rank asks the source only for what it keeps (at
+// stage 3 its shard of each group, else the full groups it holds), and the state equals the
+// one set from the whole f32 model: the same state tensors, bit for bit, and the same
+// parameters handed to the decoder, on every stage and offload flag.
+TEST(Zero, ShardOnlySetupEqualsSettingTheWholeModel) {
+  const model::ModelConfig config = tiny_config(false);
+  const model::ParamLayout layout(config);
+  model::ParamBuffers full(config);
+  model::init_weights(full, kSeed, 0.02f);
+  Mesh mesh(world(), ParallelConfig{1, world().size(), 1});
+  struct Variant {
+    int stage;
+    bool offload_optimizer, offload_params;
+  };
+  for (const Variant v :
+       {Variant{0, false, false}, Variant{1, false, false}, Variant{2, false, false},
+        Variant{3, false, false}, Variant{1, true, false}, Variant{3, true, true}}) {
+    const std::string what = "stage " + std::to_string(v.stage) +
+                             (v.offload_optimizer ? " +offload-optimizer" : "") +
+                             (v.offload_params ? " +offload-params" : "");
+    SCOPED_TRACE(what);
+    const ZeroConfig zc{v.stage, v.offload_optimizer, v.offload_params};
+    ZeroState whole(config, mesh, zc, adamw_config()), sharded(config, mesh, zc, adamw_config());
+    whole.set_parameters(full);
+    std::vector<std::pair<std::int64_t, std::int64_t>> asked(layout.groups().size(), {-1, -1});
+    sharded.set_parameters([&](std::size_t g, std::int64_t lo, Tensor out) {
+      EXPECT_EQ(asked[g].first, -1) << "group " << g << " asked for twice";
+      asked[g] = {lo, lo + out.numel()};
+      model::init_group_range(Context{}, layout.groups()[g], out, lo, kSeed, 0.02f);
+    });
+    const int Z = v.stage == 0 ? 1 : world().size();
+    for (std::size_t g = 0; g < layout.groups().size(); ++g) {
+      const std::int64_t s = (layout.groups()[g].numel + Z - 1) / Z;
+      const std::pair<std::int64_t, std::int64_t> own =
+          v.stage == 3 ? std::pair{s * world().rank(), s * (world().rank() + 1)}
+                       : std::pair{std::int64_t{0}, s * Z};
+      EXPECT_EQ(asked[g], own) << "group " << g;
+    }
+    const auto a = whole.state_tensors(), b = sharded.state_tensors();
+    ASSERT_EQ(a.size(), b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      ASSERT_EQ(a[i].second.nbytes(), b[i].second.nbytes()) << a[i].first;
+      EXPECT_EQ(std::memcmp(a[i].second.raw(), b[i].second.raw(), a[i].second.nbytes()), 0)
+          << a[i].first;
+    }
+    for (std::size_t g = 0; g < layout.groups().size(); ++g) {  // collective at stage 3
+      const Tensor pa = whole.acquire(g), pb = sharded.acquire(g);
+      EXPECT_EQ(pa.to_floats(), pb.to_floats()) << "group " << g;
+      EXPECT_EQ(pb.to_floats(), full.flat()[g].to_floats()) << "group " << g;
+      whole.release(g);
+      sharded.release(g);
+    }
+  }
+}
+
+// Loading a Hugging Face model shard by shard (each rank reads only its ranges of the
+// safetensors, as the trainer does) gives the state of loading the whole model on every rank.
+TEST(Zero, HfWeightsReadShardByShardEqualTheWholeLoad) {
+  for (const std::string name : {"llama", "qwen3"}) {  // untied, tied
+    SCOPED_TRACE(name);
+    const std::filesystem::path dir = std::filesystem::path(ULYSSES_TEST_DATA) / "golden" / name;
+    const model::ModelConfig config = model::resolve_model_config(dir.string());
+    model::ParamBuffers full(config);
+    io::load_hf_weights(dir, full);
+    const io::HfWeightReader reader(dir, config);
+    Mesh mesh(world(), ParallelConfig{1, world().size(), 1});
+    for (int stage = 0; stage <= 3; ++stage) {
+      const ZeroConfig zc{stage, stage >= 1, stage == 3};
+      ZeroState whole(config, mesh, zc, adamw_config()), sharded(config, mesh, zc, adamw_config());
+      whole.set_parameters(full);
+      sharded.set_parameters(
+          [&](std::size_t g, std::int64_t lo, Tensor out) { reader.read_group_range(g, lo, out); });
+      const auto a = whole.state_tensors(), b = sharded.state_tensors();
+      ASSERT_EQ(a.size(), b.size());
+      for (std::size_t i = 0; i < a.size(); ++i)
+        EXPECT_EQ(a[i].second.to_floats(), b[i].second.to_floats())
+            << "stage " << stage << " " << a[i].first;
+      model::ParamBuffers back(config);
+      sharded.gather_parameters(back);  // collective at stage 3
+      for (std::size_t g = 0; g < full.flat().size(); ++g)
+        EXPECT_EQ(back.flat()[g].to_floats(), full.flat()[g].to_floats())
+            << "stage " << stage << " group " << g;
     }
   }
 }

@@ -116,6 +116,19 @@ void device_memset_zero(void* ptr, Device device, std::size_t bytes) {
   UL_CUDA_CHECK(cudaMemset(ptr, 0, bytes));
 }
 
+bool host_register(void* ptr, std::size_t bytes) {
+  if (cuda_device_count() == 0) return false;
+  if (cudaHostRegister(ptr, bytes, cudaHostRegisterDefault) != cudaSuccess) {
+    cudaGetLastError();  // clear the error: the memory stays pageable
+    return false;
+  }
+  return true;
+}
+
+void host_unregister(void* ptr) noexcept {
+  if (cudaHostUnregister(ptr) != cudaSuccess) cudaGetLastError();
+}
+
 int cuda_device_count() {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) {

@@ -1,5 +1,7 @@
 #include "ulysses/core/tensor.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -28,6 +30,7 @@ std::string Device::str() const { return is_cpu() ? "cpu" : "cuda:" + std::to_st
 Storage::~Storage() {
   if (!data) return;
   if (device.is_cpu()) {
+    if (pinned) host_unregister(data);
     std::free(data);
   } else {
     device_free(data, device);
@@ -35,16 +38,35 @@ Storage::~Storage() {
 }
 
 namespace {
-std::shared_ptr<Storage> allocate(std::size_t bytes, Device device) {
+// Host buffers from 64 MiB up (model states, offloaded shards) are aligned to whole huge pages
+// and advised to use them (transparent huge pages where the kernel allows): 512 times fewer
+// page faults on first touch and fewer pages to lock when pinned, so setup takes less time.
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
+constexpr std::size_t kHugePageMinBytes = std::size_t{64} << 20;
+
+// Alignment and rounded size of a host allocation of `bytes`: a huge page from 64 MiB up,
+// else `align` (64 B; a whole 4 KiB page for memory that is pinned, so no two registered
+// ranges share a page).
+std::size_t host_alignment(std::size_t bytes, std::size_t align) {
+  return bytes >= kHugePageMinBytes ? kHugePage : align;
+}
+std::size_t host_rounded(std::size_t bytes, std::size_t align) {
+  const std::size_t a = host_alignment(bytes, align);
+  return std::max(a, (bytes + a - 1) / a * a);
+}
+
+std::shared_ptr<Storage> allocate(std::size_t bytes, Device device, std::size_t align = 64) {
   auto storage = std::make_shared<Storage>();
   storage->bytes = bytes;
   storage->device = device;
-  const std::size_t rounded = std::max<std::size_t>(64, (bytes + 63) / 64 * 64);
   if (device.is_cpu()) {
-    storage->data = std::aligned_alloc(64, rounded);
+    const std::size_t rounded = host_rounded(bytes, align);
+    storage->data = std::aligned_alloc(host_alignment(bytes, align), rounded);
     UL_CHECK(storage->data, "out of host memory allocating ", bytes, " bytes");
+    if (host_alignment(bytes, align) == kHugePage)
+      ::madvise(storage->data, rounded, MADV_HUGEPAGE);  // advisory
   } else {
-    storage->data = device_alloc(rounded, device);
+    storage->data = device_alloc(std::max<std::size_t>(64, (bytes + 63) / 64 * 64), device);
   }
   return storage;
 }
@@ -56,6 +78,19 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   t.shape_ = shape;
   t.dtype_ = dtype;
   t.storage_ = allocate(t.nbytes(), device);
+  return t;
+}
+
+Tensor Tensor::zeros_pinned(const Shape& shape, DType dtype) {
+  for (const auto d : shape) UL_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
+  constexpr std::size_t kPage = 4096;
+  Tensor t;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.storage_ = allocate(t.nbytes(), Device::cpu(), kPage);
+  t.zero_();  // the first touch, in parallel
+  if (t.nbytes() > 0)
+    t.storage_->pinned = host_register(t.storage_->data, host_rounded(t.nbytes(), kPage));
   return t;
 }
 

@@ -40,6 +40,9 @@ struct Storage {
   void* data = nullptr;
   std::size_t bytes = 0;
   Device device;
+  // Host memory page-locked for the GPU's copy engines (Tensor::zeros_pinned), unregistered
+  // before it is freed.
+  bool pinned = false;
   ~Storage();
 };
 
@@ -47,10 +50,16 @@ class Tensor {
  public:
   Tensor() = default;
 
-  // Uninitialized memory (CPU: 64-byte aligned).
+  // Uninitialized memory (CPU: 64-byte aligned; huge-page aligned from 64 MiB up).
   static Tensor empty(const Shape& shape, DType dtype, Device device = Device::cpu());
   static Tensor zeros(const Shape& shape, DType dtype, Device device = Device::cpu());
   static Tensor full(const Shape& shape, float value, Device device = Device::cpu());  // f32
+  // Zeroed host memory, page-locked (pinned) when a GPU can register it (CUDA builds with a
+  // driver; pinned() says whether it is), so device copies from and into it are asynchronous
+  // and run at the copy engines' rate. The pages are touched in parallel before they are
+  // registered. Without a GPU it is ordinary host memory (pinned() false). Whole pages (huge
+  // pages from 64 MiB up, like every host buffer of that size), so no two share a page.
+  static Tensor zeros_pinned(const Shape& shape, DType dtype);
   static Tensor from_floats(const std::vector<float>& values, const Shape& shape);
   static Tensor from_ints(const std::vector<std::int32_t>& values, const Shape& shape);
 
@@ -63,6 +72,8 @@ class Tensor {
   std::size_t nbytes() const { return static_cast<std::size_t>(numel()) * dtype_size(dtype_); }
   DType dtype() const { return dtype_; }
   Device device() const { return storage_ ? storage_->device : Device::cpu(); }
+  // Page-locked host memory (see zeros_pinned).
+  bool pinned() const { return storage_ && storage_->pinned; }
 
   // Typed element pointer; checks that T matches dtype().
   template <typename T>

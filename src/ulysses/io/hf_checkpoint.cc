@@ -20,47 +20,84 @@ bool has_hf_weights(const fs::path& dir) {
          fs::is_regular_file(dir / kCheckpointIndexName);
 }
 
-void load_hf_weights(const fs::path& dir, model::ParamBuffers& params) {
-  const CheckpointReader reader(dir);
-  const auto& layout = params.layout();
+HfWeightReader::HfWeightReader(const fs::path& dir, const model::ModelConfig& config)
+    : dir_(dir), config_(config), layout_(config), reader_(dir) {
   std::set<std::string> expected;
-  for (const auto& group : layout.groups()) {
+  for (const auto& group : layout_.groups()) {
     for (const auto& spec : group.params) {
       expected.insert(spec.name);
-      if (!reader.contains(spec.name))
+      if (!reader_.contains(spec.name))
         UL_FAIL(dir.string(), ": tensor '", spec.name, "' is missing from the checkpoint (",
-                model::model_type_name(params.config().model_type),
-                " with this config.json needs it)");
-      const SafetensorsEntry& entry = reader.entry(spec.name);
+                model::model_type_name(config.model_type), " with this config.json needs it)");
+      const SafetensorsEntry& entry = reader_.entry(spec.name);
       if (entry.shape != spec.shape)
         UL_FAIL(dir.string(), ": tensor '", spec.name, "' has shape ", shape_str(entry.shape),
                 " but config.json implies ", shape_str(spec.shape));
-      const Tensor weights = reader.read(spec.name, DType::f32);
-      check_finite(weights, dir.string(), spec.name,
-                   "the input weights are corrupt (NaN or infinity); nothing was trained");
-      params.get(spec.name).copy_from(weights);
     }
   }
-  for (const auto& name : reader.names()) {
+  for (const auto& name : reader_.names()) {
     if (expected.count(name)) continue;
-    // Tied models may still carry a copy of the embedding as lm_head.weight: it must be that
-    // copy, or the checkpoint is not the tied model config.json says it is.
-    if (name == "lm_head.weight" && params.config().tie_word_embeddings) {
-      const Tensor head = reader.read(name, DType::f32);
-      const Tensor stored = params.get("model.embed_tokens.weight");
-      const Tensor embedding = stored.device().is_cpu() ? stored : stored.to(Device::cpu());
-      if (head.shape() != embedding.shape() ||
-          std::memcmp(head.raw(), embedding.raw(), head.nbytes()) != 0)
-        UL_FAIL(dir.string(),
-                ": config.json says tie_word_embeddings: true but the checkpoint's "
-                "'lm_head.weight' differs from 'model.embed_tokens.weight'; set "
-                "tie_word_embeddings to false in config.json (an untied model) or remove "
-                "lm_head.weight");
+    // Tied models may still carry a copy of the embedding as lm_head.weight (compared with the
+    // embedding where it is read: read_group_range).
+    if (name == "lm_head.weight" && config.tie_word_embeddings) {
+      if (reader_.entry(name).shape != reader_.entry("model.embed_tokens.weight").shape)
+        UL_FAIL(dir.string(), ": ", tied_head_message());
       continue;
     }
     UL_FAIL(dir.string(), ": unexpected tensor '", name,
             "' (not part of this architecture; does config.json match the weights?)");
   }
+}
+
+std::string HfWeightReader::tied_head_message() {
+  return "config.json says tie_word_embeddings: true but the checkpoint's 'lm_head.weight' "
+         "differs from 'model.embed_tokens.weight'; set tie_word_embeddings to false in "
+         "config.json (an untied model) or remove lm_head.weight";
+}
+
+void HfWeightReader::read_group_range(std::size_t group, std::int64_t lo, Tensor out) const {
+  UL_CHECK(group < layout_.groups().size(), "read_group_range: group ", group, " out of range");
+  UL_CHECK(out.ndim() == 1 && (out.dtype() == DType::f32 || out.dtype() == DType::bf16),
+           "read_group_range: out must be a 1-D f32 or bf16 tensor, got ", shape_str(out.shape()),
+           " ", dtype_name(out.dtype()));
+  UL_CHECK(lo >= 0, "read_group_range: lo is ", lo, ", expected >= 0");
+  const model::ParamGroup& g = layout_.groups()[group];
+  const std::int64_t hi = lo + out.numel();
+  // Host f32 staging of the range (the caller's buffer directly when it is host f32).
+  const bool direct = out.device().is_cpu() && out.dtype() == DType::f32;
+  Tensor host = direct ? out : Tensor::empty({out.numel()}, DType::f32);
+  host.zero_();  // gaps and padding
+  for (const auto& spec : g.params) {
+    const std::int64_t begin = std::max(lo, spec.offset);
+    const std::int64_t end = std::min(hi, spec.offset + shape_numel(spec.shape));
+    if (end <= begin) continue;
+    const Tensor part = reader_.read_elements(spec.name, begin - spec.offset, end - spec.offset);
+    check_finite(part, dir_.string(), spec.name,
+                 "the input weights are corrupt (NaN or infinity); nothing was trained");
+    if (spec.name == "model.embed_tokens.weight" && config_.tie_word_embeddings &&
+        reader_.contains("lm_head.weight")) {
+      const Tensor head =
+          reader_.read_elements("lm_head.weight", begin - spec.offset, end - spec.offset);
+      if (std::memcmp(head.raw(), part.raw(), part.nbytes()) != 0)
+        UL_FAIL(dir_.string(), ": ", tied_head_message());
+    }
+    host.rows(begin - lo, end - lo).copy_from(part);
+  }
+  if (direct) return;
+  if (out.dtype() == DType::f32) return out.copy_from(host);
+  Tensor rounded = out.device().is_cpu() ? out : Tensor::empty({out.numel()}, DType::bf16);
+  const float* in = host.data<float>();
+  bf16* o = rounded.data<bf16>();
+  const std::int64_t n = out.numel();
+#pragma omp parallel for schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) o[i] = float_to_bf16(in[i]);
+  if (!out.device().is_cpu()) out.copy_from(rounded);
+}
+
+void load_hf_weights(const fs::path& dir, model::ParamBuffers& params) {
+  const HfWeightReader reader(dir, params.config());
+  for (std::size_t g = 0; g < params.flat().size(); ++g)
+    reader.read_group_range(g, 0, params.flat()[g]);
 }
 
 namespace {

@@ -316,6 +316,36 @@ Tensor SafetensorsReader::read(const std::string& name, std::optional<DType> as)
   return is_float ? stored.to(*as) : convert_integers(stored, *as, where);
 }
 
+Tensor SafetensorsReader::read_elements(const std::string& name, std::int64_t begin,
+                                        std::int64_t end) const {
+  const SafetensorsEntry& e = entry(name);
+  const std::string where = path_.string() + ": tensor '" + name + "'";
+  const std::int64_t numel = shape_numel(e.shape);
+  if (begin < 0 || begin > end || end > numel)
+    UL_FAIL(where, ": elements [", begin, ", ", end, ") are outside its ", numel, " elements");
+  if (e.dtype != "F32" && e.dtype != "BF16" && e.dtype != "F16")
+    UL_FAIL(where, ": dtype ", e.dtype, " cannot be read as f32 (supported: F32, BF16, F16)");
+  const std::uint64_t size = element_size(e.dtype);
+  const std::uint64_t offset = data_start_ + e.begin + static_cast<std::uint64_t>(begin) * size;
+  const std::uint64_t bytes = static_cast<std::uint64_t>(end - begin) * size;
+  Tensor out = Tensor::empty({end - begin}, DType::f32);
+  float* o = out.data<float>();
+  if (e.dtype == "F32") {
+    pread_all(fd_, o, bytes, offset, path_);
+    return out;
+  }
+  std::vector<std::uint16_t> bits(static_cast<std::size_t>(end - begin));  // BF16 or F16
+  pread_all(fd_, bits.data(), bytes, offset, path_);
+  const bool bf16_bits = e.dtype == "BF16";
+  const auto n = static_cast<std::int64_t>(bits.size());
+#pragma omp parallel for schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint16_t b = bits[static_cast<std::size_t>(i)];
+    o[i] = bf16_bits ? bf16_to_float(bf16{b}) : half_bits_to_float(b);
+  }
+  return out;
+}
+
 void write_safetensors(const std::filesystem::path& path,
                        const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata) {
@@ -410,6 +440,11 @@ const SafetensorsEntry& CheckpointReader::entry(const std::string& name) const {
 
 Tensor CheckpointReader::read(const std::string& name, std::optional<DType> as) const {
   return reader_of(name).read(name, as);
+}
+
+Tensor CheckpointReader::read_elements(const std::string& name, std::int64_t begin,
+                                       std::int64_t end) const {
+  return reader_of(name).read_elements(name, begin, end);
 }
 
 std::vector<std::string> write_sharded_safetensors(

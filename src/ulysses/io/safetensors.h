@@ -62,6 +62,11 @@ class SafetensorsReader {
   // to i32 or i64 (Error if a value does not fit). Other dtypes (F64, U8, BOOL, F8_*...) and
   // float<->integer conversions throw Error.
   Tensor read(const std::string& name, std::optional<DType> as = std::nullopt) const;
+  // Elements [begin, end) of floating-point tensor `name` in row-major order, read alone from
+  // the file (a ZeRO rank reads its shard, not the tensor) and converted to f32: a new CPU
+  // tensor of shape [end - begin]. Error when the range is outside the tensor or the dtype is
+  // not F32, BF16 or F16.
+  Tensor read_elements(const std::string& name, std::int64_t begin, std::int64_t end) const;
 
  private:
   std::filesystem::path path_;
@@ -104,6 +109,7 @@ class CheckpointReader {
   // Header entry and reads as in SafetensorsReader; Error naming the directory when absent.
   const SafetensorsEntry& entry(const std::string& name) const;
   Tensor read(const std::string& name, std::optional<DType> as = std::nullopt) const;
+  Tensor read_elements(const std::string& name, std::int64_t begin, std::int64_t end) const;
 
  private:
   const SafetensorsReader& reader_of(const std::string& name) const;

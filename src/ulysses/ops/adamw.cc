@@ -45,9 +45,7 @@ void adamw_step_with_copy(const Context& ctx, const AdamWConfig& config, std::in
     check_on_context_device(ctx, param_copy, "adamw_step: param_copy");
   }
   if (ctx.device.is_cpu()) {
-    cpu::adamw_step(config, step, param, grad, exp_avg, exp_avg_sq);
-    if (param_copy.defined()) param_copy.copy_from(param.to(param_copy.dtype()));
-    return;
+    return cpu::adamw_step(config, step, param, grad, exp_avg, exp_avg_sq, param_copy);
   }
 #ifdef ULYSSES_HAS_CUDA
   if (ctx.device.is_cuda())
@@ -92,13 +90,10 @@ void adamw_multi_step(const Context& ctx, const AdamWConfig& config, std::int64_
     for (const AdamWRange& r : ranges) {
       AdamWConfig c = config;
       if (!r.weight_decay) c.weight_decay = 0.0f;
-      Tensor param = r.param;
-      cpu::adamw_step(c, step, param.view({param.numel()}), r.grad.view({param.numel()}),
-                      r.exp_avg.view({param.numel()}), r.exp_avg_sq.view({param.numel()}));
-      if (r.param_copy.defined()) {
-        Tensor copy = r.param_copy;
-        copy.view({param.numel()}).copy_from(param.view({param.numel()}).to(copy.dtype()));
-      }
+      const Shape flat = {r.param.numel()};
+      cpu::adamw_step(c, step, r.param.view(flat), r.grad.view(flat), r.exp_avg.view(flat),
+                      r.exp_avg_sq.view(flat),
+                      r.param_copy.defined() ? r.param_copy.view(flat) : Tensor());
     }
     return;
   }

@@ -58,13 +58,9 @@ std::int64_t states_rounding(const ModelConfig& c, const MemoryPlanInput& in) {
   return extra;
 }
 
-// Host bytes of the model states the offload flags keep in host memory, plus the host AdamW's
-// f32 copy of the gradient shard (offload_optimizer).
-std::int64_t host_states(const ZeroMemory& z, const MemoryPlanInput& in) {
-  std::int64_t bytes = z.offloaded;
-  if (in.offload_optimizer) bytes += z.grads;
-  return bytes;
-}
+// Host bytes of the model states the offload flags keep in host memory, plus the pinned
+// staging slots the offloaded step streams gradient and parameter pieces through.
+std::int64_t host_states(const ZeroMemory& z) { return z.offloaded + z.host_staging; }
 
 MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_t T) {
   const Sizes sz = sizes(in.precision);
@@ -81,7 +77,7 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   p.master = in.offload_optimizer ? 0 : z.master;
   p.optimizer = in.offload_optimizer ? 0 : z.optimizer;
   p.grads = z.grads;
-  p.host_states = host_states(z, in);
+  p.host_states = host_states(z);
   p.grads += states_rounding(c, in);  // booked with the gradients, the buffers always resident
 
   // Ulysses (sp > 1): head-sharded q and output ([S, Hq/P, D]: as large as the local ones)

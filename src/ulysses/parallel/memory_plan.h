@@ -55,7 +55,7 @@ struct MemoryPlan {
   std::int64_t activations = 0;  // kept for backward
   std::int64_t buffers = 0;      // transient: one layer's backward working set, loss tile, ZeRO
   std::int64_t total() const { return params + master + grads + optimizer + activations + buffers; }
-  // Host bytes per rank: offloaded model states (and the host AdamW's gradient copy), pinned
+  // Host bytes per rank: offloaded model states with their pinned staging slots, pinned
   // activation buffers.
   std::int64_t host_states = 0;
   std::int64_t host_activations = 0;

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ulysses/core/copy_stream.h"
 #include "ulysses/core/error.h"
+#include "ulysses/core/log.h"
 #include "ulysses/ops/elementwise.h"
 
 namespace ulysses::parallel {
@@ -14,6 +16,26 @@ namespace ulysses::parallel {
 namespace {
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
+// A stage-3 gather of one rank (Z = 1) from pinned host memory: an asynchronous copy on the
+// copy stream; wait() makes the compute stream wait for it. Holds the source shard until then.
+class CopyWork final : public comm::Work {
+ public:
+  CopyWork(CopyStream& stream, CopyMark mark, Tensor source)
+      : stream_(stream), mark_(std::move(mark)), source_(std::move(source)) {}
+  ~CopyWork() override { wait(); }
+  void wait() override {
+    if (done_) return;
+    done_ = true;
+    stream_.compute_waits(mark_);
+  }
+
+ private:
+  CopyStream& stream_;
+  CopyMark mark_;
+  Tensor source_;
+  bool done_ = false;
+};
 
 }  // namespace
 
@@ -24,6 +46,8 @@ void validate_zero_config(const ZeroConfig& c) {
   if (c.grad_reduce_dtype == DType::bf16 && c.stage > 0)
     UL_FAIL("--grad-reduce-dtype bfloat16 is implemented for --zero-stage 0 only (got stage ",
             c.stage, "); use --grad-reduce-dtype float32 with ZeRO");
+  UL_CHECK(c.offload_stage_elements >= 1, "ZeroConfig: offload_stage_elements is ",
+           c.offload_stage_elements, ", expected >= 1");
   if (c.stage < 0 || c.stage > 3) UL_FAIL("--zero-stage must be 0, 1, 2 or 3 (got ", c.stage, ")");
   if (c.offload_params && c.stage != 3)
     UL_FAIL("--offload-params needs --zero-stage 3 (got --zero-stage ", c.stage,
@@ -57,6 +81,12 @@ ZeroMemory zero_memory_formula(const model::ModelConfig& config, const ZeroConfi
   m.master = bf16 ? 4 * shard : 0;
   if (zero.offload_optimizer) m.offloaded += m.optimizer + m.master;
   if (zero.offload_params) m.offloaded += m.params;
+  if (zero.offload_optimizer && bf16) {
+    std::int64_t slot = 0;  // elements of one staging slot
+    for (const auto& group : layout.groups())
+      slot = std::max(slot, std::min(ceil_div(group.numel, Z), zero.offload_stage_elements));
+    m.host_staging = 2 * 4 * slot + (zero.offload_params ? 0 : 2 * 2 * slot);
+  }
   if (zero.stage >= 2) m.transient += 3 * 4 * largest;
   if (zero.stage >= 3) m.transient += 3 * (bf16 ? 2 : 4) * largest;
   return m;
@@ -106,8 +136,16 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
     zero_rank_ = mesh.zero_group().rank();
   }
   const Device device = ctx.device;
-  const Device optimizer_device = zero.offload_optimizer ? Device::cpu() : device;
-  const Device param_shard_device = zero.offload_params ? Device::cpu() : device;
+  // Offloaded buffers of a device state live in host memory; those the device copies from or
+  // into during a step (`dma`: the bf16 parameter shards) are pinned, so their copies are
+  // asynchronous. The master shard and moments never cross to the device in a step (AdamW runs
+  // where they are): pageable, first touched in parallel, which keeps setup short.
+  const auto zeros_on = [&](bool offloaded, const Shape& shape, DType dtype, bool dma) {
+    if (!offloaded) return Tensor::zeros(shape, dtype, device);
+    return device.is_cpu() || !dma ? Tensor::zeros(shape, dtype)
+                                   : Tensor::zeros_pinned(shape, dtype);
+  };
+  std::int64_t stage_slot = 0;
   for (const auto& spec : layout_.groups()) {
     Group g;
     g.numel = spec.numel;
@@ -117,18 +155,43 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
     g.params_sharded = zero.stage >= 3;
     g.grads_sharded = zero.stage >= 2;
     g.params = g.params_sharded
-                   ? Tensor::zeros({g.shard}, ctx.compute_dtype, param_shard_device)
+                   ? zeros_on(zero.offload_params, {g.shard}, ctx.compute_dtype, /*dma=*/true)
                    : Tensor::zeros({g.padded}, ctx.compute_dtype, device);
-    if (mixed()) g.master = Tensor::zeros({g.shard}, DType::f32, optimizer_device);
+    // (f32 on a device, tests only: the parameters are the master and go through host copies)
+    if (mixed()) g.master = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32, false);
     g.grads = Tensor::zeros({g.grads_sharded ? g.shard : g.padded}, DType::f32, device);
-    g.exp_avg = Tensor::zeros({g.shard}, DType::f32, optimizer_device);
-    g.exp_avg_sq = Tensor::zeros({g.shard}, DType::f32, optimizer_device);
+    g.exp_avg = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32, false);
+    g.exp_avg_sq = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32, false);
+    stage_slot = std::max(stage_slot, std::min(g.shard, zero.offload_stage_elements));
     groups_.push_back(std::move(g));
   }
+  copy_ = std::make_unique<CopyStream>(ctx_);
+  // The offloaded update's staging (see "Offload"): two gradient shards and, unless the bf16
+  // shards live in host memory themselves, two compute-dtype shards, in pinned host memory.
+  if (pipelined_update()) {
+    for (auto& t : grad_stage_) t = Tensor::zeros_pinned({stage_slot}, DType::f32);
+    if (!zero.offload_params)
+      for (auto& t : param_stage_) t = Tensor::zeros_pinned({stage_slot}, ctx.compute_dtype);
+  }
+  const ZeroMemory held = memory();
+  const std::int64_t to_pin = (zero.offload_params ? held.params : 0) + held.host_staging;
+  if (!device.is_cpu() && held.pinned < to_pin)
+    log_warn("ZeRO offload: ", format_bytes(to_pin - held.pinned),
+             " of host memory could not be page-locked (cudaHostRegister failed: check "
+             "`ulimit -l`); their copies are synchronous and slower");
 }
 
-// Unwaited Works wait in their destructors (in stream order, before their buffers go).
-ZeroState::~ZeroState() = default;
+// Unwaited Works wait in their destructors (in stream order, before their buffers go); then the
+// copy stream is drained before the pinned buffers are unregistered and freed.
+ZeroState::~ZeroState() {
+  for (Group& g : groups_) g.gather_work.reset();
+  reduce_work_.reset();
+  drain_copies();
+}
+
+void ZeroState::drain_copies() const {
+  if (copy_) CopyStream::host_waits(copy_->record());
+}
 
 ZeroState::Group& ZeroState::group(std::size_t index) {
   UL_CHECK(index < groups_.size(), "ZeroState: parameter group ", index, " out of range (",
@@ -142,6 +205,15 @@ Tensor ZeroState::on_device(const Tensor& t) const {
 
 void ZeroState::convert_into(const Tensor& src, Tensor dst) const {
   if (src.dtype() == dst.dtype()) return dst.copy_from(src);
+  if (dst.device().is_cpu() && src.device().is_cpu() && src.dtype() == DType::f32 &&
+      dst.dtype() == DType::bf16) {  // host to host (offloaded shards): RNE on every thread
+    const float* in = src.data<float>();
+    bf16* out = dst.data<bf16>();
+    const std::int64_t n = src.numel();
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) out[i] = float_to_bf16(in[i]);
+    return;
+  }
   if (dst.device().is_cpu())  // host memory (CPU backend or offloaded): the CPU rounding (RNE)
     return dst.copy_from((src.device().is_cpu() ? src : src.to(Device::cpu())).to(dst.dtype()));
   ops::convert(ctx_, on_device(src), dst);  // the same rounding on the device
@@ -166,8 +238,23 @@ void ZeroState::note_transient() {
 
 void ZeroState::start_gather(Group& g) {
   g.gathered = Tensor::empty({g.padded}, ctx_.compute_dtype, ctx_.device);
-  // Offloaded shards are copied to the device first (the Work keeps the copy alive).
-  g.gather_work = mesh_.zero_group().all_gather_start(on_device(g.params), g.gathered);
+  if (g.params.device() == ctx_.device) {
+    g.gather_work = mesh_.zero_group().all_gather_start(g.params, g.gathered);
+  } else {
+    // Offloaded (pinned) shard: copied on the copy stream, after the compute stream's queued
+    // work (which may still use the memory the caching allocator just handed out). One rank:
+    // the copy is the gather, and the compute stream waits for it only at acquire.
+    copy_->wait_for_compute();
+    if (zero_size_ == 1) {
+      copy_->copy(g.gathered, g.params);
+      g.gather_work = std::make_unique<CopyWork>(*copy_, copy_->record(), g.params);
+    } else {
+      Tensor staged = Tensor::empty({g.shard}, ctx_.compute_dtype, ctx_.device);  // [s]
+      copy_->copy(staged, g.params);
+      copy_->compute_waits(copy_->record());
+      g.gather_work = mesh_.zero_group().all_gather_start(staged, g.gathered);
+    }
+  }
   current_.params += static_cast<std::int64_t>(g.gathered.nbytes());
   note_transient();
 }
@@ -271,29 +358,31 @@ void ZeroState::all_reduce_grads(comm::Communicator& group, Tensor grads) const 
 void ZeroState::set_parameters(const model::ParamBuffers& full) {
   UL_CHECK(full.flat().size() == groups_.size(), "set_parameters: ", full.flat().size(),
            " parameter groups, expected ", groups_.size());
+  for (std::size_t i = 0; i < groups_.size(); ++i) {
+    check_dtype(full.flat()[i], DType::f32, "set_parameters: full parameters");
+    check_shape(full.flat()[i], {groups_[i].numel}, "set_parameters: full parameters");
+  }
+  set_parameters([&](std::size_t i, std::int64_t lo, Tensor out) {
+    const Tensor& src = full.flat()[i];  // [numel] f32
+    const std::int64_t valid = std::clamp<std::int64_t>(src.numel() - lo, 0, out.numel());
+    if (valid < out.numel()) out.rows(valid, out.numel()).zero_();
+    if (valid > 0) convert_into(src.rows(lo, lo + valid), out.rows(0, valid));
+  });
+}
+
+void ZeroState::set_parameters(const GroupRangeSource& source) {
   drop_prefetch();  // it would hold the old parameters
+  drain_copies();
   for (std::size_t i = 0; i < groups_.size(); ++i) {
     Group& g = groups_[i];
-    const Tensor& src = full.flat()[i];  // [numel] f32
-    check_dtype(src, DType::f32, "set_parameters: full parameters");
-    check_shape(src, {g.numel}, "set_parameters: full parameters");
-    const std::int64_t end = std::min(g.lo + g.shard, g.numel);  // this rank's part of src
-    if (mixed()) {
-      g.master.zero_();
-      if (end > g.lo) g.master.rows(0, end - g.lo).copy_from(src.rows(g.lo, end));
-      if (zero_.stage < 3) {
-        convert_into(src, g.params.rows(0, g.numel));
-      } else {
-        convert_into(g.master, g.params);
-      }
+    if (!mixed()) {  // the parameters are the master weights
+      source(i, zero_.stage < 3 ? 0 : g.lo, g.params);
       continue;
     }
-    if (zero_.stage < 3) {
-      g.params.rows(0, g.numel).copy_from(src);
-      continue;
-    }
-    g.params.zero_();
-    if (end > g.lo) g.params.rows(0, end - g.lo).copy_from(src.rows(g.lo, end));
+    // The master shard ([s] f32) and the compute parameters (stage 0-2: the [padded] group;
+    // stage 3: the [s] shard), each written where it lives: no copy between host and device.
+    source(i, g.lo, g.master);
+    source(i, zero_.stage < 3 ? 0 : g.lo, g.params);
   }
 }
 
@@ -306,6 +395,80 @@ void ZeroState::begin_step() {
     g.grads.zero_();
   }
   peak_ = current_;
+}
+
+void ZeroState::adamw_ranges(const Context& optimizer_ctx, std::size_t index, std::int64_t step,
+                             float lr, Tensor master, const Tensor& grad, Tensor rounded,
+                             std::int64_t begin, std::int64_t end) {
+  Group& g = groups_[index];
+  if (end < 0) end = g.shard;
+  for (const auto& spec : layout_.groups()[index].params) {
+    // [a, b): the parameter's elements inside this piece, relative to the shard.
+    const std::int64_t a = std::max(spec.offset - g.lo, begin);
+    const std::int64_t b = std::min(spec.offset + shape_numel(spec.shape) - g.lo, end);
+    if (b <= a) continue;
+    ops::AdamWConfig hyper = adamw_;
+    hyper.lr = lr;
+    if (!spec.weight_decay) hyper.weight_decay = 0.0f;
+    ops::adamw_step_with_copy(optimizer_ctx, hyper, step, master.rows(a, b),
+                              grad.rows(a - begin, b - begin), g.exp_avg.rows(a, b),
+                              g.exp_avg_sq.rows(a, b),
+                              rounded.defined() ? rounded.rows(a - begin, b - begin) : Tensor());
+  }
+}
+
+void ZeroState::update_offloaded(std::int64_t step, float lr) {
+  const Context host;  // the CPU kernel, on every OpenMP thread
+  // Pieces of at most offload_stage_elements of one group's shard, in group order.
+  struct Piece {
+    std::size_t group;
+    std::int64_t begin, end;  // [begin, end) of the shard
+  };
+  std::vector<Piece> pieces;
+  for (std::size_t i = 0; i < groups_.size(); ++i)
+    for (std::int64_t b = 0; b < groups_[i].shard; b += zero_.offload_stage_elements)
+      pieces.push_back({i, b, std::min(groups_[i].shard, b + zero_.offload_stage_elements)});
+  // The clipped gradients are final and the backward no longer reads the parameters.
+  copy_->wait_for_compute();
+  const auto fetch_grads = [&](std::size_t k) {
+    const Piece& p = pieces[k];
+    copy_->copy(grad_stage_[k % 2].rows(0, p.end - p.begin),
+                groups_[p.group].grad_shard().rows(p.begin, p.end));
+    grad_ready_[k % 2] = copy_->record();
+  };
+  if (!pieces.empty()) fetch_grads(0);
+  for (std::size_t k = 0; k < pieces.size(); ++k) {
+    const Piece& p = pieces[k];
+    Group& g = groups_[p.group];
+    const std::int64_t n = p.end - p.begin;
+    // Piece k + 1's gradients come while piece k updates (its slot was piece k - 1's, done).
+    if (k + 1 < pieces.size()) fetch_grads(k + 1);
+    CopyStream::host_waits(grad_ready_[k % 2]);
+    const Tensor grad = grad_stage_[k % 2].rows(0, n);  // [n] f32, pinned
+    // The rounded piece: straight into the pinned shard (offload_params), else into a staging
+    // slot whose previous copy (piece k - 2's) is done, its padding zeroed.
+    Tensor rounded;
+    if (zero_.offload_params) {
+      rounded = g.params.rows(p.begin, p.end);
+    } else {
+      CopyStream::host_waits(params_sent_[k % 2]);
+      rounded = param_stage_[k % 2].rows(0, n);
+      const std::int64_t valid = std::clamp<std::int64_t>(g.numel - g.lo - p.begin, 0, n);
+      if (valid < n) rounded.rows(valid, n).zero_();
+    }
+    adamw_ranges(host, p.group, step, lr, g.master, grad, rounded, p.begin, p.end);
+    if (zero_.offload_params) continue;  // the next acquire copies the shard to the device
+    // The piece goes back while the next one updates; after a group's last piece the compute
+    // stream waits for the copies (a mark covers every earlier copy of the stream) before the
+    // all-gather (stage 1-2) or the next forward reads the shard.
+    Tensor own = g.param_shard();  // [s] on the device
+    copy_->copy(own.rows(p.begin, p.end), rounded);
+    params_sent_[k % 2] = copy_->record();
+    if (p.end == g.shard) {
+      copy_->compute_waits(params_sent_[k % 2]);
+      publish(g, own);
+    }
+  }
 }
 
 void ZeroState::update_group(std::size_t index, std::int64_t step, float lr) {
@@ -330,18 +493,7 @@ void ZeroState::update_group(std::size_t index, std::int64_t step, float lr) {
     else
       rounded = Tensor::zeros({g.shard}, ctx_.compute_dtype, optimizer_ctx.device);
   }
-  for (const auto& spec : layout_.groups()[index].params) {
-    const std::int64_t begin = std::max(spec.offset, g.lo);
-    const std::int64_t end = std::min(spec.offset + shape_numel(spec.shape), g.lo + g.shard);
-    if (end <= begin) continue;
-    ops::AdamWConfig hyper = adamw_;
-    hyper.lr = lr;
-    if (!spec.weight_decay) hyper.weight_decay = 0.0f;
-    const std::int64_t a = begin - g.lo, b = end - g.lo;
-    ops::adamw_step_with_copy(optimizer_ctx, hyper, step, master.rows(a, b), grad.rows(a, b),
-                              g.exp_avg.rows(a, b), g.exp_avg_sq.rows(a, b),
-                              rounded.defined() ? rounded.rows(a, b) : Tensor());
-  }
+  adamw_ranges(optimizer_ctx, index, step, lr, master, grad, rounded);
   if (mixed()) return publish(g, rounded);
   if (on_host) g.param_shard().copy_from(master);
   publish(g, g.param_shard());
@@ -357,6 +509,7 @@ double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
   // before this update.
   complete_reduce();
   drop_prefetch();
+  drain_copies();       // no copy of a prefetch may still read a host shard AdamW rewrites
   last_acquired_ = -1;  // the next forward starts at group 0
   // 1. Reduce: every rank's gradients become the sum over the world.
   comm::Communicator& world = mesh_.world();
@@ -384,7 +537,11 @@ double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
   }
   // 4. AdamW on the owned elements of every parameter (weight decay per ParamSpec), then the
   // parameters are refreshed (stage 0-2: all-gathered into the full buffers).
-  for (std::size_t i = 0; i < groups_.size(); ++i) update_group(i, step, lr);
+  if (pipelined_update()) {
+    update_offloaded(step, lr);
+  } else {
+    for (std::size_t i = 0; i < groups_.size(); ++i) update_group(i, step, lr);
+  }
   return norm;
 }
 
@@ -440,6 +597,7 @@ void ZeroState::load_state_tensors(const std::map<std::string, Tensor>& tensors)
     copies.emplace_back(dst, src);
   }
   drop_prefetch();  // it would hold the old parameters
+  drain_copies();
   for (auto& [dst, src] : copies) dst.copy_from(src);
   // The compute parameters follow the loaded master shards.
   for (Group& g : groups_) {
@@ -463,6 +621,16 @@ ZeroMemory ZeroState::memory() const {
   }
   if (zero_.offload_optimizer) m.offloaded += m.optimizer + m.master;
   if (zero_.offload_params) m.offloaded += m.params;
+  const auto count_pinned = [&](const Tensor& t) {
+    if (t.defined() && t.pinned()) m.pinned += static_cast<std::int64_t>(t.nbytes());
+  };
+  for (const Group& g : groups_)
+    for (const Tensor* t : {&g.params, &g.master, &g.exp_avg, &g.exp_avg_sq}) count_pinned(*t);
+  for (const auto* stage : {&grad_stage_, &param_stage_})
+    for (const Tensor& t : *stage) {
+      if (t.defined()) m.host_staging += static_cast<std::int64_t>(t.nbytes());
+      count_pinned(t);
+    }
   return m;
 }
 

@@ -75,18 +75,41 @@
 // On the CPU (MPI) the starts complete before returning: only the order of the calls changes.
 //
 // Offload. On the CPU backend every buffer already lives in host memory, so offload_optimizer /
-// offload_params change nothing but the accounting (Memory::offloaded). On CUDA:
+// offload_params change nothing but the accounting (Memory::offloaded). On CUDA the offloaded
+// buffers are host memory allocated once by the constructor; what the device copies from or
+// into during a step is pinned (Tensor::zeros_pinned; Memory::pinned): the staging slots below
+// and the offloaded bf16 parameter shards. The master shard and moments are never copied to the
+// device in a step (AdamW runs where they live), so they stay pageable (first touched in
+// parallel): pinning 12 bytes per parameter would only lengthen setup. Every copy between
+// pinned memory and the device is asynchronous, on the state's copy stream
+// (core/copy_stream.h), ordered with the compute stream by events:
 //   - offload_optimizer keeps the AdamW moments and the fp32 master shard in host memory
-//     (Memory::optimizer + master): finish_step copies the (reduced, clipped) gradient shard to
-//     the host, runs AdamW there (the CPU kernel) and copies the updated bf16 shard back to the
-//     device (stage 1-2: then all-gathered into the full buffers).
+//     (Memory::optimizer + master). finish_step, after the norm and the clip, pipelines the
+//     shards, cut into pieces of at most kOffloadStageElements, through two pinned staging
+//     slots (Memory::host_staging): the copy of piece k + 1's gradients to the host overlaps
+//     the host AdamW of piece k (ops::adamw_step_with_copy on a CPU context: every OpenMP
+//     thread, vectorized, writing the rounded bf16 values in the same pass), and the copy of
+//     piece k's bf16 values back to the device overlaps piece k + 1's update; after a group's
+//     last piece the compute stream waits for those copies before the all-gather (stage 1-2)
+//     or the next forward (stage 3). With offload_params the bf16 values are written straight
+//     into the pinned host shard.
 //   - offload_params (stage 3) keeps the bf16 parameter shards in host memory (Memory::params):
-//     acquire copies the shard to the device before the all-gather.
-// The gradients (fp32) always stay on the device.
+//     acquire (and the prefetch, see "Overlap") copies the shard to the device on the copy
+//     stream. One rank: that copy is the gather, and the compute stream waits for it only at
+//     the acquire, so a prefetched group's copy runs under the previous group's compute. Z > 1:
+//     the compute stream waits for the copy before the all-gather starts.
+//   - offload_params without offload_optimizer: AdamW runs on the device and the bf16 shard is
+//     copied into its pinned host buffer (a synchronous copy at the DMA rate).
+// The gradients (fp32) always stay on the device. The host waits for copies only where it
+// reads or rewrites host memory: a gradient slot before its AdamW, a staging slot before it is
+// refilled, all copies at finish_step's start and before set_parameters / load_state_tensors.
+// A CUDA state in f32 (tests only) keeps the synchronous per-group copies.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -94,6 +117,7 @@
 #include <vector>
 
 #include "ulysses/core/context.h"
+#include "ulysses/core/copy_stream.h"
 #include "ulysses/core/format.h"
 #include "ulysses/parallel/memory_plan.h"
 #include "ulysses/model/param_store.h"
@@ -102,6 +126,12 @@
 #include "ulysses/parallel/mesh.h"
 
 namespace ulysses::parallel {
+
+// The offloaded update moves a group's shard through pinned staging slots in pieces of at most
+// this many elements (32 Mi: 128 MiB of f32 gradients per slot), so the staging stays small next
+// to the largest group (an embedding of 0.4-0.5 G elements) and the pipeline has several steps
+// per group.
+inline constexpr std::int64_t kOffloadStageElements = std::int64_t{1} << 25;
 
 struct ZeroConfig {
   int stage = 0;
@@ -114,6 +144,9 @@ struct ZeroConfig {
   // traffic; each rank's gradient and the sum are rounded to bf16 once (the backends still add
   // in f32). Stages 1-3 reduce in f32 (bf16 is refused there).
   DType grad_reduce_dtype = DType::f32;
+  // The offloaded update's piece size in elements (see "Offload"; tests use small pieces; the
+  // result does not depend on it).
+  std::int64_t offload_stage_elements = kOffloadStageElements;
 };
 
 // Stage in 0..3 (Error naming --zero-stage); --offload-params needs stage 3; --offload-optimizer
@@ -127,6 +160,14 @@ struct ZeroMemory {
   std::int64_t optimizer = 0;  // AdamW moments (fp32)
   std::int64_t master = 0;     // separate fp32 master weights (bf16 mixed only)
   std::int64_t offloaded = 0;  // of the above, bytes the offload flags put in host memory
+  // Not in total(): pinned host staging of the offloaded update (bf16 mixed with
+  // offload_optimizer: two f32 slots and, without offload_params, two compute-dtype slots, each
+  // of min(largest shard, kOffloadStageElements) elements). Host memory on top of `offloaded`.
+  std::int64_t host_staging = 0;
+  // Of offloaded + host_staging, bytes actually page-locked: the staging and the offloaded bf16
+  // parameter shards (ZeroState::memory() only: 0 in the formula and on the CPU backend; less
+  // when cudaHostRegister failed).
+  std::int64_t pinned = 0;
   // Not in total(): a bound on the transient full buffers held at once, in sizes of the
   // largest group (stage 2-3: three fp32 gradient buffers: the one accumulating, the one being
   // reduce-scattered and, with tied embeddings, the embedding's, open from the LM head to the
@@ -196,8 +237,21 @@ class ZeroState final : public model::ParamStore {
 
   // Same values on every rank (initialized or loaded weights; f32, any device). Not
   // collective. Mixed precision: the master shard takes the f32 values, the compute parameters
-  // their bf16 rounding.
+  // their bf16 rounding. (Tests and small models: the trainer sets its parameters from a
+  // GroupRangeSource, without a full copy.)
   void set_parameters(const model::ParamBuffers& full);
+  // Writes elements [lo, lo + out.numel()) of parameter group `group`'s flat f32 buffer into
+  // `out`: a 1-D f32 tensor, or the compute dtype (the f32 values rounded to nearest even), on
+  // the state's device or in host memory; elements past the group's numel are zero. Every rank
+  // must get the same values for the same element (init: model::init_group_range; HF weights:
+  // io::HfWeightReader::read_group_range).
+  using GroupRangeSource = std::function<void(std::size_t group, std::int64_t lo, Tensor out)>;
+  // Shard-only setup: asks `source` for exactly what this rank keeps, written straight into
+  // its buffers (on the device, or in host memory when offloaded): the master shard and, at
+  // stage 0-2, the full compute-dtype buffer (which every rank holds), or at stage 3 only the
+  // compute-dtype shard (mixed precision: two requests per group). No rank ever holds the
+  // whole f32 model. Not collective. The values equal set_parameters(full) of the same weights.
+  void set_parameters(const GroupRangeSource& source);
   // Zeroes the gradient accumulators (and the transient peaks). Call before the first backward
   // of an optimizer step.
   void begin_step();
@@ -258,6 +312,20 @@ class ZeroState final : public model::ParamStore {
   void publish(Group& g, const Tensor& shard);
   // AdamW on one group's master shard with the reduced, clipped gradient shard.
   void update_group(std::size_t index, std::int64_t step, float lr);
+  // AdamW of every parameter of group `index` inside this rank's shard (tensors on
+  // optimizer_ctx's device; rounded may be undefined).
+  // Elements [begin, end) of the shard only (end < 0: the whole shard); grad and rounded hold
+  // that piece ([end - begin]), master and the moments the whole shard.
+  void adamw_ranges(const Context& optimizer_ctx, std::size_t index, std::int64_t step, float lr,
+                    Tensor master, const Tensor& grad, Tensor rounded, std::int64_t begin = 0,
+                    std::int64_t end = -1);
+  // offload_optimizer on a device in mixed precision: the pipelined host update ("Offload").
+  bool pipelined_update() const {
+    return zero_.offload_optimizer && !ctx_.device.is_cpu() && mixed();
+  }
+  void update_offloaded(std::int64_t step, float lr);
+  // The host waits for every queued copy of the copy stream.
+  void drain_copies() const;
   void note_transient();
   // Stage 3: allocates g.gathered and starts the all-gather of g's shards into it.
   void start_gather(Group& g);
@@ -285,6 +353,14 @@ class ZeroState final : public model::ParamStore {
   std::unique_ptr<comm::Work> reduce_work_;
   Tensor reduce_result_;
   std::size_t reduce_group_ = 0;
+  // Pinned staging of the pipelined offloaded update: f32 gradient slots and compute-dtype
+  // parameter slots (undefined with offload_params) of min(largest s, kOffloadStageElements)
+  // elements, with the marks of their last copies.
+  std::array<Tensor, 2> grad_stage_, param_stage_;
+  std::array<CopyMark, 2> grad_ready_, params_sent_;
+  // Asynchronous host <-> device copies of the offloaded state (synchronous on the CPU).
+  // Last member: the destructor drains it before the buffers above are freed.
+  std::unique_ptr<CopyStream> copy_;
 };
 
 }  // namespace ulysses::parallel

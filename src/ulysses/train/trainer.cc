@@ -49,6 +49,27 @@ ops::AdamWConfig adamw_config(const TrainConfig& c) {
   return a;
 }
 
+// dst (host) = src (device): straight when dst is pinned, else through `bounce`, a pinned f32
+// buffer of 64 MiB made on first use (a pageable copy runs at a fraction of the DMA rate).
+void copy_to_host(const Tensor& src, Tensor dst, Tensor& bounce) {
+  if (dst.pinned() || dst.dtype() != DType::f32) return dst.copy_from(src);
+  constexpr std::int64_t kBounce = std::int64_t{1} << 24;  // elements
+  if (!bounce.defined()) bounce = Tensor::zeros_pinned({kBounce}, DType::f32);
+  if (!bounce.pinned()) return dst.copy_from(src);  // no GPU registration: nothing gained
+  for (std::int64_t at = 0; at < src.numel(); at += kBounce) {
+    const std::int64_t end = std::min(src.numel(), at + kBounce);
+    Tensor part = bounce.rows(0, end - at);
+    part.copy_from(src.rows(at, end));
+    dst.rows(at, end).copy_from(part);
+  }
+}
+
+std::string format_seconds(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2f s", seconds);
+  return text;
+}
+
 // The context of this rank: CPU, or the CUDA device given by the launcher's local rank.
 Context make_context(const std::string& device, int world_size) {
   const bool want_cuda = device == "cuda" || (device == "auto" && cuda_device_count() > 0);
@@ -160,22 +181,46 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
       });
     }
   }
-  // The CPU backend's memory is the host's: a plan that cannot fit stops before allocating.
+  // The CPU backend's memory is the host's, and so is a GPU rank's offloaded state: a plan that
+  // cannot fit stops before allocating.
   comm::run_agreed(world_, [&] { check_host_memory(); });
   // Allocating the state and reading or drawing the weights can fail on some ranks only (a
   // missing shard file, memory): every rank learns it before the next collective.
   comm::run_agreed(world_, [&] {
-    zero_ = std::make_unique<parallel::ZeroState>(ctx_, model_config_, *mesh_,
-                                                  zero_config(config_), adamw_config(config_));
-    // The initial weights, f32 in host memory, handed to the ZeroState (which keeps what this
-    // rank owns) and dropped.
-    model::ParamBuffers initial(model_config_, Device::cpu());
+    const auto start = std::chrono::steady_clock::now();
+    zero_ = std::make_unique<parallel::ZeroState>(ctx_, model_config_, *mesh_, zero_config(config_),
+                                                  adamw_config(config_));
+    const auto allocated = std::chrono::steady_clock::now();
+    // Each rank writes only what it keeps, straight into the ZeroState's buffers (on the
+    // device, or in pinned host memory when offloaded): read from the HF files' ranges, or
+    // drawn by the counter-based generator where the buffer lives (the same values as
+    // model::init_weights on any device).
     if (io::has_hf_weights(config_.model)) {
-      io::load_hf_weights(config_.model, initial);
+      const io::HfWeightReader reader(config_.model, model_config_);
+      zero_->set_parameters([&](std::size_t group, std::int64_t lo, Tensor out) {
+        reader.read_group_range(group, lo, out);
+      });
+      setup_times_.weights_source = "read from " + config_.model;
     } else {
-      model::init_weights(initial, config_.seed, static_cast<float>(config_.initializer_range));
+      const model::ParamLayout layout(model_config_);
+      const auto init_std = static_cast<float>(config_.initializer_range);
+      Tensor bounce;  // pinned, for copies into pageable host memory (made on first use)
+      zero_->set_parameters([&](std::size_t group, std::int64_t lo, Tensor out) {
+        const model::ParamGroup& spec = layout.groups()[group];
+        if (out.device() == ctx_.device)
+          return model::init_group_range(ctx_, spec, out, lo, config_.seed, init_std);
+        // Host memory (offloaded) of a GPU rank: drawn on the GPU, one group at a time, and
+        // copied; the values are the host generator's bit for bit.
+        Tensor drawn = Tensor::empty(out.shape(), out.dtype(), ctx_.device);
+        model::init_group_range(ctx_, spec, drawn, lo, config_.seed, init_std);
+        copy_to_host(drawn, out, bounce);
+      });
+      setup_times_.weights_source = "drawn (seed " + std::to_string(config_.seed) + ")";
     }
-    zero_->set_parameters(initial);
+    synchronize(ctx_);  // the device draws are done: the time is the setup's
+    const auto end = std::chrono::steady_clock::now();
+    setup_times_.state_s = std::chrono::duration<double>(allocated - start).count();
+    setup_times_.weights_s = std::chrono::duration<double>(end - allocated).count();
   });
   run_id_ = make_run_id(world_);  // a resume takes the saved run's id instead
   if (!config_.resume_from_checkpoint.empty()) resume(config_.resume_from_checkpoint);
@@ -272,7 +317,7 @@ parallel::MemoryPlan Trainer::memory_plan() const {
 }
 
 void Trainer::check_host_memory() const {
-  if (!ctx_.device.is_cpu()) return;
+  if (!ctx_.device.is_cpu()) return check_offload_host_memory();
   const std::int64_t available = host_available_memory_bytes();
   const parallel::MemoryPlan plan = memory_plan();
   const std::int64_t planned = plan.total() + plan.host_total();  // all of it is host memory
@@ -283,6 +328,29 @@ void Trainer::check_host_memory() const {
           format_bytes(available), " are available; lower --max-seq-length, add "
           "--gradient-checkpointing, raise --sp-size or --zero-stage (`ulysses info` prints "
           "the plan)");
+}
+
+void Trainer::check_offload_host_memory() const {
+  if (!config_.offload_optimizer && !config_.offload_params) return;
+  const std::int64_t available = host_available_memory_bytes();
+  if (available <= 0) return;
+  const auto z = parallel::zero_memory_formula(
+      model_config_, zero_config(config_),
+      static_cast<int>(mesh_->config().dp_shard_size * mesh_->config().sp_size),
+      memory_plan_input().precision);
+  // The ranks of one node share its memory. (The pinned activation buffers, when offloaded, were
+  // sized to fit what is left: Trainer's constructor.)
+  const std::int64_t ranks_here = std::max(1, launcher_local_rank().size);
+  const std::int64_t needed = (z.offloaded + z.host_staging) * ranks_here;
+  if (needed <= available) return;
+  UL_FAIL("the offloaded state needs ", format_bytes(needed), " of host memory (",
+          format_bytes(z.offloaded), " offloaded + ", format_bytes(z.host_staging),
+          " staging per rank x ", ranks_here, " ranks on this node; --model ", config_.model,
+          ", --zero-stage ", config_.zero_stage,
+          config_.offload_optimizer ? ", --offload-optimizer" : "",
+          config_.offload_params ? ", --offload-params" : "", ") but ", format_bytes(available),
+          " are available; shard over more ranks (more nodes), drop "
+          "--offload-params or --offload-optimizer, or free host memory");
 }
 
 std::string Trainer::plan() const {
@@ -338,6 +406,14 @@ std::string Trainer::plan() const {
     out << "\n";
   }
   out << parallel::format_memory_plan(memory, in);
+  const parallel::ZeroMemory held = zero_->memory();
+  if (!ctx_.device.is_cpu() && held.offloaded + held.host_staging > 0)
+    out << "  host memory of this rank: " << format_bytes(held.offloaded) << " offloaded + "
+        << format_bytes(held.host_staging) << " staging, " << format_bytes(held.pinned)
+        << " of it pinned\n";
+  out << "setup: training state allocated in " << format_seconds(setup_times_.state_s)
+      << ", weights " << setup_times_.weights_source << " in "
+      << format_seconds(setup_times_.weights_s) << " (this rank's shards only)\n";
   return out.str();
 }
 

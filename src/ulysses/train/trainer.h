@@ -57,12 +57,19 @@ class Trainer {
   // Full f32 parameters (the master weights on CUDA) in host memory. Collective: gathers the
   // shards (ZeRO) on every rank; the buffer is allocated on the first call and kept.
   model::ParamBuffers& params();
-  // The plan printed before step 1.
+  // The plan printed before step 1 (its last line: the setup times).
   std::string plan() const;
   // Its memory part: device bytes (ZeRO shards, transients, kept activations, one layer's
   // working set) and host bytes (offloaded states, pinned activations).
   parallel::MemoryPlan memory_plan() const;
   parallel::MemoryPlanInput memory_plan_input() const;
+  // What the constructor spent on this rank: allocating the training state (pinned host memory
+  // included) and writing this rank's initial weights (drawn or read; device work waited for).
+  struct SetupTimes {
+    double state_s = 0, weights_s = 0;
+    std::string weights_source;  // "drawn (seed N)" or "read from DIR"
+  };
+  const SetupTimes& setup_times() const { return setup_times_; }
   // Training checkpoint of the state after `step` (collective): <output_dir>/checkpoint-<step>
   // with every rank's state, trainer_state.json and the HF weights; then --save-total-limit.
   void save_checkpoint(std::int64_t step);
@@ -78,8 +85,12 @@ class Trainer {
   // rank 0, train_results.json and loss.svg in the output dir.
   void report(const RunProgress& progress);
   TrainingState training_state(std::int64_t step) const;
-  // CPU: Error naming the options when the plan exceeds the host's available memory.
+  // CPU: Error naming the options when the plan exceeds the host's available memory (CUDA:
+  // check_offload_host_memory).
   void check_host_memory() const;
+  // CUDA with offload: Error naming the flags when the offloaded state and its pinned staging
+  // (per rank, times the ranks of this node) exceed the host's available memory.
+  void check_offload_host_memory() const;
   std::int64_t global_batch_sequences() const;
   // Whether checkpointing recomputes layer `layer`'s attention (--recompute-attention[-layers]).
   bool recomputes_attention(std::int64_t layer) const;
@@ -105,7 +116,8 @@ class Trainer {
   // f32 host copy of the full parameters for params() (null until asked for).
   std::unique_ptr<model::ParamBuffers> host_params_;
   DType save_dtype_ = DType::f32;
-  std::int64_t updates_ = 0;  // optimizer updates applied (skipped steps excluded)
+  SetupTimes setup_times_;
+  std::int64_t updates_ = 0;            // optimizer updates applied (skipped steps excluded)
   std::int64_t consecutive_skips_ = 0;  // steps in a row skipped for non-finite values
   ScheduleConfig schedule_;
   std::unique_ptr<data::DocumentSource> source_;
