@@ -47,4 +47,25 @@ std::unique_ptr<Work> Communicator::reduce_scatter_start(const Tensor& send, Ten
   return std::make_unique<CompletedWork>();
 }
 
+std::unique_ptr<Work> Communicator::send_recv_start(const Tensor& send, int send_peer, Tensor recv,
+                                                    int recv_peer, int tag) {
+  if (size() == 1) {
+    UL_CHECK(send_peer == 0 && recv_peer == 0, "send_recv: peers ", send_peer, " and ", recv_peer,
+             " outside a group of one");
+    UL_CHECK(send.numel() == recv.numel() && send.dtype() == recv.dtype(),
+             "send_recv: in a group of one recv must match send (", send.numel(), " vs ",
+             recv.numel(), " elements)");
+    if (send.numel() > 0) recv.view(send.shape()).copy_from(send);
+    return std::make_unique<CompletedWork>();
+  }
+  if (rank() % 2 == 0) {
+    this->send(send, send_peer, tag);
+    this->recv(recv, recv_peer, tag);
+  } else {
+    this->recv(recv, recv_peer, tag);
+    this->send(send, send_peer, tag);
+  }
+  return std::make_unique<CompletedWork>();
+}
+
 }  // namespace ulysses::comm
