@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,76 @@ Tensor gather_rows(const Tensor& full, const std::vector<data::TokenRange>& rang
     at += r.length();
   }
   return out;
+}
+
+// Forwards every collective to another communicator but keeps the interface's default
+// send_recv_start (blocking send and recv ordered by rank parity).
+class DefaultSendRecv final : public comm::Communicator {
+ public:
+  explicit DefaultSendRecv(comm::Communicator& inner) : inner_(inner) {}
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  std::string backend() const override { return inner_.backend(); }
+  std::vector<int> world_ranks() const override { return inner_.world_ranks(); }
+  void all_to_all(const Tensor& send, Tensor recv) override { inner_.all_to_all(send, recv); }
+  void all_to_all_v(const Tensor& send, const std::vector<std::int64_t>& send_counts, Tensor recv,
+                    const std::vector<std::int64_t>& recv_counts) override {
+    inner_.all_to_all_v(send, send_counts, recv, recv_counts);
+  }
+  void all_gather(const Tensor& send, Tensor recv) override { inner_.all_gather(send, recv); }
+  void reduce_scatter(const Tensor& send, Tensor recv, comm::ReduceOp op) override {
+    inner_.reduce_scatter(send, recv, op);
+  }
+  void all_reduce(Tensor data, comm::ReduceOp op) override { inner_.all_reduce(data, op); }
+  void broadcast(Tensor data, int root) override { inner_.broadcast(data, root); }
+  void send(const Tensor& data, int peer, int tag) override { inner_.send(data, peer, tag); }
+  void recv(Tensor data, int peer, int tag) override { inner_.recv(data, peer, tag); }
+  void barrier() override { inner_.barrier(); }
+  std::unique_ptr<comm::Communicator> split(int color, int key) const override {
+    return inner_.split(color, key);
+  }
+
+ private:
+  comm::Communicator& inner_;
+};
+
+// Every ring shift s: rank r sends (r + 1) * 3 values r * 100 + i to r + s and receives
+// rank (r - s)'s, for the MPI backend and for the interface's default.
+TEST(SendRecv, RingShiftsDeliverEveryRanksBlock) {
+  DefaultSendRecv fallback(world());
+  for (comm::Communicator* group : {&world(), static_cast<comm::Communicator*>(&fallback)}) {
+    const int P = group->size(), r = group->rank();
+    auto block = [](int rank) {
+      std::vector<float> values(static_cast<std::size_t>((rank + 1) * 3));
+      for (std::size_t i = 0; i < values.size(); ++i)
+        values[i] = static_cast<float>(rank * 100 + i);
+      return values;
+    };
+    for (int s = 1; s < P; ++s) {
+      const int to = (r + s) % P, from = (r - s + P) % P;
+      const Tensor send = Tensor::from_floats(block(r), {(r + 1) * 3});
+      Tensor recv = testing::poisoned({(from + 1) * 3});
+      auto work = group->send_recv_start(send, to, recv, from, 7);
+      work->wait();
+      EXPECT_EQ(recv.to_floats(), block(from)) << "shift " << s << " rank " << r;
+    }
+  }
+  // A group of one: a copy.
+  auto self = comm::make_self_communicator();
+  const Tensor x = Tensor::from_floats({1, 2, 3}, {3});
+  Tensor y = testing::poisoned({3});
+  self->send_recv(x, 0, y, 0, 0);
+  EXPECT_EQ(y.to_floats(), x.to_floats());
+  testing::expect_error([&] { self->send_recv(x, 1, y, 0, 0); }, "outside a group of one");
+}
+
+TEST(SendRecv, WrongReceiveSizeThrows) {
+  if (world().size() == 1) GTEST_SKIP() << "one rank: no peer";
+  const int P = world().size(), r = world().rank();
+  const Tensor send = Tensor::zeros({4}, DType::f32);
+  Tensor recv = Tensor::zeros({8}, DType::f32);  // expects more than arrives
+  testing::expect_error([&] { world().send_recv(send, (r + 1) % P, recv, (r + P - 1) % P, 3); },
+                        "got 4 elements");
 }
 
 TEST(Zigzag, RangesCoverTheSequenceOnceInBalancedChunks) {

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <numeric>
 
 namespace ulysses::comm {
 
@@ -58,7 +59,18 @@ std::unique_ptr<Work> Communicator::send_recv_start(const Tensor& send, int send
     if (send.numel() > 0) recv.view(send.shape()).copy_from(send);
     return std::make_unique<CompletedWork>();
   }
-  if (rank() % 2 == 0) {
+  // The shift r -> r + s splits the ranks into cycles (the ranks of equal r mod gcd(P, s));
+  // along its cycle, even positions send first and odd ones receive first, so no cycle of
+  // blocked sends can form (an odd-length cycle's last rank sends to position 0, which receives
+  // once its own send to position 1, receiving first, completed).
+  const int P = size(), r = rank(), shift = (send_peer - r + P) % P;
+  UL_CHECK(shift != 0 && (recv_peer + shift) % P == r, "send_recv: sending to ", send_peer,
+           " and receiving from ", recv_peer,
+           " is not a ring shift (the default implementation "
+           "supports shifts only: recv_peer = rank - (send_peer - rank))");
+  int position = 0;
+  for (int x = r % std::gcd(P, shift); x != r; x = (x + shift) % P) ++position;
+  if (position % 2 == 0) {
     this->send(send, send_peer, tag);
     this->recv(recv, recv_peer, tag);
   } else {

@@ -82,8 +82,8 @@ class Communicator {
   // The MPI backend posts MPI_Isend/MPI_Irecv and wait() polls them under the watchdog; the
   // NCCL backend queues a grouped ncclSend/ncclRecv on the communication stream after the
   // compute stream's work so far (host tensors: over the host communicator). The default runs
-  // blocking send and recv ordered by rank parity (even ranks send first), deadlock-free for
-  // ring shifts (send_peer = rank + s, recv_peer = rank - s, modulo size).
+  // blocking send and recv, ordered along the cycles of the shift so that none deadlocks; it
+  // supports ring shifts only (send_peer = rank + s, recv_peer = rank - s, modulo size).
   virtual std::unique_ptr<Work> send_recv_start(const Tensor& send, int send_peer, Tensor recv,
                                                 int recv_peer, int tag);
   // Blocking send_recv_start(...)->wait().
