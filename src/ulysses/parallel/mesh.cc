@@ -17,8 +17,8 @@ ParallelConfig resolve_parallel_config(const ParallelConfig& in, int world_size,
     const std::int64_t groups = c.sp_size * c.dp_replicate_size;
     if (world_size % groups != 0)
       UL_FAIL("world size ", world_size, " is not divisible by --sp-size ", c.sp_size,
-              " x --dp-replicate-size ", c.dp_replicate_size, "; launch a multiple of ", groups,
-              " ranks or change the sizes");
+              " x --dp-replicate-size ", c.dp_replicate_size,
+              "; launch a multiple of ", groups, " ranks or change the sizes");
     c.dp_shard_size = world_size / groups;
   }
   const std::int64_t product = c.dp_replicate_size * c.dp_shard_size * c.sp_size;

@@ -2,20 +2,20 @@
 
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
+#include <cstdio>
 #include <sstream>
 
-#include "ulysses/comm/agree.h"
 #include "ulysses/comm/nccl_communicator.h"
+#include "ulysses/comm/agree.h"
+#include "ulysses/parallel/attention_strategies.h"
 #include "ulysses/core/cuda_context.h"
 #include "ulysses/core/device_memory.h"
-#include "ulysses/core/format.h"
 #include "ulysses/core/log.h"
+#include "ulysses/ops/elementwise.h"
 #include "ulysses/io/hf_checkpoint.h"
 #include "ulysses/model/flops.h"
-#include "ulysses/ops/elementwise.h"
-#include "ulysses/parallel/attention_strategies.h"
+#include "ulysses/core/format.h"
 #include "ulysses/parallel/memory_plan.h"
 #include "ulysses/train/output_dir.h"
 
@@ -48,11 +48,9 @@ Context make_context(const std::string& device, int world_size) {
   const bool want_cuda = device == "cuda" || (device == "auto" && cuda_device_count() > 0);
   if (!want_cuda) return make_cpu_context();
   if (!built_with_cuda())
-    UL_FAIL("--device ", device,
-            ": this build has no CUDA backend (configure with "
+    UL_FAIL("--device ", device, ": this build has no CUDA backend (configure with "
             "-DULYSSES_CUDA=on on a machine with nvcc)");
-  return make_cuda_context(
-      choose_cuda_device(launcher_local_rank(), cuda_device_count(), world_size));
+  return make_cuda_context(choose_cuda_device(launcher_local_rank(), cuda_device_count(), world_size));
 }
 
 // make_context, agreed on by every rank of world: when it fails anywhere, every rank throws
@@ -84,8 +82,7 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   if (ctx_.device.is_cpu() && (attn == "cudnn" || attn == "builtin"))
     UL_FAIL("--attn-implementation ", attn, " is a CUDA kernel; on the CPU use auto or blockwise");
   if (ctx_.device.is_cuda() && attn == "blockwise")
-    UL_FAIL(
-        "--attn-implementation blockwise is the CPU kernel; on CUDA use auto, cudnn or builtin");
+    UL_FAIL("--attn-implementation blockwise is the CPU kernel; on CUDA use auto, cudnn or builtin");
   ctx_.attention_kernel = attn == "cudnn"     ? AttentionKernel::cudnn
                           : attn == "builtin" ? AttentionKernel::builtin
                                               : AttentionKernel::automatic;
@@ -136,9 +133,9 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
                                                model_config_.num_attention_heads,
                                                model_config_.num_key_value_heads);
   } else if (mesh_->sp_size() > 1) {
-    attention_ =
-        parallel::make_ulysses_attention(mesh_->sp_group(), model_config_.num_attention_heads,
-                                         model_config_.num_key_value_heads, config_.sp_pipeline);
+    attention_ = parallel::make_ulysses_attention(mesh_->sp_group(), model_config_.num_attention_heads,
+                                                  model_config_.num_key_value_heads,
+                                                  config_.sp_pipeline);
   } else {
     attention_ = parallel::make_local_attention();
   }
@@ -148,8 +145,8 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   // Allocating the state and reading or drawing the weights can fail on some ranks only (a
   // missing shard file, memory): every rank learns it before the next collective.
   comm::run_agreed(world_, [&] {
-    zero_ = std::make_unique<parallel::ZeroState>(ctx_, model_config_, *mesh_, zero_config(config_),
-                                                  adamw_config(config_));
+    zero_ = std::make_unique<parallel::ZeroState>(ctx_, model_config_, *mesh_,
+                                                  zero_config(config_), adamw_config(config_));
     // The initial weights, f32 in host memory, handed to the ZeroState (which keeps what this
     // rank owns) and dropped.
     model::ParamBuffers initial(model_config_, Device::cpu());
@@ -203,8 +200,7 @@ TrainingState Trainer::training_state(std::int64_t step) const {
 }
 
 model::ParamBuffers& Trainer::params() {
-  if (!host_params_)
-    host_params_ = std::make_unique<model::ParamBuffers>(model_config_, Device::cpu());
+  if (!host_params_) host_params_ = std::make_unique<model::ParamBuffers>(model_config_, Device::cpu());
   zero_->gather_parameters(*host_params_);
   return *host_params_;
 }
@@ -227,8 +223,8 @@ void Trainer::resume(const std::string& spec) {
   const auto dir = resolve_checkpoint(world_, config_.output_dir, spec, &expected);
   const LoadedCheckpoint loaded = load_training_checkpoint(world_, dir, expected);
   if (!loaded.state.run_id.empty()) run_id_ = loaded.state.run_id;
-  const std::string changed =
-      check_resume_settings(loaded.state, expected, config_.ignore_data_order_change, dir.string());
+  const std::string changed = check_resume_settings(loaded.state, expected,
+                                                    config_.ignore_data_order_change, dir.string());
   if (!changed.empty() && is_main()) log_warn(changed);
   zero_->load_state_tensors(loaded.tensors);
   updates_ = loaded.state.extra.value("updates", loaded.state.step);
@@ -275,8 +271,8 @@ void Trainer::check_host_memory() const {
   if (available <= 0 || planned <= available) return;
   UL_FAIL("the plan needs ", format_bytes(planned), " of host memory per rank (--model ",
           config_.model, ", --max-seq-length ", config_.max_seq_length, ", --sp-size ",
-          config_.sp_size, ", --zero-stage ", config_.zero_stage, ") but ", format_bytes(available),
-          " are available; lower --max-seq-length, add "
+          config_.sp_size, ", --zero-stage ", config_.zero_stage, ") but ",
+          format_bytes(available), " are available; lower --max-seq-length, add "
           "--gradient-checkpointing, raise --sp-size or --zero-stage (`ulysses info` prints "
           "the plan)");
 }
@@ -299,8 +295,8 @@ std::string Trainer::plan() const {
       << mesh_->dp_size() << " data-parallel groups x " << config_.gradient_accumulation_steps
       << " accumulation steps = " << global_batch_sequences() << " sequences per optimizer step\n";
   const parallel::MemoryPlanInput in = memory_plan_input();
-  out << "device: " << ctx_.device.str() << " (" << dtype_name(ctx_.compute_dtype) << " compute, "
-      << mesh_->world().backend() << " collectives)\n";
+  out << "device: " << ctx_.device.str() << " (" << dtype_name(ctx_.compute_dtype)
+      << " compute, " << mesh_->world().backend() << " collectives)\n";
   const parallel::MemoryPlan memory = memory_plan();
   std::int64_t offloaded = 0;  // of the model states, bytes the offload flags keep in host memory
   if (config_.zero_stage > 0) {
@@ -397,8 +393,7 @@ StepMetrics Trainer::train_step(std::int64_t step) {
       if (consecutive_skips_ >= config_.max_skipped_steps)
         UL_FAIL("step ", step, ": ", consecutive_skips_,
                 " consecutive steps had a non-finite loss or gradient norm (--max-skipped-steps ",
-                config_.max_skipped_steps,
-                "); the run diverged: lower --learning-rate, check the "
+                config_.max_skipped_steps, "); the run diverged: lower --learning-rate, check the "
                 "data and weights, or resume from an earlier checkpoint");
     } else {
       consecutive_skips_ = 0;
@@ -409,10 +404,9 @@ StepMetrics Trainer::train_step(std::int64_t step) {
   m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   m.tokens_per_s = static_cast<double>(m.tokens) / m.seconds;
   m.tflops_per_device = flops / world_.size() / m.seconds / 1e12;
-  m.peak_mem_bytes =
-      ctx_.device.is_cpu()
-          ? host_peak_memory_bytes()
-          : static_cast<std::int64_t>(device_memory_stats(ctx_.device.index).peak_in_use);
+  m.peak_mem_bytes = ctx_.device.is_cpu()
+                         ? host_peak_memory_bytes()
+                         : static_cast<std::int64_t>(device_memory_stats(ctx_.device.index).peak_in_use);
   return m;
 }
 
