@@ -6,6 +6,9 @@
 #include "ulysses/core/op_profiler.h"
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/block_attention.h"
+#ifdef ULYSSES_HAS_CUDA
+#include "ulysses/ops/cuda/block_attention.h"
+#endif
 
 namespace ulysses::ops {
 namespace {
@@ -14,9 +17,9 @@ namespace {
 cpu::BlockAttentionShape check_inputs(const Context& ctx, const Tensor& q, const Tensor& k,
                                       const Tensor& v, const Tensor& cu_seqlens,
                                       std::int64_t q_begin, std::int64_t k_begin) {
-  check_dtype(q, DType::f32, "attention_block: q");
-  check_dtype(k, DType::f32, "attention_block: k");
-  check_dtype(v, DType::f32, "attention_block: v");
+  check_compute_dtype(ctx, q, "attention_block: q");
+  check_same_dtype(k, q, "attention_block: k", "q");
+  check_same_dtype(v, q, "attention_block: v", "q");
   check_dtype(cu_seqlens, DType::i32, "attention_block: cu_seqlens");
   UL_CHECK(q.ndim() == 3, "attention_block: q must be [Tq, Hq, D], got shape ",
            shape_str(q.shape()));
@@ -35,10 +38,9 @@ cpu::BlockAttentionShape check_inputs(const Context& ctx, const Tensor& q, const
   UL_CHECK(ctx.attention_block > 0, "attention_block: ctx.attention_block must be positive");
   for (const Tensor* t : {&q, &k, &v, &cu_seqlens})
     check_on_context_device(ctx, *t, "attention_block: input");
-  UL_CHECK(ctx.device.is_cpu(), "attention_block: no kernel for device ", ctx.device.str(),
-           " yet (the CPU fp32 reference only)");
-  const std::int32_t* cu = cu_seqlens.data<std::int32_t>();
   const std::int64_t n = cu_seqlens.dim(0) - 1;
+  if (!ctx.device.is_cpu()) return {Tq, Tk, q_begin, k_begin, Hq, Hkv, D, n, ctx.attention_block};
+  const std::int32_t* cu = cu_seqlens.data<std::int32_t>();
   UL_CHECK(cu[0] == 0, "attention_block: cu_seqlens[0] must be 0, got ", cu[0]);
   for (std::int64_t j = 0; j < n; ++j)
     UL_CHECK(cu[j + 1] >= cu[j], "attention_block: cu_seqlens must be non-decreasing (entry ",
@@ -65,9 +67,17 @@ void attention_block_forward(const Context& ctx, const Tensor& q, const Tensor& 
   const cpu::BlockAttentionShape shape = check_inputs(ctx, q, k, v, cu_seqlens, q_begin, k_begin);
   check_output(ctx, out, q.shape(), "attention_block_forward: out");
   check_output(ctx, lse, {shape.query_heads, shape.query_tokens}, "attention_block_forward: lse");
-  cpu::block_attention_forward(shape, q.data<float>(), k.data<float>(), v.data<float>(),
-                               cu_seqlens.data<std::int32_t>(), scale, out.data<float>(),
-                               lse.data<float>());
+  if (ctx.device.is_cpu()) {
+    cpu::block_attention_forward(shape, q.data<float>(), k.data<float>(), v.data<float>(),
+                                 cu_seqlens.data<std::int32_t>(), scale, out.data<float>(),
+                                 lse.data<float>());
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    cuda::block_attention_forward(ctx, q, k, v, cu_seqlens, q_begin, k_begin, scale, out, lse);
+#endif
+  } else {
+    UL_FAIL("attention_block_forward: no kernel for device ", ctx.device.str());
+  }
 }
 
 void attention_merge(const Context& ctx, Tensor out, Tensor lse, const Tensor& block_out,
@@ -80,10 +90,16 @@ void attention_merge(const Context& ctx, Tensor out, Tensor lse, const Tensor& b
   check_output(ctx, block_out, {T, H, D}, "attention_merge: block_out");
   check_output(ctx, lse, {H, T}, "attention_merge: lse");
   check_output(ctx, block_lse, {H, T}, "attention_merge: block_lse");
-  UL_CHECK(ctx.device.is_cpu(), "attention_merge: no kernel for device ", ctx.device.str(),
-           " yet (the CPU fp32 reference only)");
-  cpu::attention_merge(T, H, D, out.data<float>(), lse.data<float>(), block_out.data<float>(),
-                       block_lse.data<float>());
+  if (ctx.device.is_cpu()) {
+    cpu::attention_merge(T, H, D, out.data<float>(), lse.data<float>(), block_out.data<float>(),
+                         block_lse.data<float>());
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    cuda::attention_merge(ctx, out, lse, block_out, block_lse);
+#endif
+  } else {
+    UL_FAIL("attention_merge: no kernel for device ", ctx.device.str());
+  }
 }
 
 void attention_block_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -93,15 +109,26 @@ void attention_block_backward(const Context& ctx, const Tensor& q, const Tensor&
   ProfileScope scope(ctx, "attention_block");
   const cpu::BlockAttentionShape shape = check_inputs(ctx, q, k, v, cu_seqlens, q_begin, k_begin);
   check_output(ctx, out, q.shape(), "attention_block_backward: out");
-  check_output(ctx, dout, q.shape(), "attention_block_backward: dout");
+  check_same_dtype(dout, q, "attention_block_backward: dout", "q");
+  check_shape(dout, q.shape(), "attention_block_backward: dout");
+  check_on_context_device(ctx, dout, "attention_block_backward: dout");
   check_output(ctx, dq, q.shape(), "attention_block_backward: dq");
   check_output(ctx, dk, k.shape(), "attention_block_backward: dk");
   check_output(ctx, dv, k.shape(), "attention_block_backward: dv");
   check_output(ctx, lse, {shape.query_heads, shape.query_tokens}, "attention_block_backward: lse");
-  cpu::block_attention_backward(shape, q.data<float>(), k.data<float>(), v.data<float>(),
-                                cu_seqlens.data<std::int32_t>(), scale, out.data<float>(),
-                                lse.data<float>(), dout.data<float>(), dq.data<float>(),
-                                dk.data<float>(), dv.data<float>());
+  if (ctx.device.is_cpu()) {
+    cpu::block_attention_backward(shape, q.data<float>(), k.data<float>(), v.data<float>(),
+                                  cu_seqlens.data<std::int32_t>(), scale, out.data<float>(),
+                                  lse.data<float>(), dout.data<float>(), dq.data<float>(),
+                                  dk.data<float>(), dv.data<float>());
+#ifdef ULYSSES_HAS_CUDA
+  } else if (ctx.device.is_cuda()) {
+    cuda::block_attention_backward(ctx, q, k, v, cu_seqlens, q_begin, k_begin, scale, out, lse,
+                                   dout, dq, dk, dv);
+#endif
+  } else {
+    UL_FAIL("attention_block_backward: no kernel for device ", ctx.device.str());
+  }
 }
 
 }  // namespace ulysses::ops

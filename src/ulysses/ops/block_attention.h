@@ -14,7 +14,11 @@
 // the block pair, so the blocks may overlap, be disjoint, be fully masked or partly visible, and
 // documents may cross their borders. GQA as in ops/attention.h (query head h reads kv head
 // h / (Hq / Hkv)); k and v are never repeated.
-// Dtypes: f32 on the CPU (the only device with kernels so far; other devices throw Error).
+// Dtypes: q, k, v, dout: f32 on the CPU, f32 or bf16 (one dtype) on CUDA; out, lse, block_out,
+// block_lse, dq, dk, dv: f32 on every device (accumulators: merges and the sums over key blocks
+// never round to bf16). The CPU checks the cu_seqlens values and the placement against them;
+// CUDA reads them on the device only (no host synchronization), so they must be valid. The CUDA
+// kernels are a plain reference (one warp per row; head_dim <= 256), not tuned.
 #pragma once
 
 #include <cstdint>

@@ -15,8 +15,9 @@
 //             the accumulator of the block it holds and passes both on; after R steps every
 //             accumulator is back with its block's owner. dq stays local. Gradients go back
 //             through the all-to-all (replicated kv heads summed).
-// K/V travel once per step in one message (k and v stacked), GQA heads unrepeated.
-#include <limits>
+// K/V travel once per step in one message (k and v stacked, in the compute dtype), GQA heads
+// unrepeated; outputs, lse and gradients accumulate in f32 (the dK/dV accumulators travel in
+// f32), and are rounded to the compute dtype once at the end.
 #include <memory>
 #include <string>
 #include <utility>
@@ -125,17 +126,22 @@ class RingAttention final : public AttentionStrategy {
   }
 
   // q: [2C, Hq, D], k, v: [2C, Hkv, D] of this ring position -> out: [2C, Hq, D] written,
-  // lse: [2 * Hq, C] allocated (chunk-major: rows [c Hq, (c + 1) Hq) are local chunk c's).
+  // lse: [2 * Hq, C] f32 allocated (chunk-major: rows [c Hq, (c + 1) Hq) are local chunk c's).
+  // The merges accumulate in f32 (in out itself when it is f32); the first block of each query
+  // chunk is written in place (at step 0 both chunks have one: the diagonal, and chunk i for
+  // the second chunk), so no accumulator needs initializing.
   void ring_forward(const Context& ctx, const data::SequenceShard& shard, const Tensor& q,
                     const Tensor& k, const Tensor& v, float scale, std::int64_t C, Tensor out,
                     Tensor& lse) {
     const std::int64_t R = ring_.size(), i = ring_.rank(), H = q.dim(1), D = q.dim(2);
-    lse = Tensor::full({2 * H, C}, -std::numeric_limits<float>::infinity(), q.device());
-    out.zero_();
+    lse = Tensor::empty({2 * H, C}, DType::f32, q.device());
+    Tensor acc =
+        out.dtype() == DType::f32 ? out : Tensor::empty(out.shape(), DType::f32, q.device());
     Tensor kv = stack(k, v);  // [4C, Hkv, D]: k rows [0, 2C), v rows [2C, 4C)
     Tensor next = Tensor::empty(kv.shape(), kv.dtype(), kv.device());
-    Tensor block_out = Tensor::empty({C, H, D}, q.dtype(), q.device());
+    Tensor block_out = Tensor::empty({C, H, D}, DType::f32, q.device());
     Tensor block_lse = Tensor::empty({H, C}, DType::f32, q.device());
+    bool started[2] = {false, false};
     for (std::int64_t s = 0; s < R; ++s) {
       const std::int64_t source = (i - s + R) % R;  // owner of the K/V held now
       std::unique_ptr<comm::Work> passing;
@@ -145,12 +151,15 @@ class RingAttention final : public AttentionStrategy {
         for (std::int64_t kc = 0; kc < 2; ++kc) {
           const std::int64_t query_chunk = chunk_of(i, qc), key_chunk = chunk_of(source, kc);
           if (key_chunk > query_chunk) continue;  // every key after every query
-          ops::attention_block_forward(ctx, q.rows(qc * C, (qc + 1) * C),
-                                       kv.rows(kc * C, (kc + 1) * C),
-                                       kv.rows((2 + kc) * C, (3 + kc) * C), shard.cu_seqlens,
-                                       query_chunk * C, key_chunk * C, scale, block_out, block_lse);
-          ops::attention_merge(ctx, out.rows(qc * C, (qc + 1) * C), lse.rows(qc * H, (qc + 1) * H),
-                               block_out, block_lse);
+          Tensor acc_rows = acc.rows(qc * C, (qc + 1) * C);
+          Tensor lse_rows = lse.rows(qc * H, (qc + 1) * H);
+          const bool first = !started[qc];
+          started[qc] = true;
+          ops::attention_block_forward(
+              ctx, q.rows(qc * C, (qc + 1) * C), kv.rows(kc * C, (kc + 1) * C),
+              kv.rows((2 + kc) * C, (3 + kc) * C), shard.cu_seqlens, query_chunk * C, key_chunk * C,
+              scale, first ? acc_rows : block_out, first ? lse_rows : block_lse);
+          if (!first) ops::attention_merge(ctx, acc_rows, lse_rows, block_out, block_lse);
         }
       }
       if (passing) {
@@ -158,18 +167,26 @@ class RingAttention final : public AttentionStrategy {
         std::swap(kv, next);
       }
     }
+    UL_CHECK(started[0] && started[1], "ring attention: a query chunk saw no key block");
+    if (acc.raw() != out.raw()) ops::convert(ctx, acc, out);
   }
 
-  // Gradients of ring_forward: dq [2C, Hq, D], dk, dv [2C, Hkv, D] accumulated (+=).
+  // Gradients of ring_forward: dq [2C, Hq, D], dk, dv [2C, Hkv, D] accumulated (+=). The
+  // block backward accumulates in f32 (in dq itself when it is f32; the dK/dV accumulators that
+  // travel the ring always).
   void ring_backward(const Context& ctx, const data::SequenceShard& shard, const Tensor& q,
                      const Tensor& k, const Tensor& v, float scale, std::int64_t C,
                      const Tensor& out, const Tensor& lse, const Tensor& dout, Tensor dq, Tensor dk,
                      Tensor dv) {
     const std::int64_t R = ring_.size(), i = ring_.rank(), H = q.dim(1);
+    const Tensor out32 = as_f32(ctx, out);
+    Tensor dq32 =
+        dq.dtype() == DType::f32 ? dq : Tensor::zeros(dq.shape(), DType::f32, dq.device());
     Tensor kv = stack(k, v);  // [4C, Hkv, D]
     Tensor next = Tensor::empty(kv.shape(), kv.dtype(), kv.device());
-    Tensor dkv = Tensor::zeros(kv.shape(), kv.dtype(), kv.device());  // the held block's dK/dV
-    Tensor next_dkv = Tensor::empty(kv.shape(), kv.dtype(), kv.device());
+    // The held block's dK/dV (f32): dk rows [0, 2C), dv rows [2C, 4C).
+    Tensor dkv = Tensor::zeros(kv.shape(), DType::f32, kv.device());
+    Tensor next_dkv = Tensor::empty(kv.shape(), DType::f32, kv.device());
     for (std::int64_t s = 0; s < R; ++s) {
       const std::int64_t source = (i - s + R) % R;
       std::unique_ptr<comm::Work> passing;
@@ -180,11 +197,12 @@ class RingAttention final : public AttentionStrategy {
           const std::int64_t query_chunk = chunk_of(i, qc), key_chunk = chunk_of(source, kc);
           if (key_chunk > query_chunk) continue;
           const auto query_rows = [&](const Tensor& t) { return t.rows(qc * C, (qc + 1) * C); };
-          ops::attention_block_backward(
-              ctx, query_rows(q), kv.rows(kc * C, (kc + 1) * C),
-              kv.rows((2 + kc) * C, (3 + kc) * C), shard.cu_seqlens, query_chunk * C, key_chunk * C,
-              scale, query_rows(out), lse.rows(qc * H, (qc + 1) * H), query_rows(dout),
-              query_rows(dq), dkv.rows(kc * C, (kc + 1) * C), dkv.rows((2 + kc) * C, (3 + kc) * C));
+          ops::attention_block_backward(ctx, query_rows(q), kv.rows(kc * C, (kc + 1) * C),
+                                        kv.rows((2 + kc) * C, (3 + kc) * C), shard.cu_seqlens,
+                                        query_chunk * C, key_chunk * C, scale, query_rows(out32),
+                                        lse.rows(qc * H, (qc + 1) * H), query_rows(dout),
+                                        query_rows(dq32), dkv.rows(kc * C, (kc + 1) * C),
+                                        dkv.rows((2 + kc) * C, (3 + kc) * C));
         }
       }
       // The accumulator follows its block; after the last step it reaches the block's owner.
@@ -198,8 +216,24 @@ class RingAttention final : public AttentionStrategy {
       }
     }
     const std::int64_t T = k.dim(0);
-    ops::add_inplace(ctx, dk, dkv.rows(0, T));
-    ops::add_inplace(ctx, dv, dkv.rows(T, 2 * T));
+    if (dq32.raw() != dq.raw()) add_converted(ctx, dq, dq32);
+    add_converted(ctx, dk, dkv.rows(0, T));
+    add_converted(ctx, dv, dkv.rows(T, 2 * T));
+  }
+
+  // x itself when f32, else an f32 copy.
+  static Tensor as_f32(const Context& ctx, const Tensor& x) {
+    if (x.dtype() == DType::f32) return x;
+    Tensor copy = Tensor::empty(x.shape(), DType::f32, x.device());
+    ops::convert(ctx, x, copy);
+    return copy;
+  }
+  // to += from (f32), rounded to to's dtype first when that is not f32.
+  static void add_converted(const Context& ctx, Tensor to, const Tensor& from) {
+    if (to.dtype() == DType::f32) return ops::add_inplace(ctx, to, from);
+    Tensor rounded = Tensor::empty(to.shape(), to.dtype(), to.device());
+    ops::convert(ctx, from, rounded);
+    ops::add_inplace(ctx, to, rounded);
   }
 
   int next_rank() const { return (ring_.rank() + 1) % ring_.size(); }
