@@ -36,8 +36,7 @@ std::unique_ptr<AttentionStrategy> make_ulysses_attention(comm::Communicator& sp
 // accumulators around with the blocks. Shards must be zigzag slices (data::zigzag_ranges:
 // chunks i and 2R - 1 - i of 2R equal chunks), which balances causal work over the ring.
 // Both groups must outlive the strategy. Kernels: ops/block_attention.h (CPU fp32 reference;
-// a plain CUDA kernel, not yet validated on a GPU, which is why the trainer still refuses
-// --device cuda with ring/hybrid). docs/parallelism.md has the math and the costs.
+// a plain, untuned CUDA kernel). docs/parallelism.md has the math and the costs.
 std::unique_ptr<AttentionStrategy> make_ring_attention(comm::Communicator& ulysses_group,
                                                        comm::Communicator& ring_group,
                                                        std::int64_t num_heads,

@@ -95,10 +95,6 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     log_warn("--max-seq-length ", config_.max_seq_length, " exceeds max_position_embeddings ",
              model_config_.max_position_embeddings, " of --model ", config_.model,
              ": positions beyond it were never trained (check the rope scaling)");
-  if (ctx_.device.is_cuda() && train::resolved_ring_size(config_) > 1)
-    UL_FAIL("--sp-backend ", config_.sp_backend,
-            " runs on the CPU only so far (the block attention has no CUDA kernel yet); use "
-            "--sp-backend ulysses with --device cuda");
   const parallel::ParallelConfig layout = parallel::resolve_parallel_config(
       {config_.sp_size, config_.dp_shard_size, config_.dp_replicate_size,
        train::resolved_ring_size(config_)},
