@@ -117,6 +117,11 @@ TEST(Shard, ZigzagRunsConcatenatePerTokenArraysAndCountTheirLabels) {
   for (std::int64_t r = 0; r < 2; ++r) total += valid_labels(s, zigzag_ranges(8, r, 2, 1));
   EXPECT_EQ(total, s.valid_labels());
   EXPECT_THROW(make_shard(s, std::vector<TokenRange>{{6, 9}}), Error);
+  // The trainer's choice: contiguous for Ulysses, zigzag with a ring.
+  EXPECT_EQ(sp_shard_ranges(8, 1, 2, 1), (std::vector<TokenRange>{{4, 8}}));
+  EXPECT_EQ(sp_shard_ranges(8, 1, 2, 2), (std::vector<TokenRange>{{2, 4}, {4, 6}}));
+  EXPECT_EQ(sp_shard_ranges(16, 3, 4, 2), zigzag_ranges(16, 3, 2, 2));
+  EXPECT_THROW(sp_shard_ranges(8, 0, 4, 3), Error);
 }
 
 }  // namespace

@@ -73,6 +73,17 @@ std::vector<TokenRange> zigzag_ranges(std::int64_t S, std::int64_t sp_rank, std:
   return out;
 }
 
+std::vector<TokenRange> sp_shard_ranges(std::int64_t S, std::int64_t sp_rank, std::int64_t sp,
+                                        std::int64_t ring_size) {
+  UL_CHECK(sp >= 1 && ring_size >= 1 && sp % ring_size == 0, "shard: ring size ", ring_size,
+           " does not divide sp ", sp);
+  if (ring_size > 1) return zigzag_ranges(S, sp_rank, ring_size, sp / ring_size);
+  UL_CHECK(S % sp == 0, "shard: a sequence of ", S, " tokens does not split over sp ", sp,
+           "; pad it to a multiple of ", sp);
+  const std::int64_t T = S / sp;
+  return {{sp_rank * T, (sp_rank + 1) * T}};
+}
+
 SequenceShard to_device(const SequenceShard& shard, Device device) {
   if (device.is_cpu() && shard.input_ids.device().is_cpu()) return shard;
   SequenceShard out = shard;

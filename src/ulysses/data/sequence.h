@@ -66,6 +66,13 @@ std::int64_t valid_labels(const PackedSequence& sequence, const std::vector<Toke
 std::vector<TokenRange> zigzag_ranges(std::int64_t sequence_length, std::int64_t sp_rank,
                                       std::int64_t ring_size, std::int64_t ulysses_size);
 
+// The runs SP rank sp_rank of an SP group of sp ranks holds: its contiguous 1/sp of the
+// sequence (ring_size 1: Ulysses), or its zigzag slice (ring and hybrid: ring_size > 1, Ulysses
+// degree sp / ring_size). Every code path that shards a sequence for training or evaluation
+// uses this, so the placement matches the attention strategy.
+std::vector<TokenRange> sp_shard_ranges(std::int64_t sequence_length, std::int64_t sp_rank,
+                                        std::int64_t sp, std::int64_t ring_size);
+
 // The same shard with every tensor copied to `device` (no-op copy avoided on the CPU).
 SequenceShard to_device(const SequenceShard& shard, Device device);
 

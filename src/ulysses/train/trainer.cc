@@ -342,12 +342,9 @@ StepMetrics Trainer::train_step(std::int64_t step) {
   for (std::int64_t a = 0; a < config_.gradient_accumulation_steps; ++a) {
     for (std::int64_t b = 0; b < B; ++b) {
       const auto& sequence = batch[static_cast<std::size_t>((a * D + mesh_->dp_index()) * B + b)];
-      const std::int64_t T = sequence.length() / P;
       // Ring and hybrid: the rank's zigzag chunks; Ulysses: its contiguous 1/P.
-      const std::int64_t R = mesh_->config().ring_size;
       const std::vector<data::TokenRange> ranges =
-          R > 1 ? data::zigzag_ranges(sequence.length(), r, R, P / R)
-                : std::vector<data::TokenRange>{{r * T, (r + 1) * T}};
+          data::sp_shard_ranges(sequence.length(), r, P, mesh_->config().ring_size);
       shards.push_back(data::to_device(data::make_shard(sequence, ranges), ctx_.device));
       local_labels += data::valid_labels(sequence, ranges);
     }
