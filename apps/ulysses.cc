@@ -1,4 +1,4 @@
-// ulysses command line: train, tokenize, info.
+// ulysses command line: train, eval, tokenize, info, plot.
 //
 // Flags use Hugging Face / Accelerate names in kebab-case; `--config FILE` (YAML or JSON) takes
 // the same names in snake_case, and flags on the command line override the file.
@@ -6,11 +6,13 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "ulysses/comm/communicator.h"
 #include "ulysses/core/error.h"
+#include "ulysses/core/format.h"
 #include "ulysses/core/process_env.h"
 #include "ulysses/data/text_data.h"
 #include "ulysses/io/tokenizer.h"
@@ -19,7 +21,9 @@
 #include "ulysses/parallel/memory_plan.h"
 #include "ulysses/parallel/zero.h"
 #include "ulysses/train/config_file.h"
+#include "ulysses/train/loss_plot.h"
 #include "ulysses/train/output_dir.h"
+#include "ulysses/train/run_plan.h"
 #include "ulysses/train/trainer.h"
 
 namespace {
@@ -121,6 +125,8 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
                  "linear, cosine, constant or constant_with_warmup")->capture_default_str();
   cmd.add_option("--warmup-steps", c.warmup_steps, "Linear warmup steps")->capture_default_str();
   cmd.add_option("--max-steps", c.max_steps, "Optimizer steps to run")->capture_default_str();
+  cmd.add_option("--num-train-epochs", c.num_train_epochs,
+                 "Epochs of a finite data set to run (> 0: replaces --max-steps)");
   cmd.add_option("--weight-decay", c.weight_decay,
                  "Decoupled weight decay (not on norms and biases)")->capture_default_str();
   cmd.add_option("--adam-beta1", c.adam_beta1, "AdamW beta1")->capture_default_str();
@@ -137,6 +143,19 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
       ->capture_default_str();
   cmd.add_option("--loss-tile-tokens", c.loss_tile_tokens,
                  "Tokens per tile of the fused LM head + cross-entropy")->capture_default_str();
+  cmd.add_option("--mlp-tile-tokens", c.mlp_tile_tokens,
+                 "MLP token tile (-1: 8192 with checkpointing, untiled without; 0: untiled)")
+      ->capture_default_str();
+  cmd.add_flag("--recompute-attention", c.recompute_attention,
+               "Checkpointing: recompute attention instead of keeping its output");
+  cmd.add_option("--recompute-attention-layers", c.recompute_attention_layers,
+                 "With --recompute-attention: only the first N layers (-1: all)")
+      ->capture_default_str();
+  cmd.add_flag("--offload-activations", c.offload_activations,
+               "Checkpointing: kept activations in pinned host memory (CUDA)");
+  cmd.add_option("--offload-activation-layers", c.offload_activation_layers,
+                 "With --offload-activations: offload the first N layers (-1: all)")
+      ->capture_default_str();
   cmd.add_option("--sp-size", c.sp_size, "Sequence-parallel degree")->capture_default_str();
   cmd.add_option("--sp-backend", c.sp_backend,
                  "Attention strategy when sp > 1: ulysses, ring or hybrid")
@@ -181,8 +200,57 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
                  "Gradient all-reduce between ranks: float32 or bfloat16 (opt-in; ZeRO 0)")
       ->capture_default_str();
   cmd.add_option("--logging-steps", c.logging_steps, "Log every N steps")->capture_default_str();
+  cmd.add_option("--eval-data", c.eval_data,
+                 "Evaluate on this .jsonl file or token-file directory (whole set, forward only)");
+  cmd.add_option("--eval-steps", c.eval_steps,
+                 "Evaluate every N steps (0: only at the end; needs --eval-data)")
+      ->capture_default_str();
+  cmd.add_option("--per-device-eval-batch-size", c.per_device_eval_batch_size,
+                 "Sequences per SP group per eval step")
+      ->capture_default_str();
   cmd.add_option("--seed", c.seed, "Random seed (init and data)")->capture_default_str();
   cmd.add_flag("--quiet", c.quiet, "No plan and progress output");
+}
+
+// `ulysses eval`: the options of `train` that decide how the model runs, with --data the set
+// to evaluate (TrainConfig::eval_data).
+void add_eval_options(CLI::App& cmd, TrainConfig& c) {
+  cmd.add_option("--model", c.model, "Preset or Hugging Face model directory (e.g. a saved run)")
+      ->required();
+  cmd.add_option("--data", c.eval_data,
+                 "A .jsonl file (input_ids; or text / prompt+completion when --model has a "
+                 "tokenizer.json) or a token-file directory")
+      ->required();
+  cmd.add_option("--max-seq-length", c.max_seq_length, "Tokens per sequence")
+      ->capture_default_str();
+  cmd.add_flag("--packing,!--no-packing", c.packing, "Pack documents into sequences")
+      ->capture_default_str();
+  cmd.add_option("--long-documents", c.long_documents,
+                 "Documents longer than --max-seq-length: split or truncate")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"split", "truncate"}));
+  cmd.add_option("--per-device-eval-batch-size", c.per_device_eval_batch_size,
+                 "Sequences per SP group per eval step")
+      ->capture_default_str();
+  cmd.add_option("--attn-implementation", c.attn_implementation,
+                 "auto, cudnn or builtin (CUDA), blockwise (CPU)")
+      ->capture_default_str();
+  cmd.add_option("--loss-tile-tokens", c.loss_tile_tokens,
+                 "Tokens per tile of the fused LM head + cross-entropy")
+      ->capture_default_str();
+  cmd.add_option("--sp-size", c.sp_size, "Sequence-parallel degree")->capture_default_str();
+  cmd.add_option("--dp-shard-size", c.dp_shard_size,
+                 "ZeRO sharding degree (0: world / (sp x dp_replicate))")
+      ->capture_default_str();
+  cmd.add_option("--dp-replicate-size", c.dp_replicate_size, "Replica degree")
+      ->capture_default_str();
+  cmd.add_option("--zero-stage", c.zero_stage, "ZeRO stage 0-3 (3: weights sharded over ranks)")
+      ->capture_default_str();
+  cmd.add_flag("--offload-params", c.offload_params, "ZeRO 3: parameter shards in host memory");
+  cmd.add_option("--device", c.device, "cpu, cuda or auto")->capture_default_str();
+  cmd.add_option("--output-dir", c.output_dir, "Write eval_results.json here ('' : none)");
+  cmd.add_option("--seed", c.seed, "Random seed (weights of presets)")->capture_default_str();
+  cmd.add_flag("--quiet", c.quiet, "Only the result line");
 }
 
 // Arguments for `train`: the --config file's keys first (as --key=value), then the command
@@ -225,6 +293,7 @@ std::vector<std::string> expand_config(CLI::App& train, std::vector<std::string>
 }
 
 int run_train(const TrainConfig& config);
+int run_eval(const TrainConfig& config);
 
 struct TokenizeArgs {
   std::string tokenizer;
@@ -263,35 +332,12 @@ int run_tokenize(const TokenizeArgs& a) {
 // This process's rank as the launcher (mpirun, srun) tells it, before MPI starts; 0 alone.
 int launcher_rank() { return std::max(ulysses::process_env::launcher().rank, 0); }
 
-int run_info(const std::string& model, std::int64_t seq_len, bool checkpointing,
-             double memory_gib, const std::string& precision, int zero_ranks, int sp_size) {
-  using namespace ulysses::model;
-  using namespace ulysses::parallel;
-  const ModelConfig c = resolve_model_config(model);
-  std::printf("model %s: %s\n", model.c_str(), c.model_type.c_str());
-  std::printf("  layers %lld, hidden %lld, intermediate %lld, heads %lld (kv %lld), head_dim %lld\n",
-              static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.hidden_size),
-              static_cast<long long>(c.intermediate_size),
-              static_cast<long long>(c.num_attention_heads),
-              static_cast<long long>(c.num_key_value_heads), static_cast<long long>(c.head_dim));
-  std::printf("  vocab %lld, tied embeddings %s, rope %s (theta %g), q/k norm %s, qkv bias %s\n",
-              static_cast<long long>(c.vocab_size), c.tie_word_embeddings ? "yes" : "no",
-              c.rope.type.c_str(), c.rope.theta, c.qk_norm ? "yes" : "no",
-              c.qkv_bias ? "yes" : "no");
-  std::printf("  parameters %lld (matmul %lld)\n", static_cast<long long>(parameter_count(c)),
-              static_cast<long long>(matmul_parameter_count(c)));
-  std::printf("  model FLOPs per token at %lld tokens: %.4g (forward + backward)\n",
-              static_cast<long long>(seq_len), flops_per_token(c, seq_len));
-  MemoryPlanInput in;
-  in.tokens_per_device = seq_len;
-  in.gradient_checkpointing = checkpointing;
-  in.sp_size = sp_size;
-  in.precision = precision == "bf16" ? Precision::bf16_mixed : Precision::fp32;
-  in.budget_bytes = static_cast<std::int64_t>(memory_gib * (1ll << 30));
-  std::printf("%s", format_memory_plan(plan_memory(c, in), in).c_str());
-  std::printf("%s", ulysses::parallel::zero_memory_table(c, zero_ranks, in.precision).c_str());
-  return 0;
-}
+struct InfoArgs {
+  int world_size = 0;  // 0: sp x dp_replicate x dp_shard (1 when unset)
+  double memory_gib = 80.0;
+  double host_memory_gib = 0.0;  // 0: unknown (no host check)
+  std::string precision = "auto";
+};
 
 }  // namespace
 
@@ -335,39 +381,55 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
 
-  std::string info_model = "tiny", info_precision = "fp32";
-  std::int64_t info_seq = 4096;
-  bool info_checkpointing = false;
-  double info_memory_gib = 80.0;
-  int info_zero_ranks = 1, info_sp = 1;
-  CLI::App* info = app.add_subcommand("info", "Shapes, parameters, FLOPs and the memory plan");
-  info->add_option("--world-size", info_zero_ranks,
-                   "Ranks ZeRO shards over (dp_shard x sp) for the per-stage memory table")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  info->add_option("--sp-size", info_sp,
-                   "Ulysses ranks per sequence (head-sharded copies in the activation plan)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  info->add_option("--model", info_model, "Preset or Hugging Face model directory")
-      ->capture_default_str();
-  info->add_option("--max-seq-length", info_seq, "Tokens per device")->capture_default_str()
+  TrainConfig info_config;
+  InfoArgs info_args;
+  CLI::App* info = app.add_subcommand(
+      "info",
+      "The plan of a train command line without running it: shapes, FLOPs, memory per "
+      "device, whether it fits and what to change, steps per epoch");
+  info->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  add_train_options(*info, info_config);
+  info->add_option("--config", config_file_help, "YAML or JSON file, as for train");
+  info->add_option("--world-size", info_args.world_size,
+                   "Ranks of the job (mpirun -np; default sp x dp_replicate x dp_shard)")
       ->check(CLI::PositiveNumber);
-  info->add_flag("--gradient-checkpointing", info_checkpointing, "Plan with checkpointing");
-  info->add_option("--memory-gib", info_memory_gib, "Device memory for the largest-fit estimate")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  info->add_option("--precision", info_precision, "fp32 (CPU) or bf16 (bf16 + fp32 master)")
-      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
+  info->add_option("--memory-gib", info_args.memory_gib,
+                   "Device memory per rank for the fit check (0: none)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  info->add_option("--host-memory-gib", info_args.host_memory_gib,
+                   "Host memory per rank for the offloads (0: unknown); with --memory-gib the "
+                   "longest sequence per offload choice is printed")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  info->add_option("--precision", info_args.precision,
+                   "auto (bf16 unless --device cpu), fp32 or bf16 (bf16 + fp32 master)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
+
+  TrainConfig eval_config;
+  eval_config.output_dir = "";
+  CLI::App* eval = app.add_subcommand(
+      "eval", "Loss and perplexity of a model over a whole data set (forward only)");
+  eval->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  add_eval_options(*eval, eval_config);
+
+  std::string plot_dir;
+  CLI::App* plot = app.add_subcommand(
+      "plot", "Draw <output-dir>/loss.svg (train and eval loss) from its metrics.jsonl");
+  plot->add_option("--output-dir", plot_dir, "The folder of a training run")->required();
 
   const std::vector<std::pair<std::string, CLI::App*>> commands = {
-      {"train", train}, {"tokenize", tokenize}, {"info", info}};
+      {"train", train}, {"tokenize", tokenize}, {"info", info}, {"eval", eval}, {"plot", plot}};
   CLI::App* command = nullptr;
   std::vector<std::string> args(argv + 1, argv + argc);
   for (const auto& [name, cmd] : commands)
     if (!args.empty() && args[0] == name) command = cmd;
   try {
     if (command != nullptr) accept_snake_case(*command, args);
-    if (!args.empty() && args[0] == "train") {
-      auto rest = expand_config(*train, std::vector<std::string>(args.begin() + 1, args.end()));
-      rest.insert(rest.begin(), "train");
+    if (!args.empty() && (args[0] == "train" || args[0] == "info")) {
+      auto rest = expand_config(*command, std::vector<std::string>(args.begin() + 1, args.end()));
+      rest.insert(rest.begin(), args[0]);
       args = rest;
     }
     std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 parses it reversed
@@ -386,10 +448,23 @@ int main(int argc, char** argv) {
   }
 
   if (*tokenize) return run_tokenize(tokenize_args);
+  if (*eval) return run_eval(eval_config);
+  if (*plot) {
+    try {
+      std::printf("%s\n", ulysses::train::write_loss_plot(plot_dir).string().c_str());
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      return 1;
+    }
+  }
   if (*info) {
     try {
-      return run_info(info_model, info_seq, info_checkpointing, info_memory_gib, info_precision,
-                      info_zero_ranks, info_sp);
+      std::printf("%s", ulysses::train::info_report(info_config, info_args.world_size,
+                                                    info_args.memory_gib, info_args.precision,
+                                                    info_args.host_memory_gib)
+                            .c_str());
+      return 0;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "error: %s\n", e.what());
       return 1;
@@ -432,6 +507,7 @@ int run_train(const TrainConfig& config) {
   std::unique_ptr<ulysses::train::Trainer> trainer;
   std::string error;
   try {
+    ulysses::train::validate(config, world->size());  // bad options leave no output dir
     if (!config.output_dir.empty())
       output_lock = ulysses::train::claim_output_dir(
           *world, config.output_dir,
@@ -451,4 +527,65 @@ int run_train(const TrainConfig& config) {
   }
   return 0;
 }
+}  // namespace
+
+namespace {
+
+// --eval-data in a setup error of the Trainer is --data on the eval command line.
+std::string eval_command_message(std::string message) {
+  for (std::size_t at = message.find("--eval-data"); at != std::string::npos;
+       at = message.find("--eval-data", at))
+    message.replace(at, 11, "--data");
+  return message;
+}
+
+int run_eval(const TrainConfig& options) {
+  std::unique_ptr<ulysses::comm::Communicator> world;
+  try {
+    world = ulysses::comm::make_mpi_world();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  // The Trainer builds the model, the layout and the weights exactly as `train` would; it reads
+  // no training data (the endless synthetic source is opened, never drawn from), writes nothing
+  // and runs only forwards.
+  TrainConfig config = options;
+  config.data = "synthetic-copy";
+  config.output_dir = "";
+  config.quiet = true;
+  std::unique_ptr<ulysses::train::Trainer> trainer;
+  std::string error;
+  try {
+    namespace fs = std::filesystem;
+    if (!options.output_dir.empty() && fs::exists(options.output_dir) &&
+        !fs::is_directory(options.output_dir))
+      throw ulysses::Error("--output-dir " + options.output_dir +
+                           " is a file; give a directory for eval_results.json");
+    trainer = std::make_unique<ulysses::train::Trainer>(config, *world);
+  } catch (const std::exception& e) {
+    error = eval_command_message(e.what());
+  }
+  if (any_rank_failed(*world, error)) return 1;
+  const bool main_rank = world->rank() == 0;
+  try {
+    if (!options.quiet && main_rank)
+      std::printf("eval: model %s, data %s\n%s", options.model.c_str(), options.eval_data.c_str(),
+                  trainer->mesh().describe().c_str());
+    const ulysses::train::EvalMetrics m = trainer->evaluate(0);
+    if (main_rank) {
+      std::printf(
+          "eval_loss %.6f | eval_perplexity %.6g | %lld labels in %lld sequences | %.1f s\n",
+          m.loss, m.perplexity, static_cast<long long>(m.valid_labels),
+          static_cast<long long>(m.sequences), m.seconds);
+      if (!options.output_dir.empty())
+        ulysses::train::write_eval_results(options.output_dir, m, options.model, options.eval_data);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error (rank %d): %s\n", world->rank(), e.what());
+    ulysses::comm::abort_job(1);
+  }
+  return 0;
+}
+
 }  // namespace

@@ -154,7 +154,10 @@ int main(int argc, char** argv) {
   std::string model = "qwen3-4b";
   std::int64_t seq = 8192, steps = 3, sp = 1, zero_stage = 0;
   bool checkpointing = false, offload_optimizer = false, offload_params = false, profile = false;
-  bool sp_pipeline = false, zero_overlap = true;
+  bool sp_pipeline = false, zero_overlap = true, recompute_attention = false, warmup = true;
+  bool offload_activations = false;
+  std::int64_t mlp_tile = -1, offload_layers = -1, recompute_layers = -1;
+  bool breakdown = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--model" && i + 1 < argc) model = argv[++i];
@@ -168,10 +171,21 @@ int main(int argc, char** argv) {
     else if (a == "--sp-pipeline") sp_pipeline = true;
     else if (a == "--no-zero-overlap") zero_overlap = false;
     else if (a == "--profile") profile = true;
+    else if (a == "--recompute-attention") recompute_attention = true;
+    else if (a == "--offload-activations") offload_activations = true;
+    else if (a == "--offload-activation-layers" && i + 1 < argc) offload_layers = std::atoll(argv[++i]);
+    else if (a == "--mlp-tile-tokens" && i + 1 < argc) mlp_tile = std::atoll(argv[++i]);
+    else if (a == "--no-warmup") warmup = false;
+    else if (a == "--recompute-attention-layers" && i + 1 < argc) recompute_layers = std::atoll(argv[++i]);
+    else if (a == "--no-breakdown") breakdown = false;
     else {
       std::fprintf(stderr, "usage: gpu_train_bench [--model P] [--seq N] [--steps K] [--sp P] "
                            "[--zero-stage Z] [--gradient-checkpointing] [--offload-optimizer] "
-                           "[--offload-params] [--sp-pipeline] [--no-zero-overlap] [--profile]\n");
+                           "[--offload-params] [--sp-pipeline] [--no-zero-overlap] [--profile] "
+                           "[--recompute-attention] [--offload-activations] "
+                           "[--offload-activation-layers N] [--mlp-tile-tokens N] "
+                           "[--recompute-attention-layers N] [--no-warmup: reach runs, every step timed] "
+                           "[--no-breakdown: skip the isolated GEMM/attention timing]\n");
       return 2;
     }
   }
@@ -189,7 +203,7 @@ int main(int argc, char** argv) {
     config.max_seq_length = seq;
     config.copy_min_length = config.copy_max_length = (seq - 2) / 2;
     config.per_device_train_batch_size = 1;
-    config.max_steps = steps + 1;
+    config.max_steps = steps + (warmup ? 1 : 0);
     config.gradient_checkpointing = checkpointing;
     config.sp_size = sp;
     config.zero_stage = zero_stage;
@@ -197,6 +211,11 @@ int main(int argc, char** argv) {
     config.offload_params = offload_params;
     config.sp_pipeline = sp_pipeline;
     config.zero_overlap = zero_overlap;
+    config.recompute_attention = recompute_attention;
+    config.recompute_attention_layers = recompute_layers;
+    config.offload_activations = offload_activations;
+    config.offload_activation_layers = offload_layers;
+    config.mlp_tile_tokens = mlp_tile;
     config.output_dir = "";
     config.quiet = true;
     config.learning_rate = 1e-5;
@@ -214,12 +233,13 @@ int main(int argc, char** argv) {
       profiler->set_enabled(false);  // not the warm-up step
       trainer.set_profiler(profiler);
     }
-    trainer.train_step(1);  // warm-up: plans, allocator
+    const std::int64_t first = warmup ? 2 : 1;
+    if (warmup) trainer.train_step(1);  // warm-up: plans, allocator
     if (profiler) profiler->set_enabled(true);
     double seconds = 0, flops = 0;
     std::int64_t tokens = 0, peak = 0;
     comm::set_wait_timing(true);  // the timed steps only
-    for (std::int64_t s = 2; s <= steps + 1; ++s) {
+    for (std::int64_t s = first; s < first + steps; ++s) {
       const auto m = trainer.train_step(s);
       seconds += m.seconds;
       flops += m.tflops_per_device * 1e12 * m.seconds;
@@ -254,21 +274,45 @@ int main(int argc, char** argv) {
     exposed_zero_comm = exposed_all.data<float>()[1] / static_cast<double>(steps);
     const Context& ctx = trainer.context();
     const std::int64_t local = seq / sp;
+    // The isolated component timings (--no-breakdown skips them: at reach lengths one layer's
+    // attention alone takes seconds).
     const double all_to_all_layer =
-        layer_all_to_all_seconds(ctx, trainer.mesh().sp_group(), trainer.model_config(), local,
-                                 checkpointing);
+        breakdown ? layer_all_to_all_seconds(ctx, trainer.mesh().sp_group(),
+                                             trainer.model_config(), local, checkpointing)
+                  : 0.0;
     const auto [gemm_layer, attention_layer] =
-        layer_component_seconds(ctx, trainer.model_config(), local, sp);
+        breakdown ? layer_component_seconds(ctx, trainer.model_config(), local, sp)
+                  : std::pair<double, double>{0.0, 0.0};
     const double L = static_cast<double>(trainer.model_config().num_hidden_layers);
-    // With checkpointing each layer's projections run forward twice (forward ~ 1/3 of
-    // forward + backward); attention's forward is kept, never recomputed.
-    const double recompute = checkpointing ? 4.0 / 3.0 : 1.0;
+    // With checkpointing the recompute runs the forward of every projection but the MLP's down
+    // projection again (forward ~ 1/3 of forward + backward; a tiled MLP recomputes gate and up
+    // in its backward instead, the same work); attention's forward is kept, unless
+    // --recompute-attention (then it runs twice: forward ~ 1/3.5 of forward + backward).
+    const model::ModelConfig& mc = trainer.model_config();
+    const double C = static_cast<double>(mc.hidden_size), I = static_cast<double>(mc.intermediate_size);
+    const double proj = C * static_cast<double>(2 * mc.q_dim() + 2 * mc.kv_dim());
+    const double recomputed_share = (proj + 2 * C * I) / (proj + 3 * C * I);
+    const double recompute = checkpointing ? 1.0 + recomputed_share / 3.0 : 1.0;
+    const double attention_recompute = checkpointing && recompute_attention ? 1.0 + 1.0 / 3.5 : 1.0;
     const double step = seconds / static_cast<double>(steps);
-    const double gemm = gemm_layer * L * recompute, attention = attention_layer * L;
+    const double gemm = gemm_layer * L * recompute, attention = attention_layer * L * attention_recompute;
     const double all_to_all_isolated = all_to_all_layer * L;
     const double other =
         std::max(0.0, step - gemm - attention - exposed_all_to_all - exposed_zero_comm);
     const double tflops = flops / seconds / 1e12;
+    const parallel::MemoryPlan planned = trainer.memory_plan();
+    const double gib = static_cast<double>(1ll << 30);
+    const double host_peak = static_cast<double>(train::host_peak_memory_bytes()) / gib;
+    if (main_rank) {
+      std::printf("memory: device planned %.1f GiB, measured peak %.1f GiB (%+.1f%%); host "
+                  "planned %.1f GiB (+ the process), measured peak RSS %.1f GiB; %lld of %lld "
+                  "layers' activations offloaded\n",
+                  static_cast<double>(planned.total()) / gib, static_cast<double>(peak) / gib,
+                  100.0 * (static_cast<double>(peak) / static_cast<double>(planned.total()) - 1),
+                  static_cast<double>(planned.host_total()) / gib, host_peak,
+                  static_cast<long long>(planned.activation_layers_offloaded),
+                  static_cast<long long>(trainer.model_config().num_hidden_layers));
+    }
     const double peak_tflops = 989.0;
     const int gpus = world->size();
     if (main_rank) {

@@ -1,25 +1,32 @@
-// The activation plan with Ulysses (MemoryPlanInput::sp_size): each layer's attention also holds
-// head-sharded copies of q, k, v and its output, [S, heads / P, D] with S = T * P. Without
-// checkpointing every layer keeps them; with checkpointing the strategy drops them after the
-// forward and rebuilds them in the recompute (tests/dist/ulysses_test.cc), so one layer's worth
-// is planned. Backward adds their gradients once (buffers).
+// The memory plan (parallel/memory_plan.h) against the decoder's accounting: Ulysses'
+// head-sharded copies (kept by every layer without checkpointing; rebuilt per layer with it),
+// the tiled MLP, attention recompute, activation offload and the offloaded model states; and the
+// largest-fit searches `ulysses info` prints. The plan's truth on a GPU (planned vs measured
+// peaks) is in bench/RESULTS.md.
 #include <gtest/gtest.h>
 
-#include "ulysses/parallel/memory_plan.h"
 #include "ulysses/model/config.h"
+#include "ulysses/parallel/memory_plan.h"
+#include "ulysses/parallel/zero.h"
 
 namespace ulysses::parallel {
 using model::ModelConfig;
 using model::preset_config;
 namespace {
 
-MemoryPlan plan(const ModelConfig& c, std::int64_t T, std::int64_t sp, bool checkpointing) {
+constexpr std::int64_t GiB = std::int64_t{1} << 30;
+
+MemoryPlanInput input(std::int64_t T, std::int64_t sp, bool checkpointing) {
   MemoryPlanInput in;
   in.tokens_per_device = T;
   in.sp_size = sp;
   in.gradient_checkpointing = checkpointing;
   in.precision = Precision::bf16_mixed;
-  return plan_memory(c, in);
+  return in;
+}
+
+MemoryPlan plan(const ModelConfig& c, std::int64_t T, std::int64_t sp, bool checkpointing) {
+  return plan_memory(c, input(T, sp, checkpointing));
 }
 
 TEST(MemoryPlan, UlyssesHeadShardedCopies) {
@@ -29,33 +36,150 @@ TEST(MemoryPlan, UlyssesHeadShardedCopies) {
   const std::int64_t split = (2 * T * 32 * D + 2 * (4 * T) * 2 * D) * 2;
   // sp 16 replicates them: one kv head per rank, q and out 2 heads over S = 16 T.
   const std::int64_t replicated = (2 * T * 32 * D + 2 * (16 * T) * 1 * D) * 2;
-  for (const bool checkpointing : {false, true}) {
-    SCOPED_TRACE(checkpointing ? "checkpointing" : "no checkpointing");
-    const MemoryPlan local = plan(c, T, 1, checkpointing);
-    const MemoryPlan sp4 = plan(c, T, 4, checkpointing);
-    const MemoryPlan sp16 = plan(c, T, 16, checkpointing);
-    const std::int64_t layers_holding = checkpointing ? 1 : L;
-    EXPECT_EQ(sp4.activations - local.activations, layers_holding * split);
-    EXPECT_EQ(sp16.activations - local.activations, layers_holding * replicated);
-    EXPECT_EQ(sp4.buffers - local.buffers, split);
-    EXPECT_EQ(sp16.buffers - local.buffers, replicated);
-    // Model states do not depend on sp.
-    EXPECT_EQ(sp4.params + sp4.master + sp4.grads + sp4.optimizer,
-              local.params + local.master + local.grads + local.optimizer);
-  }
+  // Without checkpointing every layer keeps its copies.
+  EXPECT_EQ(plan(c, T, 4, false).activations - plan(c, T, 1, false).activations, L * split);
+  EXPECT_EQ(plan(c, T, 16, false).activations - plan(c, T, 1, false).activations,
+            L * replicated);
+  // With checkpointing they are rebuilt in the layer's recompute: only the working set grows,
+  // by at most the copies and their gradients.
+  const MemoryPlan local = plan(c, T, 1, true), sp4 = plan(c, T, 4, true);
+  EXPECT_EQ(sp4.activations, local.activations);
+  EXPECT_GE(sp4.buffers, local.buffers);
+  EXPECT_LE(sp4.buffers - local.buffers, 2 * split);
+  // Model states do not depend on sp.
+  EXPECT_EQ(sp4.params + sp4.master + sp4.grads + sp4.optimizer,
+            local.params + local.master + local.grads + local.optimizer);
 }
 
 TEST(MemoryPlan, LargestFitShrinksWithUlyssesCopies) {
   const ModelConfig c = preset_config("qwen3-4b");
-  MemoryPlanInput in;
-  in.gradient_checkpointing = true;
-  in.precision = Precision::bf16_mixed;
-  in.budget_bytes = std::int64_t{80} << 30;
+  MemoryPlanInput in = input(1024, 1, true);
+  in.mlp_tile_tokens = 1024;  // the attention phase is the layer's peak
+  in.budget_bytes = 100 * GiB;
   const std::int64_t local = plan_memory(c, in).max_tokens_that_fit;
   in.sp_size = 4;
   const std::int64_t sp4 = plan_memory(c, in).max_tokens_that_fit;
   EXPECT_GT(local, 0);
   EXPECT_LT(sp4, local);
+}
+
+TEST(MemoryPlan, TiledMlpBoundsTheIntermediateTensors) {
+  const ModelConfig c = preset_config("qwen3-4b");
+  const std::int64_t T = 131072, I = c.intermediate_size;
+  MemoryPlanInput in = input(T, 1, true);
+  const MemoryPlan untiled = plan_memory(c, in);
+  in.mlp_tile_tokens = 8192;
+  const MemoryPlan tiled = plan_memory(c, in);
+  EXPECT_EQ(tiled.activations, untiled.activations);
+  // The MLP phase holds five [tokens, I] bf16 tensors: T of them untiled, one tile's tiled.
+  EXPECT_LT(tiled.buffers, untiled.buffers);
+  EXPECT_LE(untiled.buffers - tiled.buffers, 5 * (T - 8192) * I * 2);
+  // A tile as long as the shard is no tiling.
+  in.mlp_tile_tokens = T;
+  EXPECT_EQ(plan_memory(c, in).buffers, untiled.buffers);
+}
+
+TEST(MemoryPlan, RecomputedAttentionKeepsOnlyLayerInputs) {
+  const ModelConfig c = preset_config("qwen3-4b");
+  const std::int64_t T = 65536, L = c.num_hidden_layers;
+  MemoryPlanInput in = input(T, 1, true);
+  const MemoryPlan keep = plan_memory(c, in);
+  in.recompute_attention = true;
+  const MemoryPlan recompute = plan_memory(c, in);
+  // Each layer no longer keeps attention's bf16 output and f32 lse.
+  EXPECT_EQ(keep.activations - recompute.activations,
+            L * (T * c.q_dim() * 2 + T * c.num_attention_heads * 4));
+  EXPECT_EQ(recompute.activations, L * T * c.hidden_size * 2);
+}
+
+TEST(MemoryPlan, RecomputingSomeLayersKeepsTheOthersOutputs) {
+  const ModelConfig c = preset_config("qwen3-4b");
+  const std::int64_t T = 65536, L = c.num_hidden_layers;
+  MemoryPlanInput in = input(T, 1, true);
+  in.recompute_attention = true;
+  const MemoryPlan all = plan_memory(c, in);
+  in.recompute_attention_layers = 10;
+  const MemoryPlan ten = plan_memory(c, in);
+  EXPECT_EQ(ten.activations - all.activations,
+            (L - 10) * (T * c.q_dim() * 2 + T * c.num_attention_heads * 4));
+  // Offloaded layers move what they keep: the first 10 only their inputs.
+  in.offload_activation_layers = 12;
+  const MemoryPlan offloaded = plan_memory(c, in);
+  const std::int64_t x = T * c.hidden_size * 2, att = T * c.q_dim() * 2;
+  EXPECT_EQ(offloaded.host_activations, 10 * x + 2 * (x + att));
+}
+
+TEST(MemoryPlan, ActivationOffloadMovesLayersToHost) {
+  const ModelConfig c = preset_config("qwen3-4b");
+  const std::int64_t T = 65536, L = c.num_hidden_layers, C = c.hidden_size;
+  MemoryPlanInput in = input(T, 1, true);
+  in.recompute_attention = true;
+  const std::int64_t x = T * C * 2;
+  in.offload_activation_layers = 10;
+  MemoryPlan p = plan_memory(c, in);
+  EXPECT_EQ(p.activation_layers_offloaded, 10);
+  EXPECT_EQ(p.host_activations, 10 * x);
+  EXPECT_EQ(p.activations, (L - 10) * x + 2 * x);  // + the layer in backward and the prefetched
+  // Automatic: as many layers as the host budget allows after the offloaded states.
+  in.zero_stage = 3;
+  in.offload_optimizer = in.offload_params = true;
+  in.offload_activation_layers = -1;
+  in.host_budget_bytes = p.host_states + 0;  // no room
+  p = plan_memory(c, in);
+  const std::int64_t states = p.host_states;
+  in.host_budget_bytes = states + 7 * x + x / 2;
+  p = plan_memory(c, in);
+  EXPECT_EQ(p.activation_layers_offloaded, 7);
+  EXPECT_LE(p.host_total(), in.host_budget_bytes);
+  in.host_budget_bytes = 0;  // unknown: every layer
+  EXPECT_EQ(plan_memory(c, in).activation_layers_offloaded, L);
+}
+
+TEST(MemoryPlan, OffloadedStatesLeaveTheDevice) {
+  const ModelConfig c = preset_config("qwen3-4b");
+  MemoryPlanInput in = input(8192, 1, true);
+  in.precision = Precision::fp32;  // exact bytes (no allocator rounding)
+  in.zero_stage = 3;
+  const MemoryPlan resident = plan_memory(c, in);
+  in.offload_optimizer = in.offload_params = true;
+  const MemoryPlan offloaded = plan_memory(c, in);
+  const ZeroMemory z = zero_memory_formula(c, ZeroConfig{3, true, true}, 1, Precision::fp32);
+  EXPECT_EQ(offloaded.params + offloaded.master + offloaded.optimizer, 0);
+  EXPECT_EQ(offloaded.grads, resident.grads);
+  EXPECT_EQ(offloaded.host_states, z.offloaded + z.grads);  // + the host AdamW's gradient copy
+  EXPECT_EQ(resident.total() - offloaded.total(), z.params + z.master + z.optimizer);
+}
+
+TEST(MemoryPlan, ReachWithEveryOffloadMeetsTheTargets) {
+  // The sequence-reach targets (issue 12): qwen3-4b 448K tokens on one H200 (139 GiB, 120 GiB
+  // of host memory); llama-3-8b on an 80 GiB H100 with 1.9 TB of host memory: ALST's 500K is
+  // the reference, 600K the goal. Today's plan reaches ~430K there (not yet the goal): the f32
+  // gradients (32 GB) stay on the device and the attention backward's working set is ~75 KB per
+  // token; this guards against regressions below 400K.
+  MemoryPlanInput in = input(1024, 1, true);
+  in.mlp_tile_tokens = 8192;
+  in.zero_stage = 3;
+  in.offload_optimizer = in.offload_params = true;
+  in.recompute_attention = true;
+  in.offload_activation_layers = -1;
+  in.budget_bytes = 139 * GiB;
+  in.host_budget_bytes = 120 * GiB;
+  EXPECT_GE(plan_memory(preset_config("qwen3-4b"), in).max_tokens_that_fit, 458752);
+  in.budget_bytes = 80 * GiB;
+  in.host_budget_bytes = 1900 * GiB;
+  EXPECT_GE(plan_memory(preset_config("llama-3-8b"), in).max_tokens_that_fit, 400000);
+  // Nothing offloaded, nothing recomputed: far shorter.
+  MemoryPlanInput plain = input(1024, 1, true);
+  plain.budget_bytes = 139 * GiB;
+  EXPECT_LT(plan_memory(preset_config("qwen3-4b"), plain).max_tokens_that_fit, 262144);
+  // The caching allocator's rounding is counted: a bf16 plan takes at least the exact bytes.
+  MemoryPlanInput exact = plain;
+  exact.tokens_per_device = 100000;
+  const MemoryPlan rounded = plan_memory(preset_config("qwen3-4b"), exact);
+  EXPECT_GE(rounded.grads, zero_memory_formula(preset_config("qwen3-4b"), 0, 1,
+                                               Precision::bf16_mixed).grads);
+  const std::string table = format_reach_table(preset_config("qwen3-4b"), in);
+  EXPECT_NE(table.find("--recompute-attention --offload-activations"), std::string::npos);
 }
 
 }  // namespace

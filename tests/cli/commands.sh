@@ -31,7 +31,7 @@ expect_ok "train from a YAML config" $ULYSSES train --quiet --config "$WORK/run.
   --output-dir "$WORK/a"
 n=$(wc -l < "$WORK/a/metrics.jsonl")
 [ "$n" -eq 3 ] && echo "ok: 3 logged steps" || { echo "FAIL: $n logged steps"; failures=$((failures + 1)); }
-for key in step loss lr grad_norm tokens tokens_per_s tflops_per_device peak_mem_bytes; do
+for key in step epoch loss learning_rate grad_norm tokens tokens_per_s tflops_per_device peak_mem_bytes timestamp; do
   grep -q "\"$key\"" "$WORK/a/metrics.jsonl" || { echo "FAIL: metrics lack $key"; failures=$((failures + 1)); }
 done
 [ -f "$WORK/a/config.json" ] && [ -f "$WORK/a/model.safetensors" ] && echo "ok: HF checkpoint written" \

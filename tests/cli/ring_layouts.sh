@@ -8,7 +8,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 export OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1
 MPIRUN="timeout 30 mpirun"
 T="$ULYSSES train --max-steps 2 --max-seq-length 64 --per-device-train-batch-size 1 --copy-min-length 5 --copy-max-length 20 --output-dir $WORK/out --overwrite-output-dir"
-losses() { grep -o "loss [0-9.]*" <<<"$1"; }
+losses() { grep "^step " <<<"$1" | grep -o "| loss [0-9.]*"; }  # the progress lines' losses
 
 # A model with 3 attention heads: Ulysses cannot go past sp 3, the ring can.
 mkdir -p "$WORK/heads3"

@@ -340,6 +340,31 @@ TEST(RingTraining, DataParallelZero3AndCheckpointing) {
   }
 }
 
+TEST(RingTraining, EvaluationEqualsSingleRank) {
+  // The evaluator shards like training (zigzag), pads like training (2 x sp), and its loss is
+  // the single rank's; unpacked, so padding-only sequences and short ones occur.
+  if (world().size() < 2) GTEST_SKIP() << "one rank: no ring";
+  for (const Grid g : grids()) {
+    if (4 % g.ulysses != 0) continue;
+    for (const bool packing : {true, false}) {
+      train::TrainConfig c = grid_config(model_dir(4, 2, "qwen2"), g);
+      c.eval_data = std::string(ULYSSES_TEST_DATA) + "/tiny_docs.jsonl";
+      c.per_device_eval_batch_size = 2;
+      c.packing = packing;
+      auto self = comm::make_self_communicator();
+      train::TrainConfig single = c;
+      single.sp_size = 1;
+      single.sp_backend = "ulysses";
+      single.ring_size = 0;
+      const std::string what = grid_name(g) + (packing ? " packed" : " unpacked");
+      const train::EvalMetrics expected = train::Trainer(single, *self).evaluate(0);
+      const train::EvalMetrics got = train::Trainer(c, world()).evaluate(0);
+      EXPECT_EQ(got.valid_labels, expected.valid_labels) << what;
+      EXPECT_NEAR(got.loss, expected.loss, 1e-6 * expected.loss) << what;
+    }
+  }
+}
+
 TEST(RingTraining, PlanNamesTheStrategyAndTheGrid) {
   if (world().size() < 2) GTEST_SKIP() << "one rank: no ring";
   for (const Grid g : grids()) {

@@ -26,13 +26,8 @@ namespace ulysses {
 namespace {
 
 constexpr int kMaxDevices = 64;
-constexpr std::size_t kSmallLimit = std::size_t{1} << 20;
 
-std::size_t size_class(std::size_t bytes) {
-  if (bytes <= kSmallLimit) return std::max<std::size_t>(512, (bytes + 511) / 512 * 512);
-  const std::size_t step = std::bit_floor(bytes) / 8;
-  return (bytes + step - 1) / step * step;
-}
+std::size_t size_class(std::size_t bytes) { return device_size_class(bytes); }
 
 struct DeviceCache {
   std::mutex mutex;

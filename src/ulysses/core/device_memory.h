@@ -9,6 +9,21 @@
 
 namespace ulysses {
 
+// Bytes the caching allocator of a CUDA device reserves for a request of `bytes` (its size
+// class: 512-byte steps up to 1 MiB, steps of an eighth of the power of two below up to 64 MiB,
+// then 2 MiB steps, so the large model-state and activation buffers waste almost nothing), so
+// the memory plan can count what allocations really take.
+constexpr std::size_t device_size_class(std::size_t bytes) {
+  constexpr std::size_t small_limit = std::size_t{1} << 20, large_limit = std::size_t{64} << 20;
+  constexpr std::size_t large_step = std::size_t{2} << 20;
+  if (bytes <= small_limit) return bytes <= 512 ? 512 : (bytes + 511) / 512 * 512;
+  if (bytes > large_limit) return (bytes + large_step - 1) / large_step * large_step;
+  std::size_t floor = 1;
+  while (floor <= bytes / 2) floor *= 2;
+  const std::size_t step = floor / 8;
+  return (bytes + step - 1) / step * step;
+}
+
 void* device_alloc(std::size_t bytes, Device device);
 void device_free(void* ptr, Device device) noexcept;
 // Copies between any two devices (CPU included); synchronous.

@@ -217,6 +217,7 @@ class EpochShuffled final : public DocumentSource {
   }
   std::string describe() const override { return source_->describe() + ", shuffled per epoch"; }
   std::int64_t size() const override { return -1; }
+  std::int64_t documents_per_epoch() const override { return source_->size(); }
   Document get(std::int64_t index) const override {
     const std::int64_t n = source_->size();
     const std::int64_t epoch = index / n;
@@ -286,6 +287,7 @@ std::unique_ptr<DocumentSource> open_data(const DataOptions& o) {
     const LongDocuments mode = parse_long_documents(o.long_documents);
     if (o.max_seq_length > 0)
       finite = make_long_document_source(std::move(finite), o.max_seq_length, mode);
+    if (!o.shuffle) return finite;
     return make_epoch_shuffled(std::move(finite), o.seed);
   }
   UL_FAIL("--data ", o.data,

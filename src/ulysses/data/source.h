@@ -26,6 +26,9 @@ class DocumentSource {
   virtual std::int64_t size() const = 0;
   // Document `index` (0 <= index < size(), any index >= 0 for endless sources).
   virtual Document get(std::int64_t index) const = 0;
+  // Documents in one epoch: size() for a finite source, the underlying file's count for epoch
+  // shuffling over one, -1 for a generated source (no epochs).
+  virtual std::int64_t documents_per_epoch() const { return size(); }
 };
 
 // Synthetic long-range copy task. Document: n random tokens, a separator, then the same n
@@ -74,6 +77,9 @@ struct DataOptions {
   std::uint64_t seed = 0;
   std::int64_t copy_min_length = 63;
   std::int64_t copy_max_length = 63;
+  // true: endless epochs in a shuffled order (training); false: the finite source once, in
+  // file order (evaluation; synthetic-copy stays endless).
+  bool shuffle = true;
 };
 std::unique_ptr<DocumentSource> open_data(const DataOptions& options);
 

@@ -5,8 +5,14 @@
 // AttentionStrategy for attention. Activations kept for backward are listed in
 // LayerActivations; with gradient checkpointing only each layer's input is kept and the rest
 // is recomputed, layer by layer, during backward — except attention, whose output and saved
-// statistics are kept, so attention forward never runs twice. The results are bitwise identical
-// because the recomputation runs the same code on the same inputs.
+// statistics are kept (unless StepOptions::recompute_attention), so attention forward never
+// runs twice. The results are bitwise identical because the recomputation runs the same code on
+// the same inputs. Where the kept tensors wait between forward and backward is an
+// ActivationStore's business (resident by default; pinned host memory with activation offload).
+//
+// The MLP may run in token tiles (StepOptions::mlp_tile_tokens): then no [T, intermediate]
+// tensor exists whole; forward computes each tile's output and drops its gate/up/SwiGLU values,
+// and backward recomputes them tile by tile from the kept post-attention norm output.
 #pragma once
 
 #include <cstdint>
@@ -34,15 +40,42 @@ struct LayerActivations {
   Tensor x_mid;             // [T, C] residual after attention
   Tensor rstd2;             // [T]
   Tensor xn2;               // [T, C] post_attention_layernorm output
-  Tensor gate, up, h;       // [T, I] MLP gate/up projections and SwiGLU output
+  Tensor gate, up, h;       // [T, I] MLP gate/up projections and SwiGLU output (untiled MLP)
 };
 
-// Bytes of activations kept per layer for T local tokens (f32), for the memory plan.
-std::int64_t layer_activation_bytes(const ModelConfig& config, std::int64_t tokens);
+// Where gradient checkpointing's kept tensors (a layer's input x and, unless attention is
+// recomputed, its output att; att_saved stays where it is) wait between the layer's forward and
+// its recompute. stash is called for layers 0, 1, ..., L-1 right after each layer's forward;
+// fetch for L-1, ..., 0 right before each recompute, and must give back bit-identical tensors.
+// A store may move the tensors elsewhere in between (kept.x / kept.att undefined meanwhile) and
+// bring layer l - 1 back while layer l computes. Stores are per-step objects: every stashed
+// layer is fetched once, in reverse order.
+class ActivationStore {
+ public:
+  virtual ~ActivationStore() = default;
+  virtual void stash(const Context& ctx, std::int64_t layer, LayerActivations& kept) = 0;
+  virtual void fetch(const Context& ctx, std::int64_t layer, LayerActivations& kept) = 0;
+};
 
 struct StepOptions {
   bool gradient_checkpointing = false;
+  // Checkpointing without attention's output: the recompute runs attention forward again
+  // (costlier, but the kept activations shrink to the layer inputs).
+  bool recompute_attention = false;
+  // With recompute_attention: only layers 0 .. N-1 recompute (-1: every layer); the others keep
+  // attention's output, as without it.
+  std::int64_t recompute_attention_layers = -1;
+  // MLP token tile (0: the whole shard at once).
+  std::int64_t mlp_tile_tokens = 0;
+  // Where checkpointed activations wait (null: they stay where they were computed).
+  ActivationStore* activation_store = nullptr;
 };
+
+// Bytes of activations one layer keeps for its backward without checkpointing for T local
+// tokens (f32 elements; the memory plan scales them to the compute dtype). With a tiled MLP the
+// [T, I] tensors are not kept.
+std::int64_t layer_activation_bytes(const ModelConfig& config, std::int64_t tokens,
+                                    bool tiled_mlp = false);
 
 class Decoder {
  public:
@@ -62,12 +95,20 @@ class Decoder {
                                 float grad_scale, const StepOptions& options) const;
 
  private:
+  // Full forward (returns the layer output) or, with `recompute`, the checkpointing recompute:
+  // only what the backward reads is rebuilt (the MLP output and, with a tiled MLP, the MLP itself
+  // are skipped; an undefined Tensor is returned).
   Tensor layer_forward(const Context& ctx, const LayerWeights& w, const ops::RopeTable& rope,
-                       const data::SequenceShard& shard, LayerActivations& a) const;
-  // Given dL/d(layer output), returns dL/d(layer input) and accumulates weight gradients.
+                       const data::SequenceShard& shard, LayerActivations& a, bool recompute,
+                       std::int64_t mlp_tile) const;
+  // Given dL/d(layer output) in dout (overwritten: it becomes dL/d(layer input), which is
+  // returned), accumulates the weight gradients; frees the activations as they are used.
+  // `recomputed`: the activations come from a checkpointing recompute (the input norm's output
+  // is then rebuilt late instead of living through the whole backward).
   Tensor layer_backward(const Context& ctx, const LayerWeights& w, const LayerWeights& g,
                         const ops::RopeTable& rope, const data::SequenceShard& shard,
-                        const LayerActivations& a, const Tensor& dout) const;
+                        LayerActivations& a, Tensor dout, std::int64_t mlp_tile,
+                        bool recomputed) const;
 
   ModelConfig config_;
   AttentionStrategy& attention_;

@@ -27,12 +27,36 @@ void validate(const TrainConfig& c) {
   positive(c.logging_steps, "--logging-steps");
   positive(c.loss_tile_tokens, "--loss-tile-tokens");
   positive(c.copy_min_length, "--copy-min-length");
+  if (c.mlp_tile_tokens < -1)
+    UL_FAIL("--mlp-tile-tokens must be >= 1, 0 (untiled) or -1 (automatic); got ",
+            c.mlp_tile_tokens);
+  if (c.offload_activation_layers < -1)
+    UL_FAIL("--offload-activation-layers must be >= 0 or -1 (every layer); got ",
+            c.offload_activation_layers);
+  if (c.recompute_attention_layers < -1)
+    UL_FAIL("--recompute-attention-layers must be >= 0 or -1 (every layer); got ",
+            c.recompute_attention_layers);
+  if (c.recompute_attention_layers >= 0 && !c.recompute_attention)
+    UL_FAIL("--recompute-attention-layers ", c.recompute_attention_layers,
+            " needs --recompute-attention");
+  if (c.recompute_attention && !c.gradient_checkpointing)
+    UL_FAIL("--recompute-attention needs --gradient-checkpointing (without it every activation "
+            "is kept and nothing is recomputed)");
+  if (c.offload_activations && !c.gradient_checkpointing)
+    UL_FAIL("--offload-activations needs --gradient-checkpointing (it moves what checkpointing "
+            "keeps); add --gradient-checkpointing");
   positive(c.copy_max_length, "--copy-max-length");
   if (c.copy_min_length > c.copy_max_length)
     UL_FAIL("--copy-min-length (", c.copy_min_length, ") must not exceed --copy-max-length (",
             c.copy_max_length, ")");
   // Every floating-point option: NaN and infinities are refused before anything else.
   finite(c.learning_rate, "--learning-rate");
+  finite(c.num_train_epochs, "--num-train-epochs");
+  non_negative(c.num_train_epochs, "--num-train-epochs");
+  if (c.num_train_epochs > 0 && c.data == "synthetic-copy")
+    UL_FAIL(
+        "--num-train-epochs needs a finite data set; --data synthetic-copy is endless: use "
+        "--max-steps");
   finite(c.weight_decay, "--weight-decay");
   finite(c.adam_beta1, "--adam-beta1");
   finite(c.adam_beta2, "--adam-beta2");
@@ -54,6 +78,10 @@ void validate(const TrainConfig& c) {
       c.resume_from_checkpoint == "latest")
     UL_FAIL("--resume-from-checkpoint latest needs --output-dir (where the checkpoints are)");
   if (c.save_steps < 0) UL_FAIL("--save-steps must be >= 0 (got ", c.save_steps, ")");
+  if (c.eval_steps < 0) UL_FAIL("--eval-steps must be >= 0 (got ", c.eval_steps, ")");
+  positive(c.per_device_eval_batch_size, "--per-device-eval-batch-size");
+  if (c.eval_steps > 0 && c.eval_data.empty())
+    UL_FAIL("--eval-steps ", c.eval_steps, " needs --eval-data (the file to evaluate on)");
   parse_dtype_option(c.save_dtype, "--save-dtype");
   const DType reduce_dtype = parse_dtype_option(c.grad_reduce_dtype, "--grad-reduce-dtype");
   if (c.device != "cpu" && c.device != "cuda" && c.device != "auto")
@@ -101,6 +129,11 @@ void validate(const TrainConfig& c) {
             (c.max_seq_length + pad - 1) / pad * pad);
   parallel::validate_zero_config({static_cast<int>(c.zero_stage), c.offload_optimizer,
                                   c.offload_params, c.zero_overlap, reduce_dtype});
+}
+
+std::int64_t effective_mlp_tile(const TrainConfig& c) {
+  if (c.mlp_tile_tokens >= 0) return c.mlp_tile_tokens;
+  return c.gradient_checkpointing ? 8192 : 0;
 }
 
 void validate(const TrainConfig& c, int world_size) {

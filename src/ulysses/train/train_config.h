@@ -25,6 +25,9 @@ struct TrainConfig {
   std::string lr_scheduler_type = "linear";
   std::int64_t warmup_steps = 0;
   std::int64_t max_steps = 100;
+  // > 0: train this many epochs of a finite data set (max_steps = ceil(epochs x steps per
+  // epoch), train/run_plan.h); replaces max_steps.
+  double num_train_epochs = 0;
   double weight_decay = 0.0;
   double adam_beta1 = 0.9;
   double adam_beta2 = 0.999;
@@ -35,6 +38,17 @@ struct TrainConfig {
   bool gradient_checkpointing = false;
   std::string attn_implementation = "auto";
   std::int64_t loss_tile_tokens = 1024;
+  // MLP token tile: no [tokens x intermediate] tensor exists whole. -1 = automatic (8192 tokens
+  // with gradient checkpointing, where tiling costs nothing; untiled without), 0 = untiled.
+  std::int64_t mlp_tile_tokens = -1;
+  // Checkpointing without keeping attention's output: attention forward runs again in the
+  // recompute, and only the layer inputs are kept.
+  bool recompute_attention = false;
+  std::int64_t recompute_attention_layers = -1;  // with it: the first N layers (-1: all)
+  // Checkpointed layer inputs (and attention outputs) in pinned host memory between forward and
+  // backward (CUDA, with --gradient-checkpointing); -1 = every layer, N = the first N layers.
+  bool offload_activations = false;
+  std::int64_t offload_activation_layers = -1;
   // Parallelism: world = dp_replicate_size x dp_shard_size x sp_size (ranks of mpirun/srun).
   std::int64_t sp_size = 1;
   // Attention strategy when sp_size > 1: ulysses (all-to-all of heads), ring (K/V blocks
@@ -75,6 +89,11 @@ struct TrainConfig {
   // traffic, sums still accumulated in f32 by each backend, rounded to bf16 once per reduction).
   std::string grad_reduce_dtype = "float32";
   std::int64_t logging_steps = 10;
+  // Evaluation (train/evaluator.h): loss and perplexity over the whole eval set, every
+  // eval_steps steps (0: only at the end) and at the end of training; "" = none.
+  std::string eval_data;
+  std::int64_t eval_steps = 0;
+  std::int64_t per_device_eval_batch_size = 8;  // sequences per SP group per eval step
   std::uint64_t seed = 42;
   bool quiet = false;  // no progress lines (tests)
 };
@@ -82,6 +101,9 @@ struct TrainConfig {
 // The element type named by --save-dtype / --grad-reduce-dtype ("float32" or "bfloat16");
 // Error naming the flag otherwise. Parsed once (validate, the trainer's constructor).
 DType parse_dtype_option(const std::string& value, const char* flag);
+
+// The MLP tile the step uses for --mlp-tile-tokens (resolving -1, automatic).
+std::int64_t effective_mlp_tile(const TrainConfig& c);
 
 // Throws Error naming the first invalid option (as its command-line flag) and the fix.
 // Checks what needs neither the model nor the world size (see parallel::resolve_parallel_config

@@ -1,5 +1,7 @@
 #include "ulysses/train/trainer.h"
 
+#include <algorithm>
+
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -12,12 +14,16 @@
 #include "ulysses/core/cuda_context.h"
 #include "ulysses/core/device_memory.h"
 #include "ulysses/core/log.h"
+#include "ulysses/core/process_env.h"
 #include "ulysses/ops/elementwise.h"
 #include "ulysses/io/hf_checkpoint.h"
 #include "ulysses/model/flops.h"
 #include "ulysses/core/format.h"
 #include "ulysses/parallel/memory_plan.h"
 #include "ulysses/train/output_dir.h"
+#include "ulysses/train/loss_plot.h"
+#include "ulysses/train/run_plan.h"
+#include "ulysses/train/run_report.h"
 
 namespace ulysses::train {
 
@@ -73,7 +79,7 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
                  std::unique_ptr<comm::Communicator> owned)
     : own_world_(std::move(owned)),
       world_(world ? *world : *own_world_),
-      config_((validate(config, world_.size()), config)),
+      config_(resolve_training_length(config, world_.size())),
       model_config_(model::resolve_model_config(config.model)),
       ctx_(make_agreed_context(config.device, world_)),
       save_dtype_(parse_dtype_option(config.save_dtype, "--save-dtype")) {
@@ -136,6 +142,27 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     attention_ = parallel::make_local_attention();
   }
   decoder_ = std::make_unique<model::Decoder>(model_config_, *attention_);
+  if (config_.offload_activations && !ctx_.device.is_cpu()) {
+    // How many layers: as given, or (-1) as many as this rank's share (ranks on the node, from
+    // the launcher) of 90% of the host memory available now allows after the offloaded model
+    // states. Resolved once; the plan uses the resolved count.
+    const int local_ranks = std::max(1, process_env::launcher().local_size);
+    const std::int64_t host_budget = host_available_memory_bytes() / 10 * 9 / local_ranks;
+    activation_offload_layers_ =
+        run_memory(config_, model_config_, mesh_->config(), parallel::Precision::bf16_mixed,
+                   config_.offload_activation_layers < 0 ? host_budget : 0)
+            .plan.activation_layers_offloaded;
+    activation_offload_ = parallel::make_activation_offload(ctx_, activation_offload_layers_);
+    if (activation_offload_) {
+      const std::int64_t T = config_.max_seq_length / config_.sp_size;
+      const auto a = static_cast<std::int64_t>(dtype_size(ctx_.compute_dtype));
+      comm::run_agreed(world_, [&] {
+        for (std::int64_t l = 0; l < activation_offload_layers_; ++l)
+          activation_offload_->reserve(l, T * model_config_.hidden_size * a,
+                                       recomputes_attention(l) ? 0 : T * model_config_.q_dim() * a);
+      });
+    }
+  }
   // The CPU backend's memory is the host's: a plan that cannot fit stops before allocating.
   comm::run_agreed(world_, [&] { check_host_memory(); });
   // Allocating the state and reading or drawing the weights can fail on some ranks only (a
@@ -155,9 +182,11 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   });
   run_id_ = make_run_id(world_);  // a resume takes the saved run's id instead
   if (!config_.resume_from_checkpoint.empty()) resume(config_.resume_from_checkpoint);
-  // A resumed run appends to the metrics of the run it continues.
+  if (!config_.eval_data.empty())
+    evaluator_ = std::make_unique<Evaluator>(eval_options(config_, model_config_.vocab_size));
+  // A resumed run appends to the metrics of the run it continues (cut back to its step).
   metrics_ = std::make_unique<MetricsWriter>(is_main() ? config_.output_dir : std::string(),
-                                             /*append=*/first_step_ > 1);
+                                             first_step_ - 1);
 }
 
 TrainingState Trainer::training_state(std::int64_t step) const {
@@ -234,36 +263,22 @@ void Trainer::resume(const std::string& spec) {
 Trainer::~Trainer() = default;
 
 parallel::MemoryPlanInput Trainer::memory_plan_input() const {
-  parallel::MemoryPlanInput in;
-  in.tokens_per_device = config_.max_seq_length / config_.sp_size;
-  in.gradient_checkpointing = config_.gradient_checkpointing;
-  in.loss_tile_tokens = config_.loss_tile_tokens;
-  in.sp_size = config_.sp_size;
-  in.precision = ctx_.compute_dtype == DType::f32 ? parallel::Precision::fp32
-                                                  : parallel::Precision::bf16_mixed;
+  const auto precision = ctx_.compute_dtype == DType::f32 ? parallel::Precision::fp32
+                                                          : parallel::Precision::bf16_mixed;
+  parallel::MemoryPlanInput in = train::memory_plan_input(config_, mesh_->config(), precision);
+  in.offload_activation_layers = activation_offload_layers_;  // resolved at construction
   return in;
 }
 
 parallel::MemoryPlan Trainer::memory_plan() const {
-  parallel::MemoryPlan memory = parallel::plan_memory(model_config_, memory_plan_input());
-  if (config_.zero_stage > 0) {
-    const auto z = parallel::zero_memory_formula(
-        model_config_, zero_config(config_),
-        static_cast<int>(mesh_->config().dp_shard_size * mesh_->config().sp_size),
-        memory_plan_input().precision);
-    memory.params = z.params;
-    memory.grads = z.grads;
-    memory.optimizer = z.optimizer;
-    memory.master = z.master;
-    memory.buffers += z.transient;  // gathered parameters and gradient buffers in flight
-  }
-  return memory;
+  return parallel::plan_memory(model_config_, memory_plan_input());
 }
 
 void Trainer::check_host_memory() const {
   if (!ctx_.device.is_cpu()) return;
   const std::int64_t available = host_available_memory_bytes();
-  const std::int64_t planned = memory_plan().total();
+  const parallel::MemoryPlan plan = memory_plan();
+  const std::int64_t planned = plan.total() + plan.host_total();  // all of it is host memory
   if (available <= 0 || planned <= available) return;
   UL_FAIL("the plan needs ", format_bytes(planned), " of host memory per rank (--model ",
           config_.model, ", --max-seq-length ", config_.max_seq_length, ", --sp-size ",
@@ -282,11 +297,35 @@ std::string Trainer::plan() const {
       << ", " << model::parameter_count(c) << " parameters)\n";
   out << mesh_->describe(static_cast<int>(config_.zero_stage));
   out << "  schedules: attention " << attention_->name();
+  if (config_.gradient_checkpointing)
+    out << ", checkpointing keeps layer inputs"
+        << (!config_.recompute_attention ? " and attention outputs"
+            : config_.recompute_attention_layers < 0
+                ? " (attention recomputed)"
+                : " (attention recomputed in the first " +
+                      std::to_string(config_.recompute_attention_layers) + " layers)");
+  if (const std::int64_t tile = effective_mlp_tile(config_);
+      tile > 0 && tile < config_.max_seq_length / config_.sp_size)
+    out << ", MLP in tiles of " << tile << " tokens";
+  if (config_.offload_activations) {
+    if (ctx_.device.is_cpu())
+      out << ", kept activations in host memory already (CPU)";
+    else
+      out << ", kept activations of " << activation_offload_layers_ << " of "
+          << c.num_hidden_layers << " layers offloaded to pinned host memory";
+  }
   if (config_.zero_stage >= 2)
     out << ", ZeRO overlap " << (config_.zero_overlap ? "on" : "off (--no-zero-overlap)");
   out << "\n";
   out << "data: " << source_->describe() << ", " << (config_.packing ? "packed" : "unpacked")
       << " into sequences of " << config_.max_seq_length << " tokens\n";
+  if (evaluator_)
+    out << "eval: " << evaluator_->describe() << "; " << evaluator_->eval_steps(mesh_->dp_size())
+        << " eval steps, every "
+        << (config_.eval_steps > 0 ? std::to_string(config_.eval_steps) + " steps and " : "")
+        << "at the end\n";
+  if (const auto epoch = plan_epoch(*source_, config_, global_batch_sequences()))
+    out << format_epoch(*epoch, config_);
   out << "batch: " << config_.per_device_train_batch_size << " sequences per SP group x "
       << mesh_->dp_size() << " data-parallel groups x " << config_.gradient_accumulation_steps
       << " accumulation steps = " << global_batch_sequences() << " sequences per optimizer step\n";
@@ -294,22 +333,26 @@ std::string Trainer::plan() const {
   out << "device: " << ctx_.device.str() << " (" << dtype_name(ctx_.compute_dtype)
       << " compute, " << mesh_->world().backend() << " collectives)\n";
   const parallel::MemoryPlan memory = memory_plan();
-  std::int64_t offloaded = 0;  // of the model states, bytes the offload flags keep in host memory
   if (config_.zero_stage > 0) {
-    const auto z = parallel::zero_memory_formula(
-        c, zero_config(config_),
-        static_cast<int>(mesh_->config().dp_shard_size * mesh_->config().sp_size), in.precision);
-    out << "zero: stage " << config_.zero_stage << " over "
-        << mesh_->config().dp_shard_size * mesh_->config().sp_size << " ranks (dp_shard x sp)";
+    const auto z = parallel::zero_memory_formula(c, zero_config(config_), in.zero_group, in.precision);
+    out << "zero: stage " << config_.zero_stage << " over " << in.zero_group
+        << " ranks (dp_shard x sp)";
     if (z.offloaded) out << ", " << format_bytes(z.offloaded) << " offloaded to host";
     out << "\n";
-    if (!ctx_.device.is_cpu()) offloaded = z.offloaded;
   }
   out << parallel::format_memory_plan(memory, in);
-  if (offloaded > 0)
-    out << "  on the device " << format_bytes(memory.total() - offloaded) << " ("
-        << format_bytes(offloaded) << " of the above in host memory)\n";
   return out.str();
+}
+
+bool Trainer::recomputes_attention(std::int64_t layer) const {
+  return config_.gradient_checkpointing && config_.recompute_attention &&
+         (config_.recompute_attention_layers < 0 || layer < config_.recompute_attention_layers);
+}
+
+double Trainer::epoch() const {
+  const std::int64_t per_epoch = source_->documents_per_epoch();
+  return per_epoch > 0 ? static_cast<double>(packer_->position()) / static_cast<double>(per_epoch)
+                       : -1.0;
 }
 
 std::int64_t Trainer::global_batch_sequences() const {
@@ -335,6 +378,7 @@ StepMetrics Trainer::train_step(std::int64_t step) {
     m.padding_tokens += batch.back().padding_tokens;
     flops += model::sequence_flops(model_config_, batch.back().cu_seqlens);
   }
+  m.epoch = epoch();
   const std::int64_t B = config_.per_device_train_batch_size, D = mesh_->dp_size();
   const std::int64_t P = mesh_->sp_size(), r = mesh_->sp_rank();
   std::vector<data::SequenceShard> shards;
@@ -364,6 +408,10 @@ StepMetrics Trainer::train_step(std::int64_t step) {
     const float grad_scale = static_cast<float>(1.0 / static_cast<double>(m.valid_labels));
     model::StepOptions options;
     options.gradient_checkpointing = config_.gradient_checkpointing;
+    options.recompute_attention = config_.recompute_attention;
+    options.recompute_attention_layers = config_.recompute_attention_layers;
+    options.mlp_tile_tokens = effective_mlp_tile(config_);
+    options.activation_store = activation_offload_.get();
     ++updates_;
     const auto lr = static_cast<float>(m.learning_rate);
     // Ranks whose shards hold no valid label still run: the all-to-alls need every SP rank.
@@ -410,11 +458,25 @@ void Trainer::save(const std::filesystem::path& dir) {
   if (!config_.quiet) std::printf("saved %s\n", dir.string().c_str());
 }
 
+EvalMetrics Trainer::evaluate(std::int64_t step) {
+  UL_CHECK(evaluator_, "Trainer::evaluate needs --eval-data");
+  eval_history_.push_back(evaluator_->evaluate(ctx_, *decoder_, *zero_, *mesh_, world_, step));
+  metrics_->write(eval_history_.back(), epoch());
+  if (!config_.quiet && is_main()) std::printf("%s\n", eval_line(eval_history_.back()).c_str());
+  return eval_history_.back();
+}
+
 std::vector<StepMetrics> Trainer::run() {
   if (!config_.quiet && is_main()) std::printf("%s", plan().c_str());
   std::vector<StepMetrics> history;
+  const auto evaluate_after = [&](std::int64_t step) {
+    if (evaluator_ && (eval_history_.empty() || eval_history_.back().step != step))
+      evaluate(step);
+  };
+  RunProgress progress(first_step_, config_.max_steps);
   for (std::int64_t step = first_step_; step <= config_.max_steps; ++step) {
     history.push_back(train_step(step));
+    progress.add(history.back());
     const StepMetrics& m = history.back();
     if (step == 1 || step % config_.logging_steps == 0 || step == config_.max_steps) {
       metrics_->write(m);
@@ -423,11 +485,32 @@ std::vector<StepMetrics> Trainer::run() {
         std::fflush(stdout);
       }
     }
+    if (config_.eval_steps > 0 && step % config_.eval_steps == 0) evaluate_after(step);
     if (config_.save_steps > 0 && step % config_.save_steps == 0 && !config_.output_dir.empty())
       save_checkpoint(step);
   }
+  evaluate_after(config_.max_steps);
   if (!config_.output_dir.empty()) save(config_.output_dir);
+  report(progress);
   return history;
+}
+
+void Trainer::report(const RunProgress& progress) {
+  RunSummary summary = summarize(progress, eval_history_);
+  Tensor peak = Tensor::empty({1}, DType::i64);  // the largest peak of any rank
+  peak.data<std::int64_t>()[0] = summary.peak_mem_bytes;
+  world_.all_reduce(peak, comm::ReduceOp::max);
+  summary.peak_mem_bytes = peak.data<std::int64_t>()[0];
+  if (!is_main()) return;
+  if (!config_.quiet) std::printf("%s\n", format_summary(summary).c_str());
+  if (config_.output_dir.empty()) return;
+  write_train_results(config_.output_dir, summary);
+  try {
+    const auto plot = write_loss_plot(config_.output_dir);
+    if (!config_.quiet) std::printf("loss curve: %s\n", plot.string().c_str());
+  } catch (const Error& e) {
+    log_warn("no loss curve: ", e.what());
+  }
 }
 
 }  // namespace ulysses::train

@@ -13,11 +13,14 @@
 #include "ulysses/model/decoder.h"
 #include "ulysses/model/params.h"
 #include "ulysses/model/attention_strategy.h"
+#include "ulysses/parallel/activation_offload.h"
 #include "ulysses/parallel/memory_plan.h"
 #include "ulysses/parallel/mesh.h"
 #include "ulysses/parallel/zero.h"
 #include "ulysses/train/checkpoint.h"
+#include "ulysses/train/evaluator.h"
 #include "ulysses/train/metrics.h"
+#include "ulysses/train/run_report.h"
 #include "ulysses/train/schedule.h"
 #include "ulysses/train/train_config.h"
 
@@ -32,8 +35,15 @@ class Trainer {
   explicit Trainer(const TrainConfig& config);
   ~Trainer();
 
-  // Runs config.max_steps steps; returns the metrics of every step.
+  // Runs config.max_steps steps, evaluating every --eval-steps and at the end when there is
+  // --eval-data; returns the metrics of every step.
   std::vector<StepMetrics> run();
+  // Loss and perplexity over the whole --eval-data with the current weights (collective; Error
+  // when the config has no eval data). Logged and written to metrics.jsonl as after `step`.
+  EvalMetrics evaluate(std::int64_t step);
+  bool has_eval_data() const { return evaluator_ != nullptr; }
+  // Every evaluation run() made, in order.
+  const std::vector<EvalMetrics>& eval_history() const { return eval_history_; }
   // One optimizer step (1-based step index for the schedule and logs).
   StepMetrics train_step(std::int64_t step);
 
@@ -49,6 +59,10 @@ class Trainer {
   model::ParamBuffers& params();
   // The plan printed before step 1.
   std::string plan() const;
+  // Its memory part: device bytes (ZeRO shards, transients, kept activations, one layer's
+  // working set) and host bytes (offloaded states, pinned activations).
+  parallel::MemoryPlan memory_plan() const;
+  parallel::MemoryPlanInput memory_plan_input() const;
   // Training checkpoint of the state after `step` (collective): <output_dir>/checkpoint-<step>
   // with every rank's state, trainer_state.json and the HF weights; then --save-total-limit.
   void save_checkpoint(std::int64_t step);
@@ -60,13 +74,17 @@ class Trainer {
   Trainer(const TrainConfig& config, comm::Communicator* world,
           std::unique_ptr<comm::Communicator> owned);
   void save(const std::filesystem::path& dir);
+  // After the loop (collective: the peak memory of every rank): the end-of-run summary on
+  // rank 0, train_results.json and loss.svg in the output dir.
+  void report(const RunProgress& progress);
   TrainingState training_state(std::int64_t step) const;
-  parallel::MemoryPlanInput memory_plan_input() const;
-  // The per-device budget the plan prints (ZeRO shards and transients included).
-  parallel::MemoryPlan memory_plan() const;
   // CPU: Error naming the options when the plan exceeds the host's available memory.
   void check_host_memory() const;
   std::int64_t global_batch_sequences() const;
+  // Whether checkpointing recomputes layer `layer`'s attention (--recompute-attention[-layers]).
+  bool recomputes_attention(std::int64_t layer) const;
+  // Epochs of the training data consumed so far (< 0 for an endless source).
+  double epoch() const;
   bool is_main() const { return world_.rank() == 0; }
 
   std::string run_id_;  // TrainingState::run_id of this run
@@ -81,6 +99,9 @@ class Trainer {
   // The training state, every ZeRO stage (stage 0: replicated, all-reduced gradients): the
   // parameters the decoder reads, the gradients, the fp32 master weights and AdamW moments.
   std::unique_ptr<parallel::ZeroState> zero_;
+  // --offload-activations on CUDA (null otherwise): reused by every step.
+  std::unique_ptr<parallel::ActivationOffload> activation_offload_;
+  std::int64_t activation_offload_layers_ = 0;  // resolved once, at construction
   // f32 host copy of the full parameters for params() (null until asked for).
   std::unique_ptr<model::ParamBuffers> host_params_;
   DType save_dtype_ = DType::f32;
@@ -93,6 +114,8 @@ class Trainer {
   std::unique_ptr<model::AttentionStrategy> attention_;
   std::unique_ptr<model::Decoder> decoder_;
   std::unique_ptr<MetricsWriter> metrics_;
+  std::unique_ptr<Evaluator> evaluator_;  // null without --eval-data
+  std::vector<EvalMetrics> eval_history_;
   std::int64_t first_step_ = 1;  // > 1 after resuming
 };
 

@@ -38,8 +38,10 @@ template <typename Value>
 void column_sum_accumulate(const Context& ctx, Value value, std::int64_t rows, std::int64_t cols,
                            float* out) {
   if (rows == 0 || cols == 0) return;
-  constexpr std::int64_t kTargetParts = 512;
-  const std::int64_t chunk = std::max<std::int64_t>(32, (rows + kTargetParts - 1) / kTargetParts);
+  // Enough row chunks that narrow outputs (q/k norm weights: 128 columns over millions of rows)
+  // still fill the GPU: about 256K threads in all, at least 512 chunks.
+  const std::int64_t target_parts = std::max<std::int64_t>(512, (std::int64_t{1} << 18) / cols);
+  const std::int64_t chunk = std::max<std::int64_t>(32, (rows + target_parts - 1) / target_parts);
   const std::int64_t parts = (rows + chunk - 1) / chunk;
   Tensor partial = Tensor::empty({parts, cols}, DType::f32, ctx.device);
   const int threads = static_cast<int>(std::min<std::int64_t>(256, (cols + 31) / 32 * 32));

@@ -1,0 +1,205 @@
+// The CUDA activation offload store (see activation_offload.h for the protocol).
+#include <cuda_runtime.h>
+
+#include <map>
+#include <vector>
+
+#include "ulysses/core/cuda_resources.h"
+#include "ulysses/parallel/activation_offload.h"
+
+namespace ulysses::parallel {
+namespace {
+
+// A pinned host buffer, grown on demand.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer() {
+    if (ptr_) cudaFreeHost(ptr_);
+  }
+  void* reserve(std::size_t bytes) {
+    if (bytes > capacity_) {
+      if (ptr_) UL_CUDA_CHECK(cudaFreeHost(ptr_));
+      ptr_ = nullptr;
+      capacity_ = 0;
+      const cudaError_t status = cudaHostAlloc(&ptr_, bytes, cudaHostAllocDefault);
+      if (status != cudaSuccess) {
+        ptr_ = nullptr;
+        UL_FAIL("--offload-activations: cannot pin ", bytes >> 20, " MiB of host memory (",
+                cudaGetErrorString(status), "); offload fewer layers or turn the offload off");
+      }
+      capacity_ = bytes;
+    }
+    return ptr_;
+  }
+  std::size_t capacity() const { return capacity_; }
+
+ private:
+  void* ptr_ = nullptr;
+  std::size_t capacity_ = 0;
+};
+
+class Event {
+ public:
+  Event() { UL_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming)); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  ~Event() { cudaEventDestroy(event_); }
+  cudaEvent_t get() const { return event_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
+// One offloaded tensor of a layer (x or att).
+struct Moved {
+  PinnedBuffer host;
+  Shape shape;
+  DType dtype = DType::bf16;
+  bool present = false;  // this step's stash moved one
+  Tensor pending;        // the device tensor while its copy to the host runs
+  Tensor back;           // the device tensor its copy back fills
+};
+
+struct Slot {
+  Moved x, att;
+  Event copied, fetched;
+  bool stashed = false, fetch_started = false;
+};
+
+class CudaActivationOffload final : public ActivationOffload {
+ public:
+  CudaActivationOffload(const Context& ctx, std::int64_t offload_layers)
+      : device_(ctx.device), offload_layers_(offload_layers) {
+    UL_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+  }
+  ~CudaActivationOffload() override {
+    if (copy_stream_) {
+      cudaStreamSynchronize(copy_stream_);
+      cudaStreamDestroy(copy_stream_);
+    }
+  }
+
+  void stash(const Context& ctx, std::int64_t layer, model::LayerActivations& kept) override {
+    if (layer == 0) begin_step();
+    if (layer >= offload_layers_) return;
+    cudaStream_t compute = cuda_resources(ctx).stream;
+    release_pending(compute);
+    Slot& s = slots_[layer];
+    UL_CHECK(!s.stashed, "activation offload: layer ", layer, " stashed twice in one step");
+    UL_CUDA_CHECK(cudaEventRecord(ready_.get(), compute));
+    UL_CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, ready_.get(), 0));
+    to_host(kept.x, s.x);
+    to_host(kept.att, s.att);
+    UL_CUDA_CHECK(cudaEventRecord(s.copied.get(), copy_stream_));
+    s.stashed = true;
+    s.fetch_started = false;
+    ++stats_.layers_offloaded;
+  }
+
+  void fetch(const Context& ctx, std::int64_t layer, model::LayerActivations& kept) override {
+    cudaStream_t compute = cuda_resources(ctx).stream;
+    release_pending(compute);
+    auto it = slots_.find(layer);
+    if (layer >= offload_layers_ || it == slots_.end() || !it->second.stashed) return;
+    Slot& s = it->second;
+    if (!s.fetch_started) start_fetch(compute, s);
+    UL_CUDA_CHECK(cudaStreamWaitEvent(compute, s.fetched.get(), 0));
+    kept.x = std::move(s.x.back);
+    kept.att = std::move(s.att.back);
+    s.x.back = s.att.back = Tensor();
+    s.stashed = false;
+    // Prefetch the next layer the backward will ask for.
+    for (std::int64_t below = layer - 1; below >= 0; --below) {
+      auto next = slots_.find(below);
+      if (next != slots_.end() && next->second.stashed) {
+        if (!next->second.fetch_started) start_fetch(compute, next->second);
+        break;
+      }
+    }
+  }
+
+  void reserve(std::int64_t layer, std::int64_t x_bytes, std::int64_t att_bytes) override {
+    if (layer < 0 || layer >= offload_layers_) return;
+    Slot& s = slots_[layer];
+    if (x_bytes > 0) s.x.host.reserve(static_cast<std::size_t>(x_bytes));
+    if (att_bytes > 0) s.att.host.reserve(static_cast<std::size_t>(att_bytes));
+  }
+
+  ActivationOffloadStats stats() const override {
+    ActivationOffloadStats out = stats_;
+    out.pinned_bytes = 0;
+    for (const auto& [layer, s] : slots_)
+      out.pinned_bytes += static_cast<std::int64_t>(s.x.host.capacity() + s.att.host.capacity());
+    return out;
+  }
+
+ private:
+  void begin_step() {
+    for (auto& [layer, s] : slots_)
+      UL_CHECK(!s.stashed, "activation offload: layer ", layer,
+               " of the previous step was never fetched");
+    stats_.bytes_to_host = 0;
+    stats_.layers_offloaded = 0;
+  }
+
+  void to_host(Tensor& t, Moved& m) {
+    m.present = t.defined();
+    if (!m.present) return;
+    UL_CHECK(t.device() == device_, "activation offload: a kept tensor is on ",
+             t.device().str(), ", the store on ", device_.str());
+    m.shape = t.shape();
+    m.dtype = t.dtype();
+    void* host = m.host.reserve(t.nbytes());
+    UL_CUDA_CHECK(
+        cudaMemcpyAsync(host, t.raw(), t.nbytes(), cudaMemcpyDeviceToHost, copy_stream_));
+    stats_.bytes_to_host += static_cast<std::int64_t>(t.nbytes());
+    m.pending = std::move(t);
+    t = Tensor();
+  }
+
+  // The compute stream waits for every finished-or-running copy to the host, then the device
+  // tensors go back to the caching allocator (reuse is ordered after the wait).
+  void release_pending(cudaStream_t compute) {
+    for (auto& [layer, s] : slots_) {
+      if (!s.x.pending.defined() && !s.att.pending.defined()) continue;
+      UL_CUDA_CHECK(cudaStreamWaitEvent(compute, s.copied.get(), 0));
+      s.x.pending = s.att.pending = Tensor();
+    }
+  }
+
+  void start_fetch(cudaStream_t compute, Slot& s) {
+    for (Moved* m : {&s.x, &s.att})
+      if (m->present) m->back = Tensor::empty(m->shape, m->dtype, device_);
+    // The new tensors' memory may have been in use by queued compute work: order after it.
+    UL_CUDA_CHECK(cudaEventRecord(ready_.get(), compute));
+    UL_CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, ready_.get(), 0));
+    for (Moved* m : {&s.x, &s.att}) {
+      if (!m->present) continue;
+      UL_CUDA_CHECK(cudaMemcpyAsync(m->back.raw(), m->host.reserve(m->back.nbytes()),
+                                    m->back.nbytes(), cudaMemcpyHostToDevice, copy_stream_));
+    }
+    UL_CUDA_CHECK(cudaEventRecord(s.fetched.get(), copy_stream_));
+    s.fetch_started = true;
+  }
+
+  Device device_;
+  std::int64_t offload_layers_;
+  cudaStream_t copy_stream_ = nullptr;
+  Event ready_;
+  std::map<std::int64_t, Slot> slots_;
+  ActivationOffloadStats stats_;
+};
+
+}  // namespace
+
+std::unique_ptr<ActivationOffload> make_cuda_activation_offload(const Context& ctx,
+                                                                std::int64_t offload_layers) {
+  UL_CHECK(!ctx.device.is_cpu() && ctx.cuda, "activation offload: not a CUDA context");
+  UL_CUDA_CHECK(cudaSetDevice(cuda_resources(ctx).device_index));
+  return std::make_unique<CudaActivationOffload>(ctx, offload_layers);
+}
+
+}  // namespace ulysses::parallel

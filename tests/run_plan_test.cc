@@ -1,0 +1,123 @@
+// Run plan (train/run_plan.h): `ulysses info` prints the trainer's own memory budget for the same
+// options; the fit advice only lists changes that do fit; epochs of the data and
+// --num-train-epochs.
+#include "ulysses/train/run_plan.h"
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "ulysses/data/packer.h"
+#include "ulysses/train/trainer.h"
+
+namespace ulysses::train {
+namespace {
+
+const std::string kDocs = std::string(ULYSSES_TEST_DATA) + "/tiny_docs.jsonl";
+
+std::string memory_block(const std::string& text) {
+  const auto begin = text.find("memory per device");
+  const auto end = text.find('\n', text.find("  total", begin));
+  return begin == std::string::npos ? "" : text.substr(begin, end - begin);
+}
+
+TEST(RunPlan, InfoPrintsTheTrainersMemoryBudget) {
+  for (const std::int64_t stage : {0, 1, 2, 3}) {
+    for (const bool checkpointing : {false, true}) {
+      TrainConfig c;
+      c.max_seq_length = 256;
+      c.zero_stage = stage;
+      c.gradient_checkpointing = checkpointing;
+      c.output_dir = "";
+      c.quiet = true;
+      const std::string info = memory_block(info_report(c, 1, 0, "auto"));
+      ASSERT_FALSE(info.empty());
+      EXPECT_EQ(info, memory_block(Trainer(c).plan())) << "stage " << stage;
+    }
+  }
+}
+
+TEST(RunPlan, FitAdviceListsOnlyChangesThatFit) {
+  const model::ModelConfig model = model::resolve_model_config("qwen3-4b");
+  TrainConfig c;
+  c.model = "qwen3-4b";
+  c.max_seq_length = 131072;
+  c.sp_size = 4;
+  const parallel::ParallelConfig layout = parallel::resolve_parallel_config({4, 0, 1}, 4, model);
+  const std::int64_t budget = std::int64_t{80} << 30;
+  const auto bf16 = parallel::Precision::bf16_mixed;
+  const FitAdvice advice = advise_fit(c, model, layout, bf16, budget, 4);
+  EXPECT_FALSE(advice.fits);
+  EXPECT_GT(advice.device_bytes, budget);
+  ASSERT_FALSE(advice.changes.empty());
+  // The largest sequence fits, one more SP chunk of tokens does not.
+  TrainConfig largest = c;
+  largest.max_seq_length = advice.max_seq_length_that_fits;
+  EXPECT_TRUE(advise_fit(largest, model, layout, bf16, budget, 4).fits);
+  largest.max_seq_length += c.sp_size;
+  EXPECT_FALSE(advise_fit(largest, model, layout, bf16, budget, 4).fits);
+  // The listed ZeRO-3 + checkpointing change fits when applied.
+  bool listed = false;
+  for (const std::string& change : advice.changes)
+    listed |= change.rfind("--zero-stage 3 --gradient-checkpointing (", 0) == 0;
+  EXPECT_TRUE(listed);
+  TrainConfig applied = c;
+  applied.zero_stage = 3;
+  applied.gradient_checkpointing = true;
+  const FitAdvice now = advise_fit(applied, model, layout, bf16, budget, 4);
+  EXPECT_TRUE(now.fits);
+  EXPECT_TRUE(now.changes.empty());
+  EXPECT_NE(format_fit(now, budget).find(": fits;"), std::string::npos);
+  EXPECT_NE(format_fit(advice, budget).find("does NOT fit"), std::string::npos);
+  // Offload moves model states off the device into host memory.
+  TrainConfig offload = applied;
+  offload.offload_optimizer = offload.offload_params = true;
+  const RunMemory on = run_memory(offload, model, layout, bf16);
+  const RunMemory off = run_memory(applied, model, layout, bf16);
+  EXPECT_GT(on.host_bytes(), 0);
+  EXPECT_EQ(off.host_bytes(), 0);
+  EXPECT_LT(on.device_bytes(), off.device_bytes());
+  // So do checkpointed activations with --offload-activations (CUDA precision).
+  TrainConfig acts = offload;
+  acts.offload_activations = true;
+  const RunMemory moved = run_memory(acts, model, layout, bf16);
+  EXPECT_GT(moved.host_bytes(), on.host_bytes());
+  EXPECT_LT(moved.device_bytes(), on.device_bytes());
+}
+
+TEST(RunPlan, EpochOfThePackedDataAndNumTrainEpochs) {
+  TrainConfig c;
+  c.data = kDocs;
+  c.max_seq_length = 64;
+  c.per_device_train_batch_size = 2;
+  const auto source = data::open_data(data_options(c, 128));
+  const auto epoch = plan_epoch(*source, c, 2);
+  ASSERT_TRUE(epoch.has_value());
+  EXPECT_EQ(epoch->documents, 12);
+  // Independent count: pack the first 12 documents of the stream.
+  data::Packer packer(*source, {64, true, 1});
+  std::int64_t sequences = 0;
+  while (packer.position() < 12) {
+    packer.next();
+    ++sequences;
+  }
+  EXPECT_EQ(epoch->sequences, sequences);
+  EXPECT_EQ(epoch->tokens, 64 * sequences);
+  EXPECT_DOUBLE_EQ(epoch->steps, static_cast<double>(sequences) / 2);
+
+  c.num_train_epochs = 2;
+  EXPECT_EQ(resolve_training_length(c, 1).max_steps, (2 * sequences + 1) / 2);
+  c.num_train_epochs = 0.5;
+  EXPECT_EQ(resolve_training_length(c, 1).max_steps, (sequences + 3) / 4);
+  c.num_train_epochs = 0;
+  EXPECT_EQ(resolve_training_length(c, 1).max_steps, c.max_steps);  // --max-steps as given
+  // Endless data has no epochs.
+  TrainConfig endless;
+  EXPECT_FALSE(plan_epoch(*data::open_data(data_options(endless, 128)), endless, 8).has_value());
+  endless.num_train_epochs = 1;
+  testing::expect_error([&] { resolve_training_length(endless, 1); }, "--num-train-epochs needs");
+  endless.num_train_epochs = -1;
+  testing::expect_error([&] { validate(endless); }, "--num-train-epochs must be >= 0");
+}
+
+}  // namespace
+}  // namespace ulysses::train
