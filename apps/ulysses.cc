@@ -157,7 +157,11 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
                  "With --offload-activations: offload the first N layers (-1: all)")
       ->capture_default_str();
   cmd.add_option("--sp-size", c.sp_size, "Sequence-parallel degree")->capture_default_str();
-  cmd.add_option("--sp-backend", c.sp_backend, "Attention strategy when sp > 1 (ulysses)")
+  cmd.add_option("--sp-backend", c.sp_backend,
+                 "Attention strategy when sp > 1: ulysses, ring or hybrid")
+      ->capture_default_str();
+  cmd.add_option("--ring-size", c.ring_size,
+                 "hybrid: ranks in the ring (divides sp; Ulysses degree = sp / ring size)")
       ->capture_default_str();
   cmd.add_flag("--sp-pipeline,!--no-sp-pipeline", c.sp_pipeline,
                "Ulysses: heads in two parts, exchanges beside attention (opt-in)")

@@ -1,5 +1,6 @@
 // GPU op benchmark: causal attention (qwen3-4b heads: 32 query heads, 8 kv heads, head_dim 128)
-// forward and backward at 8K and 32K tokens, and the bf16 GEMMs of the qwen3-4b projections
+// forward and backward at 8K and 32K tokens, ring attention's block pairs and merge at the
+// chunk shapes of 128K tokens over rings of 4 and 8, and the bf16 GEMMs of the qwen3-4b projections
 // through ops::linear. Plain timing: the context's stream is synchronized before each clock read;
 // warm-up first, the median of several timed runs. Prints a table; exits 0 without a GPU.
 // Then the memory-bound non-GEMM kernels at qwen3-4b 32K (T=32768, C=2560, I=9728, Hq=32,
@@ -19,6 +20,7 @@
 #include "ulysses/core/device_memory.h"
 #include "ulysses/core/rng.h"
 #include "ulysses/ops/attention.h"
+#include "ulysses/ops/block_attention.h"
 #ifdef ULYSSES_HAS_CUDA
 #include "ulysses/ops/cuda/cudnn_attention.h"
 #endif
@@ -97,6 +99,55 @@ void bench_attention(const Context& base, AttentionKernel kernel, std::int64_t T
       kernel == AttentionKernel::cudnn ? "cudnn" : "builtin", static_cast<long long>(T),
       static_cast<long long>(documents), fwd * 1e3, fwd_flops / fwd / 1e12, bwd * 1e3,
       bwd_flops / bwd / 1e12, (fwd_flops + bwd_flops) / (fwd + bwd) / 1e12);
+}
+
+// Ring attention's pieces at the shapes of a 128K-token sequence over a ring of R ranks
+// (zigzag chunks of C = 128K / (2R) tokens, qwen3-4b heads): one block pair on the diagonal
+// (causal) and one fully visible, forward and backward (f32 accumulators), and the merge.
+void bench_block_attention(const Context& ctx, std::int64_t ring, int repeats) {
+  const std::int64_t S = 131072, C = S / (2 * ring), Hq = 32, Hkv = 8, D = 128;
+  Rng rng(static_cast<std::uint64_t>(C));
+  const Device dev = ctx.device;
+  const Tensor q = random_bf16({C, Hq, D}, rng, 2.0f, dev);
+  const Tensor k = random_bf16({C, Hkv, D}, rng, 2.0f, dev);
+  const Tensor v = random_bf16({C, Hkv, D}, rng, 1.0f, dev);
+  const Tensor dout = random_bf16({C, Hq, D}, rng, 1.0f, dev);
+  const std::vector<std::int32_t> bounds = {0, static_cast<std::int32_t>(S)};
+  const Tensor cu = Tensor::from_ints(bounds, {2}).to(dev);
+  Tensor out = Tensor::zeros({C, Hq, D}, DType::f32, dev);
+  Tensor lse = Tensor::empty({Hq, C}, DType::f32, dev);
+  Tensor block_out = Tensor::zeros({C, Hq, D}, DType::f32, dev);
+  Tensor block_lse = Tensor::empty({Hq, C}, DType::f32, dev);
+  Tensor dq = Tensor::zeros({C, Hq, D}, DType::f32, dev);
+  Tensor dk = Tensor::zeros({C, Hkv, D}, DType::f32, dev);
+  Tensor dv = Tensor::zeros({C, Hkv, D}, DType::f32, dev);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const double pair_flops = 4.0 * static_cast<double>(C) * C * D * Hq;  // dense pair forward
+  for (const bool diagonal : {true, false}) {
+    const std::int64_t k_begin = diagonal ? C : 0;  // queries at [C, 2C)
+    const double fwd = time_median(ctx, 1, repeats, [&] {
+      ops::attention_block_forward(ctx, q, k, v, cu, C, k_begin, scale, block_out, block_lse);
+    });
+    const double bwd = time_median(ctx, 1, repeats, [&] {
+      ops::attention_block_backward(ctx, q, k, v, cu, C, k_begin, scale, block_out, block_lse,
+                                    dout, dq, dk, dv);
+    });
+    const double flops = diagonal ? pair_flops / 2 : pair_flops;
+    std::printf(
+        "block attention ring %lld (128K) C=%-6lld %-8s Hq=32 Hkv=8 D=128 | fwd %9.3f ms %6.1f "
+        "TFLOP/s | bwd %9.3f ms %6.1f TFLOP/s\n",
+        static_cast<long long>(ring), static_cast<long long>(C),
+        diagonal ? "diagonal" : "full", fwd * 1e3, flops / fwd / 1e12, bwd * 1e3,
+        2.5 * flops / bwd / 1e12);
+  }
+  ops::attention_block_forward(ctx, q, k, v, cu, C, 0, scale, out, lse);
+  const double merge = time_median(
+      ctx, 1, repeats, [&] { ops::attention_merge(ctx, out, lse, block_out, block_lse); });
+  // Reads out, block_out and both lse, writes out and lse (f32).
+  const double bytes = 4.0 * (3.0 * C * Hq * D + 3.0 * C * Hq);
+  std::printf("attention merge ring %lld (128K) C=%-6lld Hq=32 D=128 | %8.3f ms %7.1f GB/s\n",
+              static_cast<long long>(ring), static_cast<long long>(C), merge * 1e3,
+              bytes / merge / 1e9);
 }
 
 void bench_linear(const Context& ctx, const char* name, std::int64_t N, std::int64_t K,
@@ -271,6 +322,7 @@ int main(int argc, char** argv) {
       for (const std::int64_t T : {8192, 32768}) bench_attention(ctx, kernel, T, 1, quick ? 2 : 5);
     bench_attention(ctx, ulysses::AttentionKernel::cudnn, 32768, 8, quick ? 2 : 5);
     bench_attention(ctx, ulysses::AttentionKernel::cudnn, 131072, 1, 2);
+    for (const std::int64_t ring : {4, 8}) bench_block_attention(ctx, ring, quick ? 1 : 3);
     bench_kernels(ctx, repeats);
     const auto stats = ulysses::device_memory_stats(0);
     std::printf(

@@ -94,5 +94,35 @@ TEST(Shard, SlicesEveryPerTokenArrayAndKeepsGlobalBoundaries) {
   EXPECT_THROW(make_shard(s, 4, 7), Error);
 }
 
+TEST(Shard, ZigzagRunsConcatenatePerTokenArraysAndCountTheirLabels) {
+  // Two documents of 3 and 5 tokens, 8 in all; ring of 2: rank 0 holds chunks 0 and 3.
+  ListSource source({{{5, 6, 7}, {}}, {{20, 21, 22, 23, 24}, {}}});
+  PackerOptions options;
+  options.max_seq_length = 8;
+  Packer packer(source, options);
+  const PackedSequence s = packer.next();
+  ASSERT_EQ(s.length(), 8);
+  const std::vector<TokenRange> ranges = zigzag_ranges(8, 0, 2, 1);
+  ASSERT_EQ(ranges, (std::vector<TokenRange>{{0, 2}, {6, 8}}));
+  const SequenceShard shard = make_shard(s, ranges);
+  EXPECT_EQ(shard.input_ids.to_floats(), (std::vector<float>{5, 6, 23, 24}));
+  EXPECT_EQ(shard.position_ids.to_floats(), (std::vector<float>{0, 1, 3, 4}));
+  EXPECT_EQ(shard.shift_labels.to_floats(), (std::vector<float>{6, 7, 24, -100}));
+  EXPECT_EQ(shard.cu_seqlens.to_floats(), (std::vector<float>{0, 3, 8}));
+  EXPECT_EQ(shard.ranges, ranges);
+  EXPECT_EQ(shard.shard_begin, 0);
+  EXPECT_EQ(valid_labels(s, ranges), 3);
+  // The ranks' label counts add up to the sequence's.
+  std::int64_t total = 0;
+  for (std::int64_t r = 0; r < 2; ++r) total += valid_labels(s, zigzag_ranges(8, r, 2, 1));
+  EXPECT_EQ(total, s.valid_labels());
+  EXPECT_THROW(make_shard(s, std::vector<TokenRange>{{6, 9}}), Error);
+  // The trainer's choice: contiguous for Ulysses, zigzag with a ring.
+  EXPECT_EQ(sp_shard_ranges(8, 1, 2, 1), (std::vector<TokenRange>{{4, 8}}));
+  EXPECT_EQ(sp_shard_ranges(8, 1, 2, 2), (std::vector<TokenRange>{{2, 4}, {4, 6}}));
+  EXPECT_EQ(sp_shard_ranges(16, 3, 4, 2), zigzag_ranges(16, 3, 2, 2));
+  EXPECT_THROW(sp_shard_ranges(8, 0, 4, 3), Error);
+}
+
 }  // namespace
 }  // namespace ulysses::data

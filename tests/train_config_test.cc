@@ -121,5 +121,37 @@ TEST(TrainConfig, RejectsNonPositiveSizesNamingTheFlag) {
   EXPECT_NO_THROW(validate(c));
 }
 
+TEST(TrainConfig, RingAndHybridOptionsNameTheFlag) {
+  auto message = [](const TrainConfig& c) { return testing::error_message([&] { validate(c); }); };
+  TrainConfig c;
+  c.sp_size = 4;
+  c.max_seq_length = 1024;
+  c.sp_backend = "ring";
+  EXPECT_NO_THROW(validate(c));
+  EXPECT_EQ(resolved_ring_size(c), 4);
+  EXPECT_EQ(sequence_pad_multiple(c), 8);
+  c.sp_backend = "hybrid";
+  EXPECT_NE(message(c).find("--sp-backend hybrid needs --ring-size"), std::string::npos);
+  c.ring_size = 3;
+  EXPECT_NE(message(c).find("--ring-size 3 does not divide --sp-size 4"), std::string::npos);
+  c.ring_size = 2;
+  EXPECT_NO_THROW(validate(c));
+  EXPECT_EQ(resolved_ring_size(c), 2);
+  c.sp_backend = "ulysses";
+  EXPECT_NE(message(c).find("--ring-size 2 needs --sp-backend hybrid"), std::string::npos);
+  c.sp_backend = "ring";
+  EXPECT_NE(message(c).find("drop --ring-size"), std::string::npos);
+  c.sp_backend = "zigzag";
+  EXPECT_NE(message(c).find("available: ulysses, ring, hybrid"), std::string::npos);
+  c = TrainConfig{};
+  c.sp_size = 4;
+  c.sp_backend = "ring";
+  c.max_seq_length = 1028;  // a multiple of sp, not of 2 x sp
+  EXPECT_NE(message(c).find("use --max-seq-length 1032"), std::string::npos);
+  c.max_seq_length = 1024;
+  c.sp_pipeline = true;
+  EXPECT_NE(message(c).find("--sp-pipeline applies to --sp-backend ulysses"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace ulysses::train

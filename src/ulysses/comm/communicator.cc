@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <numeric>
 
 namespace ulysses::comm {
 
@@ -44,6 +45,38 @@ std::unique_ptr<Work> Communicator::all_gather_start(const Tensor& send, Tensor 
 std::unique_ptr<Work> Communicator::reduce_scatter_start(const Tensor& send, Tensor recv,
                                                          ReduceOp op) {
   reduce_scatter(send, std::move(recv), op);
+  return std::make_unique<CompletedWork>();
+}
+
+std::unique_ptr<Work> Communicator::send_recv_start(const Tensor& send, int send_peer, Tensor recv,
+                                                    int recv_peer, int tag) {
+  if (size() == 1) {
+    UL_CHECK(send_peer == 0 && recv_peer == 0, "send_recv: peers ", send_peer, " and ", recv_peer,
+             " outside a group of one");
+    UL_CHECK(send.numel() == recv.numel() && send.dtype() == recv.dtype(),
+             "send_recv: in a group of one recv must match send (", send.numel(), " vs ",
+             recv.numel(), " elements)");
+    if (send.numel() > 0) recv.view(send.shape()).copy_from(send);
+    return std::make_unique<CompletedWork>();
+  }
+  // The shift r -> r + s splits the ranks into cycles (the ranks of equal r mod gcd(P, s));
+  // along its cycle, even positions send first and odd ones receive first, so no cycle of
+  // blocked sends can form (an odd-length cycle's last rank sends to position 0, which receives
+  // once its own send to position 1, receiving first, completed).
+  const int P = size(), r = rank(), shift = (send_peer - r + P) % P;
+  UL_CHECK(shift != 0 && (recv_peer + shift) % P == r, "send_recv: sending to ", send_peer,
+           " and receiving from ", recv_peer,
+           " is not a ring shift (the default implementation "
+           "supports shifts only: recv_peer = rank - (send_peer - rank))");
+  int position = 0;
+  for (int x = r % std::gcd(P, shift); x != r; x = (x + shift) % P) ++position;
+  if (position % 2 == 0) {
+    this->send(send, send_peer, tag);
+    this->recv(recv, recv_peer, tag);
+  } else {
+    this->recv(recv, recv_peer, tag);
+    this->send(send, send_peer, tag);
+  }
   return std::make_unique<CompletedWork>();
 }
 

@@ -78,6 +78,24 @@ class Communicator {
   // Host barrier; the benchmarks align the ranks with it before timing.
   virtual void barrier() = 0;
 
+  // Paired point-to-point exchange (ring attention): sends `send` to rank send_peer and
+  // receives `recv` (same dtype, its own element count) from rank recv_peer, both in flight at
+  // once, so a ring in which every rank sends to one neighbour and receives from the other
+  // cannot deadlock. With all_to_all_start's contract: send and recv must not be touched (send
+  // not written, recv not read or written) until the returned Work's wait(), which keeps both
+  // alive until then. A peer may be this rank only in a group of one (recv = send, a copy).
+  // The MPI backend posts MPI_Isend/MPI_Irecv and wait() polls them under the watchdog; the
+  // NCCL backend queues a grouped ncclSend/ncclRecv on the communication stream after the
+  // compute stream's work so far (host tensors: over the host communicator). The default runs
+  // blocking send and recv, ordered along the cycles of the shift so that none deadlocks; it
+  // supports ring shifts only (send_peer = rank + s, recv_peer = rank - s, modulo size).
+  virtual std::unique_ptr<Work> send_recv_start(const Tensor& send, int send_peer, Tensor recv,
+                                                int recv_peer, int tag);
+  // Blocking send_recv_start(...)->wait().
+  void send_recv(const Tensor& send, int send_peer, Tensor recv, int recv_peer, int tag) {
+    send_recv_start(send, send_peer, std::move(recv), recv_peer, tag)->wait();
+  }
+
   // Collective over this group: ranks with the same color form a new group, ordered by key
   // (then by rank).
   virtual std::unique_ptr<Communicator> split(int color, int key) const = 0;

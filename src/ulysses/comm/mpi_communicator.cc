@@ -168,6 +168,57 @@ void reduce_in_rank_order(const void* chunks, DType dtype, int group_size, std::
 
 MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::sum ? MPI_SUM : MPI_MAX; }
 
+// A posted MPI_Isend + MPI_Irecv pair (send_recv_start): wait() polls both under the watchdog
+// and checks the received count; the Work holds both tensors until then.
+class MpiPairWork final : public Work {
+ public:
+  MpiPairWork(Tensor send, Tensor recv, int recv_peer, int tag, double timeout_s, int rank,
+              int size)
+      : send_(std::move(send)),
+        recv_(std::move(recv)),
+        recv_peer_(recv_peer),
+        tag_(tag),
+        timeout_s_(timeout_s),
+        rank_(rank),
+        size_(size) {}
+  MpiPairWork(const MpiPairWork&) = delete;
+  MpiPairWork& operator=(const MpiPairWork&) = delete;
+  ~MpiPairWork() override {
+    if (waited_) return;
+    try {
+      wait();
+    } catch (const Error& e) {
+      std::fprintf(stderr, "error (rank %d of %d): %s\n", rank_, size_, e.what());
+      abort_job(1);
+    }
+  }
+  MPI_Request* requests() { return requests_; }
+
+  void wait() override {
+    if (waited_) return;
+    waited_ = true;
+    MPI_Status status;
+    wait_or_abort(requests_[0], MPI_STATUS_IGNORE, "send_recv", timeout_s_, rank_, size_);
+    wait_or_abort(requests_[1], &status, "send_recv", timeout_s_, rank_, size_);
+    const MPI_Datatype type = mpi_type(recv_.dtype());
+    int received = 0;
+    check_mpi(MPI_Get_count(&status, type, &received), "send_recv");
+    const std::int64_t expected = recv_.numel();
+    send_ = Tensor();
+    recv_ = Tensor();
+    UL_CHECK(received == expected, "send_recv: got ", received, " elements from rank ",
+             recv_peer_, " (tag ", tag_, "), expected ", expected);
+  }
+
+ private:
+  Tensor send_, recv_;
+  MPI_Request requests_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+  int recv_peer_, tag_;
+  double timeout_s_;
+  int rank_, size_;
+  bool waited_ = false;
+};
+
 class MpiCommunicator final : public Communicator {
  public:
   // Takes ownership of comm (freed on destruction).
@@ -334,6 +385,24 @@ class MpiCommunicator final : public Communicator {
     MPI_Comm part;
     check_mpi(MPI_Comm_split(comm_, color, key, &part), "split");
     return std::make_unique<MpiCommunicator>(part, timeout_s_);
+  }
+
+  std::unique_ptr<Work> send_recv_start(const Tensor& send, int send_peer, Tensor recv,
+                                        int recv_peer, int tag) override {
+    if (alone_) return alone_->send_recv_start(send, send_peer, recv, recv_peer, tag);
+    check_point_to_point("send_recv", send, send_peer, tag);
+    check_point_to_point("send_recv", recv, recv_peer, tag);
+    UL_CHECK(send.dtype() == recv.dtype(), "send_recv: send is ", dtype_name(send.dtype()),
+             " but recv is ", dtype_name(recv.dtype()));
+    const int send_count = mpi_count(send.numel(), "send_recv");
+    const int recv_count = mpi_count(recv.numel(), "send_recv");
+    const MPI_Datatype type = mpi_type(send.dtype());
+    auto work = std::make_unique<MpiPairWork>(send, recv, recv_peer, tag, timeout_s_, rank_, size_);
+    check_mpi(MPI_Irecv(recv.raw(), recv_count, type, recv_peer, tag, comm_, &work->requests()[1]),
+              "send_recv");
+    check_mpi(MPI_Isend(send.raw(), send_count, type, send_peer, tag, comm_, &work->requests()[0]),
+              "send_recv");
+    return work;
   }
 
  private:

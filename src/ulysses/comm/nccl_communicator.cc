@@ -350,6 +350,29 @@ class NcclCommunicator final : public Communicator {
     return std::make_unique<NcclCommunicator>(shared_, part, std::move(host));
   }
 
+  std::unique_ptr<Work> send_recv_start(const Tensor& send, int send_peer, Tensor recv,
+                                        int recv_peer, int tag) override {
+    if (size_ == 1) return Communicator::send_recv_start(send, send_peer, recv, recv_peer, tag);
+    check_point_to_point("send_recv", send, send_peer, tag);
+    check_point_to_point("send_recv", recv, recv_peer, tag);
+    UL_CHECK(send.dtype() == recv.dtype(), "send_recv: send is ", dtype_name(send.dtype()),
+             " but recv is ", dtype_name(recv.dtype()));
+    if (on_host("send_recv", send, recv))
+      return host_->send_recv_start(send, send_peer, recv, recv_peer, tag);
+    const ncclDataType_t type = nccl_type(send.dtype());
+    return queue("send_recv", send.numel() > 0 || recv.numel() > 0, send, recv,
+                 [&](cudaStream_t stream) {
+                   return nccl_group([&](auto check) {
+                     if (send.numel() > 0)
+                       check(ncclSend(send.raw(), static_cast<std::size_t>(send.numel()), type,
+                                      send_peer, comm_, stream));
+                     if (recv.numel() > 0)
+                       check(ncclRecv(recv.raw(), static_cast<std::size_t>(recv.numel()), type,
+                                      recv_peer, comm_, stream));
+                   });
+                 });
+  }
+
  private:
   // True for host tensors (to be delegated); checks that device tensors are on our device.
   bool on_host(const char* collective, const Tensor& a, const Tensor& b) const {

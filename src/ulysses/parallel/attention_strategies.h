@@ -28,4 +28,18 @@ std::unique_ptr<AttentionStrategy> make_ulysses_attention(comm::Communicator& sp
                                                           std::int64_t num_kv_heads,
                                                           bool pipeline = false);
 
+// Ring attention (ulysses_group of one rank) or its hybrid with Ulysses, over an SP group laid
+// out as a grid (parallel::Mesh, ring_size > 1): the U ranks of ulysses_group exchange tokens
+// for heads as Ulysses does (num_heads % U == 0; kv heads split or replicated as above), and
+// the R ranks of ring_group pass K/V blocks around a ring (point-to-point, sent while the
+// current block computes), merging blocks by their log-sum-exp; backward passes the dK/dV
+// accumulators around with the blocks. Shards must be zigzag slices (data::zigzag_ranges:
+// chunks i and 2R - 1 - i of 2R equal chunks), which balances causal work over the ring.
+// Both groups must outlive the strategy. Kernels: ops/block_attention.h (CPU fp32 reference;
+// a plain, untuned CUDA kernel). docs/parallelism.md has the math and the costs.
+std::unique_ptr<AttentionStrategy> make_ring_attention(comm::Communicator& ulysses_group,
+                                                       comm::Communicator& ring_group,
+                                                       std::int64_t num_heads,
+                                                       std::int64_t num_kv_heads);
+
 }  // namespace ulysses::parallel

@@ -27,18 +27,32 @@ ParallelConfig resolve_parallel_config(const ParallelConfig& in, int world_size,
             " x --sp-size ", c.sp_size, " = ", product, " but the job has ", world_size,
             " ranks; make the product equal the number of ranks (or leave --dp-shard-size "
             "unset to derive it)");
+  if (c.ring_size < 1 || c.sp_size % c.ring_size != 0)
+    UL_FAIL("--ring-size ", c.ring_size, " does not divide --sp-size ", c.sp_size,
+            " (sp = Ulysses degree x ring size); choose a ring size that divides ", c.sp_size);
   const std::int64_t heads = model.num_attention_heads, kv = model.num_key_value_heads;
-  if (heads % c.sp_size != 0) {
+  const std::int64_t U = c.ulysses_size();
+  // Ulysses alone names --sp-size; a hybrid its Ulysses degree (pure ring: U = 1, no limit).
+  const std::string degree = c.ring_size == 1
+                                 ? "--sp-size " + std::to_string(c.sp_size)
+                                 : "the Ulysses degree " + std::to_string(U) + " (--sp-size " +
+                                       std::to_string(c.sp_size) + " / --ring-size " +
+                                       std::to_string(c.ring_size) + ")";
+  if (heads % U != 0) {
     std::ostringstream ok;
     for (std::int64_t p = 1; p <= heads; ++p)
       if (heads % p == 0 && (kv % p == 0 || p % kv == 0)) ok << (ok.tellp() ? ", " : "") << p;
-    UL_FAIL("--sp-size ", c.sp_size, " does not divide num_attention_heads ", heads,
-            " (Ulysses gives each SP rank heads/sp heads); sp sizes that work: ", ok.str());
+    UL_FAIL(degree, " does not divide num_attention_heads ", heads,
+            " (Ulysses gives each rank of its group heads/degree heads); ",
+            c.ring_size == 1 ? "sp sizes" : "Ulysses degrees", " that work: ", ok.str(),
+            c.ring_size == 1 ? " (or --sp-backend ring / hybrid --ring-size for larger sp)"
+                             : " (change --ring-size)");
   }
-  if (kv % c.sp_size != 0 && c.sp_size % kv != 0)
-    UL_FAIL("--sp-size ", c.sp_size, " and num_key_value_heads ", kv,
-            ": kv heads must be divisible by sp (split) or divide sp (replicated); choose an sp "
-            "size that is a divisor or a multiple of ", kv);
+  if (kv % U != 0 && U % kv != 0)
+    UL_FAIL(degree, " and num_key_value_heads ", kv,
+            ": kv heads must be divisible by the Ulysses degree (split) or divide it "
+            "(replicated); choose a degree that is a divisor or a multiple of ",
+            kv);
   return c;
 }
 
@@ -51,6 +65,21 @@ Mesh::Mesh(comm::Communicator& world, const ParallelConfig& config)
   const int zero_size = static_cast<int>(config.dp_shard_size * config.sp_size);
   zero_group_ = world.split(world.rank() / zero_size, world.rank() % zero_size);
   replicate_group_ = world.split(world.rank() % zero_size, world.rank() / zero_size);
+  if (config.ring_size > 1) {
+    const int U = static_cast<int>(config.ulysses_size()), r = sp_group_->rank();
+    ulysses_group_ = sp_group_->split(r / U, r % U);
+    ring_group_ = sp_group_->split(r % U, r / U);
+  }
+}
+
+comm::Communicator& Mesh::ulysses_group() const {
+  UL_CHECK(ulysses_group_, "mesh: no Ulysses group (the layout has no ring: --ring-size 1)");
+  return *ulysses_group_;
+}
+
+comm::Communicator& Mesh::ring_group() const {
+  UL_CHECK(ring_group_, "mesh: no ring group (the layout has no ring: --ring-size 1)");
+  return *ring_group_;
 }
 
 std::string Mesh::describe(int zero_stage) const {
@@ -63,6 +92,24 @@ std::string Mesh::describe(int zero_stage) const {
     out << " [";
     for (int r = 0; r < sp; ++r) out << (r ? " " : "") << g * sp + r;
     out << "]";
+  }
+  if (config_.ring_size > 1) {
+    // The first SP group's grid (the others are the same, shifted by g * sp).
+    const int R = static_cast<int>(config_.ring_size), U = static_cast<int>(config_.ulysses_size());
+    out << "\n  sp layout: " << (U == 1 ? "ring" : "hybrid") << " = Ulysses " << U << " x ring "
+        << R << "; Ulysses all-to-all groups (consecutive ranks):";
+    for (int i = 0; i < R; ++i) {
+      out << " [";
+      for (int u = 0; u < U; ++u) out << (u ? " " : "") << i * U + u;
+      out << "]";
+    }
+    out << "; rings (K/V blocks passed to the next):";
+    for (int u = 0; u < U; ++u) {
+      out << " [";
+      for (int i = 0; i < R; ++i) out << (i ? " " : "") << i * U + u;
+      out << "]";
+    }
+    out << "; zigzag: ring rank i holds chunks i and " << 2 * R - 1 << "-i of " << 2 * R;
   }
   const std::int64_t zero_size = config_.dp_shard_size * config_.sp_size;
   if (world_.size() == 1) {

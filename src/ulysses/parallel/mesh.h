@@ -20,11 +20,17 @@ struct ParallelConfig {
   std::int64_t sp_size = 1;
   std::int64_t dp_shard_size = 0;  // 0 = world / (sp_size * dp_replicate_size)
   std::int64_t dp_replicate_size = 1;
+  // Ring attention inside each SP group: sp = ulysses degree (sp / ring_size) x ring_size.
+  // 1: Ulysses only; sp_size: ring only; in between: hybrid (Ulysses inside groups of
+  // consecutive SP ranks, a ring across them).
+  std::int64_t ring_size = 1;
+  std::int64_t ulysses_size() const { return ring_size > 0 ? sp_size / ring_size : sp_size; }
 };
 
 // Checks the layout against the world size and the model; throws Error with a message naming
-// the option and how to fix it (product != world size; attention heads not divisible by sp,
-// listing the sp sizes that work; kv heads neither divisible by sp nor dividing it).
+// the option and how to fix it (product != world size; --ring-size not dividing sp; attention
+// heads not divisible by the Ulysses degree sp / ring_size, listing the degrees that work; kv
+// heads neither divisible by that degree nor dividing it).
 // Returns the config with dp_shard_size resolved.
 ParallelConfig resolve_parallel_config(const ParallelConfig& config, int world_size,
                                        const model::ModelConfig& model);
@@ -42,6 +48,12 @@ class Mesh {
   // The dp_replicate ranks holding the same ZeRO shard: world ranks with equal
   // rank % (dp_shard * sp), in world rank order (size 1 without replicas).
   comm::Communicator& replicate_group() const { return *replicate_group_; }
+  // Ring / hybrid layouts (ring_size > 1): the SP group as a grid of ring_size x U ranks,
+  // sp_rank = ring_index * U + ulysses_index. ulysses_group: the U consecutive SP ranks of one
+  // ring position (the all-to-all); ring_group: the ring_size SP ranks of one Ulysses index
+  // (the ring), in ring order. Error when the layout has no ring.
+  comm::Communicator& ulysses_group() const;
+  comm::Communicator& ring_group() const;
   const ParallelConfig& config() const { return config_; }
   int sp_rank() const { return sp_group_->rank(); }
   int sp_size() const { return sp_group_->size(); }
@@ -60,6 +72,8 @@ class Mesh {
   std::unique_ptr<comm::Communicator> sp_group_;
   std::unique_ptr<comm::Communicator> zero_group_;
   std::unique_ptr<comm::Communicator> replicate_group_;
+  std::unique_ptr<comm::Communicator> ulysses_group_;  // ring_size > 1 only
+  std::unique_ptr<comm::Communicator> ring_group_;     // ring_size > 1 only
 };
 
 }  // namespace ulysses::parallel

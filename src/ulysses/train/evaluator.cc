@@ -55,7 +55,7 @@ EvalOptions eval_options(const TrainConfig& c, std::int64_t vocab_size) {
   o.packing = c.packing;
   o.long_documents = c.long_documents;
   o.per_device_eval_batch_size = c.per_device_eval_batch_size;
-  o.sp_size = c.sp_size;
+  o.pad_multiple = sequence_pad_multiple(c);
   return o;
 }
 
@@ -72,7 +72,7 @@ Evaluator::Evaluator(const EvalOptions& options)
   data::PackerOptions packing;
   packing.max_seq_length = options_.max_seq_length;
   packing.packing = options_.packing;
-  packing.pad_multiple = options_.sp_size;
+  packing.pad_multiple = options_.pad_multiple;
   packer_ = std::make_unique<data::Packer>(*source_, packing);
   // Index the sequences once: a sequence is a function of its first document.
   std::int64_t labels = 0;
@@ -127,12 +127,14 @@ EvalMetrics Evaluator::evaluate(const Context& ctx, const model::Decoder& decode
       if (index < m.sequences) {
         s = sequence(index);
       } else {
-        data::pad_sequence(s, P);  // one padding token per SP rank, no valid label
+        // Padding only, no valid label: one token per SP rank (two with a ring's zigzag).
+        data::pad_sequence(s, mesh.config().ring_size > 1 ? 2 * P : P);
       }
-      const std::int64_t T = s.length() / P;
-      const data::SequenceShard shard =
-          data::to_device(data::make_shard(s, r * T, (r + 1) * T), ctx.device);
-      local_labels += s.valid_labels(r * T, (r + 1) * T);
+      // This rank's tokens, placed as the attention strategy expects (zigzag with a ring).
+      const std::vector<data::TokenRange> ranges =
+          data::sp_shard_ranges(s.length(), r, P, mesh.config().ring_size);
+      const data::SequenceShard shard = data::to_device(data::make_shard(s, ranges), ctx.device);
+      local_labels += data::valid_labels(s, ranges);
       loss_sum += decoder.forward_backward(ctx, store, shard, 0.0f, forward_only).loss_sum;
     }
   }

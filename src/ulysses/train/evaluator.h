@@ -40,7 +40,8 @@ struct EvalOptions {
   bool packing = true;
   std::string long_documents = "split";
   std::int64_t per_device_eval_batch_size = 8;
-  std::int64_t sp_size = 1;  // sequences are padded to a multiple of it
+  // Sequences are padded to a multiple of it: sp (Ulysses), 2 x sp (ring and hybrid).
+  std::int64_t pad_multiple = 1;
 };
 
 // The eval options of a training config (--eval-data with the training's sequence layout; the

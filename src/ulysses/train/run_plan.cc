@@ -172,7 +172,7 @@ std::optional<EpochPlan> plan_epoch(const data::DocumentSource& source, const Tr
   data::PackerOptions packing;
   packing.max_seq_length = c.max_seq_length;
   packing.packing = c.packing;
-  packing.pad_multiple = c.sp_size;
+  packing.pad_multiple = sequence_pad_multiple(c);
   data::Packer packer(source, packing);
   EpochPlan e;
   e.documents = n;

@@ -92,13 +92,40 @@ void validate(const TrainConfig& c) {
   positive(c.sp_size, "--sp-size");
   positive(c.dp_replicate_size, "--dp-replicate-size");
   if (c.dp_shard_size < 0) UL_FAIL("--dp-shard-size must be >= 1 (or 0 for automatic)");
-  if (c.sp_backend != "ulysses")
-    UL_FAIL("--sp-backend '", c.sp_backend, "' is not supported (available: ulysses)");
-  if (c.packing && c.max_seq_length % c.sp_size != 0)
-    UL_FAIL("--max-seq-length ", c.max_seq_length, " is not a multiple of --sp-size ", c.sp_size,
-            ": packed sequences have exactly that length and each SP rank takes 1/sp of it; use "
-            "--max-seq-length ",
-            (c.max_seq_length + c.sp_size - 1) / c.sp_size * c.sp_size);
+  if (c.sp_backend != "ulysses" && c.sp_backend != "ring" && c.sp_backend != "hybrid")
+    UL_FAIL("--sp-backend '", c.sp_backend,
+            "' is not supported (available: ulysses, ring, hybrid)");
+  if (c.ring_size < 0) UL_FAIL("--ring-size must be >= 1 (got ", c.ring_size, ")");
+  if (c.sp_backend == "ulysses" && c.ring_size > 1)
+    UL_FAIL("--ring-size ", c.ring_size,
+            " needs --sp-backend hybrid (or ring); --sp-backend "
+            "ulysses has no ring");
+  if (c.sp_backend == "ring" && c.ring_size != 0 && c.ring_size != c.sp_size)
+    UL_FAIL("--sp-backend ring uses a ring of all --sp-size ", c.sp_size,
+            " ranks, but --ring-size is ", c.ring_size,
+            "; drop --ring-size, or use --sp-backend hybrid for a ring of ", c.ring_size);
+  if (c.sp_backend == "hybrid") {
+    if (c.ring_size == 0)
+      UL_FAIL(
+          "--sp-backend hybrid needs --ring-size R (sp = Ulysses degree x R, R dividing "
+          "--sp-size ",
+          c.sp_size, ")");
+    if (c.sp_size % c.ring_size != 0)
+      UL_FAIL("--ring-size ", c.ring_size, " does not divide --sp-size ", c.sp_size,
+              " (sp = Ulysses degree x ring size); choose a ring size that divides ", c.sp_size);
+  }
+  if (c.sp_pipeline && c.sp_backend != "ulysses")
+    UL_FAIL("--sp-pipeline applies to --sp-backend ulysses only (got --sp-backend ", c.sp_backend,
+            ")");
+  const std::int64_t pad = sequence_pad_multiple(c);
+  if (c.packing && c.max_seq_length % pad != 0)
+    UL_FAIL("--max-seq-length ", c.max_seq_length, " is not a multiple of ",
+            pad == c.sp_size ? "--sp-size " + std::to_string(c.sp_size)
+                             : "2 x --sp-size = " + std::to_string(pad) + " (--sp-backend " +
+                                   c.sp_backend + ": zigzag chunks)",
+            ": packed sequences have exactly that length and each SP rank takes its share of "
+            "it; use --max-seq-length ",
+            (c.max_seq_length + pad - 1) / pad * pad);
   parallel::validate_zero_config({static_cast<int>(c.zero_stage), c.offload_optimizer,
                                   c.offload_params, c.zero_overlap, reduce_dtype});
 }
@@ -124,6 +151,16 @@ void validate(const TrainConfig& c, int world_size) {
             " ranks; make the product equal the number of ranks (or leave "
             "--dp-shard-size unset to derive it)");
   validate(c);
+}
+
+std::int64_t resolved_ring_size(const TrainConfig& c) {
+  if (c.sp_backend == "ring") return c.sp_size;
+  if (c.sp_backend == "hybrid") return c.ring_size;
+  return 1;
+}
+
+std::int64_t sequence_pad_multiple(const TrainConfig& c) {
+  return c.sp_backend == "ulysses" || c.sp_size == 1 ? c.sp_size : 2 * c.sp_size;
 }
 
 DType parse_dtype_option(const std::string& value, const char* flag) {

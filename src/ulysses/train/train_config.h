@@ -51,7 +51,13 @@ struct TrainConfig {
   std::int64_t offload_activation_layers = -1;
   // Parallelism: world = dp_replicate_size x dp_shard_size x sp_size (ranks of mpirun/srun).
   std::int64_t sp_size = 1;
-  std::string sp_backend = "ulysses";  // attention strategy when sp_size > 1
+  // Attention strategy when sp_size > 1: ulysses (all-to-all of heads), ring (K/V blocks
+  // around a ring, zigzag placement) or hybrid (Ulysses inside groups of sp / ring_size
+  // consecutive ranks, a ring of ring_size across them).
+  std::string sp_backend = "ulysses";
+  // hybrid: the ring size (must divide sp_size); ring: 0 or sp_size; ulysses: 0 or 1. 0 = the
+  // backend's own (ring: sp_size).
+  std::int64_t ring_size = 0;
   // Ulysses: this rank's heads in two parts so one part's exchanges run beside the other's
   // attention (same results; opt-in: slower on the GPUs measured so far).
   bool sp_pipeline = false;
@@ -115,5 +121,12 @@ void validate(const TrainConfig& config);
 // bad layout is reported before the lengths that depend on it (e.g. --max-seq-length being a
 // multiple of --sp-size).
 void validate(const TrainConfig& config, int world_size);
+
+// The ring size the layout uses (parallel::ParallelConfig::ring_size): 1 for ulysses, sp_size
+// for ring, ring_size for hybrid. Call after validate.
+std::int64_t resolved_ring_size(const TrainConfig& config);
+// What sequences are padded to: a multiple of sp (Ulysses), 2 x sp (ring and hybrid: the
+// zigzag's 2 x ring_size chunks, each shared by the Ulysses degree).
+std::int64_t sequence_pad_multiple(const TrainConfig& config);
 
 }  // namespace ulysses::train

@@ -125,8 +125,9 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
              model_config_.max_position_embeddings, " of --model ", config_.model,
              ": positions beyond it were never trained (check the rope scaling)");
   const parallel::ParallelConfig layout = parallel::resolve_parallel_config(
-      {config_.sp_size, config_.dp_shard_size, config_.dp_replicate_size}, world_.size(),
-      model_config_);
+      {config_.sp_size, config_.dp_shard_size, config_.dp_replicate_size,
+       train::resolved_ring_size(config_)},
+      world_.size(), model_config_);
 
   schedule_ = {parse_schedule_type(config_.lr_scheduler_type), config_.learning_rate,
                config_.warmup_steps, config_.max_steps};
@@ -145,14 +146,18 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   data::PackerOptions packing;
   packing.max_seq_length = config_.max_seq_length;
   packing.packing = config_.packing;
-  packing.pad_multiple = config_.sp_size;
+  packing.pad_multiple = train::sequence_pad_multiple(config_);
   packer_ = std::make_unique<data::Packer>(*source_, packing);
 
   // Collective from here on: every rank reaches this point (errors above are the same on all).
   // Several GPUs: the groups are NCCL communicators (host tensors still go through MPI).
   if (ctx_.device.is_cuda() && world_.size() > 1) nccl_world_ = comm::make_nccl_world(world_, ctx_);
   mesh_ = std::make_unique<parallel::Mesh>(nccl_world_ ? *nccl_world_ : world_, layout);
-  if (mesh_->sp_size() > 1) {
+  if (mesh_->config().ring_size > 1) {
+    attention_ = parallel::make_ring_attention(mesh_->ulysses_group(), mesh_->ring_group(),
+                                               model_config_.num_attention_heads,
+                                               model_config_.num_key_value_heads);
+  } else if (mesh_->sp_size() > 1) {
     attention_ = parallel::make_ulysses_attention(mesh_->sp_group(), model_config_.num_attention_heads,
                                                   model_config_.num_key_value_heads,
                                                   config_.sp_pipeline);
@@ -459,9 +464,11 @@ StepMetrics Trainer::train_step(std::int64_t step) {
   for (std::int64_t a = 0; a < config_.gradient_accumulation_steps; ++a) {
     for (std::int64_t b = 0; b < B; ++b) {
       const auto& sequence = batch[static_cast<std::size_t>((a * D + mesh_->dp_index()) * B + b)];
-      const std::int64_t T = sequence.length() / P;
-      shards.push_back(data::to_device(data::make_shard(sequence, r * T, (r + 1) * T), ctx_.device));
-      local_labels += sequence.valid_labels(r * T, (r + 1) * T);
+      // Ring and hybrid: the rank's zigzag chunks; Ulysses: its contiguous 1/P.
+      const std::vector<data::TokenRange> ranges =
+          data::sp_shard_ranges(sequence.length(), r, P, mesh_->config().ring_size);
+      shards.push_back(data::to_device(data::make_shard(sequence, ranges), ctx_.device));
+      local_labels += data::valid_labels(sequence, ranges);
     }
   }
   // N: valid labels of the whole step over every rank, known before any backward.
