@@ -151,6 +151,8 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_option("--recompute-attention-layers", c.recompute_attention_layers,
                  "With --recompute-attention: only the first N layers (-1: all)")
       ->capture_default_str();
+  cmd.add_flag("--ignore-memory-plan", c.ignore_memory_plan,
+               "Start a GPU run even when its memory plan exceeds the device");
   cmd.add_flag("--offload-activations", c.offload_activations,
                "Checkpointing: kept activations in pinned host memory (CUDA)");
   cmd.add_option("--offload-activation-layers", c.offload_activation_layers,

@@ -35,6 +35,7 @@ Context make_cuda_context(int) {
 }
 void synchronize(const Context&) {}
 DeviceMemoryStats device_memory_stats(int) { return {}; }
+std::size_t device_total_memory(int) { return 0; }
 void reset_peak_device_memory(int) {}
 void empty_device_cache(int) {}
 #endif

@@ -48,6 +48,8 @@ struct DeviceMemoryStats {
   std::int64_t cache_hits = 0;          // allocations served from the cache
 };
 DeviceMemoryStats device_memory_stats(int device_index = 0);
+// The device's total memory in bytes (cudaMemGetInfo); 0 without CUDA.
+std::size_t device_total_memory(int device_index = 0);
 // Sets peak_in_use to in_use and peak_reserved to reserved.
 void reset_peak_device_memory(int device_index = 0);
 // Returns the cached free blocks to the driver (cudaFree); live tensors are untouched.

@@ -140,6 +140,13 @@ int cuda_device_count() {
 
 bool built_with_cuda() { return true; }
 
+std::size_t device_total_memory(int device_index) {
+  UL_CUDA_CHECK(cudaSetDevice(device_index));
+  std::size_t free_bytes = 0, total_bytes = 0;
+  UL_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return total_bytes;
+}
+
 DeviceMemoryStats device_memory_stats(int device_index) {
   DeviceCache& cache = device_cache(device_index);
   std::lock_guard<std::mutex> lock(cache.mutex);

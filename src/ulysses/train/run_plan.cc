@@ -91,6 +91,7 @@ FitAdvice advise_fit(const TrainConfig& c, const model::ModelConfig& model,
       return std::numeric_limits<std::int64_t>::max();
     return m.device_bytes();
   };
+  const bool bf16 = precision == parallel::Precision::bf16_mixed;
   FitAdvice a;
   a.device_bytes = run_memory(c, model, layout, precision, host_budget).device_bytes();
   a.fits = device_bytes(c, layout) <= budget;
@@ -133,6 +134,20 @@ FitAdvice advise_fit(const TrainConfig& c, const model::ModelConfig& model,
     consider("--zero-stage 3 --offload-optimizer --offload-params --gradient-checkpointing", t,
              layout);
   }
+  // Less kept per layer (CUDA precision: activation offload is a GPU feature).
+  if (!c.recompute_attention || (!c.offload_activations && bf16)) {
+    TrainConfig t = c;
+    t.gradient_checkpointing = true;
+    const std::string ckpt = c.gradient_checkpointing ? "" : " --gradient-checkpointing";
+    if (!c.recompute_attention) {
+      t.recompute_attention = true;
+      consider("--recompute-attention" + ckpt, t, layout);
+    }
+    if (!c.offload_activations && bf16) {
+      t.offload_activations = true;
+      consider("--recompute-attention --offload-activations" + ckpt, t, layout);
+    }
+  }
   // More ranks per sequence (the heads must split): the same sequence, fewer tokens per device.
   for (std::int64_t sp = c.sp_size * 2; sp <= model.num_attention_heads; sp *= 2) {
     if (model.num_attention_heads % sp != 0 || c.max_seq_length % sp != 0) continue;
@@ -162,6 +177,34 @@ std::string format_fit(const FitAdvice& a, std::int64_t budget) {
     if (a.changes.empty()) out << "  no single change fits; combine them or use more devices\n";
     for (const std::string& change : a.changes) out << "  fits with " << change << "\n";
   }
+  return out.str();
+}
+
+std::string device_fit_refusal(const TrainConfig& c, const model::ModelConfig& model,
+                               const parallel::ParallelConfig& layout, std::int64_t device_bytes,
+                               int world_size, std::int64_t host_budget,
+                               std::int64_t offload_activation_layers) {
+  const auto bf16 = parallel::Precision::bf16_mixed;
+  TrainConfig resolved = c;
+  if (c.offload_activations) resolved.offload_activation_layers = offload_activation_layers;
+  const RunMemory memory = run_memory(resolved, model, layout, bf16, host_budget);
+  if (memory.device_bytes() <= device_bytes) return "";
+  const FitAdvice advice = advise_fit(c, model, layout, bf16, device_bytes, world_size, host_budget);
+  std::ostringstream out;
+  out << "the memory plan needs " << format_bytes(memory.device_bytes())
+      << " per GPU (--model " << c.model << ", --max-seq-length " << c.max_seq_length
+      << ", --sp-size " << c.sp_size << ", --zero-stage " << c.zero_stage
+      << ") but this GPU has " << format_bytes(device_bytes)
+      << " for it; ";
+  if (advice.changes.empty()) {
+    out << "no single option change fits (combine them, or use more GPUs)";
+  } else {
+    out << "options that would fit:";
+    for (std::size_t i = 0; i < advice.changes.size(); ++i)
+      out << (i ? ";" : "") << " " << advice.changes[i];
+  }
+  out << " (`ulysses info` with the same options prints the plan; --ignore-memory-plan tries "
+         "anyway)";
   return out.str();
 }
 

@@ -62,6 +62,14 @@ FitAdvice advise_fit(const TrainConfig& config, const model::ModelConfig& model,
                      std::int64_t host_budget_bytes = 0);
 std::string format_fit(const FitAdvice& advice, std::int64_t budget_bytes);
 
+// Before a GPU run's setup: "" when the plan of `config` fits `device_bytes` (the device's
+// memory less a reserve for the CUDA context and libraries), else the refusal naming the plan,
+// the device, the single changes that would fit and --ignore-memory-plan.
+std::string device_fit_refusal(const TrainConfig& config, const model::ModelConfig& model,
+                               const parallel::ParallelConfig& layout, std::int64_t device_bytes,
+                               int world_size, std::int64_t host_budget_bytes,
+                               std::int64_t offload_activation_layers);
+
 // The first epoch of the training data as the trainer draws it (shuffled order, packed).
 struct EpochPlan {
   std::int64_t documents = 0;  // after --long-documents

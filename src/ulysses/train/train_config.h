@@ -48,6 +48,8 @@ struct TrainConfig {
   // Checkpointed layer inputs (and attention outputs) in pinned host memory between forward and
   // backward (CUDA, with --gradient-checkpointing); -1 = every layer, N = the first N layers.
   bool offload_activations = false;
+  // A GPU run whose memory plan exceeds the device is refused before setup unless this is set.
+  bool ignore_memory_plan = false;
   std::int64_t offload_activation_layers = -1;
   // Parallelism: world = dp_replicate_size x dp_shard_size x sp_size (ranks of mpirun/srun).
   std::int64_t sp_size = 1;

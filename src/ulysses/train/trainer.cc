@@ -188,7 +188,10 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   }
   // The CPU backend's memory is the host's, and so is a GPU rank's offloaded state: a plan that
   // cannot fit stops before allocating.
-  comm::run_agreed(world_, [&] { check_host_memory(); });
+  comm::run_agreed(world_, [&] {
+    check_host_memory();
+    check_device_memory();
+  });
   // Allocating the state and reading or drawing the weights can fail on some ranks only (a
   // missing shard file, memory): every rank learns it before the next collective.
   comm::run_agreed(world_, [&] {
@@ -333,6 +336,21 @@ void Trainer::check_host_memory() const {
           format_bytes(available), " are available; lower --max-seq-length, add "
           "--gradient-checkpointing, raise --sp-size or --zero-stage (`ulysses info` prints "
           "the plan)");
+}
+
+void Trainer::check_device_memory() const {
+  if (!ctx_.device.is_cuda() || config_.ignore_memory_plan) return;
+  // What the plan may use: the device's memory less a reserve for the CUDA context, cuBLASLt's
+  // and cuDNN's own allocations.
+  constexpr std::int64_t kReserve = std::int64_t{1} << 30;
+  const auto total = static_cast<std::int64_t>(device_total_memory(ctx_.device.index));
+  if (total <= kReserve) return;
+  const int local_ranks = std::max(1, process_env::launcher().local_size);
+  const std::int64_t host_budget = host_available_memory_bytes() / 10 * 9 / local_ranks;
+  const std::string refusal =
+      device_fit_refusal(config_, model_config_, mesh_->config(), total - kReserve,
+                         world_.size(), host_budget, activation_offload_layers_);
+  if (!refusal.empty()) UL_FAIL(refusal);
 }
 
 void Trainer::check_offload_host_memory() const {

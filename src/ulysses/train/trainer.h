@@ -91,6 +91,9 @@ class Trainer {
   // CUDA with offload: Error naming the flags when the offloaded state and its pinned staging
   // (per rank, times the ranks of this node) exceed the host's available memory.
   void check_offload_host_memory() const;
+  // CUDA: Error naming the options that would fit when the memory plan exceeds the device
+  // (unless --ignore-memory-plan).
+  void check_device_memory() const;
   std::int64_t global_batch_sequences() const;
   // Whether checkpointing recomputes layer `layer`'s attention (--recompute-attention[-layers]).
   bool recomputes_attention(std::int64_t layer) const;
