@@ -41,7 +41,7 @@ std::int64_t layer_activation_bytes(const ModelConfig& c, std::int64_t T, bool t
   floats += T * c.num_attention_heads;  // lse
   if (!tiled_mlp) floats += 3 * T * I;  // gate, up, h
   if (c.qk_norm) floats += T * (q + kv) + T * (c.num_attention_heads + c.num_key_value_heads);
-  return floats * 4;
+  return floats * static_cast<std::int64_t>(dtype_size(DType::f32));
 }
 
 namespace {

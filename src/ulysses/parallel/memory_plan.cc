@@ -44,15 +44,17 @@ std::int64_t states_rounding(const ModelConfig& c, const MemoryPlanInput& in) {
   const std::int64_t Z = in.zero_stage == 0 ? 1 : std::max(1, in.zero_group);
   std::int64_t extra = 0;
   auto add = [&](std::int64_t bytes) { extra += allocated(bytes, in.precision) - bytes; };
+  const auto f32 = static_cast<std::int64_t>(dtype_size(DType::f32));
+  const auto bf16 = static_cast<std::int64_t>(dtype_size(DType::bf16));
   const model::ParamLayout layout(c);
   for (const auto& group : layout.groups()) {
     const std::int64_t s = (group.numel + Z - 1) / Z;
-    if (!in.offload_params) add(2 * (in.zero_stage >= 3 ? s : Z * s));
-    add(4 * (in.zero_stage >= 2 ? s : Z * s));
+    if (!in.offload_params) add(bf16 * (in.zero_stage >= 3 ? s : Z * s));
+    add(f32 * (in.zero_stage >= 2 ? s : Z * s));
     if (!in.offload_optimizer) {
-      add(4 * s);  // master
-      add(4 * s);  // exp_avg
-      add(4 * s);  // exp_avg_sq
+      add(f32 * s);  // master
+      add(f32 * s);  // exp_avg
+      add(f32 * s);  // exp_avg_sq
     }
   }
   return extra;
@@ -129,7 +131,8 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
     p.activations += std::min<std::int64_t>(K, 2) * largest_moved;
   } else {
     // Every layer keeps everything (the MLP's [T, I] tensors unless tiled) and its copies.
-    p.activations = L * (layer_activation_bytes(c, T, tiled) / 4 * a + heads_copies);
+    // layer_activation_bytes counts f32 elements: scale them to the compute dtype.
+    p.activations = L * (layer_activation_bytes(c, T, tiled) / f * a + heads_copies);
   }
 
   // One layer's recompute + backward, tensor by tensor as the decoder allocates them.
@@ -143,7 +146,7 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   // Attention backward: dq, dk, dv, datt, and inside the op the new dq/dk/dv it adds in, the f32
   // dQ accumulator and row sums (CUDA); with Ulysses the head-sharded copies and their gradients.
   const std::int64_t kernel = in.precision == Precision::bf16_mixed
-                                  ? xq + 2 * xkv + r(T * q * 4) + r(T * Hq * 4)
+                                  ? xq + 2 * xkv + r(T * q * f) + r(T * Hq * f)
                                   : 0;
   const std::int64_t attention_phase = base + 2 * xq + 2 * xkv + kernel + 2 * heads_copies;
   // MLP backward: x_mid, xn2, dxn2, and per tile gate, up, dh, dgate, dup (h freed before
