@@ -1,13 +1,16 @@
 // CUDA build of the device memory primitives, with a caching allocator.
 //
-// Sizes are rounded to size classes (multiples of 512 B up to 1 MiB; above, 8 classes per power
-// of two); freed blocks go to a free list of their class and are handed out again to a request
+// Sizes are rounded to size classes (device_size_class: multiples of 512 B up to 1 MiB, 8 classes
+// per power of two up to 64 MiB, 2 MiB steps above); freed blocks go to a free list of their
+// class and are handed out again to a request
 // of the same class. cudaMalloc runs only on a miss; when it fails, the cached free blocks are
 // released and the allocation retried once. A block freed on the host may be reused at once:
 // every CUDA op runs on its context's compute stream, a blocking stream, and Tensor's copies and
 // memsets run on the legacy default stream, which orders with it, so work queued after the free
 // runs after the work that used the block. (Code that uses other non-blocking streams must
-// synchronize before freeing.) The allocator state is never destroyed, so tensors that outlive
+// synchronize before freeing, or make the compute stream wait for an event recorded after the
+// last use on its stream before dropping the tensor, as the copy streams of
+// core/copy_stream.h and parallel/activation_offload.h do.) The allocator state is never destroyed, so tensors that outlive
 // main() free safely.
 #include <cuda_runtime.h>
 

@@ -296,7 +296,7 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
 
   AcquiredGroup final_group_guard(store, final_index);
   FinalWeights final_weights = final_view(c, layout, final_group_guard.params());
-  const Tensor lm_head = c.tie_word_embeddings ? embed : final_weights.lm_head;
+  Tensor lm_head = c.tie_word_embeddings ? embed : final_weights.lm_head;
   Tensor final_rstd = alloc.stats({T});
   Tensor xf = alloc.empty({T, C});  // [T, C] final norm output
   ops::rmsnorm_forward(ctx, x, final_weights.norm, static_cast<float>(c.rms_norm_eps), xf,
@@ -316,10 +316,14 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
     dx = alloc.zeros({T, C});
     ops::rmsnorm_backward(ctx, x, final_weights.norm, final_rstd, dxf, dx, final_grads.norm);
     x = xf = dxf = final_rstd = Tensor();  // not needed by the layers' backward
+    // No view of the group's gradient buffer or gathered parameters may outlive grads_done /
+    // release: ZeRO-2/3 free them there (the LM head's are the largest of the model).
     final_grads = FinalWeights{};
+    dlm_head = Tensor();
     store.grads_done(final_index);
   }
   final_weights = FinalWeights{};
+  lm_head = Tensor();
   final_group_guard.release();
   if (!train) {
     embed = Tensor();

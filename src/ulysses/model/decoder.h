@@ -48,8 +48,8 @@ struct LayerActivations {
 // its recompute. stash is called for layers 0, 1, ..., L-1 right after each layer's forward;
 // fetch for L-1, ..., 0 right before each recompute, and must give back bit-identical tensors.
 // A store may move the tensors elsewhere in between (kept.x / kept.att undefined meanwhile) and
-// bring layer l - 1 back while layer l computes. Stores are per-step objects: every stashed
-// layer is fetched once, in reverse order.
+// bring layer l - 1 back while layer l computes. A store may be reused across steps: within a
+// step every stashed layer is fetched once, in reverse order, before the next step's stashes.
 class ActivationStore {
  public:
   virtual ~ActivationStore() = default;

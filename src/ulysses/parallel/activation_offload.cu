@@ -1,6 +1,7 @@
 // The CUDA activation offload store (see activation_offload.h for the protocol).
 #include <cuda_runtime.h>
 
+#include <iterator>
 #include <map>
 #include <vector>
 
@@ -19,13 +20,18 @@ class PinnedBuffer {
   ~PinnedBuffer() {
     if (ptr_) cudaFreeHost(ptr_);
   }
-  void* reserve(std::size_t bytes) {
+  // Growing frees the old buffer: `stream` (the copy stream that reads and writes it) is drained
+  // first.
+  void* reserve(std::size_t bytes, cudaStream_t stream) {
     if (bytes > capacity_) {
-      if (ptr_) UL_CUDA_CHECK(cudaFreeHost(ptr_));
+      UL_CUDA_CHECK(cudaStreamSynchronize(stream));
+      void* old = ptr_;
       ptr_ = nullptr;
       capacity_ = 0;
+      if (old) UL_CUDA_CHECK(cudaFreeHost(old));
       const cudaError_t status = cudaHostAlloc(&ptr_, bytes, cudaHostAllocDefault);
       if (status != cudaSuccess) {
+        cudaGetLastError();  // clear it: later launch checks must not report it
         ptr_ = nullptr;
         UL_FAIL("--offload-activations: cannot pin ", bytes >> 20, " MiB of host memory (",
                 cudaGetErrorString(status), "); offload fewer layers or turn the offload off");
@@ -83,10 +89,11 @@ class CudaActivationOffload final : public ActivationOffload {
   }
 
   void stash(const Context& ctx, std::int64_t layer, model::LayerActivations& kept) override {
+    UL_CUDA_CHECK(cudaSetDevice(device_.index));
     if (layer == 0) begin_step();
-    if (layer >= offload_layers_) return;
     cudaStream_t compute = cuda_resources(ctx).stream;
-    release_pending(compute);
+    release_pending(compute);  // the previous offloaded layer's device copy goes as soon as it can
+    if (layer >= offload_layers_) return;
     Slot& s = slots_[layer];
     UL_CHECK(!s.stashed, "activation offload: layer ", layer, " stashed twice in one step");
     UL_CUDA_CHECK(cudaEventRecord(ready_.get(), compute));
@@ -100,32 +107,35 @@ class CudaActivationOffload final : public ActivationOffload {
   }
 
   void fetch(const Context& ctx, std::int64_t layer, model::LayerActivations& kept) override {
+    UL_CUDA_CHECK(cudaSetDevice(device_.index));
     cudaStream_t compute = cuda_resources(ctx).stream;
     release_pending(compute);
     auto it = slots_.find(layer);
-    if (layer >= offload_layers_ || it == slots_.end() || !it->second.stashed) return;
-    Slot& s = it->second;
-    if (!s.fetch_started) start_fetch(compute, s);
-    UL_CUDA_CHECK(cudaStreamWaitEvent(compute, s.fetched.get(), 0));
-    kept.x = std::move(s.x.back);
-    kept.att = std::move(s.att.back);
-    s.x.back = s.att.back = Tensor();
-    s.stashed = false;
-    // Prefetch the next layer the backward will ask for.
-    for (std::int64_t below = layer - 1; below >= 0; --below) {
-      auto next = slots_.find(below);
-      if (next != slots_.end() && next->second.stashed) {
-        if (!next->second.fetch_started) start_fetch(compute, next->second);
-        break;
-      }
+    if (it != slots_.end() && it->second.stashed) {
+      Slot& s = it->second;
+      if (!s.fetch_started) start_fetch(compute, s);
+      UL_CUDA_CHECK(cudaStreamWaitEvent(compute, s.fetched.get(), 0));
+      kept.x = std::move(s.x.back);
+      kept.att = std::move(s.att.back);
+      s.x.back = s.att.back = Tensor();
+      s.stashed = false;
+    }
+    // Prefetch the next offloaded layer the backward will ask for (also from a layer that stayed
+    // on the device, so the first offloaded one comes back ahead of its use too).
+    for (auto next = std::make_reverse_iterator(slots_.lower_bound(layer)); next != slots_.rend();
+         ++next) {
+      if (!next->second.stashed) continue;
+      if (!next->second.fetch_started) start_fetch(compute, next->second);
+      break;
     }
   }
 
   void reserve(std::int64_t layer, std::int64_t x_bytes, std::int64_t att_bytes) override {
     if (layer < 0 || layer >= offload_layers_) return;
+    UL_CUDA_CHECK(cudaSetDevice(device_.index));
     Slot& s = slots_[layer];
-    if (x_bytes > 0) s.x.host.reserve(static_cast<std::size_t>(x_bytes));
-    if (att_bytes > 0) s.att.host.reserve(static_cast<std::size_t>(att_bytes));
+    if (x_bytes > 0) s.x.host.reserve(static_cast<std::size_t>(x_bytes), copy_stream_);
+    if (att_bytes > 0) s.att.host.reserve(static_cast<std::size_t>(att_bytes), copy_stream_);
   }
 
   ActivationOffloadStats stats() const override {
@@ -137,10 +147,18 @@ class CudaActivationOffload final : public ActivationOffload {
   }
 
  private:
+  // A step that did not finish (an error between stash and fetch) leaves nothing behind: its
+  // copies are drained and its slots emptied.
   void begin_step() {
-    for (auto& [layer, s] : slots_)
-      UL_CHECK(!s.stashed, "activation offload: layer ", layer,
-               " of the previous step was never fetched");
+    bool leftovers = false;
+    for (const auto& [layer, s] : slots_) leftovers |= s.stashed;
+    if (leftovers) {
+      UL_CUDA_CHECK(cudaStreamSynchronize(copy_stream_));
+      for (auto& [layer, s] : slots_) {
+        s.stashed = s.fetch_started = false;
+        s.x.pending = s.att.pending = s.x.back = s.att.back = Tensor();
+      }
+    }
     stats_.bytes_to_host = 0;
     stats_.layers_offloaded = 0;
   }
@@ -152,7 +170,7 @@ class CudaActivationOffload final : public ActivationOffload {
              t.device().str(), ", the store on ", device_.str());
     m.shape = t.shape();
     m.dtype = t.dtype();
-    void* host = m.host.reserve(t.nbytes());
+    void* host = m.host.reserve(t.nbytes(), copy_stream_);
     UL_CUDA_CHECK(
         cudaMemcpyAsync(host, t.raw(), t.nbytes(), cudaMemcpyDeviceToHost, copy_stream_));
     stats_.bytes_to_host += static_cast<std::int64_t>(t.nbytes());
@@ -178,7 +196,7 @@ class CudaActivationOffload final : public ActivationOffload {
     UL_CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, ready_.get(), 0));
     for (Moved* m : {&s.x, &s.att}) {
       if (!m->present) continue;
-      UL_CUDA_CHECK(cudaMemcpyAsync(m->back.raw(), m->host.reserve(m->back.nbytes()),
+      UL_CUDA_CHECK(cudaMemcpyAsync(m->back.raw(), m->host.reserve(m->back.nbytes(), copy_stream_),
                                     m->back.nbytes(), cudaMemcpyHostToDevice, copy_stream_));
     }
     UL_CUDA_CHECK(cudaEventRecord(s.fetched.get(), copy_stream_));

@@ -12,13 +12,15 @@
 //   fetch(l)   brings layer l back if its prefetch has not started (new device tensors, the
 //              copy stream waits for the compute stream, then copies), makes the compute stream
 //              wait for that copy, hands the tensors over, and starts the prefetch of the next
-//              offloaded layer below (l - 1): one layer's kept tensors extra on the device.
+//              offloaded layer below l (also when l itself stayed on the device): one layer's
+//              kept tensors extra on the device.
 //
 // Only the first `offload_layers` layers (counted from layer 0, whose tensors wait longest)
 // are moved; the others stay on the device. Pinned buffers are allocated on first use, sized to
-// the largest tensor seen, and reused across steps (freed by the destructor). Bytes come back
-// unchanged, so training with and without offload is bitwise identical. The store is reused
-// across steps: every stashed layer of a step must be fetched before the next step's stashes.
+// the largest tensor seen (growing drains the copy stream first), and reused across steps (freed
+// by the destructor). Bytes come back unchanged, so training with and without offload is bitwise
+// identical. The store is reused across steps: every stashed layer of a step is fetched before
+// the next step's stashes; a step that failed in between is cleaned up by the next one.
 //
 // On the CPU backend activations already live in host memory: make_activation_offload returns
 // null (nothing to move). CUDA builds only for a CUDA context; an Error otherwise.

@@ -151,7 +151,10 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   const std::int64_t attention_phase = base + 2 * xq + 2 * xkv + kernel + 2 * heads_copies;
   // MLP backward: x_mid, xn2, dxn2, and per tile gate, up, dh, dgate, dup (h freed before
   // dgate/dup exist); untiled, the recompute also held h next to gate and up.
-  const std::int64_t mlp_phase = base + 3 * xc + 5 * r(tile * I * a);
+  // With Ulysses the head-sharded copies rebuilt by the recompute stay until attention's
+  // backward, so they are live here too.
+  const std::int64_t mlp_phase =
+      base + 3 * xc + 5 * r(tile * I * a) + (ckpt && in.sp_size > 1 ? heads_copies : 0);
   // The LM head + loss: the last layer's output, the final norm's output and its gradient, the
   // gradient flowing back, and one tile of f32 logits with their gradient.
   const std::int64_t loss_tile = std::min(in.loss_tile_tokens, T);
@@ -159,7 +162,8 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   // Without checkpointing nothing is recomputed: the layer's kept values are counted above; the
   // backward adds only gradients.
   const std::int64_t no_ckpt_phase =
-      2 * xc + 2 * xq + 2 * xkv + qk_raw + kernel + heads_copies + 3 * r(tile * I * a);
+      2 * xc + 2 * xq + 2 * xkv + qk_raw + kernel + heads_copies +
+      (tiled ? 5 : 3) * r(tile * I * a);  // a tiled MLP recomputes gate/up per tile
   p.buffers = std::max({ckpt ? std::max(attention_phase, mlp_phase) + stats : no_ckpt_phase,
                         loss_phase});
   p.buffers += z.transient;  // ZeRO: gathered parameters and gradient buffers in flight

@@ -145,7 +145,7 @@ FitAdvice advise_fit(const TrainConfig& c, const model::ModelConfig& model,
     }
     if (!c.offload_activations && bf16) {
       t.offload_activations = true;
-      consider("--recompute-attention --offload-activations" + ckpt, t, layout);
+      consider((c.recompute_attention ? "--offload-activations" : "--recompute-attention --offload-activations") + ckpt, t, layout);
     }
   }
   // More ranks per sequence (the heads must split): the same sequence, fewer tokens per device.

@@ -166,25 +166,19 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   }
   decoder_ = std::make_unique<model::Decoder>(model_config_, *attention_);
   if (config_.offload_activations && !ctx_.device.is_cpu()) {
-    // How many layers: as given, or (-1) as many as this rank's share (ranks on the node, from
-    // the launcher) of 90% of the host memory available now allows after the offloaded model
-    // states. Resolved once; the plan uses the resolved count.
+    // How many layers: as given, or (-1) as many as the host budget allows after the offloaded
+    // model states: this rank's share (ranks on the node, from the launcher) of 90% of the host
+    // memory available now, the smallest over the ranks (collective), so every rank resolves the
+    // same count. Resolved once, before anything is pinned; the plan uses the resolved count.
     const int local_ranks = std::max(1, process_env::launcher().local_size);
-    const std::int64_t host_budget = host_available_memory_bytes() / 10 * 9 / local_ranks;
+    Tensor budget = Tensor::empty({1}, DType::i64);
+    budget.data<std::int64_t>()[0] = -(host_available_memory_bytes() / 10 * 9 / local_ranks);
+    world_.all_reduce(budget, comm::ReduceOp::max);
+    host_budget_bytes_ = -budget.data<std::int64_t>()[0];
     activation_offload_layers_ =
         run_memory(config_, model_config_, mesh_->config(), parallel::Precision::bf16_mixed,
-                   config_.offload_activation_layers < 0 ? host_budget : 0)
+                   config_.offload_activation_layers < 0 ? host_budget_bytes_ : 0)
             .plan.activation_layers_offloaded;
-    activation_offload_ = parallel::make_activation_offload(ctx_, activation_offload_layers_);
-    if (activation_offload_) {
-      const std::int64_t T = config_.max_seq_length / config_.sp_size;
-      const auto a = static_cast<std::int64_t>(dtype_size(ctx_.compute_dtype));
-      comm::run_agreed(world_, [&] {
-        for (std::int64_t l = 0; l < activation_offload_layers_; ++l)
-          activation_offload_->reserve(l, T * model_config_.hidden_size * a,
-                                       recomputes_attention(l) ? 0 : T * model_config_.q_dim() * a);
-      });
-    }
   }
   // The CPU backend's memory is the host's, and so is a GPU rank's offloaded state: a plan that
   // cannot fit stops before allocating.
@@ -192,6 +186,16 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     check_host_memory();
     check_device_memory();
   });
+  if (activation_offload_layers_ > 0) {
+    activation_offload_ = parallel::make_activation_offload(ctx_, activation_offload_layers_);
+    const std::int64_t T = config_.max_seq_length / config_.sp_size;
+    const auto a = static_cast<std::int64_t>(dtype_size(ctx_.compute_dtype));
+    comm::run_agreed(world_, [&] {
+      for (std::int64_t l = 0; l < activation_offload_layers_; ++l)
+        activation_offload_->reserve(l, T * model_config_.hidden_size * a,
+                                     recomputes_attention(l) ? 0 : T * model_config_.q_dim() * a);
+    });
+  }
   // Allocating the state and reading or drawing the weights can fail on some ranks only (a
   // missing shard file, memory): every rank learns it before the next collective.
   comm::run_agreed(world_, [&] {
@@ -345,11 +349,9 @@ void Trainer::check_device_memory() const {
   constexpr std::int64_t kReserve = std::int64_t{1} << 30;
   const auto total = static_cast<std::int64_t>(device_total_memory(ctx_.device.index));
   if (total <= kReserve) return;
-  const int local_ranks = std::max(1, process_env::launcher().local_size);
-  const std::int64_t host_budget = host_available_memory_bytes() / 10 * 9 / local_ranks;
   const std::string refusal =
       device_fit_refusal(config_, model_config_, mesh_->config(), total - kReserve,
-                         world_.size(), host_budget, activation_offload_layers_);
+                         world_.size(), host_budget_bytes_, activation_offload_layers_);
   if (!refusal.empty()) UL_FAIL(refusal);
 }
 
@@ -361,8 +363,8 @@ void Trainer::check_offload_host_memory() const {
       model_config_, zero_config(config_),
       static_cast<int>(mesh_->config().dp_shard_size * mesh_->config().sp_size),
       memory_plan_input().precision);
-  // The ranks of one node share its memory. (The pinned activation buffers, when offloaded, were
-  // sized to fit what is left: Trainer's constructor.)
+  // The ranks of one node share its memory. (This runs before the pinned activation buffers
+  // exist; their count was sized to what the states leave.)
   const std::int64_t ranks_here = std::max(1, launcher_local_rank().size);
   const std::int64_t needed = (z.offloaded + z.host_staging) * ranks_here;
   if (needed <= available) return;

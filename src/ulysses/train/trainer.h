@@ -116,6 +116,7 @@ class Trainer {
   // --offload-activations on CUDA (null otherwise): reused by every step.
   std::unique_ptr<parallel::ActivationOffload> activation_offload_;
   std::int64_t activation_offload_layers_ = 0;  // resolved once, at construction
+  std::int64_t host_budget_bytes_ = 0;  // with --offload-activations on CUDA: per rank, 0 unknown
   // f32 host copy of the full parameters for params() (null until asked for).
   std::unique_ptr<model::ParamBuffers> host_params_;
   DType save_dtype_ = DType::f32;

@@ -40,7 +40,9 @@ void column_sum_accumulate(const Context& ctx, Value value, std::int64_t rows, s
   if (rows == 0 || cols == 0) return;
   // Enough row chunks that narrow outputs (q/k norm weights: 128 columns over millions of rows)
   // still fill the GPU: about 256K threads in all, at least 512 chunks.
-  const std::int64_t target_parts = std::max<std::int64_t>(512, (std::int64_t{1} << 18) / cols);
+  // (At most 65535: the chunks are the grid's y dimension.)
+  const std::int64_t target_parts =
+      std::min<std::int64_t>(65535, std::max<std::int64_t>(512, (std::int64_t{1} << 18) / cols));
   const std::int64_t chunk = std::max<std::int64_t>(32, (rows + target_parts - 1) / target_parts);
   const std::int64_t parts = (rows + chunk - 1) / chunk;
   Tensor partial = Tensor::empty({parts, cols}, DType::f32, ctx.device);
