@@ -6,7 +6,7 @@
 // Then the memory-bound non-GEMM kernels at qwen3-4b 32K (T=32768, C=2560, I=9728, Hq=32,
 // Hkv=8, D=128), fused and unfused: time, the bytes each must move (bench/KERNELS.md) and the
 // rate as GB/s and as a share of the H200's ~4.3 TB/s copy rate.
-//   cuda_ops_bench [--quick] [--kernels-only]
+//   cuda_ops_bench [--quick] [--kernels-only] [--block-attention-only]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -283,14 +283,17 @@ void bench_kernels(const Context& ctx, int repeats) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, kernels_only = false;
+  bool quick = false, kernels_only = false, block_only = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) {
       quick = true;
     } else if (std::strcmp(argv[i], "--kernels-only") == 0) {
       kernels_only = true;
+    } else if (std::strcmp(argv[i], "--block-attention-only") == 0) {
+      block_only = true;
     } else {
-      std::fprintf(stderr, "usage: cuda_ops_bench [--quick] [--kernels-only]\n");
+      std::fprintf(stderr,
+                   "usage: cuda_ops_bench [--quick] [--kernels-only] [--block-attention-only]\n");
       return 2;
     }
   }
@@ -308,6 +311,10 @@ int main(int argc, char** argv) {
     const int repeats = quick ? 3 : 7;
     if (kernels_only) {
       bench_kernels(ctx, repeats);
+      return 0;
+    }
+    if (block_only) {  // ring attention's block pair and merge only (128K over rings of 4 and 8)
+      for (const std::int64_t ring : {4, 8}) bench_block_attention(ctx, ring, quick ? 1 : 3);
       return 0;
     }
     // qwen3-4b: hidden 2560, 32 x 128 query, 8 x 128 kv, intermediate 9728, vocab 151936.
