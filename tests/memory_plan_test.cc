@@ -51,6 +51,26 @@ TEST(MemoryPlan, UlyssesHeadShardedCopies) {
             local.params + local.master + local.grads + local.optimizer);
 }
 
+TEST(MemoryPlan, RingBuffersAndTheHybridsSmallerExchange) {
+  const ModelConfig c = preset_config("qwen3-4b");
+  const std::int64_t T = 32768;
+  MemoryPlanInput ulysses = input(T, 8, true);
+  ulysses.mlp_tile_tokens = 1024;  // the attention phase is the layer's peak
+  MemoryPlanInput ring = ulysses, hybrid = ulysses, alone = ulysses;
+  ring.ring_size = 8;    // a pure ring: no head-sharded copies, the ring's own buffers
+  hybrid.ring_size = 2;  // Ulysses over 4 ranks, a ring of 2
+  alone.sp_size = 1;
+  const MemoryPlan u = plan_memory(c, ulysses), r = plan_memory(c, ring), h = plan_memory(c, hybrid);
+  const MemoryPlan local = plan_memory(c, alone);
+  EXPECT_EQ(r.activations, local.activations);
+  EXPECT_GT(r.buffers, local.buffers);  // K/V in flight, f32 dK/dV and dq accumulators
+  EXPECT_GT(h.buffers, local.buffers);
+  EXPECT_NE(h.buffers, u.buffers);
+  // The pure ring's buffers: next K/V (bf16) + two f32 dK/dV blocks + f32 dq + half a f32 output.
+  const std::int64_t kv = T * c.num_key_value_heads * c.head_dim * 2;
+  EXPECT_EQ(r.buffers - local.buffers, kv * 2 + 2 * kv * 4 + T * c.q_dim() * 4 + T * c.q_dim() * 2);
+}
+
 TEST(MemoryPlan, LargestFitShrinksWithUlyssesCopies) {
   const ModelConfig c = preset_config("qwen3-4b");
   MemoryPlanInput in = input(1024, 1, true);

@@ -85,10 +85,22 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   // Ulysses (sp > 1): head-sharded q and output ([S, Hq/P, D]: as large as the local ones)
   // and k, v ([S, kv chunk, D]; the chunk is one head when kv heads are replicated).
   std::int64_t heads_copies = 0;
-  if (in.sp_size > 1) {
-    const std::int64_t P = in.sp_size;
-    const std::int64_t kv_chunk = kv_head_chunks(Hkv, P).chunk;
-    heads_copies = (2 * T * q + 2 * T * P * kv_chunk * c.head_dim) * a;
+  // Ring / hybrid (ring_size > 1): the Ulysses exchange spans sp / ring_size ranks.
+  const std::int64_t R = std::max<std::int64_t>(1, in.ring_size);
+  const std::int64_t U = std::max<std::int64_t>(1, in.sp_size / R);
+  if (U > 1) {
+    const std::int64_t kv_chunk = kv_head_chunks(Hkv, U).chunk;
+    heads_copies = (2 * T * q + 2 * T * U * kv_chunk * c.head_dim) * a;
+  }
+  // The ring's own buffers in a layer's attention backward (parallel/ring_attention.cc): the
+  // K/V block in flight next to the held one (k and v stacked, compute dtype), the travelling
+  // f32 dK/dV accumulator and its incoming twin, the f32 dq accumulator and a block's f32
+  // partial output.
+  std::int64_t ring_buffers = 0;
+  if (R > 1) {
+    const std::int64_t kv_held =
+        T * U * (U > 1 ? kv_head_chunks(Hkv, U).chunk : Hkv) * c.head_dim * 2;  // elements
+    ring_buffers = kv_held * a + 2 * kv_held * f + T * q * f + T * q * f / 2;
   }
   const bool tiled = in.mlp_tile_tokens > 0 && in.mlp_tile_tokens < T;
   const std::int64_t tile = tiled ? in.mlp_tile_tokens : T;
@@ -148,13 +160,14 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   const std::int64_t kernel = in.precision == Precision::bf16_mixed
                                   ? xq + 2 * xkv + r(T * q * f) + r(T * Hq * f)
                                   : 0;
-  const std::int64_t attention_phase = base + 2 * xq + 2 * xkv + kernel + 2 * heads_copies;
+  const std::int64_t attention_phase =
+      base + 2 * xq + 2 * xkv + kernel + 2 * heads_copies + ring_buffers;
   // MLP backward: x_mid, xn2, dxn2, and per tile gate, up, dh, dgate, dup (h freed before
   // dgate/dup exist); untiled, the recompute also held h next to gate and up.
   // With Ulysses the head-sharded copies rebuilt by the recompute stay until attention's
   // backward, so they are live here too.
   const std::int64_t mlp_phase =
-      base + 3 * xc + 5 * r(tile * I * a) + (ckpt && in.sp_size > 1 ? heads_copies : 0);
+      base + 3 * xc + 5 * r(tile * I * a) + (ckpt ? heads_copies : 0);
   // The LM head + loss: the last layer's output, the final norm's output and its gradient, the
   // gradient flowing back, and one tile of f32 logits with their gradient.
   const std::int64_t loss_tile = std::min(in.loss_tile_tokens, T);

@@ -36,6 +36,10 @@ struct MemoryPlanInput {
   // holds head-sharded copies of q, k, v and its output (and their gradients in backward);
   // kv heads replicated when sp_size does not divide them.
   std::int64_t sp_size = 1;
+  // Ring / hybrid attention: ranks of the ring (1: Ulysses only; sp_size: a pure ring). The
+  // Ulysses exchange spans sp_size / ring_size ranks; the ring adds its K/V and f32 gradient
+  // buffers to a layer's attention backward.
+  std::int64_t ring_size = 1;
   // Model states (parallel/zero.h): stage over zero_group ranks, offloads.
   int zero_stage = 0;
   int zero_group = 1;

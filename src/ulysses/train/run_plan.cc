@@ -60,6 +60,7 @@ parallel::MemoryPlanInput memory_plan_input(const TrainConfig& c,
   in.loss_tile_tokens = c.loss_tile_tokens;
   in.mlp_tile_tokens = effective_mlp_tile(c);
   in.sp_size = c.sp_size;
+  in.ring_size = std::max<std::int64_t>(1, layout.ring_size);
   in.precision = precision;
   in.zero_stage = static_cast<int>(c.zero_stage);
   in.zero_group = static_cast<int>(layout.dp_shard_size * layout.sp_size);
@@ -266,7 +267,8 @@ std::string info_report(const TrainConfig& options, int world_size_option, doubl
                                                 std::max<std::int64_t>(1, options.dp_shard_size));
   const TrainConfig config = resolve_training_length(options, world_size);
   const ParallelConfig layout = resolve_parallel_config(
-      {config.sp_size, config.dp_shard_size, config.dp_replicate_size}, world_size, c);
+      {config.sp_size, config.dp_shard_size, config.dp_replicate_size, resolved_ring_size(config)},
+      world_size, c);
   const bool bf16 =
       precision_option == "bf16" || (precision_option == "auto" && config.device != "cpu");
   const Precision precision = bf16 ? Precision::bf16_mixed : Precision::fp32;
@@ -292,6 +294,11 @@ std::string info_report(const TrainConfig& options, int world_size_option, doubl
           static_cast<long long>(config.zero_stage), static_cast<long long>(zero_ranks),
           config.offload_optimizer ? ", optimizer offloaded" : "",
           config.offload_params ? ", parameters offloaded" : "");
+  if (layout.ring_size > 1)
+    appendf(out, "attention: %s, ring of %lld x Ulysses over %lld ranks (zigzag chunks)\n",
+            layout.ring_size == layout.sp_size ? "ring" : "hybrid",
+            static_cast<long long>(layout.ring_size),
+            static_cast<long long>(layout.ulysses_size()));
   appendf(out, "sequence: %lld tokens, %lld per device\n",
           static_cast<long long>(config.max_seq_length),
           static_cast<long long>(config.max_seq_length / config.sp_size));
