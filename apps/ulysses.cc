@@ -116,6 +116,9 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
                  "truncate")
       ->capture_default_str()
       ->check(CLI::IsMember({"split", "truncate"}));
+  cmd.add_option("--data-cache-dir", c.data_cache_dir,
+                 "Tokenization cache of text .jsonl data (default: .ulysses_cache next to the "
+                 "file; none: off)");
   cmd.add_option("--per-device-train-batch-size", c.per_device_train_batch_size,
                  "Sequences per SP group per micro-step")->capture_default_str();
   cmd.add_option("--gradient-accumulation-steps", c.gradient_accumulation_steps,
@@ -231,6 +234,9 @@ void add_eval_options(CLI::App& cmd, TrainConfig& c) {
                  "Documents longer than --max-seq-length: split or truncate")
       ->capture_default_str()
       ->check(CLI::IsMember({"split", "truncate"}));
+  cmd.add_option("--data-cache-dir", c.data_cache_dir,
+                 "Tokenization cache of text .jsonl data (default: .ulysses_cache next to the "
+                 "file; none: off)");
   cmd.add_option("--per-device-eval-batch-size", c.per_device_eval_batch_size,
                  "Sequences per SP group per eval step")
       ->capture_default_str();
