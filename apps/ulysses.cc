@@ -13,6 +13,7 @@
 #include "ulysses/comm/communicator.h"
 #include "ulysses/core/error.h"
 #include "ulysses/core/format.h"
+#include "ulysses/core/log.h"
 #include "ulysses/core/process_env.h"
 #include "ulysses/data/text_data.h"
 #include "ulysses/io/tokenizer.h"
@@ -455,6 +456,11 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // --quiet also drops info log lines (e.g. the tokenization cache's), keeping warnings and
+  // errors; a more verbose level asked for explicitly stays.
+  const bool quiet = *eval ? eval_config.quiet : train_config.quiet;
+  if (quiet && ulysses::log_level() == ulysses::LogLevel::info)
+    ulysses::set_log_level(ulysses::LogLevel::warn);
   if (*tokenize) return run_tokenize(tokenize_args);
   if (*eval) return run_eval(eval_config);
   if (*plot) {
