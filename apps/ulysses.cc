@@ -13,6 +13,7 @@
 #include "ulysses/comm/communicator.h"
 #include "ulysses/core/error.h"
 #include "ulysses/core/format.h"
+#include "ulysses/core/log.h"
 #include "ulysses/core/process_env.h"
 #include "ulysses/data/text_data.h"
 #include "ulysses/io/tokenizer.h"
@@ -116,6 +117,9 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
                  "truncate")
       ->capture_default_str()
       ->check(CLI::IsMember({"split", "truncate"}));
+  cmd.add_option("--data-cache-dir", c.data_cache_dir,
+                 "Tokenization cache of text .jsonl data (default: .ulysses_cache next to the "
+                 "file; none: off)");
   cmd.add_option("--per-device-train-batch-size", c.per_device_train_batch_size,
                  "Sequences per SP group per micro-step")->capture_default_str();
   cmd.add_option("--gradient-accumulation-steps", c.gradient_accumulation_steps,
@@ -231,6 +235,9 @@ void add_eval_options(CLI::App& cmd, TrainConfig& c) {
                  "Documents longer than --max-seq-length: split or truncate")
       ->capture_default_str()
       ->check(CLI::IsMember({"split", "truncate"}));
+  cmd.add_option("--data-cache-dir", c.data_cache_dir,
+                 "Tokenization cache of text .jsonl data (default: .ulysses_cache next to the "
+                 "file; none: off)");
   cmd.add_option("--per-device-eval-batch-size", c.per_device_eval_batch_size,
                  "Sequences per SP group per eval step")
       ->capture_default_str();
@@ -449,6 +456,11 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // --quiet also drops info log lines (e.g. the tokenization cache's), keeping warnings and
+  // errors; a more verbose level asked for explicitly stays.
+  const bool quiet = *eval ? eval_config.quiet : train_config.quiet;
+  if (quiet && ulysses::log_level() == ulysses::LogLevel::info)
+    ulysses::set_log_level(ulysses::LogLevel::warn);
   if (*tokenize) return run_tokenize(tokenize_args);
   if (*eval) return run_eval(eval_config);
   if (*plot) {

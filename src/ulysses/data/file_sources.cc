@@ -15,6 +15,7 @@
 #include "ulysses/data/long_documents.h"
 #include "ulysses/data/source.h"
 #include "ulysses/data/text_data.h"
+#include "ulysses/data/token_cache.h"
 #include "ulysses/ops/cross_entropy.h"
 
 namespace ulysses::data {
@@ -276,7 +277,8 @@ std::unique_ptr<DocumentSource> open_data(const DataOptions& o) {
                 ") has no tokenizer.json; use a Hugging Face model directory with one, or "
                 "tokenize first: ulysses tokenize --tokenizer DIR --input ",
                 o.data, " --output OUT");
-      finite = make_text_jsonl_source(o.data, o.tokenizer, o.vocab_size);
+      finite = make_text_jsonl_source(o.data, o.tokenizer, o.vocab_size,
+                                      token_cache_dir(o.data_cache_dir, o.data));
     } else {
       finite = make_jsonl_source(o.data, o.vocab_size);
     }

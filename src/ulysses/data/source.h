@@ -48,8 +48,7 @@ std::unique_ptr<DocumentSource> make_copy_task(const CopyTaskOptions& options);
 // {"input_ids": [...]} and optionally "labels" of the same length, unshifted, -100 on tokens
 // that must not be learned. The file is indexed (and every line validated: JSON, lengths, token
 // ids < vocab_size) when opened; errors name the file and line.
-std::unique_ptr<DocumentSource> make_jsonl_source(const std::string& path,
-                                                  std::int64_t vocab_size);
+std::unique_ptr<DocumentSource> make_jsonl_source(const std::string& path, std::int64_t vocab_size);
 
 // Pre-tokenized binary documents in a directory (docs/formats.md):
 //   tokens.bin     uint32 little-endian token ids of all documents, back to back
@@ -73,6 +72,9 @@ struct DataOptions {
   std::string tokenizer;  // "" = none; e.g. the HF model directory
   std::int64_t max_seq_length = 0;
   std::string long_documents = "split";
+  // Tokenization cache of text .jsonl (data/token_cache.h): "" = .ulysses_cache next to the
+  // data file, "none" = no cache.
+  std::string data_cache_dir;
   std::int64_t vocab_size = 0;
   std::uint64_t seed = 0;
   std::int64_t copy_min_length = 63;

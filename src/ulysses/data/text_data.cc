@@ -2,11 +2,15 @@
 
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "ulysses/core/error.h"
+#include "ulysses/core/log.h"
+#include "ulysses/data/token_cache.h"
 #include "ulysses/ops/cross_entropy.h"
 
 namespace ulysses::data {
@@ -161,6 +165,7 @@ class TextJsonlSource final : public DocumentSource {
           UL_FAIL("--data ", path, ": the tokenizer ", tokenizer_path, " gives token id ", t,
                   ", outside the model's vocabulary (vocab_size ", vocab, ")");
       if (d.tokens.empty()) continue;
+      if (d.labels == d.tokens) d.labels.clear();  // all learned: the same as no labels
       tokens_ += static_cast<std::int64_t>(d.tokens.size());
       documents_.push_back(std::move(d));
     }
@@ -174,6 +179,8 @@ class TextJsonlSource final : public DocumentSource {
   Document get(std::int64_t index) const override {
     return documents_.at(static_cast<std::size_t>(index));
   }
+  const std::vector<Document>& documents() const { return documents_; }
+  std::int64_t tokens() const { return tokens_; }
 
  private:
   std::string path_;
@@ -185,8 +192,28 @@ class TextJsonlSource final : public DocumentSource {
 
 std::unique_ptr<DocumentSource> make_text_jsonl_source(const std::string& path,
                                                        const std::string& tokenizer_path,
-                                                       std::int64_t vocab_size) {
-  return std::make_unique<TextJsonlSource>(path, tokenizer_path, vocab_size);
+                                                       std::int64_t vocab_size,
+                                                       const std::string& cache_dir) {
+  TokenCacheKey key;
+  std::string entry;
+  if (!cache_dir.empty()) {
+    key = token_cache_key(path, tokenizer_path);
+    entry = token_cache_entry(cache_dir, key);
+    if (auto cached = read_token_cache(entry, key, vocab_size)) return cached;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto source = std::make_unique<TextJsonlSource>(path, tokenizer_path, vocab_size);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  char took[32];
+  std::snprintf(took, sizeof took, "%.2f", seconds);
+  const std::string done = detail::concat("tokenized ", source->size(), " documents, ",
+                                          source->tokens(), " tokens in ", took, " s");
+  if (!entry.empty() && write_token_cache(entry, key, source->documents()))
+    log_info(done, "; cached in ", entry);
+  else
+    log_info(done);
+  return source;
 }
 
 std::int64_t write_token_files(const std::string& dir, const std::vector<Document>& documents) {

@@ -18,6 +18,7 @@ namespace ulysses::data {
 // post-processor adds them, e.g. BOS for Llama-3, none for Qwen2), every token learned; or
 // {"prompt": "...", "completion": "..."}: prefix + encode(prompt) + encode(completion) + suffix
 // (prefix/suffix: the post-processor's ids), labels -100 on the prefix and the prompt.
+// (make_text_jsonl_source drops labels that equal the tokens: all learned, as for "text".)
 // Tokenizes on `num_threads` threads (0: all); the result does not depend on it. Errors name
 // file:line (not JSON, no text field, a field that is not a string, invalid UTF-8).
 std::vector<Document> tokenize_jsonl_files(const std::vector<std::string>& paths,
@@ -29,9 +30,13 @@ bool jsonl_holds_text(const std::string& path);
 
 // A finite source of the documents of a text JSON Lines file, tokenized when opened; token ids
 // are checked against vocab_size (a tokenizer of another model is an error naming the file).
+// With a `cache_dir` (data/token_cache.h; "" = none), a valid cache entry of the same input and
+// tokenizer is read (memory-mapped) instead, and a fresh tokenization is written there (a cache
+// that cannot be written is a warning, not an error). Not collective: every rank may call it.
 std::unique_ptr<DocumentSource> make_text_jsonl_source(const std::string& path,
                                                        const std::string& tokenizer_path,
-                                                       std::int64_t vocab_size);
+                                                       std::int64_t vocab_size,
+                                                       const std::string& cache_dir = "");
 
 // Writes token files (tokens.bin, offsets.bin, and loss_mask.bin when a document has labels)
 // into the directory `dir`, which must not exist: they are written into a temporary directory

@@ -33,6 +33,7 @@ std::unique_ptr<data::DocumentSource> open_eval_source(const EvalOptions& o) {
   d.tokenizer = o.tokenizer;
   d.max_seq_length = o.max_seq_length;
   d.long_documents = o.long_documents;
+  d.data_cache_dir = o.data_cache_dir;
   d.vocab_size = o.vocab_size;
   d.shuffle = false;
   try {
@@ -54,6 +55,7 @@ EvalOptions eval_options(const TrainConfig& c, std::int64_t vocab_size) {
   o.max_seq_length = c.max_seq_length;
   o.packing = c.packing;
   o.long_documents = c.long_documents;
+  o.data_cache_dir = c.data_cache_dir;
   o.per_device_eval_batch_size = c.per_device_eval_batch_size;
   o.pad_multiple = sequence_pad_multiple(c);
   return o;

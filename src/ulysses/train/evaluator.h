@@ -39,6 +39,7 @@ struct EvalOptions {
   std::int64_t max_seq_length = 1024;
   bool packing = true;
   std::string long_documents = "split";
+  std::string data_cache_dir;  // text .jsonl: as TrainConfig::data_cache_dir
   std::int64_t per_device_eval_batch_size = 8;
   // Sequences are padded to a multiple of it: sp (Ulysses), 2 x sp (ring and hybrid).
   std::int64_t pad_multiple = 1;

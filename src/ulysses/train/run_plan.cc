@@ -41,6 +41,7 @@ data::DataOptions data_options(const TrainConfig& c, std::int64_t vocab_size) {
   d.tokenizer = c.model;
   d.max_seq_length = c.max_seq_length;
   d.long_documents = c.long_documents;
+  d.data_cache_dir = c.data_cache_dir;
   d.vocab_size = vocab_size;
   d.seed = c.seed;
   d.copy_min_length = c.copy_min_length;

@@ -18,6 +18,9 @@ struct TrainConfig {
   std::int64_t max_seq_length = 1024;
   bool packing = true;
   std::string long_documents = "split";  // split | truncate: documents longer than a sequence
+  // Tokenization cache of text .jsonl data: "" = .ulysses_cache next to the data file, "none" =
+  // off (data/token_cache.h).
+  std::string data_cache_dir;
   // Batch and optimization.
   std::int64_t per_device_train_batch_size = 8;
   std::int64_t gradient_accumulation_steps = 1;

@@ -138,6 +138,7 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   data.tokenizer = config_.model;  // text data: tokenized with the model's tokenizer.json
   data.max_seq_length = config_.max_seq_length;
   data.long_documents = config_.long_documents;
+  data.data_cache_dir = config_.data_cache_dir;
   data.vocab_size = model_config_.vocab_size;
   data.seed = config_.seed;
   data.copy_min_length = config_.copy_min_length;
