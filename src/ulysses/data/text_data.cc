@@ -1,7 +1,5 @@
 #include "ulysses/data/text_data.h"
 
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -11,6 +9,7 @@
 #include "ulysses/core/error.h"
 #include "ulysses/core/log.h"
 #include "ulysses/data/token_cache.h"
+#include "ulysses/data/token_files.h"
 #include "ulysses/ops/cross_entropy.h"
 
 namespace ulysses::data {
@@ -79,21 +78,6 @@ std::vector<TextRecord> read_records(const std::vector<std::string>& paths) {
       if (!is_blank(line)) records.push_back(parse_record(line, detail::concat(path, ":", number)));
   }
   return records;
-}
-
-// A temporary sibling of `path` (same directory, so rename is atomic).
-fs::path temporary_sibling(const fs::path& path) {
-  auto name = path.filename().string();
-  if (name.empty()) name = path.parent_path().filename().string();
-  return path.parent_path() / detail::concat(".", name, ".tmp-", ::getpid());
-}
-
-template <typename T>
-void write_array(const fs::path& path, const std::vector<T>& values) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(values.data()),
-            static_cast<std::streamsize>(values.size() * sizeof(T)));
-  if (!out) UL_FAIL(path.string(), ": write failed (disk full?)");
 }
 
 }  // namespace
@@ -214,37 +198,6 @@ std::unique_ptr<DocumentSource> make_text_jsonl_source(const std::string& path,
   else
     log_info(done);
   return source;
-}
-
-std::int64_t write_token_files(const std::string& dir, const std::vector<Document>& documents) {
-  const fs::path out(dir);
-  if (fs::exists(out))
-    UL_FAIL("--output ", dir, ": already exists (remove it or choose another directory)");
-  std::vector<std::uint32_t> tokens;
-  std::vector<std::uint64_t> offsets{0};
-  std::vector<std::uint8_t> mask;
-  bool any_labels = false;
-  std::int64_t skipped = 0;
-  for (const Document& d : documents) {
-    if (d.tokens.empty()) {
-      ++skipped;
-      continue;
-    }
-    any_labels = any_labels || !d.labels.empty();
-    for (std::size_t i = 0; i < d.tokens.size(); ++i) {
-      tokens.push_back(static_cast<std::uint32_t>(d.tokens[i]));
-      mask.push_back(d.labels.empty() || d.labels[i] != ops::kIgnoreIndex ? 1 : 0);
-    }
-    offsets.push_back(tokens.size());
-  }
-  const fs::path tmp = temporary_sibling(out);
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  write_array(tmp / "tokens.bin", tokens);
-  write_array(tmp / "offsets.bin", offsets);
-  if (any_labels) write_array(tmp / "loss_mask.bin", mask);
-  fs::rename(tmp, out);
-  return skipped;
 }
 
 void write_jsonl_documents(const std::string& path, const std::vector<Document>& documents) {

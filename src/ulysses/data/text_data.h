@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ulysses/data/source.h"
+#include "ulysses/data/token_files.h"  // write_token_files, with the format it writes
 #include "ulysses/io/tokenizer.h"
 
 namespace ulysses::data {
@@ -37,12 +38,6 @@ std::unique_ptr<DocumentSource> make_text_jsonl_source(const std::string& path,
                                                        const std::string& tokenizer_path,
                                                        std::int64_t vocab_size,
                                                        const std::string& cache_dir = "");
-
-// Writes token files (tokens.bin, offsets.bin, and loss_mask.bin when a document has labels)
-// into the directory `dir`, which must not exist: they are written into a temporary directory
-// next to it that is renamed at the end, so `dir` never holds half-written files. Documents
-// without tokens are skipped (returns how many).
-std::int64_t write_token_files(const std::string& dir, const std::vector<Document>& documents);
 
 // Writes one {"input_ids": [...]} line per document (with "labels" when it has labels), in
 // order, to a temporary file renamed to `path`.
