@@ -507,14 +507,19 @@ bool any_rank_failed(ulysses::comm::Communicator& world, const std::string& erro
   return true;
 }
 
-int run_train(const TrainConfig& config) {
-  std::unique_ptr<ulysses::comm::Communicator> world;
+// The MPI world of a train or eval command; null after printing why it could not start.
+std::unique_ptr<ulysses::comm::Communicator> start_world() {
   try {
-    world = ulysses::comm::make_mpi_world();
+    return ulysses::comm::make_mpi_world();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
+    return nullptr;
   }
+}
+
+int run_train(const TrainConfig& config) {
+  const std::unique_ptr<ulysses::comm::Communicator> world = start_world();
+  if (!world) return 1;
   // Setup: every rank validates the same inputs; failures are agreed on, so all ranks stop.
   // The output dir is claimed (locked on rank 0) for the whole run, before anything is read.
   std::unique_ptr<ulysses::train::OutputDirLock> output_lock;
@@ -554,13 +559,8 @@ std::string eval_command_message(std::string message) {
 }
 
 int run_eval(const TrainConfig& options) {
-  std::unique_ptr<ulysses::comm::Communicator> world;
-  try {
-    world = ulysses::comm::make_mpi_world();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
+  const std::unique_ptr<ulysses::comm::Communicator> world = start_world();
+  if (!world) return 1;
   // The Trainer builds the model, the layout and the weights exactly as `train` would; it reads
   // no training data (the endless synthetic source is opened, never drawn from), writes nothing
   // and runs only forwards.

@@ -1,6 +1,7 @@
 #include "ulysses/ops/linear.h"
 
 #include <limits>
+#include <string>
 
 #include "ulysses/core/op_profiler.h"
 #include "ulysses/ops/check.h"
@@ -21,28 +22,34 @@ void check_matrix(const Context& ctx, const Tensor& x, const char* name, const c
            ": dimensions above ", kBlasMax, " are not supported");
 }
 
+// The arguments of y = x W^T + b: shapes, dtypes and devices, in messages naming `op`.
+void check_forward(const Context& ctx, const std::string& op, const Tensor& x,
+                   const Tensor& weight, const Tensor& bias, const Tensor& y) {
+  const auto name = [&](const char* arg) { return op + ": " + arg; };
+  check_matrix(ctx, x, name("x").c_str(), "[N, K]");
+  check_matrix(ctx, weight, name("weight").c_str(), "[M, K]");
+  const std::int64_t N = x.dim(0), K = x.dim(1), M = weight.dim(0);
+  check_shape(weight, {M, K}, name("weight").c_str());
+  check_same_dtype(weight, x, name("weight").c_str(), "x");
+  if (bias.defined()) {
+    check_same_dtype(bias, x, name("bias").c_str(), "x");
+    check_shape(bias, {M}, name("bias").c_str());
+    check_on_context_device(ctx, bias, name("bias").c_str());
+  }
+  check_same_dtype(y, x, name("y").c_str(), "x");
+  check_shape(y, {N, M}, name("y").c_str());
+  check_on_context_device(ctx, x, name("x").c_str());
+  check_on_context_device(ctx, weight, name("weight").c_str());
+  check_on_context_device(ctx, y, name("y").c_str());
+}
+
 }  // namespace
 
 void linear_forward(const Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& bias,
                     Tensor y) {
   ProfileScope scope(ctx, "gemm");
-  check_matrix(ctx, x, "linear_forward: x", "[N, K]");
-  check_matrix(ctx, weight, "linear_forward: weight", "[M, K]");
-  const std::int64_t N = x.dim(0);
-  const std::int64_t K = x.dim(1);
-  const std::int64_t M = weight.dim(0);
-  check_shape(weight, {M, K}, "linear_forward: weight");
-  check_same_dtype(weight, x, "linear_forward: weight", "x");
-  if (bias.defined()) {
-    check_same_dtype(bias, x, "linear_forward: bias", "x");
-    check_shape(bias, {M}, "linear_forward: bias");
-    check_on_context_device(ctx, bias, "linear_forward: bias");
-  }
-  check_same_dtype(y, x, "linear_forward: y", "x");
-  check_shape(y, {N, M}, "linear_forward: y");
-  check_on_context_device(ctx, x, "linear_forward: x");
-  check_on_context_device(ctx, weight, "linear_forward: weight");
-  check_on_context_device(ctx, y, "linear_forward: y");
+  check_forward(ctx, "linear_forward", x, weight, bias, y);
+  const std::int64_t N = x.dim(0), K = x.dim(1), M = weight.dim(0);
 
   if (ctx.device.is_cpu()) {
     cpu::linear_forward(x.data<float>(), weight.data<float>(),
@@ -59,23 +66,8 @@ void linear_forward(const Context& ctx, const Tensor& x, const Tensor& weight, c
 void linear_forward_residual(const Context& ctx, const Tensor& x, const Tensor& weight,
                              const Tensor& bias, const Tensor& residual, Tensor y) {
   ProfileScope scope(ctx, "gemm");
-  check_matrix(ctx, x, "linear_forward_residual: x", "[N, K]");
-  check_matrix(ctx, weight, "linear_forward_residual: weight", "[M, K]");
-  const std::int64_t N = x.dim(0);
-  const std::int64_t K = x.dim(1);
-  const std::int64_t M = weight.dim(0);
-  check_shape(weight, {M, K}, "linear_forward_residual: weight");
-  check_same_dtype(weight, x, "linear_forward_residual: weight", "x");
-  if (bias.defined()) {
-    check_same_dtype(bias, x, "linear_forward_residual: bias", "x");
-    check_shape(bias, {M}, "linear_forward_residual: bias");
-    check_on_context_device(ctx, bias, "linear_forward_residual: bias");
-  }
-  check_same_dtype(y, x, "linear_forward_residual: y", "x");
-  check_shape(y, {N, M}, "linear_forward_residual: y");
-  check_on_context_device(ctx, x, "linear_forward_residual: x");
-  check_on_context_device(ctx, weight, "linear_forward_residual: weight");
-  check_on_context_device(ctx, y, "linear_forward_residual: y");
+  check_forward(ctx, "linear_forward_residual", x, weight, bias, y);
+  const std::int64_t N = x.dim(0), K = x.dim(1), M = weight.dim(0);
   check_same_dtype(residual, y, "linear_forward_residual: residual", "y");
   check_shape(residual, {N, M}, "linear_forward_residual: residual");
   check_on_context_device(ctx, residual, "linear_forward_residual: residual");

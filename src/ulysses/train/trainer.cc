@@ -133,17 +133,9 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
                config_.warmup_steps, config_.max_steps};
   validate_schedule(schedule_);
 
-  data::DataOptions data;
-  data.data = config_.data;
-  data.tokenizer = config_.model;  // text data: tokenized with the model's tokenizer.json
-  data.max_seq_length = config_.max_seq_length;
-  data.long_documents = config_.long_documents;
-  data.data_cache_dir = config_.data_cache_dir;
-  data.vocab_size = model_config_.vocab_size;
-  data.seed = config_.seed;
-  data.copy_min_length = config_.copy_min_length;
-  data.copy_max_length = config_.copy_max_length;
-  source_ = data::open_data(data);
+  // Text data is tokenized with the model's tokenizer.json (run_plan's data_options, which
+  // `ulysses info` uses too).
+  source_ = data::open_data(data_options(config_, model_config_.vocab_size));
   data::PackerOptions packing;
   packing.max_seq_length = config_.max_seq_length;
   packing.packing = config_.packing;
