@@ -15,6 +15,7 @@
 #include "attention_reference.h"
 #include "test_util.h"
 #include "ulysses/ops/attention.h"
+#include "ulysses/ops/block_pair.h"
 
 namespace ulysses {
 namespace {
@@ -81,15 +82,15 @@ Outputs blocked_attention(const Inputs& in, const std::vector<std::int64_t>& bou
       const std::int64_t kb = bounds[b], ke = bounds[b + 1];
       Tensor block_out = poisoned(q.shape());
       Tensor block_lse = poisoned({Hq, nq});
-      ops::attention_block_forward(ctx, q, in.k.rows(kb, ke), in.v.rows(kb, ke), in.cu, qa, kb,
-                                   in.scale, block_out, block_lse);
+      ops::attention_block_forward(ctx, q, in.k.rows(kb, ke), in.v.rows(kb, ke), in.cu,
+                                   in.cu_values, qa, kb, in.scale, block_out, block_lse);
       ops::attention_merge(ctx, out, lse, block_out, block_lse);
     }
     for (std::size_t b = 0; b < blocks; ++b) {
       const std::int64_t kb = bounds[b], ke = bounds[b + 1];
-      ops::attention_block_backward(ctx, q, in.k.rows(kb, ke), in.v.rows(kb, ke), in.cu, qa, kb,
-                                    in.scale, out, lse, in.dout.rows(qa, qe), o.dq.rows(qa, qe),
-                                    o.dk.rows(kb, ke), o.dv.rows(kb, ke));
+      ops::attention_block_backward(ctx, q, in.k.rows(kb, ke), in.v.rows(kb, ke), in.cu,
+                                    in.cu_values, qa, kb, in.scale, out, lse, in.dout.rows(qa, qe),
+                                    o.dq.rows(qa, qe), o.dk.rows(kb, ke), o.dv.rows(kb, ke));
     }
     o.out.rows(qa, qe).copy_from(out);
     for (std::int64_t h = 0; h < Hq; ++h)
@@ -179,8 +180,8 @@ TEST(BlockAttention, FullyMaskedBlockContributesNothing) {
     const Tensor v = in.v.rows(pair.k_begin, pair.k_begin + 4);
     Tensor out = poisoned(q.shape());
     Tensor lse = poisoned({2, 4});
-    ops::attention_block_forward(ctx, q, k, v, in.cu, pair.q_begin, pair.k_begin, in.scale, out,
-                                 lse);
+    ops::attention_block_forward(ctx, q, k, v, in.cu, in.cu_values, pair.q_begin, pair.k_begin,
+                                 in.scale, out, lse);
     for (const float x : out.to_floats()) EXPECT_EQ(x, 0.0f);
     for (const float x : lse.to_floats()) EXPECT_EQ(x, kMinusInf);
     // Merging it changes nothing, bit for bit.
@@ -195,9 +196,9 @@ TEST(BlockAttention, FullyMaskedBlockContributesNothing) {
     Tensor dq = Tensor::zeros(q.shape(), DType::f32);
     Tensor dk = Tensor::zeros(k.shape(), DType::f32);
     Tensor dv = Tensor::zeros(v.shape(), DType::f32);
-    ops::attention_block_backward(ctx, q, k, v, in.cu, pair.q_begin, pair.k_begin, in.scale, acc,
-                                  acc_lse, in.dout.rows(pair.q_begin, pair.q_begin + 4), dq, dk,
-                                  dv);
+    ops::attention_block_backward(ctx, q, k, v, in.cu, in.cu_values, pair.q_begin, pair.k_begin,
+                                  in.scale, acc, acc_lse,
+                                  in.dout.rows(pair.q_begin, pair.q_begin + 4), dq, dk, dv);
     for (const Tensor* t : {&dq, &dk, &dv})
       for (const float x : t->to_floats()) EXPECT_EQ(x, 0.0f);
   }
@@ -214,7 +215,7 @@ TEST(BlockAttention, PartlyMaskedBlockMatchesReference) {
   Tensor out = poisoned({q1 - q0, Hq, D});
   Tensor lse = poisoned({Hq, q1 - q0});
   ops::attention_block_forward(ctx, in.q.rows(q0, q1), in.k.rows(k0, k1), in.v.rows(k0, k1), in.cu,
-                               q0, k0, in.scale, out, lse);
+                               in.cu_values, q0, k0, in.scale, out, lse);
   const auto q = as_doubles(in.q), k = as_doubles(in.k), v = as_doubles(in.v);
   auto document = [&](std::int64_t t) { return t < 9 ? 0 : 1; };
   for (std::int64_t h = 0; h < Hq; ++h) {
@@ -271,23 +272,113 @@ TEST(BlockAttention, BadArgumentsThrow) {
   expect_error(
       [&] {
         ops::attention_block_forward(ctx, in.q.rows(0, 4), in.k.rows(0, 4), in.v.rows(0, 4), in.cu,
-                                     8, 0, in.scale, out, lse);
+                                     in.cu_values, 8, 0, in.scale, out, lse);
       },
       "outside the sequence");
   expect_error(
       [&] {
         ops::attention_block_forward(ctx, in.q.rows(0, 4), in.k.rows(0, 4), in.v.rows(0, 4), in.cu,
-                                     0, -1, in.scale, out, lse);
+                                     in.cu_values, 0, -1, in.scale, out, lse);
       },
       "keys [-1, 3)");
   Tensor bad_lse = Tensor::zeros({4, 5}, DType::f32);
   expect_error(
       [&] {
         ops::attention_block_forward(ctx, in.q.rows(0, 4), in.k.rows(0, 4), in.v.rows(0, 4), in.cu,
-                                     0, 0, in.scale, out, bad_lse);
+                                     in.cu_values, 0, 0, in.scale, out, bad_lse);
       },
       "lse");
   expect_error([&] { ops::attention_merge(ctx, out, bad_lse, out, lse); }, "attention_merge");
+  // The host boundaries must be the device's (here: the same tensor's) values.
+  expect_error(
+      [&] {
+        ops::attention_block_forward(ctx, in.q.rows(0, 4), in.k.rows(0, 4), in.v.rows(0, 4), in.cu,
+                                     {0, 5, 10}, 0, 0, in.scale, out, lse);
+      },
+      "differs from cu_seqlens");
+  expect_error(
+      [&] {
+        ops::attention_block_forward(ctx, in.q.rows(0, 4), in.k.rows(0, 4), in.v.rows(0, 4), in.cu,
+                                     {0, 10}, 0, 0, in.scale, out, lse);
+      },
+      "cu_host has 2 values");
+}
+
+TEST(BlockAttention, CpuRunsEveryPairWithOrWithoutHostBoundaries) {
+  const Inputs in = make_inputs(2, 1, 8, {0, 6, 10}, 2);
+  const Context ctx;
+  Tensor out = poisoned({4, 2, 8}), lse = poisoned({2, 4});
+  EXPECT_EQ(ops::attention_block_forward(ctx, in.q.rows(4, 8), in.k.rows(4, 8), in.v.rows(4, 8),
+                                         in.cu, in.cu_values, 4, 4, in.scale, out, lse),
+            ops::BlockAttentionPath::cpu);
+  Tensor out2 = poisoned({4, 2, 8}), lse2 = poisoned({2, 4});
+  EXPECT_EQ(ops::attention_block_forward(ctx, in.q.rows(4, 8), in.k.rows(4, 8), in.v.rows(4, 8),
+                                         in.cu, {}, 4, 4, in.scale, out2, lse2),
+            ops::BlockAttentionPath::cpu);
+  EXPECT_EQ(out.to_floats(), out2.to_floats());
+  EXPECT_EQ(lse.to_floats(), lse2.to_floats());
+}
+
+// The host classification of block pairs that picks the fused CUDA path (ops/block_pair.h).
+TEST(BlockPair, DiagonalListsTheDocumentsMeetingTheRange) {
+  // Documents [0, 3) [3, 11) [11, 11) [11, 12) [12, 26) [26, 40).
+  const std::vector<std::int32_t> cu = {0, 3, 11, 11, 12, 26, 40};
+  const ops::BlockPair p = ops::classify_block_pair(cu, 10, 5, 10, 5);  // tokens [10, 15)
+  EXPECT_EQ(p.kind, ops::BlockPairKind::diagonal);
+  EXPECT_EQ(p.first_document, 1);
+  EXPECT_EQ(p.documents, 4);  // [3, 11), the empty [11, 11), [11, 12), [12, 26)
+  EXPECT_EQ(p.longest, 3);    // [12, 15)
+  EXPECT_EQ(p.query_rows, 5);
+  EXPECT_EQ(p.key_rows, 5);
+  EXPECT_EQ(p.key_begin, 0);
+  const ops::BlockPair one = ops::classify_block_pair(cu, 28, 8, 28, 8);  // inside [26, 40)
+  EXPECT_EQ(one.kind, ops::BlockPairKind::diagonal);
+  EXPECT_EQ(one.first_document, 5);
+  EXPECT_EQ(one.documents, 1);
+  EXPECT_EQ(one.longest, 8);
+  const ops::BlockPair start = ops::classify_block_pair(cu, 0, 12, 0, 12);
+  EXPECT_EQ(start.first_document, 0);
+  EXPECT_EQ(start.documents, 4);  // [0, 3) [3, 11) [11, 11) [11, 12)
+  EXPECT_EQ(start.longest, 8);
+}
+
+TEST(BlockPair, KeysBeforeQueriesSeeOnlyTheDocumentOfTheFirstQuery) {
+  const std::vector<std::int32_t> cu = {0, 3, 11, 11, 12, 26, 40};
+  // Queries [20, 30) over keys [5, 15): document [12, 26) meets both: queries [20, 26) (6 rows)
+  // see keys [12, 15) (block rows 7 .. 9).
+  ops::BlockPair p = ops::classify_block_pair(cu, 20, 10, 5, 10);
+  EXPECT_EQ(p.kind, ops::BlockPairKind::before);
+  EXPECT_EQ(p.first_document, 4);
+  EXPECT_EQ(p.documents, 1);
+  EXPECT_EQ(p.query_rows, 6);
+  EXPECT_EQ(p.key_begin, 7);
+  EXPECT_EQ(p.key_rows, 3);
+  // Adjacent ranges inside one document: everything visible.
+  p = ops::classify_block_pair(cu, 30, 5, 26, 4);
+  EXPECT_EQ(p.kind, ops::BlockPairKind::before);
+  EXPECT_EQ(p.query_rows, 5);
+  EXPECT_EQ(p.key_begin, 0);
+  EXPECT_EQ(p.key_rows, 4);
+  // The first query's document starts at the end of the keys: masked.
+  EXPECT_EQ(ops::classify_block_pair(cu, 12, 10, 5, 7).kind, ops::BlockPairKind::masked);
+  // Queries [8, 12) over keys [0, 6): the first query's document [3, 11) holds queries [8, 11)
+  // and keys [3, 6).
+  p = ops::classify_block_pair(cu, 8, 4, 0, 6);
+  EXPECT_EQ(p.kind, ops::BlockPairKind::before);
+  EXPECT_EQ(p.first_document, 1);
+  EXPECT_EQ(p.query_rows, 3);
+  EXPECT_EQ(p.key_begin, 3);
+  EXPECT_EQ(p.key_rows, 3);
+}
+
+TEST(BlockPair, OtherPlacementsAndErrors) {
+  const std::vector<std::int32_t> cu = {0, 3, 11, 11, 12, 26, 40};
+  EXPECT_EQ(ops::classify_block_pair(cu, 0, 10, 10, 10).kind, ops::BlockPairKind::masked);
+  EXPECT_EQ(ops::classify_block_pair(cu, 0, 0, 0, 10).kind, ops::BlockPairKind::masked);
+  EXPECT_EQ(ops::classify_block_pair(cu, 10, 10, 5, 10).kind, ops::BlockPairKind::other);
+  EXPECT_EQ(ops::classify_block_pair(cu, 10, 10, 10, 5).kind, ops::BlockPairKind::other);
+  expect_error([&] { ops::classify_block_pair(cu, 35, 10, 0, 5); }, "outside the sequence");
+  expect_error([&] { ops::classify_block_pair({0, 5, 4}, 0, 2, 0, 2); }, "non-decreasing");
 }
 
 }  // namespace

@@ -41,6 +41,7 @@ SequenceShard make_shard(const PackedSequence& sequence, const std::vector<Token
   shard.shift_labels = slice(sequence.shift_labels);
   shard.cu_seqlens = Tensor::from_ints(sequence.cu_seqlens,
                                        {static_cast<std::int64_t>(sequence.cu_seqlens.size())});
+  shard.cu_seqlens_host = sequence.cu_seqlens;
   shard.global_length = S;
   shard.shard_begin = ranges.front().begin;
   shard.ranges = ranges;

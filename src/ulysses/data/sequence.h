@@ -38,6 +38,10 @@ struct SequenceShard {
   Tensor position_ids;  // [T] i32
   Tensor shift_labels;  // [T] i32
   Tensor cu_seqlens;    // [n + 1] i32, global boundaries
+  // The same boundaries on the host (make_shard fills it, to_device keeps it): CUDA ops that
+  // plan by document (ring attention's cuDNN blocks) read them here, never from the device.
+  // Empty in a hand-made shard; the ring then reads cu_seqlens back once per call.
+  std::vector<std::int32_t> cu_seqlens_host;
   std::int64_t global_length = 0;
   std::int64_t shard_begin = 0;  // global position of the first local token
   // Global positions of the local tokens, in local order: the shard is the concatenation of

@@ -14,26 +14,46 @@
 // the block pair, so the blocks may overlap, be disjoint, be fully masked or partly visible, and
 // documents may cross their borders. GQA as in ops/attention.h (query head h reads kv head
 // h / (Hq / Hkv)); k and v are never repeated.
+// cu_host: the same boundaries on the host (data::SequenceShard::cu_seqlens_host), or empty.
+// The CPU checks the cu_seqlens values (and cu_host against them) and the placement. CUDA reads
+// cu_seqlens on the device only (no host synchronization), so they must be valid; it plans from
+// cu_host, checking the placement against it.
 // Dtypes: q, k, v, dout: f32 on the CPU, f32 or bf16 (one dtype) on CUDA; out, lse, block_out,
 // block_lse, dq, dk, dv: f32 on every device (accumulators: merges and the sums over key blocks
-// never round to bf16). The CPU checks the cu_seqlens values and the placement against them;
-// CUDA reads them on the device only (no host synchronization), so they must be valid. The CUDA
-// kernels are a plain reference (one warp per row; head_dim <= 256), not tuned.
+// never round to bf16).
+// CUDA kernels (ops/block_pair.h classifies the pair on the host from cu_host):
+//   - diagonal pairs (the same range) and pairs with every key before every query: cuDNN's
+//     fused flash attention (ops/cuda/cudnn_block_attention.h), bf16 inputs, head_dim a multiple
+//     of 8 up to 128. cuDNN computes in bf16 blocks: a block's output is rounded to bf16 before
+//     it is widened into the f32 out, and each block's dq, dk, dv are rounded to bf16 before
+//     they are added into the f32 accumulators; backward reads out rounded to bf16. Not
+//     bitwise deterministic (cuDNN sums dQ with atomics).
+//   - fully masked pairs: forward writes out 0, lse -inf; backward does nothing.
+//   - everything else (cu_host empty, ctx.attention_kernel builtin, other placements, f32
+//     inputs, cuDNN missing or refusing the shape): the reference kernel, a plain one (one warp
+//     per row; head_dim <= 256; deterministic), not tuned. With ctx.attention_kernel cudnn a
+//     diagonal or before pair that cuDNN cannot run is an Error instead.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "ulysses/core/context.h"
 #include "ulysses/core/tensor.h"
 
 namespace ulysses::ops {
 
+// Which kernel ran a block call (tests and benchmarks check it; callers may ignore it).
+enum class BlockAttentionPath { cpu, reference, cudnn, masked };
+
 // q: [Tq, Hq, D]; k, v: [Tk, Hkv, D] -> out: [Tq, Hq, D] and lse: [Hq, Tq] f32 written: the
 // softmax over the keys of this block visible to each query. A query that sees no key of the
 // block gets out 0 and lse -inf (merging it changes nothing). scale multiplies q.k.
-void attention_block_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
-                             const Tensor& cu_seqlens, std::int64_t q_begin, std::int64_t k_begin,
-                             float scale, Tensor out, Tensor lse);
+BlockAttentionPath attention_block_forward(const Context& ctx, const Tensor& q, const Tensor& k,
+                                           const Tensor& v, const Tensor& cu_seqlens,
+                                           const std::vector<std::int32_t>& cu_host,
+                                           std::int64_t q_begin, std::int64_t k_begin, float scale,
+                                           Tensor out, Tensor lse);
 
 // Merges a block's (block_out, block_lse) into the accumulated (out, lse), in place:
 // lse' = log(exp(lse) + exp(block_lse)), out' = out exp(lse - lse') + block_out exp(block_lse -
@@ -47,9 +67,11 @@ void attention_merge(const Context& ctx, Tensor out, Tensor lse, const Tensor& b
 // dq [Tq, Hq, D] +=, dk, dv [Tk, Hkv, D] += (query heads sharing a kv head summed into it).
 // Summed over all key blocks, dq equals ops::attention_backward's and each block's dk, dv are
 // its rows of it.
-void attention_block_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
-                              const Tensor& cu_seqlens, std::int64_t q_begin, std::int64_t k_begin,
-                              float scale, const Tensor& out, const Tensor& lse, const Tensor& dout,
-                              Tensor dq, Tensor dk, Tensor dv);
+BlockAttentionPath attention_block_backward(const Context& ctx, const Tensor& q, const Tensor& k,
+                                            const Tensor& v, const Tensor& cu_seqlens,
+                                            const std::vector<std::int32_t>& cu_host,
+                                            std::int64_t q_begin, std::int64_t k_begin, float scale,
+                                            const Tensor& out, const Tensor& lse,
+                                            const Tensor& dout, Tensor dq, Tensor dk, Tensor dv);
 
 }  // namespace ulysses::ops

@@ -21,6 +21,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "ulysses/ops/block_attention.h"
 #include "ulysses/ops/elementwise.h"
@@ -141,6 +142,7 @@ class RingAttention final : public AttentionStrategy {
     Tensor next = Tensor::empty(kv.shape(), kv.dtype(), kv.device());
     Tensor block_out = Tensor::empty({C, H, D}, DType::f32, q.device());
     Tensor block_lse = Tensor::empty({H, C}, DType::f32, q.device());
+    const std::vector<std::int32_t> cu_host = host_boundaries(shard);
     bool started[2] = {false, false};
     for (std::int64_t s = 0; s < R; ++s) {
       const std::int64_t source = (i - s + R) % R;  // owner of the K/V held now
@@ -157,8 +159,8 @@ class RingAttention final : public AttentionStrategy {
           started[qc] = true;
           ops::attention_block_forward(
               ctx, q.rows(qc * C, (qc + 1) * C), kv.rows(kc * C, (kc + 1) * C),
-              kv.rows((2 + kc) * C, (3 + kc) * C), shard.cu_seqlens, query_chunk * C, key_chunk * C,
-              scale, first ? acc_rows : block_out, first ? lse_rows : block_lse);
+              kv.rows((2 + kc) * C, (3 + kc) * C), shard.cu_seqlens, cu_host, query_chunk * C,
+              key_chunk * C, scale, first ? acc_rows : block_out, first ? lse_rows : block_lse);
           if (!first) ops::attention_merge(ctx, acc_rows, lse_rows, block_out, block_lse);
         }
       }
@@ -187,6 +189,7 @@ class RingAttention final : public AttentionStrategy {
     // The held block's dK/dV (f32): dk rows [0, 2C), dv rows [2C, 4C).
     Tensor dkv = Tensor::zeros(kv.shape(), DType::f32, kv.device());
     Tensor next_dkv = Tensor::empty(kv.shape(), DType::f32, kv.device());
+    const std::vector<std::int32_t> cu_host = host_boundaries(shard);
     for (std::int64_t s = 0; s < R; ++s) {
       const std::int64_t source = (i - s + R) % R;
       std::unique_ptr<comm::Work> passing;
@@ -197,12 +200,12 @@ class RingAttention final : public AttentionStrategy {
           const std::int64_t query_chunk = chunk_of(i, qc), key_chunk = chunk_of(source, kc);
           if (key_chunk > query_chunk) continue;
           const auto query_rows = [&](const Tensor& t) { return t.rows(qc * C, (qc + 1) * C); };
-          ops::attention_block_backward(ctx, query_rows(q), kv.rows(kc * C, (kc + 1) * C),
-                                        kv.rows((2 + kc) * C, (3 + kc) * C), shard.cu_seqlens,
-                                        query_chunk * C, key_chunk * C, scale, query_rows(out32),
-                                        lse.rows(qc * H, (qc + 1) * H), query_rows(dout),
-                                        query_rows(dq32), dkv.rows(kc * C, (kc + 1) * C),
-                                        dkv.rows((2 + kc) * C, (3 + kc) * C));
+          ops::attention_block_backward(
+              ctx, query_rows(q), kv.rows(kc * C, (kc + 1) * C),
+              kv.rows((2 + kc) * C, (3 + kc) * C), shard.cu_seqlens, cu_host, query_chunk * C,
+              key_chunk * C, scale, query_rows(out32), lse.rows(qc * H, (qc + 1) * H),
+              query_rows(dout), query_rows(dq32), dkv.rows(kc * C, (kc + 1) * C),
+              dkv.rows((2 + kc) * C, (3 + kc) * C));
         }
       }
       // The accumulator follows its block; after the last step it reaches the block's owner.
@@ -219,6 +222,16 @@ class RingAttention final : public AttentionStrategy {
     if (dq32.raw() != dq.raw()) add_converted(ctx, dq, dq32);
     add_converted(ctx, dk, dkv.rows(0, T));
     add_converted(ctx, dv, dkv.rows(T, 2 * T));
+  }
+
+  // The shard's document boundaries on the host (the block ops plan from them): its
+  // cu_seqlens_host, or for a hand-made shard without one a copy read back once per call.
+  static std::vector<std::int32_t> host_boundaries(const data::SequenceShard& shard) {
+    if (!shard.cu_seqlens_host.empty() || !shard.cu_seqlens.defined()) return shard.cu_seqlens_host;
+    const Tensor host =
+        shard.cu_seqlens.device().is_cpu() ? shard.cu_seqlens : shard.cu_seqlens.to(Device::cpu());
+    const std::int32_t* p = host.data<std::int32_t>();
+    return std::vector<std::int32_t>(p, p + host.numel());
   }
 
   // x itself when f32, else an f32 copy.

@@ -42,20 +42,15 @@ enum Uid : std::int64_t {
   kOne,
 };
 
-// The shape a plan is built for. Documents: `batch` entries (>= n, unused ones have length 0),
-// each at most `max_length` tokens.
+// The shape a plan is built for: the graph's dimensions (kv_tokens only enters the offsets).
 struct PlanKey {
-  bool backward;
-  std::int64_t tokens, query_heads, kv_heads, head_dim, batch, max_length;
+  bool backward, causal;
+  std::int64_t q_tokens, query_heads, kv_heads, head_dim, batch, max_q, max_kv;
   auto tie() const {
-    return std::tie(backward, tokens, query_heads, kv_heads, head_dim, batch, max_length);
+    return std::tie(backward, causal, q_tokens, query_heads, kv_heads, head_dim, batch, max_q,
+                    max_kv);
   }
   bool operator<(const PlanKey& o) const { return tie() < o.tie(); }
-};
-
-struct Plan {
-  DescriptorPtr plan;  // null when the shape is not supported
-  std::int64_t workspace_bytes = 0;
 };
 
 std::int64_t next_power_of_two(std::int64_t x) {
@@ -64,21 +59,25 @@ std::int64_t next_power_of_two(std::int64_t x) {
   return p;
 }
 
-// Scores and statistics of the graph: dims [b, h, s, s] and [b, h, s, 1].
+// Scores and statistics of the graph: dims [b, h, sq, skv] and [b, h, sq, 1].
 struct Shapes {
-  std::int64_t b, hq, hkv, s, d, T;
-  Dims scores() const { return {b, hq, s, s}; }
-  Dims scores_strides() const { return {hq * s * s, s * s, s, 1}; }
-  Dims row() const { return {b, hq, s, 1}; }
-  Dims row_strides() const { return {hq * s, s, 1, 1}; }
-  // Token-major [T, h, d] data as [b, h, s, d] (ragged offsets give each document's start).
-  Dims thd(std::int64_t h) const { return {b, h, s, d}; }
-  Dims thd_strides(std::int64_t h) const { return {s * h * d, d, h * d, 1}; }
+  std::int64_t b, hq, hkv, sq, skv, d, Tq;
+  bool causal;
+  Dims scores() const { return {b, hq, sq, skv}; }
+  Dims scores_strides() const { return {hq * sq * skv, sq * skv, skv, 1}; }
+  // The scores seen transposed: [b, h, skv, sq].
+  Dims scores_t() const { return {b, hq, skv, sq}; }
+  Dims scores_t_strides() const { return {hq * sq * skv, sq * skv, 1, skv}; }
+  Dims row() const { return {b, hq, sq, 1}; }
+  Dims row_strides() const { return {hq * sq, sq, 1, 1}; }
+  // Token-major [T, h, d] data as [b, h, s, d] (ragged offsets give each entry's start).
+  Dims thd(std::int64_t h, std::int64_t s) const { return {b, h, s, d}; }
+  Dims thd_strides(std::int64_t h, std::int64_t s) const { return {s * h * d, d, h * d, 1}; }
   // The same data seen transposed: [b, h, d, s].
-  Dims thd_t(std::int64_t h) const { return {b, h, d, s}; }
-  Dims thd_t_strides(std::int64_t h) const { return {s * h * d, d, 1, h * d}; }
-  // lse: [Hq, T] as [b, h, s, 1] with document offsets cu_seqlens[i].
-  Dims stats_strides() const { return {hq * T, T, 1, 1}; }
+  Dims thd_t(std::int64_t h, std::int64_t s) const { return {b, h, d, s}; }
+  Dims thd_t_strides(std::int64_t h, std::int64_t s) const { return {s * h * d, d, 1, h * d}; }
+  // lse: [Hq, Tq] as [b, h, sq, 1] with entry offsets.
+  Dims stats_strides() const { return {hq * Tq, Tq, 1, 1}; }
 };
 
 // The tensors both graphs share.
@@ -98,8 +97,8 @@ Common common_tensors(GraphBuilder& g, const Shapes& sh) {
   return c;
 }
 
-// scores -> scores with -inf outside each document's valid rows/columns, then above the
-// diagonal (query i sees keys j <= i of its document).
+// scores -> scores with -inf outside each entry's valid rows/columns, then above the
+// diagonal (query i sees keys j <= i of its entry).
 GraphTensor masks(GraphBuilder& g, const Common& c, const GraphTensor& scores, bool padding,
                   bool causal) {
   GraphTensor s = scores;
@@ -128,24 +127,30 @@ GraphTensor masks(GraphBuilder& g, const Common& c, const GraphTensor& scores, b
   return s;
 }
 
-Plan build_forward(cudnnHandle_t handle, const Shapes& sh) {
+struct Built {
+  DescriptorPtr plan;
+  std::int64_t workspace_bytes = 0;
+};
+
+Built build_forward(cudnnHandle_t handle, const Shapes& sh) {
   GraphBuilder g;
   const Common c = common_tensors(g, sh);
-  const GraphTensor q =
-      g.tensor(kQ, CUDNN_DATA_BFLOAT16, sh.thd(sh.hq), sh.thd_strides(sh.hq), false, &c.q_offset);
-  const GraphTensor k_t = g.tensor(kK, CUDNN_DATA_BFLOAT16, sh.thd_t(sh.hkv),
-                                   sh.thd_t_strides(sh.hkv), false, &c.kv_offset);
-  const GraphTensor v = g.tensor(kV, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv), sh.thd_strides(sh.hkv),
-                                 false, &c.kv_offset);
-  const GraphTensor o =
-      g.tensor(kO, CUDNN_DATA_BFLOAT16, sh.thd(sh.hq), sh.thd_strides(sh.hq), false, &c.q_offset);
+  const std::int64_t sq = sh.sq, skv = sh.skv;
+  const GraphTensor q = g.tensor(kQ, CUDNN_DATA_BFLOAT16, sh.thd(sh.hq, sq),
+                                 sh.thd_strides(sh.hq, sq), false, &c.q_offset);
+  const GraphTensor k_t = g.tensor(kK, CUDNN_DATA_BFLOAT16, sh.thd_t(sh.hkv, skv),
+                                   sh.thd_t_strides(sh.hkv, skv), false, &c.kv_offset);
+  const GraphTensor v = g.tensor(kV, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv, skv),
+                                 sh.thd_strides(sh.hkv, skv), false, &c.kv_offset);
+  const GraphTensor o = g.tensor(kO, CUDNN_DATA_BFLOAT16, sh.thd(sh.hq, sq),
+                                 sh.thd_strides(sh.hq, sq), false, &c.q_offset);
   const GraphTensor stats =
       g.tensor(kStats, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false, &c.stats_offset);
 
   const GraphTensor s = g.virtual_tensor(CUDNN_DATA_FLOAT, sh.scores(), sh.scores_strides());
   g.matmul(q, k_t, s, &c.seq_q, &c.seq_kv, nullptr, /*zero_padding=*/true);
   GraphTensor x = g.pointwise(CUDNN_POINTWISE_MUL, s, &c.scale, nullptr, CUDNN_DATA_FLOAT);
-  x = masks(g, c, x, /*padding=*/true, /*causal=*/true);
+  x = masks(g, c, x, /*padding=*/true, sh.causal);
   // Softmax with statistics: m = max, e = exp(x - m), z = sum e, lse = m + log z, p = e / z.
   const GraphTensor m = g.virtual_tensor(CUDNN_DATA_FLOAT, sh.row(), sh.row_strides());
   g.reduction(CUDNN_REDUCE_TENSOR_MAX, x, m);
@@ -160,38 +165,39 @@ Plan build_forward(cudnnHandle_t handle, const Shapes& sh) {
   const GraphTensor p = g.pointwise(CUDNN_POINTWISE_DIV, e, &z, nullptr, CUDNN_DATA_BFLOAT16);
   g.matmul(p, v, o, &c.seq_q, nullptr, &c.seq_kv);
 
-  Plan plan;
-  plan.plan = g.plan(handle, &plan.workspace_bytes);
-  return plan;
+  Built built;
+  built.plan = g.plan(handle, &built.workspace_bytes);
+  return built;
 }
 
-Plan build_backward(cudnnHandle_t handle, const Shapes& sh) {
+Built build_backward(cudnnHandle_t handle, const Shapes& sh) {
   GraphBuilder g;
   const Common c = common_tensors(g, sh);
-  const GraphTensor q =
-      g.tensor(kQ, CUDNN_DATA_BFLOAT16, sh.thd(sh.hq), sh.thd_strides(sh.hq), false, &c.q_offset);
-  const GraphTensor k_t = g.tensor(kK, CUDNN_DATA_BFLOAT16, sh.thd_t(sh.hkv),
-                                   sh.thd_t_strides(sh.hkv), false, &c.kv_offset);
-  const GraphTensor v_t = g.tensor(kV, CUDNN_DATA_BFLOAT16, sh.thd_t(sh.hkv),
-                                   sh.thd_t_strides(sh.hkv), false, &c.kv_offset);
-  const GraphTensor o =
-      g.tensor(kO, CUDNN_DATA_BFLOAT16, sh.thd(sh.hq), sh.thd_strides(sh.hq), false, &c.q_offset);
-  const GraphTensor d_o =
-      g.tensor(kDO, CUDNN_DATA_BFLOAT16, sh.thd(sh.hq), sh.thd_strides(sh.hq), false, &c.q_offset);
+  const std::int64_t sq = sh.sq, skv = sh.skv;
+  auto q_like = [&](std::int64_t uid, cudnnDataType_t type) {
+    return g.tensor(uid, type, sh.thd(sh.hq, sq), sh.thd_strides(sh.hq, sq), false, &c.q_offset);
+  };
+  auto kv_like = [&](std::int64_t uid) {
+    return g.tensor(uid, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv, skv), sh.thd_strides(sh.hkv, skv),
+                    false, &c.kv_offset);
+  };
+  const GraphTensor q = q_like(kQ, CUDNN_DATA_BFLOAT16);
+  const GraphTensor k_t = g.tensor(kK, CUDNN_DATA_BFLOAT16, sh.thd_t(sh.hkv, skv),
+                                   sh.thd_t_strides(sh.hkv, skv), false, &c.kv_offset);
+  const GraphTensor v_t = g.tensor(kV, CUDNN_DATA_BFLOAT16, sh.thd_t(sh.hkv, skv),
+                                   sh.thd_t_strides(sh.hkv, skv), false, &c.kv_offset);
+  const GraphTensor o = q_like(kO, CUDNN_DATA_BFLOAT16);
+  const GraphTensor d_o = q_like(kDO, CUDNN_DATA_BFLOAT16);
   const GraphTensor stats =
       g.tensor(kStats, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false, &c.stats_offset);
-  const GraphTensor d_q =
-      g.tensor(kDQ, CUDNN_DATA_BFLOAT16, sh.thd(sh.hq), sh.thd_strides(sh.hq), false, &c.q_offset);
-  const GraphTensor d_k = g.tensor(kDK, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv), sh.thd_strides(sh.hkv),
-                                   false, &c.kv_offset);
-  const GraphTensor d_v = g.tensor(kDV, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv), sh.thd_strides(sh.hkv),
-                                   false, &c.kv_offset);
+  const GraphTensor d_q = q_like(kDQ, CUDNN_DATA_BFLOAT16);
+  const GraphTensor d_k = kv_like(kDK);
+  const GraphTensor d_v = kv_like(kDV);
   const GraphTensor one = g.scalar(kOne, CUDNN_DATA_FLOAT);
   // Workspaces we own: rowsum(dO * O) like lse, and dQ accumulated in f32 like dQ.
   const GraphTensor dot_sum =
       g.tensor(kDotSum, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false, &c.stats_offset);
-  const GraphTensor dq_accum = g.tensor(kDQAccum, CUDNN_DATA_FLOAT, sh.thd(sh.hq),
-                                        sh.thd_strides(sh.hq), false, &c.q_offset);
+  const GraphTensor dq_accum = q_like(kDQAccum, CUDNN_DATA_FLOAT);
 
   // delta = rowsum(dO * O)
   const GraphTensor prod = g.pointwise(CUDNN_POINTWISE_MUL, d_o, &o, nullptr, CUDNN_DATA_FLOAT);
@@ -206,15 +212,15 @@ Plan build_backward(cudnnHandle_t handle, const Shapes& sh) {
   GraphTensor x = g.pointwise(CUDNN_POINTWISE_MUL, s, &c.scale, nullptr, CUDNN_DATA_FLOAT);
   x = masks(g, c, x, /*padding=*/true, /*causal=*/false);
   x = g.pointwise(CUDNN_POINTWISE_SUB, x, &stats, nullptr, CUDNN_DATA_FLOAT);
-  x = masks(g, c, x, /*padding=*/false, /*causal=*/true);
+  x = masks(g, c, x, /*padding=*/false, sh.causal);
   const GraphTensor p = g.pointwise(CUDNN_POINTWISE_EXP, x, nullptr, nullptr, CUDNN_DATA_FLOAT);
 
-  const Dims transposed = {sh.b, sh.hq, sh.s, sh.s};
-  const Dims transposed_strides = {sh.hq * sh.s * sh.s, sh.s * sh.s, 1, sh.s};
-  const Dims full_head = sh.thd(sh.hq);
-  const Dims full_head_strides = {sh.hq * sh.s * sh.d, sh.s * sh.d, sh.d, 1};
+  // Per query head, before the sum over the heads sharing a kv head: [b, hq, skv, d].
+  const Dims full_head = {sh.b, sh.hq, skv, sh.d};
+  const Dims full_head_strides = {sh.hq * skv * sh.d, skv * sh.d, sh.d, 1};
   // dV = p^T dO (summed over the query heads of each kv head)
-  const GraphTensor p_t = g.virtual_tensor(CUDNN_DATA_BFLOAT16, transposed, transposed_strides);
+  const GraphTensor p_t =
+      g.virtual_tensor(CUDNN_DATA_BFLOAT16, sh.scores_t(), sh.scores_t_strides());
   g.reshape(p, p_t);
   if (sh.hq == sh.hkv) {
     g.matmul(p_t, d_o, d_v, &c.seq_kv, nullptr, &c.seq_q);
@@ -231,7 +237,8 @@ Plan build_backward(cudnnHandle_t handle, const Shapes& sh) {
   d_s = g.pointwise(CUDNN_POINTWISE_MUL, d_s, &p, nullptr, CUDNN_DATA_FLOAT);
   d_s = g.pointwise(CUDNN_POINTWISE_MUL, d_s, &c.scale, nullptr, CUDNN_DATA_FLOAT);
   // dK = dS^T q
-  const GraphTensor d_s_t = g.virtual_tensor(CUDNN_DATA_BFLOAT16, transposed, transposed_strides);
+  const GraphTensor d_s_t =
+      g.virtual_tensor(CUDNN_DATA_BFLOAT16, sh.scores_t(), sh.scores_t_strides());
   g.reshape(d_s, d_s_t);
   if (sh.hq == sh.hkv) {
     g.matmul(d_s_t, q, d_k, &c.seq_kv, nullptr, &c.seq_q);
@@ -242,16 +249,16 @@ Plan build_backward(cudnnHandle_t handle, const Shapes& sh) {
     g.reduction(CUDNN_REDUCE_TENSOR_ADD, d_k_full, d_k);
   }
   // dQ = dS k (accumulated in f32, then converted)
-  GraphTensor k = g.tensor(kFirstVirtualUid - 1, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv),
-                           sh.thd_strides(sh.hkv), true, &c.kv_offset);
+  GraphTensor k = g.tensor(kFirstVirtualUid - 1, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv, skv),
+                           sh.thd_strides(sh.hkv, skv), true, &c.kv_offset);
   g.reshape(k_t, k);
   g.matmul(d_s, k, dq_accum, &c.seq_q, nullptr, &c.seq_kv);
   g.pointwise(CUDNN_POINTWISE_IDENTITY, dq_accum, nullptr, nullptr, CUDNN_DATA_BFLOAT16,
               CUDNN_DATA_FLOAT, -1, &d_q);
 
-  Plan plan;
-  plan.plan = g.plan(handle, &plan.workspace_bytes);
-  return plan;
+  Built built;
+  built.plan = g.plan(handle, &built.workspace_bytes);
+  return built;
 }
 
 // seq_len[i] = length of document i (0 past n), offsets = cu_seqlens[i] (T past n) times the
@@ -271,9 +278,15 @@ __global__ void document_arrays_kernel(const std::int32_t* cu, int n, int batch,
 
 }  // namespace
 
+struct SdpaPlan {
+  DescriptorPtr plan;  // null when the shape is not supported
+  std::int64_t workspace_bytes = 0;
+  cudnnHandle_t handle = nullptr;
+};
+
 struct CudnnAttentionCache {
   cudnnHandle_t handle = nullptr;
-  std::map<PlanKey, Plan> plans;
+  std::map<PlanKey, SdpaPlan> plans;  // node-based: pointers to the plans stay valid
   ~CudnnAttentionCache() {
     plans.clear();
     if (handle) cudnn_library().destroy(handle);
@@ -289,43 +302,25 @@ int cudnn_version(std::string* reason) {
   return lib.version;
 }
 
-namespace {
-
-// The plan for this call's shape (built and cached on first use), or null with the reason
-// logged once.
-struct Call {
-  Shapes shapes;
-  const Plan* plan = nullptr;
-  cudnnHandle_t handle = nullptr;
-  Tensor documents;  // i32: seq_len [b], q/kv/stats offsets [b + 1] each
-  std::int32_t* seq_len() const {
-    return static_cast<std::int32_t*>(const_cast<void*>(documents.raw()));
-  }
-  std::int32_t* offsets(int which) const { return seq_len() + shapes.b + which * (shapes.b + 1); }
-};
-
-bool prepare(const Context& ctx, bool backward, const Tensor& q, const Tensor& k,
-             const Tensor& cu_seqlens, const std::vector<std::int32_t>& cu_host, Call& call) {
+const SdpaPlan* cudnn_sdpa_plan(const Context& ctx, bool backward, const SdpaShape& shape) {
   std::string why;
   if (!cudnn_version(&why)) {
     static std::once_flag logged;
     std::call_once(logged, [&] { log_info("attention: cuDNN not used (", why, ")"); });
-    return false;
+    return nullptr;
   }
-  const std::int64_t T = q.dim(0), Hq = q.dim(1), Hkv = k.dim(1), D = q.dim(2);
-  const std::int64_t n = static_cast<std::int64_t>(cu_host.size()) - 1;
+  const std::int64_t Tq = shape.q_tokens, Tk = shape.kv_tokens, Hq = shape.query_heads;
+  const std::int64_t Hkv = shape.kv_heads, D = shape.head_dim;
+  constexpr std::int64_t kMaxOffset = std::numeric_limits<std::int32_t>::max();
   // Ragged offsets are 32-bit here.
-  if (T * Hq * D >= std::numeric_limits<std::int32_t>::max() || D % 8 != 0 || D > 128 || T == 0)
-    return false;
-  std::int64_t longest = 1;
-  for (std::int64_t i = 0; i < n; ++i)
-    longest = std::max<std::int64_t>(longest, cu_host[i + 1] - cu_host[i]);
-  Shapes& sh = call.shapes;
-  sh = {next_power_of_two(std::max<std::int64_t>(n, 1)), Hq, Hkv,
-        std::min(next_power_of_two(longest), T),         D,  T};
-  const PlanKey key{backward, T, Hq, Hkv, D, sh.b, sh.s};
+  if (Tq * Hq * D >= kMaxOffset || Tk * Hkv * D >= kMaxOffset || D % 8 != 0 || D > 128 || Tq == 0 ||
+      Tk == 0 || shape.batch < 1 || shape.max_q < 1 || shape.max_kv < 1)
+    return nullptr;
+  const PlanKey key{backward, shape.causal, Tq, Hq, Hkv, D, shape.batch, shape.max_q, shape.max_kv};
+  const Shapes sh{shape.batch, Hq, Hkv, shape.max_q, shape.max_kv, D, Tq, shape.causal};
 
   CudaResources& r = cuda_resources(ctx);
+  const SdpaPlan* found = nullptr;
   {
     std::lock_guard<std::mutex> lock(r.attention_mutex);
     if (!r.attention_plans) {
@@ -339,82 +334,150 @@ bool prepare(const Context& ctx, bool backward, const Tensor& q, const Tensor& k
       r.attention_plans = std::move(cache);
     }
     CudnnAttentionCache& cache = *r.attention_plans;
-    if (!cache.handle) return false;
+    if (!cache.handle) return nullptr;
     auto it = cache.plans.find(key);
     if (it == cache.plans.end()) {
-      Plan plan;
+      SdpaPlan plan;
+      plan.handle = cache.handle;
+      const char* direction = backward ? "backward" : "forward";
       try {
-        plan = backward ? build_backward(cache.handle, sh) : build_forward(cache.handle, sh);
-        log_debug("attention: cuDNN ", backward ? "backward" : "forward", " plan for T=", T,
-                  " heads ", Hq, "/", Hkv, " head_dim ", D, " documents<=", sh.b,
-                  " longest<=", sh.s, ", workspace ", plan.workspace_bytes, " bytes");
+        Built built = backward ? build_backward(cache.handle, sh) : build_forward(cache.handle, sh);
+        plan.plan = std::move(built.plan);
+        plan.workspace_bytes = built.workspace_bytes;
+        log_debug("attention: cuDNN ", direction, shape.causal ? " causal" : " full",
+                  " plan for Tq=", Tq, " heads ", Hq, "/", Hkv, " head_dim ", D, " entries<=", sh.b,
+                  " longest<=", sh.sq, "/", sh.skv, ", workspace ", plan.workspace_bytes, " bytes");
       } catch (const NotSupported& e) {
-        log_warn("attention: cuDNN refused the ", backward ? "backward" : "forward",
-                 " graph for T=", T, " heads ", Hq, "/", Hkv, " head_dim ", D, " (", e.what,
+        log_warn("attention: cuDNN refused the ", direction, shape.causal ? " causal" : " full",
+                 " graph for Tq=", Tq, " heads ", Hq, "/", Hkv, " head_dim ", D, " (", e.what,
                  "); using the built-in kernel for this shape");
       }
       it = cache.plans.emplace(key, std::move(plan)).first;
     }
-    if (!it->second.plan) return false;
-    call.plan = &it->second;
-    call.handle = cache.handle;
+    if (!it->second.plan) return nullptr;
+    found = &it->second;
   }
-  cudaStream_t stream = r.stream;
-  check(cudnn_library().set_stream(call.handle, stream), "cudnnSetStream");
-
-  const std::int64_t b = sh.b;
-  call.documents = Tensor::empty({b + 3 * (b + 1)}, DType::i32, ctx.device);
-  const int threads = 256;
-  const int blocks = static_cast<int>((b + 1 + threads - 1) / threads);
-  document_arrays_kernel<<<blocks, threads, 0, stream>>>(
-      static_cast<const std::int32_t*>(cu_seqlens.raw()), static_cast<int>(n), static_cast<int>(b),
-      static_cast<std::int32_t>(Hq * D), static_cast<std::int32_t>(Hkv * D), call.seq_len(),
-      call.offsets(0), call.offsets(1), call.offsets(2));
-  UL_CUDA_CHECK_LAUNCH();
-  return true;
+  try {
+    check(cudnn_library().set_stream(found->handle, cuda_resources(ctx).stream), "cudnnSetStream");
+  } catch (const NotSupported& e) {
+    UL_FAIL("attention: ", e.what);
+  }
+  return found;
 }
 
-void execute(const Context& ctx, const Call& call, std::vector<std::int64_t> uids,
+namespace {
+
+void execute(const Context& ctx, const SdpaPlan& plan, std::vector<std::int64_t> uids,
              std::vector<void*> pointers) {
   Tensor workspace;
   void* workspace_ptr = nullptr;
-  if (call.plan->workspace_bytes > 0) {
-    workspace = Tensor::empty({(call.plan->workspace_bytes + 3) / 4}, DType::i32, ctx.device);
+  if (plan.workspace_bytes > 0) {
+    workspace = Tensor::empty({(plan.workspace_bytes + 3) / 4}, DType::i32, ctx.device);
     workspace_ptr = workspace.raw();
   }
-  Descriptor pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
-  pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64,
-           static_cast<std::int64_t>(uids.size()), uids.data());
-  pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR,
-           static_cast<std::int64_t>(pointers.size()), pointers.data());
-  pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, workspace_ptr);
-  pack.finalize("variant pack");
-  const cudnnStatus_t status =
-      cudnn_library().execute(call.handle, call.plan->plan->get(), pack.get());
-  if (status != CUDNN_STATUS_SUCCESS)
-    UL_FAIL("attention: cudnnBackendExecute failed: ", status_text(status));
+  try {
+    Descriptor pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+    pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64,
+             static_cast<std::int64_t>(uids.size()), uids.data());
+    pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR,
+             static_cast<std::int64_t>(pointers.size()), pointers.data());
+    pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, workspace_ptr);
+    pack.finalize("variant pack");
+    const cudnnStatus_t status = cudnn_library().execute(plan.handle, plan.plan->get(), pack.get());
+    if (status != CUDNN_STATUS_SUCCESS)
+      UL_FAIL("attention: cudnnBackendExecute failed: ", status_text(status));
+  } catch (const NotSupported& e) {
+    UL_FAIL("attention: cuDNN execution: ", e.what);
+  }
 }
 
 // A device pointer for the variant pack (cuDNN takes void* for inputs too).
 void* bind(const Tensor& t) { return const_cast<void*>(t.raw()); }
+void* bind(const std::int32_t* p) { return const_cast<std::int32_t*>(p); }
+
+}  // namespace
+
+void cudnn_sdpa_forward(const Context& ctx, const SdpaPlan& plan, const SdpaEntries& e,
+                        const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor out,
+                        Tensor lse) {
+  float scale_value = scale, neg_inf = -std::numeric_limits<float>::infinity();
+  execute(
+      ctx, plan,
+      {kQ, kK, kV, kO, kStats, kScale, kNegInf, kSeqQ, kSeqKv, kQOffset, kKvOffset, kStatsOffset},
+      {bind(q), bind(k), bind(v), bind(out), bind(lse), &scale_value, &neg_inf, bind(e.seq_q),
+       bind(e.seq_kv), bind(e.q_offset), bind(e.kv_offset), bind(e.stats_offset)});
+}
+
+void cudnn_sdpa_backward(const Context& ctx, const SdpaPlan& plan, const SdpaEntries& e,
+                         const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                         const Tensor& out, const Tensor& lse, const Tensor& dout, Tensor dq,
+                         Tensor dk, Tensor dv) {
+  Tensor dot_sum = Tensor::empty(lse.shape(), DType::f32, ctx.device);
+  // cuDNN adds into dQ's f32 accumulator: zero it on the stream the plan runs on.
+  Tensor dq_accum = Tensor::empty(q.shape(), DType::f32, ctx.device);
+  UL_CUDA_CHECK(cudaMemsetAsync(dq_accum.raw(), 0, dq_accum.nbytes(), cuda_resources(ctx).stream));
+  float scale_value = scale, neg_inf = -std::numeric_limits<float>::infinity(), one = 1.0f;
+  execute(ctx, plan,
+          {kQ, kK, kV, kO, kDO, kStats, kDQ, kDK, kDV, kDotSum, kDQAccum, kScale, kNegInf, kOne,
+           kSeqQ, kSeqKv, kQOffset, kKvOffset, kStatsOffset},
+          {bind(q), bind(k), bind(v), bind(out), bind(dout), bind(lse), bind(dq), bind(dk),
+           bind(dv), bind(dot_sum), bind(dq_accum), &scale_value, &neg_inf, &one, bind(e.seq_q),
+           bind(e.seq_kv), bind(e.q_offset), bind(e.kv_offset), bind(e.stats_offset)});
+}
+
+namespace {
+
+// The plan and the per-document entries of a causal attention over the whole packed sequence
+// (document i is entry i); null plan when cuDNN cannot run it.
+struct WholeSequence {
+  const SdpaPlan* plan = nullptr;
+  Tensor arrays;  // i32: seq_len [b], q/kv/stats offsets [b + 1] each
+  SdpaEntries entries;
+};
+
+WholeSequence prepare(const Context& ctx, bool backward, const Tensor& q, const Tensor& k,
+                      const Tensor& cu_seqlens, const std::vector<std::int32_t>& cu_host) {
+  WholeSequence w;
+  const std::int64_t T = q.dim(0), Hq = q.dim(1), Hkv = k.dim(1), D = q.dim(2);
+  const std::int64_t n = static_cast<std::int64_t>(cu_host.size()) - 1;
+  if (T == 0) return w;
+  std::int64_t longest = 1;
+  for (std::int64_t i = 0; i < n; ++i)
+    longest = std::max<std::int64_t>(longest, cu_host[i + 1] - cu_host[i]);
+  SdpaShape shape;
+  shape.causal = true;
+  shape.q_tokens = shape.kv_tokens = T;
+  shape.query_heads = Hq;
+  shape.kv_heads = Hkv;
+  shape.head_dim = D;
+  shape.batch = next_power_of_two(std::max<std::int64_t>(n, 1));
+  shape.max_q = shape.max_kv = std::min(next_power_of_two(longest), T);
+  w.plan = cudnn_sdpa_plan(ctx, backward, shape);
+  if (!w.plan) return w;
+
+  const std::int64_t b = shape.batch;
+  w.arrays = Tensor::empty({b + 3 * (b + 1)}, DType::i32, ctx.device);
+  std::int32_t* seq_len = static_cast<std::int32_t*>(w.arrays.raw());
+  std::int32_t* offsets = seq_len + b;
+  const int threads = 256;
+  const int blocks = static_cast<int>((b + 1 + threads - 1) / threads);
+  document_arrays_kernel<<<blocks, threads, 0, cuda_resources(ctx).stream>>>(
+      static_cast<const std::int32_t*>(cu_seqlens.raw()), static_cast<int>(n), static_cast<int>(b),
+      static_cast<std::int32_t>(Hq * D), static_cast<std::int32_t>(Hkv * D), seq_len, offsets,
+      offsets + (b + 1), offsets + 2 * (b + 1));
+  UL_CUDA_CHECK_LAUNCH();
+  w.entries = {seq_len, seq_len, offsets, offsets + (b + 1), offsets + 2 * (b + 1)};
+  return w;
+}
 
 }  // namespace
 
 bool cudnn_attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                              const Tensor& cu_seqlens, const std::vector<std::int32_t>& cu_host,
                              float scale, Tensor out, Tensor lse) {
-  Call call;
-  try {
-    if (!prepare(ctx, false, q, k, cu_seqlens, cu_host, call)) return false;
-    float scale_value = scale, neg_inf = -std::numeric_limits<float>::infinity();
-    execute(
-        ctx, call,
-        {kQ, kK, kV, kO, kStats, kScale, kNegInf, kSeqQ, kSeqKv, kQOffset, kKvOffset, kStatsOffset},
-        {bind(q), bind(k), bind(v), bind(out), bind(lse), &scale_value, &neg_inf, call.seq_len(),
-         call.seq_len(), call.offsets(0), call.offsets(1), call.offsets(2)});
-  } catch (const NotSupported& e) {
-    UL_FAIL("attention: cuDNN forward: ", e.what);
-  }
+  const WholeSequence w = prepare(ctx, false, q, k, cu_seqlens, cu_host);
+  if (!w.plan) return false;
+  cudnn_sdpa_forward(ctx, *w.plan, w.entries, q, k, v, scale, out, lse);
   return true;
 }
 
@@ -422,29 +485,17 @@ bool cudnn_attention_backward(const Context& ctx, const Tensor& q, const Tensor&
                               const Tensor& cu_seqlens, const std::vector<std::int32_t>& cu_host,
                               float scale, const Tensor& out, const Tensor& lse, const Tensor& dout,
                               Tensor dq, Tensor dk, Tensor dv) {
-  Call call;
-  try {
-    if (!prepare(ctx, true, q, k, cu_seqlens, cu_host, call)) return false;
-    // cuDNN writes the gradients; ours accumulate, so it writes into fresh buffers first.
-    Tensor dq_new = Tensor::empty(dq.shape(), dq.dtype(), ctx.device);
-    Tensor dk_new = Tensor::empty(dk.shape(), dk.dtype(), ctx.device);
-    Tensor dv_new = Tensor::empty(dv.shape(), dv.dtype(), ctx.device);
-    Tensor dot_sum = Tensor::empty(lse.shape(), DType::f32, ctx.device);
-    Tensor dq_accum = Tensor::zeros(q.shape(), DType::f32, ctx.device);
-    float scale_value = scale, neg_inf = -std::numeric_limits<float>::infinity(), one = 1.0f;
-    execute(
-        ctx, call,
-        {kQ, kK, kV, kO, kDO, kStats, kDQ, kDK, kDV, kDotSum, kDQAccum, kScale, kNegInf, kOne,
-         kSeqQ, kSeqKv, kQOffset, kKvOffset, kStatsOffset},
-        {bind(q), bind(k), bind(v), bind(out), bind(dout), bind(lse), bind(dq_new), bind(dk_new),
-         bind(dv_new), bind(dot_sum), bind(dq_accum), &scale_value, &neg_inf, &one, call.seq_len(),
-         call.seq_len(), call.offsets(0), call.offsets(1), call.offsets(2)});
-    add_inplace(ctx, dq, dq_new);
-    add_inplace(ctx, dk, dk_new);
-    add_inplace(ctx, dv, dv_new);
-  } catch (const NotSupported& e) {
-    UL_FAIL("attention: cuDNN backward: ", e.what);
-  }
+  const WholeSequence w = prepare(ctx, true, q, k, cu_seqlens, cu_host);
+  if (!w.plan) return false;
+  // cuDNN writes the gradients; ours accumulate, so it writes into fresh buffers first.
+  Tensor dq_new = Tensor::empty(dq.shape(), dq.dtype(), ctx.device);
+  Tensor dk_new = Tensor::empty(dk.shape(), dk.dtype(), ctx.device);
+  Tensor dv_new = Tensor::empty(dv.shape(), dv.dtype(), ctx.device);
+  cudnn_sdpa_backward(ctx, *w.plan, w.entries, q, k, v, scale, out, lse, dout, dq_new, dk_new,
+                      dv_new);
+  add_inplace(ctx, dq, dq_new);
+  add_inplace(ctx, dk, dk_new);
+  add_inplace(ctx, dv, dv_new);
   return true;
 }
 
