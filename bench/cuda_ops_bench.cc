@@ -1,11 +1,11 @@
 // GPU op benchmark: causal attention (qwen3-4b heads: 32 query heads, 8 kv heads, head_dim 128)
-// forward and backward at 8K and 32K tokens, ring attention's block pairs and merge at the
-// chunk shapes of 128K tokens over rings of 4 and 8, and the bf16 GEMMs of the qwen3-4b projections
-// through ops::linear. Plain timing: the context's stream is synchronized before each clock read;
-// warm-up first, the median of several timed runs. Prints a table; exits 0 without a GPU.
-// Then the memory-bound non-GEMM kernels at qwen3-4b 32K (T=32768, C=2560, I=9728, Hq=32,
-// Hkv=8, D=128), fused and unfused: time, the bytes each must move (bench/KERNELS.md) and the
-// rate as GB/s and as a share of the H200's ~4.3 TB/s copy rate.
+// forward and backward at 8K and 32K tokens, ring attention's block pairs (cuDNN's fused path
+// and the reference kernel) and merge at the chunk shapes of 128K tokens over rings of 4 and 8, and
+// the bf16 GEMMs of the qwen3-4b projections through ops::linear. Plain timing: the context's
+// stream is synchronized before each clock read; warm-up first, the median of several timed runs.
+// Prints a table; exits 0 without a GPU. Then the memory-bound non-GEMM kernels at qwen3-4b 32K
+// (T=32768, C=2560, I=9728, Hq=32, Hkv=8, D=128), fused and unfused: time, the bytes each must move
+// (bench/KERNELS.md) and the rate as GB/s and as a share of the H200's ~4.3 TB/s copy rate.
 //   cuda_ops_bench [--quick] [--kernels-only] [--block-attention-only]
 #include <algorithm>
 #include <chrono>
@@ -102,12 +102,13 @@ void bench_attention(const Context& base, AttentionKernel kernel, std::int64_t T
 }
 
 // Ring attention's pieces at the shapes of a 128K-token sequence over a ring of R ranks
-// (zigzag chunks of C = 128K / (2R) tokens, qwen3-4b heads): one block pair on the diagonal
-// (causal) and one fully visible, forward and backward (f32 accumulators), and the merge.
-void bench_block_attention(const Context& ctx, std::int64_t ring, int repeats) {
+// (zigzag chunks of C = 128K / (2R) tokens, qwen3-4b heads, one document): one block pair on the
+// diagonal (causal) and one fully visible (keys before the queries), forward and backward (f32
+// accumulators), on cuDNN's fused path and on the reference kernel, and the merge.
+void bench_block_attention(const Context& base, std::int64_t ring, int repeats) {
   const std::int64_t S = 131072, C = S / (2 * ring), Hq = 32, Hkv = 8, D = 128;
   Rng rng(static_cast<std::uint64_t>(C));
-  const Device dev = ctx.device;
+  const Device dev = base.device;
   const Tensor q = random_bf16({C, Hq, D}, rng, 2.0f, dev);
   const Tensor k = random_bf16({C, Hkv, D}, rng, 2.0f, dev);
   const Tensor v = random_bf16({C, Hkv, D}, rng, 1.0f, dev);
@@ -123,26 +124,39 @@ void bench_block_attention(const Context& ctx, std::int64_t ring, int repeats) {
   Tensor dv = Tensor::zeros({C, Hkv, D}, DType::f32, dev);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const double pair_flops = 4.0 * static_cast<double>(C) * C * D * Hq;  // dense pair forward
-  for (const bool diagonal : {true, false}) {
-    const std::int64_t k_begin = diagonal ? C : 0;  // queries at [C, 2C)
-    const double fwd = time_median(ctx, 1, repeats, [&] {
-      ops::attention_block_forward(ctx, q, k, v, cu, C, k_begin, scale, block_out, block_lse);
-    });
-    const double bwd = time_median(ctx, 1, repeats, [&] {
-      ops::attention_block_backward(ctx, q, k, v, cu, C, k_begin, scale, block_out, block_lse,
-                                    dout, dq, dk, dv);
-    });
-    const double flops = diagonal ? pair_flops / 2 : pair_flops;
-    std::printf(
-        "block attention ring %lld (128K) C=%-6lld %-8s Hq=32 Hkv=8 D=128 | fwd %9.3f ms %6.1f "
-        "TFLOP/s | bwd %9.3f ms %6.1f TFLOP/s\n",
-        static_cast<long long>(ring), static_cast<long long>(C),
-        diagonal ? "diagonal" : "full", fwd * 1e3, flops / fwd / 1e12, bwd * 1e3,
-        2.5 * flops / bwd / 1e12);
+  for (const auto kernel : {AttentionKernel::automatic, AttentionKernel::builtin}) {
+    Context ctx = base;
+    ctx.attention_kernel = kernel;  // automatic: cuDNN where it runs, else the reference kernel
+    for (const bool diagonal : {true, false}) {
+      const std::int64_t k_begin = diagonal ? C : 0;  // queries at [C, 2C)
+      ops::BlockAttentionPath path = ops::BlockAttentionPath::reference;
+      const double fwd = time_median(ctx, 1, repeats, [&] {
+        path = ops::attention_block_forward(ctx, q, k, v, cu, bounds, C, k_begin, scale, block_out,
+                                            block_lse);
+      });
+      ops::BlockAttentionPath backward_path = ops::BlockAttentionPath::reference;
+      const double bwd = time_median(ctx, 1, repeats, [&] {
+        backward_path = ops::attention_block_backward(ctx, q, k, v, cu, bounds, C, k_begin, scale,
+                                                      block_out, block_lse, dout, dq, dk, dv);
+      });
+      auto name = [](ops::BlockAttentionPath p) {
+        return p == ops::BlockAttentionPath::cudnn ? "cudnn" : "reference";
+      };
+      const double flops = diagonal ? pair_flops / 2 : pair_flops;
+      std::printf(
+          "block attention %-9s ring %lld (128K) C=%-6lld %-8s Hq=32 Hkv=8 D=128 | fwd %9.3f "
+          "ms %6.1f TFLOP/s | bwd %9.3f ms %6.1f TFLOP/s%s\n",
+          name(path), static_cast<long long>(ring), static_cast<long long>(C),
+          diagonal ? "diagonal" : "full", fwd * 1e3, flops / fwd / 1e12, bwd * 1e3,
+          2.5 * flops / bwd / 1e12,
+          path == backward_path
+              ? ""
+              : (std::string(" (backward: ") + name(backward_path) + ")").c_str());
+    }
   }
-  ops::attention_block_forward(ctx, q, k, v, cu, C, 0, scale, out, lse);
+  ops::attention_block_forward(base, q, k, v, cu, bounds, C, 0, scale, out, lse);
   const double merge = time_median(
-      ctx, 1, repeats, [&] { ops::attention_merge(ctx, out, lse, block_out, block_lse); });
+      base, 1, repeats, [&] { ops::attention_merge(base, out, lse, block_out, block_lse); });
   // Reads out, block_out and both lse, writes out and lse (f32).
   const double bytes = 4.0 * (3.0 * C * Hq * D + 3.0 * C * Hq);
   std::printf("attention merge ring %lld (128K) C=%-6lld Hq=32 D=128 | %8.3f ms %7.1f GB/s\n",
