@@ -205,11 +205,14 @@ TEST_P(CudnnBlockPairs, DiagonalAndKeysBeforeMatchCpu) {
     }
     EXPECT_LT(relative_error(out_gpu, out_cpu), 1e-2);
     expect_lse_matches(lse_gpu, lse_cpu, 1e-3);
-    // Backward of every pair with keys not after the queries, from the CPU's merged result (so
-    // both see the same inputs), accumulating into gradients that start nonzero.
+    // Backward of every pair with keys not after the queries, from the CPU's merged result
+    // rounded to bf16 (cuDNN reads out in bf16; so both see the same inputs), accumulating into
+    // gradients that start nonzero.
     const Tensor douta = s.dout.rows(a * C, (a + 1) * C);
     const Tensor douta_gpu = s.dout_gpu.rows(a * C, (a + 1) * C);
-    const Tensor out_final = on_gpu(out_cpu, DType::f32), lse_final = on_gpu(lse_cpu, DType::f32);
+    const Tensor out_rounded = testing::rounded(out_cpu, bf);
+    const Tensor out_final = on_gpu(out_rounded, DType::f32);
+    const Tensor lse_final = on_gpu(lse_cpu, DType::f32);
     Tensor dq_cpu = testing::random_rounded({C, kHq, D}, rng, bf, 0.01f);
     Tensor dq_gpu = on_gpu(dq_cpu, DType::f32);
     for (std::int64_t b = 0; b <= a; ++b) {
@@ -221,7 +224,7 @@ TEST_P(CudnnBlockPairs, DiagonalAndKeysBeforeMatchCpu) {
       Tensor dk_cpu = dk0.clone(), dv_cpu = dv0.clone();
       Tensor dk_gpu = on_gpu(dk0, DType::f32), dv_gpu = on_gpu(dv0, DType::f32);
       const Tensor dq_before = dq_gpu.to(Device::cpu());
-      attention_block_backward(cpu, qa, kb, vb, s.cu_cpu, kDocs, a * C, b * C, s.scale, out_cpu,
+      attention_block_backward(cpu, qa, kb, vb, s.cu_cpu, kDocs, a * C, b * C, s.scale, out_rounded,
                                lse_cpu, douta, dq_cpu, dk_cpu, dv_cpu);
       const BlockAttentionPath path = attention_block_backward(
           ctx, qa_gpu, s.k_gpu.rows(b * C, (b + 1) * C), s.v_gpu.rows(b * C, (b + 1) * C), s.cu_gpu,
@@ -269,8 +272,9 @@ TEST_P(CudnnZigzagRing, EqualsWholeSequenceAttention) {
   attention_forward(cpu, s.q, s.k, s.v, s.cu_cpu, s.scale, out_ref, lse_ref);
   Tensor dq_ref = Tensor::zeros({S, kHq, D}, DType::f32);
   Tensor dk_ref = Tensor::zeros({S, kHkv, D}, DType::f32), dv_ref = dk_ref.clone();
-  attention_backward(cpu, s.q, s.k, s.v, s.cu_cpu, s.scale, out_ref, lse_ref, s.dout, dq_ref,
-                     dk_ref, dv_ref);
+  // From the output rounded to bf16, as the GPU's backward reads it.
+  attention_backward(cpu, s.q, s.k, s.v, s.cu_cpu, s.scale, testing::rounded(out_ref, DType::bf16),
+                     lse_ref, s.dout, dq_ref, dk_ref, dv_ref);
 
   auto rows = [&](const Tensor& t, std::int64_t c) { return t.rows(c * C, (c + 1) * C); };
   const std::int64_t chunks = 2 * R;

@@ -17,7 +17,9 @@
 //             through the all-to-all (replicated kv heads summed).
 // K/V travel once per step in one message (k and v stacked, in the compute dtype), GQA heads
 // unrepeated; outputs, lse and gradients accumulate in f32 (the dK/dV accumulators travel in
-// f32), and are rounded to the compute dtype once at the end.
+// f32), and are rounded to the compute dtype once at the end. Block pairs get the shard's host
+// document boundaries (SequenceShard::cu_seqlens_host), from which the block ops pick cuDNN's
+// fused attention on CUDA for diagonal and keys-before pairs (ops/block_attention.h).
 #include <memory>
 #include <string>
 #include <utility>

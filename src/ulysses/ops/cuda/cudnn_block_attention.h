@@ -9,9 +9,10 @@
 // kernel widens it into the f32 out (rows of no entry: out 0, lse -inf); backward passes the
 // final output rounded to bf16 (the value the model saw) and the final lse, and adds cuDNN's
 // bf16 dq, dk, dv into the f32 accumulators (only the rows the entry covers).
-// Temporaries per call (caching allocator): forward C Hq D bf16 (+ cuDNN's workspace); backward
-// 3 C Hq D bf16-sized (out, dq, and dq's f32 accumulator counted as two) + 2 C Hkv D bf16
-// + Hq C f32 (+ workspace), for a pair of C query and C key tokens.
+// Temporaries per call (caching allocator), for Tq query and Tk key tokens: forward Tq Hq D
+// bf16 (the block output) + cuDNN's workspace; backward 8 Tq Hq D bytes (out in bf16, cuDNN's
+// bf16 dq and its f32 accumulator) + 4 Tk Hkv D bytes (bf16 dk, dv) + 4 Hq Tq bytes (rowsum of
+// dout * out) + cuDNN's workspace. The reference kernel needs only the 4 Hq Tq bytes.
 #pragma once
 
 #include <cstdint>
