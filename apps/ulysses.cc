@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -153,7 +154,10 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_flag("--recompute-attention", c.recompute_attention,
                "Checkpointing: recompute attention instead of keeping its output");
   cmd.add_option("--recompute-attention-layers", c.recompute_attention_layers,
-                 "With --recompute-attention: only the first N layers (-1: all)")
+                 "With --recompute-attention: only the first N layers (-1: all; auto: the "
+                 "fewest that let the memory plan fit the GPU)")
+      ->transform(CLI::Transformer(std::map<std::string, std::string>{
+          {"auto", std::to_string(ulysses::train::kRecomputeAttentionAuto)}}))
       ->capture_default_str();
   cmd.add_flag("--ignore-memory-plan", c.ignore_memory_plan,
                "Start a GPU run even when its memory plan exceeds the device");

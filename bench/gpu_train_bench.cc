@@ -177,7 +177,10 @@ int main(int argc, char** argv) {
     else if (a == "--offload-activation-layers" && i + 1 < argc) offload_layers = std::atoll(argv[++i]);
     else if (a == "--mlp-tile-tokens" && i + 1 < argc) mlp_tile = std::atoll(argv[++i]);
     else if (a == "--no-warmup") warmup = false;
-    else if (a == "--recompute-attention-layers" && i + 1 < argc) recompute_layers = std::atoll(argv[++i]);
+    else if (a == "--recompute-attention-layers" && i + 1 < argc) {
+      const std::string n = argv[++i];
+      recompute_layers = n == "auto" ? train::kRecomputeAttentionAuto : std::atoll(n.c_str());
+    }
     else if (a == "--no-breakdown") breakdown = false;
     else {
       std::fprintf(stderr, "usage: gpu_train_bench [--model P] [--seq N] [--steps K] [--sp P] "
@@ -185,7 +188,7 @@ int main(int argc, char** argv) {
                            "[--offload-params] [--sp-pipeline] [--no-zero-overlap] [--profile] "
                            "[--recompute-attention] [--offload-activations] "
                            "[--offload-activation-layers N] [--mlp-tile-tokens N] "
-                           "[--recompute-attention-layers N] [--no-warmup: reach runs, every step timed] "
+                           "[--recompute-attention-layers N|auto] [--no-warmup: reach runs, every step timed] "
                            "[--no-breakdown: skip the isolated GEMM/attention timing]\n");
       return 2;
     }

@@ -107,6 +107,61 @@ TEST(RunPlan, GpuRunsThatCannotFitAreRefusedNamingWhatWouldFit) {
   EXPECT_EQ(device_fit_refusal(c, model, layout, device, 1, host, 0), "");
 }
 
+TEST(RunPlan, AutoRecomputeChoosesTheFewestLayersThatFit) {
+  // qwen3-4b at 448K on one 138 GiB GPU with 112 GiB of host memory: recomputing attention in
+  // every layer fits, keeping it everywhere does not; auto takes the fewest layers that fit 97%
+  // of the device and the host budget, with the offloaded layers resolved for that count.
+  const model::ModelConfig model = model::resolve_model_config("qwen3-4b");
+  TrainConfig c;
+  c.model = "qwen3-4b";
+  c.max_seq_length = 458752;
+  c.gradient_checkpointing = true;
+  c.zero_stage = 3;
+  c.offload_optimizer = c.offload_params = true;
+  c.offload_activations = true;
+  c.recompute_attention = true;
+  c.recompute_attention_layers = kRecomputeAttentionAuto;
+  const parallel::ParallelConfig layout{1, 1, 1};
+  const std::int64_t device = std::int64_t{138} << 30, host = std::int64_t{112} << 30;
+  const auto bf16 = parallel::Precision::bf16_mixed;
+  const ActivationChoice a = resolve_activation_choice(c, model, layout, device, host);
+  ASSERT_GT(a.recompute_layers, 0);
+  ASSERT_LT(a.recompute_layers, model.num_hidden_layers);
+  ASSERT_GT(a.offload_layers, 0);
+  const auto plan_of = [&](std::int64_t n, std::int64_t k) {
+    TrainConfig t = c;
+    t.recompute_attention_layers = n;
+    t.offload_activation_layers = k;
+    return run_memory(t, model, layout, bf16, host);
+  };
+  const RunMemory chosen = plan_of(a.recompute_layers, a.offload_layers);
+  EXPECT_LE(chosen.device_bytes(), device / 100 * 97);
+  EXPECT_LE(chosen.host_bytes(), host);
+  // One layer fewer does not fit (with its own offload count).
+  TrainConfig fewer = c;
+  fewer.recompute_attention_layers = a.recompute_layers - 1;
+  const std::int64_t k = run_memory(fewer, model, layout, bf16, host).plan.activation_layers_offloaded;
+  const RunMemory less = plan_of(a.recompute_layers - 1, k);
+  EXPECT_TRUE(less.device_bytes() > device / 100 * 97 || less.host_bytes() > host);
+  // No device budget (the CPU): every layer; a fixed count is kept as given.
+  EXPECT_EQ(resolve_activation_choice(c, model, layout, 0, host).recompute_layers, -1);
+  c.recompute_attention_layers = 5;
+  EXPECT_EQ(resolve_activation_choice(c, model, layout, device, host).recompute_layers, 5);
+  // `ulysses info` resolves auto the same way on --memory-gib.
+  TrainConfig options = c;
+  options.recompute_attention_layers = kRecomputeAttentionAuto;
+  options.device = "cuda";
+  const std::string info = info_report(options, 1, 138, "auto", 112);
+  EXPECT_NE(info.find("--recompute-attention-layers auto -> " +
+                      std::to_string(a.recompute_layers) + " of 36 layers"),
+            std::string::npos)
+      << info;
+  // auto needs --recompute-attention, as a count does.
+  options.recompute_attention = false;
+  testing::expect_error([&] { validate(options, 1); },
+               "--recompute-attention-layers auto needs --recompute-attention");
+}
+
 TEST(RunPlan, EpochOfThePackedDataAndNumTrainEpochs) {
   TrainConfig c;
   c.data = kDocs;

@@ -71,6 +71,7 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   const std::int64_t q = c.q_dim(), kv = c.kv_dim();
   const std::int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
   MemoryPlan p;
+  p.layers = L;
 
   // Model states (ZeRO over the group, offloaded parts in host memory).
   const ZeroConfig zc{in.zero_stage, in.offload_optimizer, in.offload_params};
@@ -214,7 +215,11 @@ std::string format_memory_plan(const MemoryPlan& p, const MemoryPlanInput& in) {
   out << "memory per device (" << (in.precision == Precision::fp32 ? "fp32" : "bf16 + fp32 master")
       << ", " << in.tokens_per_device << " tokens per micro-step"
       << (in.gradient_checkpointing ? ", gradient checkpointing" : "")
-      << (in.gradient_checkpointing && in.recompute_attention ? ", attention recomputed" : "")
+      << (!in.gradient_checkpointing || !in.recompute_attention ? ""
+          : in.recompute_attention_layers >= 0 && in.recompute_attention_layers < p.layers
+              ? ", attention recomputed in " + std::to_string(in.recompute_attention_layers) +
+                    " of " + std::to_string(p.layers) + " layers"
+              : std::string(", attention recomputed"))
       << (in.mlp_tile_tokens > 0 && in.mlp_tile_tokens < in.tokens_per_device ? ", MLP tiles of " + std::to_string(in.mlp_tile_tokens) : "")
       << "):\n";
   auto row = [&](const char* name, std::int64_t bytes) {

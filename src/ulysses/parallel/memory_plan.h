@@ -65,6 +65,7 @@ struct MemoryPlan {
   std::int64_t host_activations = 0;
   std::int64_t host_total() const { return host_states + host_activations; }
   std::int64_t activation_layers_offloaded = 0;  // resolved offload_activation_layers
+  std::int64_t layers = 0;                       // the model's decoder layers
   // Largest tokens_per_device whose device total fits budget_bytes and whose host total fits
   // host_budget_bytes (when given); 0 when no budget or none fits.
   std::int64_t max_tokens_that_fit = 0;

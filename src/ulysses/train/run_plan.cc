@@ -210,6 +210,40 @@ std::string device_fit_refusal(const TrainConfig& c, const model::ModelConfig& m
   return out.str();
 }
 
+ActivationChoice resolve_activation_choice(const TrainConfig& c, const model::ModelConfig& model,
+                                           const parallel::ParallelConfig& layout,
+                                           std::int64_t device_bytes,
+                                           std::int64_t host_budget) {
+  const auto bf16 = parallel::Precision::bf16_mixed;
+  const auto choice_for = [&](std::int64_t n) {
+    ActivationChoice a;
+    a.recompute_layers = n;
+    if (c.offload_activations) {
+      TrainConfig t = c;
+      t.recompute_attention_layers = n;
+      a.offload_layers =
+          run_memory(t, model, layout, bf16, c.offload_activation_layers < 0 ? host_budget : 0)
+              .plan.activation_layers_offloaded;
+    }
+    return a;
+  };
+  if (!c.gradient_checkpointing || !c.recompute_attention ||
+      c.recompute_attention_layers != kRecomputeAttentionAuto)
+    return choice_for(c.recompute_attention_layers);
+  const std::int64_t L = model.num_hidden_layers;
+  const std::int64_t budget = device_bytes / 100 * 97;
+  for (std::int64_t n = 0; n < L; ++n) {
+    const ActivationChoice a = choice_for(n);
+    TrainConfig t = c;
+    t.recompute_attention_layers = n;
+    t.offload_activation_layers = a.offload_layers;
+    const RunMemory m = run_memory(t, model, layout, bf16, host_budget);
+    if (m.device_bytes() <= budget && (host_budget <= 0 || m.host_bytes() <= host_budget))
+      return a;
+  }
+  return choice_for(-1);
+}
+
 std::optional<EpochPlan> plan_epoch(const data::DocumentSource& source, const TrainConfig& c,
                                     std::int64_t global_batch_sequences) {
   const std::int64_t n = source.documents_per_epoch();
@@ -266,7 +300,7 @@ std::string info_report(const TrainConfig& options, int world_size_option, doubl
                              ? world_size_option
                              : static_cast<int>(options.sp_size * options.dp_replicate_size *
                                                 std::max<std::int64_t>(1, options.dp_shard_size));
-  const TrainConfig config = resolve_training_length(options, world_size);
+  TrainConfig config = resolve_training_length(options, world_size);
   const ParallelConfig layout = resolve_parallel_config(
       {config.sp_size, config.dp_shard_size, config.dp_replicate_size, resolved_ring_size(config)},
       world_size, c);
@@ -305,6 +339,21 @@ std::string info_report(const TrainConfig& options, int world_size_option, doubl
           static_cast<long long>(config.max_seq_length / config.sp_size));
   const auto budget = static_cast<std::int64_t>(memory_gib * (1ll << 30));
   const auto host_budget = static_cast<std::int64_t>(host_memory_gib * (1ll << 30));
+  if (config.gradient_checkpointing && config.recompute_attention &&
+      config.recompute_attention_layers == kRecomputeAttentionAuto) {
+    // As the trainer resolves it on a GPU of --memory-gib (every layer without a budget).
+    const bool resolvable = budget > 0 && bf16;
+    config.recompute_attention_layers =
+        resolvable ? resolve_activation_choice(config, c, layout, budget, host_budget).recompute_layers
+                   : -1;
+    appendf(out, "checkpointing: --recompute-attention-layers auto -> %s\n",
+            !resolvable ? "every layer (no --memory-gib to fit on a GPU)"
+            : config.recompute_attention_layers < 0
+                ? "every layer (none fewer fits)"
+                : (std::to_string(config.recompute_attention_layers) + " of " +
+                   std::to_string(c.num_hidden_layers) + " layers (the fewest that fit 97% of "
+                   "--memory-gib)").c_str());
+  }
   const RunMemory memory = run_memory(config, c, layout, precision, host_budget);
   out += format_memory_plan(memory.plan, memory.input);
   if (budget > 0)
@@ -314,7 +363,11 @@ std::string info_report(const TrainConfig& options, int world_size_option, doubl
     if (memory.host_bytes() > host_budget)
       appendf(out, "host: %s per rank does NOT fit --host-memory-gib %g\n",
               format_bytes(memory.host_bytes()).c_str(), host_memory_gib);
-    parallel::MemoryPlanInput reach = memory.input;
+    // The reach table compares checkpointing choices: its base is this run with checkpointing
+    // (and so the MLP tile checkpointing gets by default).
+    TrainConfig checkpointed = config;
+    checkpointed.gradient_checkpointing = true;
+    parallel::MemoryPlanInput reach = memory_plan_input(checkpointed, layout, precision, host_budget);
     reach.budget_bytes = budget;
     reach.host_budget_bytes = host_budget;
     out += format_reach_table(c, reach);

@@ -70,6 +70,23 @@ std::string device_fit_refusal(const TrainConfig& config, const model::ModelConf
                                int world_size, std::int64_t host_budget_bytes,
                                std::int64_t offload_activation_layers);
 
+// Checkpointing's per-layer choice under a device and a host budget: `recompute_layers`
+// (layers 0 .. N-1 recompute attention; -1: all, 0: none) and `offload_layers` (layers
+// 0 .. K-1 wait in host memory; 0 without --offload-activations). With
+// --recompute-attention-layers auto, N is the fewest for which the plan (with K resolved for
+// that N, as the trainer resolves --offload-activation-layers -1) fits 97% of device_bytes
+// (headroom for the plan's error) and host_budget_bytes; every layer when none fits (the
+// fit check then refuses the run). Otherwise N and K are the configured ones, K resolved.
+struct ActivationChoice {
+  std::int64_t recompute_layers = -1;
+  std::int64_t offload_layers = 0;
+};
+ActivationChoice resolve_activation_choice(const TrainConfig& config,
+                                           const model::ModelConfig& model,
+                                           const parallel::ParallelConfig& layout,
+                                           std::int64_t device_bytes,
+                                           std::int64_t host_budget_bytes);
+
 // The first epoch of the training data as the trainer draws it (shuffled order, packed).
 struct EpochPlan {
   std::int64_t documents = 0;  // after --long-documents

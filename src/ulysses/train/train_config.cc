@@ -1,6 +1,7 @@
 #include "ulysses/train/train_config.h"
 
 #include <cmath>
+#include <string>
 
 #include "ulysses/core/error.h"
 #include "ulysses/parallel/zero.h"
@@ -34,11 +35,14 @@ void validate(const TrainConfig& c) {
   if (c.offload_activation_layers < -1)
     UL_FAIL("--offload-activation-layers must be >= 0 or -1 (every layer); got ",
             c.offload_activation_layers);
-  if (c.recompute_attention_layers < -1)
-    UL_FAIL("--recompute-attention-layers must be >= 0 or -1 (every layer); got ",
+  if (c.recompute_attention_layers < -1 && c.recompute_attention_layers != kRecomputeAttentionAuto)
+    UL_FAIL("--recompute-attention-layers must be >= 0, -1 (every layer) or auto; got ",
             c.recompute_attention_layers);
-  if (c.recompute_attention_layers >= 0 && !c.recompute_attention)
-    UL_FAIL("--recompute-attention-layers ", c.recompute_attention_layers,
+  if (c.recompute_attention_layers != -1 && !c.recompute_attention)
+    UL_FAIL("--recompute-attention-layers ",
+            c.recompute_attention_layers == kRecomputeAttentionAuto
+                ? std::string("auto")
+                : std::to_string(c.recompute_attention_layers),
             " needs --recompute-attention");
   if (c.recompute_attention && !c.gradient_checkpointing)
     UL_FAIL("--recompute-attention needs --gradient-checkpointing (without it every activation "

@@ -9,6 +9,9 @@
 
 namespace ulysses::train {
 
+// --recompute-attention-layers auto.
+inline constexpr std::int64_t kRecomputeAttentionAuto = -2;
+
 struct TrainConfig {
   // Model and data.
   std::string model = "tiny";           // preset name or HF model directory
@@ -47,7 +50,9 @@ struct TrainConfig {
   // Checkpointing without keeping attention's output: attention forward runs again in the
   // recompute, and only the layer inputs are kept.
   bool recompute_attention = false;
-  std::int64_t recompute_attention_layers = -1;  // with it: the first N layers (-1: all)
+  // With it: the first N layers (-1: all; kRecomputeAttentionAuto: the fewest, from layer 0,
+  // that let the memory plan fit the GPU, resolved by the trainer before setup).
+  std::int64_t recompute_attention_layers = -1;
   // Checkpointed layer inputs (and attention outputs) in pinned host memory between forward and
   // backward (CUDA, with --gradient-checkpointing); -1 = every layer, N = the first N layers.
   bool offload_activations = false;

@@ -159,19 +159,27 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
   }
   decoder_ = std::make_unique<model::Decoder>(model_config_, *attention_);
   if (config_.offload_activations && !ctx_.device.is_cpu()) {
-    // How many layers: as given, or (-1) as many as the host budget allows after the offloaded
-    // model states: this rank's share (ranks on the node, from the launcher) of 90% of the host
-    // memory available now, the smallest over the ranks (collective), so every rank resolves the
-    // same count. Resolved once, before anything is pinned; the plan uses the resolved count.
+    // The host budget for --offload-activation-layers -1: this rank's share (ranks on the node,
+    // from the launcher) of 90% of the host memory available now, the smallest over the ranks
+    // (collective), so every rank resolves the same count. Read once, before anything is pinned.
     const int local_ranks = std::max(1, process_env::launcher().local_size);
     Tensor budget = Tensor::empty({1}, DType::i64);
     budget.data<std::int64_t>()[0] = -(host_available_memory_bytes() / 10 * 9 / local_ranks);
     world_.all_reduce(budget, comm::ReduceOp::max);
     host_budget_bytes_ = -budget.data<std::int64_t>()[0];
-    activation_offload_layers_ =
-        run_memory(config_, model_config_, mesh_->config(), parallel::Precision::bf16_mixed,
-                   config_.offload_activation_layers < 0 ? host_budget_bytes_ : 0)
-            .plan.activation_layers_offloaded;
+  }
+  {
+    // How many layers offload (as given, or as many as the host budget holds) and, with
+    // --recompute-attention-layers auto, how many recompute attention (the fewest that fit the
+    // device): resolved once, the same on every rank; the plan uses the resolved counts.
+    const ActivationChoice choice = resolve_activation_choice(
+        config_, model_config_, mesh_->config(), device_plan_budget(), host_budget_bytes_);
+    if (config_.recompute_attention_layers == kRecomputeAttentionAuto) {
+      config_.recompute_attention_layers = choice.recompute_layers;
+      recompute_layers_chosen_ = true;
+    }
+    if (config_.offload_activations && !ctx_.device.is_cpu())
+      activation_offload_layers_ = choice.offload_layers;
   }
   // The CPU backend's memory is the host's, and so is a GPU rank's offloaded state: a plan that
   // cannot fit stops before allocating.
@@ -335,15 +343,21 @@ void Trainer::check_host_memory() const {
           "the plan)");
 }
 
-void Trainer::check_device_memory() const {
-  if (!ctx_.device.is_cuda() || config_.ignore_memory_plan) return;
+std::int64_t Trainer::device_plan_budget() const {
+  if (!ctx_.device.is_cuda()) return 0;
   // What the plan may use: the device's memory less a reserve for the CUDA context, cuBLASLt's
   // and cuDNN's own allocations.
   constexpr std::int64_t kReserve = std::int64_t{1} << 30;
   const auto total = static_cast<std::int64_t>(device_total_memory(ctx_.device.index));
-  if (total <= kReserve) return;
+  return total > kReserve ? total - kReserve : 0;
+}
+
+void Trainer::check_device_memory() const {
+  if (!ctx_.device.is_cuda() || config_.ignore_memory_plan) return;
+  const std::int64_t budget = device_plan_budget();
+  if (budget <= 0) return;
   const std::string refusal =
-      device_fit_refusal(config_, model_config_, mesh_->config(), total - kReserve,
+      device_fit_refusal(config_, model_config_, mesh_->config(), budget,
                          world_.size(), host_budget_bytes_, activation_offload_layers_);
   if (!refusal.empty()) UL_FAIL(refusal);
 }
@@ -386,7 +400,9 @@ std::string Trainer::plan() const {
             : config_.recompute_attention_layers < 0
                 ? " (attention recomputed)"
                 : " (attention recomputed in the first " +
-                      std::to_string(config_.recompute_attention_layers) + " layers)");
+                      std::to_string(config_.recompute_attention_layers) + " of " +
+                      std::to_string(c.num_hidden_layers) + " layers" +
+                      (recompute_layers_chosen_ ? ", chosen by the memory plan)" : ")"));
   if (const std::int64_t tile = effective_mlp_tile(config_);
       tile > 0 && tile < config_.max_seq_length / config_.sp_size)
     out << ", MLP in tiles of " << tile << " tokens";

@@ -94,6 +94,8 @@ class Trainer {
   // CUDA: Error naming the options that would fit when the memory plan exceeds the device
   // (unless --ignore-memory-plan).
   void check_device_memory() const;
+  // Device bytes the memory plan may use (the GPU's memory less a reserve; 0 on the CPU).
+  std::int64_t device_plan_budget() const;
   std::int64_t global_batch_sequences() const;
   // Whether checkpointing recomputes layer `layer`'s attention (--recompute-attention[-layers]).
   bool recomputes_attention(std::int64_t layer) const;
@@ -117,6 +119,7 @@ class Trainer {
   std::unique_ptr<parallel::ActivationOffload> activation_offload_;
   std::int64_t activation_offload_layers_ = 0;  // resolved once, at construction
   std::int64_t host_budget_bytes_ = 0;  // with --offload-activations on CUDA: per rank, 0 unknown
+  bool recompute_layers_chosen_ = false;  // --recompute-attention-layers auto was resolved
   // f32 host copy of the full parameters for params() (null until asked for).
   std::unique_ptr<model::ParamBuffers> host_params_;
   DType save_dtype_ = DType::f32;
