@@ -185,6 +185,9 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_flag("--offload-optimizer", c.offload_optimizer,
                "ZeRO >= 1: master weights and AdamW state in host memory");
   cmd.add_flag("--offload-params", c.offload_params, "ZeRO 3: parameter shards in host memory");
+  cmd.add_flag("--offload-gradients", c.offload_gradients,
+               "ZeRO >= 2 with --offload-optimizer: gradient shards in host memory, copied "
+               "there during backward");
   cmd.add_flag("--zero-overlap,!--no-zero-overlap", c.zero_overlap,
                "ZeRO 2-3: prefetch parameters, reduce-scatter asynchronously")
       ->capture_default_str();

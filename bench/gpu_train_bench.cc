@@ -155,6 +155,7 @@ int main(int argc, char** argv) {
   std::string model = "qwen3-4b";
   std::int64_t seq = 8192, steps = 3, sp = 1, zero_stage = 0;
   bool checkpointing = false, offload_optimizer = false, offload_params = false, profile = false;
+  bool offload_gradients = false;
   bool sp_pipeline = false, zero_overlap = true, recompute_attention = false, warmup = true;
   bool offload_activations = false;
   std::int64_t mlp_tile = -1, offload_layers = -1, recompute_layers = -1;
@@ -169,6 +170,7 @@ int main(int argc, char** argv) {
     else if (a == "--gradient-checkpointing") checkpointing = true;
     else if (a == "--offload-optimizer") offload_optimizer = true;
     else if (a == "--offload-params") offload_params = true;
+    else if (a == "--offload-gradients") offload_gradients = true;
     else if (a == "--sp-pipeline") sp_pipeline = true;
     else if (a == "--no-zero-overlap") zero_overlap = false;
     else if (a == "--profile") profile = true;
@@ -185,7 +187,8 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr, "usage: gpu_train_bench [--model P] [--seq N] [--steps K] [--sp P] "
                            "[--zero-stage Z] [--gradient-checkpointing] [--offload-optimizer] "
-                           "[--offload-params] [--sp-pipeline] [--no-zero-overlap] [--profile] "
+                           "[--offload-params] [--offload-gradients] [--sp-pipeline] [--no-zero-overlap] "
+                           "[--profile] "
                            "[--recompute-attention] [--offload-activations] "
                            "[--offload-activation-layers N] [--mlp-tile-tokens N] "
                            "[--recompute-attention-layers N|auto] [--no-warmup: reach runs, every step timed] "
@@ -213,6 +216,7 @@ int main(int argc, char** argv) {
     config.zero_stage = zero_stage;
     config.offload_optimizer = offload_optimizer;
     config.offload_params = offload_params;
+    config.offload_gradients = offload_gradients;
     config.sp_pipeline = sp_pipeline;
     config.zero_overlap = zero_overlap;
     config.recompute_attention = recompute_attention;

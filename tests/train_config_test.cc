@@ -121,6 +121,22 @@ TEST(TrainConfig, RejectsNonPositiveSizesNamingTheFlag) {
   EXPECT_NO_THROW(validate(c));
 }
 
+TEST(TrainConfig, OffloadGradientsNamesWhatItNeeds) {
+  auto message = [](const TrainConfig& c) { return testing::error_message([&] { validate(c); }); };
+  TrainConfig c;
+  c.offload_gradients = true;
+  EXPECT_NE(message(c).find("--offload-gradients needs --zero-stage 2 or 3 and --offload-optimizer"),
+            std::string::npos)
+      << message(c);
+  c.zero_stage = 2;
+  EXPECT_NE(message(c).find("without --offload-optimizer"), std::string::npos) << message(c);
+  c.offload_optimizer = true;
+  EXPECT_NO_THROW(validate(c));
+  c.dp_replicate_size = 2;
+  EXPECT_NE(message(c).find("--offload-gradients with --dp-replicate-size 2"), std::string::npos)
+      << message(c);
+}
+
 TEST(TrainConfig, RingAndHybridOptionsNameTheFlag) {
   auto message = [](const TrainConfig& c) { return testing::error_message([&] { validate(c); }); };
   TrainConfig c;

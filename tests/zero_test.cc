@@ -25,6 +25,11 @@ TEST(ZeroConfigTest, AcceptsValidCombinations) {
   for (int stage = 1; stage <= 3; ++stage) EXPECT_EQ(error_of({stage, true, false}), "");
   EXPECT_EQ(error_of({3, true, true}), "");
   EXPECT_EQ(error_of({3, false, true}), "");
+  for (const int stage : {2, 3}) {
+    ZeroConfig c{stage, true, stage == 3};
+    c.offload_gradients = true;
+    EXPECT_EQ(error_of(c), "");
+  }
 }
 
 TEST(ZeroConfigTest, RefusesInvalidCombinationsNamingTheFlags) {
@@ -41,6 +46,15 @@ TEST(ZeroConfigTest, RefusesInvalidCombinationsNamingTheFlags) {
   const std::string e = error_of({0, true, false});
   EXPECT_NE(e.find("--offload-optimizer"), std::string::npos) << e;
   EXPECT_NE(e.find("--zero-stage"), std::string::npos) << e;
+  // The gradient shards go to the host AdamW: stage >= 2 and --offload-optimizer.
+  for (const auto& [stage, optimizer] : {std::pair{1, true}, std::pair{2, false},
+                                        std::pair{3, false}, std::pair{0, false}}) {
+    ZeroConfig c{stage, optimizer, false};
+    c.offload_gradients = true;
+    const std::string g = error_of(c);
+    EXPECT_NE(g.find("--offload-gradients"), std::string::npos) << g;
+    EXPECT_NE(g.find("--zero-stage 2 or 3 and --offload-optimizer"), std::string::npos) << g;
+  }
 }
 
 // Llama-3-8B's parameter groups, written out by hand.
@@ -131,6 +145,19 @@ TEST(ZeroMemoryFormulaTest, Llama3_8bEveryStage) {
       2 * 4 * 1000);
   EXPECT_EQ(zero_memory_formula(config, ZeroConfig{3, true, true}, 4).host_staging, 0);  // fp32
   EXPECT_EQ(o.pinned, 0);  // only a live state knows
+  // Offloaded gradients: the grads column goes to the host too, the f32 staging slots are not
+  // needed (AdamW reads the shard where it lies), and one reduced shard is in flight.
+  ZeroConfig with_grads{3, true, true};
+  with_grads.offload_gradients = true;
+  const ZeroMemory og = zero_memory_formula(config, with_grads, 4, parallel::Precision::bf16_mixed);
+  EXPECT_EQ(og.grads, o.grads);
+  EXPECT_EQ(og.offloaded, o.offloaded + o.grads);
+  EXPECT_EQ(og.host_staging, 0);
+  const std::int64_t largest_shard = (std::max(g.embed(), g.final_group()) + 3) / 4;
+  EXPECT_EQ(og.transient, o.transient + 4 * largest_shard);
+  with_grads.offload_params = false;
+  EXPECT_EQ(zero_memory_formula(config, with_grads, 4, parallel::Precision::bf16_mixed).host_staging,
+            2 * 2 * kOffloadStageElements);  // only the bf16 slots
   const ZeroMemory o1 = zero_memory_formula(config, ZeroConfig{1, true, false}, 4);
   EXPECT_EQ(o1.offloaded, o1.optimizer);
   EXPECT_THROW(zero_memory_formula(config, ZeroConfig{1, false, true}, 4), Error);

@@ -24,9 +24,22 @@ using testing::zero_test_model;
 struct Variant {
   int stage;
   bool offload_optimizer, offload_params;
+  bool offload_gradients = false;
   std::string name() const {
     return "stage " + std::to_string(stage) + (offload_optimizer ? " +offload-optimizer" : "") +
-           (offload_params ? " +offload-params" : "");
+           (offload_params ? " +offload-params" : "") +
+           (offload_gradients ? " +offload-gradients" : "");
+  }
+  ZeroConfig zero() const {
+    ZeroConfig z{stage, offload_optimizer, offload_params};
+    z.offload_gradients = offload_gradients;
+    return z;
+  }
+  void apply(train::TrainConfig& c) const {
+    c.zero_stage = stage;
+    c.offload_optimizer = offload_optimizer;
+    c.offload_params = offload_params;
+    c.offload_gradients = offload_gradients;
   }
 };
 
@@ -50,15 +63,14 @@ TEST(CudaZeroTraining, EveryStageAndOffloadMatchesZero0) {
     for (const double loss : expected.losses) ASSERT_TRUE(std::isfinite(loss));
     // (The copy task's tokens are random: 5 steps do not lower the loss measurably.)
     EXPECT_NE(expected.losses.back(), expected.losses.front()) << "ZeRO-0 did not train";
-    std::vector<Variant> variants = {{3, false, false}, {3, true, true}};
+    std::vector<Variant> variants = {{3, false, false}, {3, true, true}, {3, true, true, true}};
     if (!tied)
-      variants = {{1, false, false}, {2, false, false}, {3, false, false}, {3, false, true},
-                  {1, true, false},  {2, true, false},  {3, true, true}};
+      variants = {{1, false, false}, {2, false, false}, {3, false, false},
+                  {3, false, true},  {1, true, false},  {2, true, false},
+                  {3, true, true},   {2, true, false, true}, {3, true, true, true}};
     for (const Variant& v : variants) {
       train::TrainConfig config = base;
-      config.zero_stage = v.stage;
-      config.offload_optimizer = v.offload_optimizer;
-      config.offload_params = v.offload_params;
+      v.apply(config);
       const std::string what = (tied ? "tied " : "untied ") + v.name();
       SCOPED_TRACE(what);
       // Tied embeddings at stage 3: the embedding's two contributions per backward (LM head,
@@ -79,12 +91,11 @@ TEST(CudaZeroTraining, EveryStageAndOffloadMatchesZero0) {
 TEST(CudaZeroTraining, ResumeContinuesBitExactly) {
   UL_REQUIRE_GPU();
   const std::string model = testing::write_model_json(zero_test_model(true), "resume");
-  for (const Variant& v : {Variant{1, false, false}, Variant{3, true, true}}) {
+  for (const Variant& v :
+       {Variant{1, false, false}, Variant{3, true, true}, Variant{3, true, true, true}}) {
     SCOPED_TRACE(v.name());
     train::TrainConfig c = testing::zero_train_config(model);
-    c.zero_stage = v.stage;
-    c.offload_optimizer = v.offload_optimizer;
-    c.offload_params = v.offload_params;
+    v.apply(c);
     const auto root = std::filesystem::temp_directory_path() /
                       ("ulysses_cuda_zero_resume_" + std::to_string(::getpid()));
     std::filesystem::remove_all(root);
@@ -166,7 +177,7 @@ TEST(CudaZeroTraining, OffloadLargerThanTheHostIsRefusedNamingTheFlags) {
 std::vector<Variant> all_variants() {
   return {{0, false, false}, {1, false, false}, {2, false, false}, {3, false, false},
           {1, true, false},  {2, true, false},  {3, true, false},  {3, false, true},
-          {3, true, true}};
+          {3, true, true},   {2, true, false, true}, {3, true, true, true}};
 }
 
 TEST(CudaZeroState, BuffersLiveWhereTheTableSaysWithTheFormulasBytes) {
@@ -179,7 +190,7 @@ TEST(CudaZeroState, BuffersLiveWhereTheTableSaysWithTheFormulasBytes) {
   model::init_weights(init, 3);
   for (const Variant& v : all_variants()) {
     SCOPED_TRACE(v.name());
-    const ZeroConfig zc{v.stage, v.offload_optimizer, v.offload_params};
+    const ZeroConfig zc = v.zero();
     ZeroState zero(ctx, config, mesh, zc, ops::AdamWConfig{});
     zero.set_parameters(init);
 
@@ -191,10 +202,13 @@ TEST(CudaZeroState, BuffersLiveWhereTheTableSaysWithTheFormulasBytes) {
     EXPECT_EQ(memory.optimizer, formula.optimizer);
     EXPECT_EQ(memory.offloaded, formula.offloaded);
     EXPECT_EQ(memory.host_staging, formula.host_staging);
-    // What the device copies in a step is page-locked (asynchronous copies): the staging and
-    // the offloaded bf16 parameter shards; the master shard and moments never cross.
-    EXPECT_EQ(memory.pinned, (v.offload_params ? memory.params : 0) + memory.host_staging);
-    EXPECT_EQ(memory.host_staging > 0, v.offload_optimizer);
+    // What the device copies in a step is page-locked (asynchronous copies): the staging, the
+    // offloaded bf16 parameter shards and the offloaded gradient shards; the master shard and
+    // moments never cross.
+    EXPECT_EQ(memory.pinned, (v.offload_params ? memory.params : 0) +
+                                 (v.offload_gradients ? memory.grads : 0) + memory.host_staging);
+    EXPECT_EQ(memory.host_staging > 0,
+              v.offload_optimizer && !(v.offload_gradients && v.offload_params));
 
     // Master shard and moments: host memory exactly when the optimizer is offloaded.
     for (const auto& [name, t] : zero.state_tensors()) {
@@ -309,10 +323,9 @@ TEST(CudaZeroState, StepsAllocateNoDeviceMemoryOnceWarm) {
   for (const Variant& v :
        {Variant{2, false, false}, Variant{3, false, false}, Variant{1, true, false},
         Variant{2, true, false}, Variant{3, true, false}, Variant{3, false, true},
-        Variant{3, true, true}}) {
+        Variant{3, true, true}, Variant{2, true, false, true}, Variant{3, true, true, true}}) {
     SCOPED_TRACE(v.name());
-    ZeroState zero(ctx, config, mesh, ZeroConfig{v.stage, v.offload_optimizer, v.offload_params},
-                   ops::AdamWConfig{});
+    ZeroState zero(ctx, config, mesh, v.zero(), ops::AdamWConfig{});
     zero.set_parameters(init);
     std::vector<double> losses;
     std::int64_t warm_allocations = 0;
@@ -375,14 +388,74 @@ TEST(CudaZeroState, OffloadedUpdateInSmallPiecesIsBitIdentical) {
     return out;
   };
   for (const Variant& v : {Variant{1, true, false}, Variant{2, true, false},
-                           Variant{3, true, false}, Variant{3, true, true}}) {
+                           Variant{3, true, false}, Variant{3, true, true},
+                           Variant{3, true, true, true}}) {
     SCOPED_TRACE(v.name());
-    ZeroConfig whole{v.stage, v.offload_optimizer, v.offload_params};
+    ZeroConfig whole = v.zero();
     ZeroConfig pieces = whole;
     pieces.offload_stage_elements = 777;
     const auto a = train(whole), b = train(pieces);
     ASSERT_EQ(a.size(), b.size());
     for (std::size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "tensor " << i;
+  }
+}
+
+// --offload-gradients keeps the gradient shards in pinned host memory, filled during backward:
+// bit-identical to keeping them on the device, with one backward per step and with two
+// (gradient accumulation: the second contribution is added on the device to the shard brought
+// back from the host), tied and untied, clipping on. The built-in attention kernel makes the
+// gradients deterministic run to run.
+TEST(CudaZeroState, OffloadedGradientsAreBitIdentical) {
+  UL_REQUIRE_GPU();
+  Context ctx = testing::gpu();
+  ctx.attention_kernel = AttentionKernel::builtin;
+  auto self = comm::make_self_communicator();
+  Mesh mesh(*self, ParallelConfig{1, 1, 1});
+  for (const bool tied : {false, true}) {
+    const model::ModelConfig config = zero_test_model(tied);
+    model::ParamBuffers init(config);
+    model::init_weights(init, 7);
+    auto attention = make_local_attention();
+    const model::Decoder decoder(config, *attention);
+    const data::PackedSequence a = sample_sequence(config.vocab_size, 11);
+    const data::PackedSequence b = sample_sequence(config.vocab_size, 12);
+    const data::SequenceShard sa = data::to_device(data::make_full_shard(a), ctx.device);
+    const data::SequenceShard sb = data::to_device(data::make_full_shard(b), ctx.device);
+    const float grad_scale = 1.0f / static_cast<float>(a.valid_labels() + b.valid_labels());
+    const auto train = [&](ZeroConfig zc, int micro_steps) {
+      ZeroState zero(ctx, config, mesh, zc, ops::AdamWConfig{});
+      zero.set_parameters(init);
+      std::vector<std::vector<float>> out;
+      std::vector<float> norms;
+      for (std::int64_t step = 1; step <= 3; ++step) {
+        zero.begin_step();
+        decoder.forward_backward(ctx, zero, sa, grad_scale, {});
+        if (micro_steps == 2) decoder.forward_backward(ctx, zero, sb, grad_scale, {});
+        // max_grad_norm 0.05: the clip scales every step here
+        norms.push_back(static_cast<float>(zero.finish_step(ctx, step, 1e-3f, 0.05)));
+      }
+      out.push_back(norms);
+      for (const auto& [name, t] : zero.state_tensors()) out.push_back(t.to_floats());
+      for (std::size_t g = 0; g < model::ParamLayout(config).groups().size(); ++g) {
+        out.push_back(zero.acquire(g).to_floats());
+        zero.release(g);
+      }
+      return out;
+    };
+    for (const Variant& v : {Variant{2, true, false}, Variant{3, true, true}}) {
+      for (const int micro_steps : {1, 2}) {
+        SCOPED_TRACE(v.name() + (tied ? ", tied" : ", untied") + ", " +
+                     std::to_string(micro_steps) + " backward(s) per step");
+        ZeroConfig resident = v.zero();
+        ZeroConfig offloaded = resident;
+        offloaded.offload_gradients = true;
+        const auto expected = train(resident, micro_steps), got = train(offloaded, micro_steps);
+        ASSERT_EQ(expected.size(), got.size());
+        EXPECT_GT(expected[0][0], 0.05f) << "the clip did not act";
+        for (std::size_t i = 0; i < expected.size(); ++i)
+          EXPECT_EQ(got[i], expected[i]) << "tensor " << i << " (0: grad norms)";
+      }
+    }
   }
 }
 

@@ -10,7 +10,7 @@
 #include "ulysses/core/format.h"
 #include "ulysses/model/decoder.h"
 #include "ulysses/parallel/ulysses_exchange.h"
-#include "ulysses/parallel/zero.h"
+#include "ulysses/parallel/zero_config.h"
 
 namespace ulysses::parallel {
 
@@ -50,7 +50,7 @@ std::int64_t states_rounding(const ModelConfig& c, const MemoryPlanInput& in) {
   for (const auto& group : layout.groups()) {
     const std::int64_t s = (group.numel + Z - 1) / Z;
     if (!in.offload_params) add(bf16 * (in.zero_stage >= 3 ? s : Z * s));
-    add(f32 * (in.zero_stage >= 2 ? s : Z * s));
+    if (!in.offload_gradients) add(f32 * (in.zero_stage >= 2 ? s : Z * s));
     if (!in.offload_optimizer) {
       add(f32 * s);  // master
       add(f32 * s);  // exp_avg
@@ -74,12 +74,13 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   p.layers = L;
 
   // Model states (ZeRO over the group, offloaded parts in host memory).
-  const ZeroConfig zc{in.zero_stage, in.offload_optimizer, in.offload_params};
+  ZeroConfig zc{in.zero_stage, in.offload_optimizer, in.offload_params};
+  zc.offload_gradients = in.offload_gradients;
   const ZeroMemory z = zero_memory_formula(c, zc, std::max(1, in.zero_group), in.precision);
   p.params = in.offload_params ? 0 : z.params;
   p.master = in.offload_optimizer ? 0 : z.master;
   p.optimizer = in.offload_optimizer ? 0 : z.optimizer;
-  p.grads = z.grads;
+  p.grads = in.offload_gradients ? 0 : z.grads;
   p.host_states = host_states(z);
   p.grads += states_rounding(c, in);  // booked with the gradients, the buffers always resident
 
@@ -260,15 +261,19 @@ std::string format_reach_table(const ModelConfig& c, const MemoryPlanInput& base
     int stage;
     bool opt, params, recompute;
     std::int64_t act_layers;
+    bool grads = false;
   };
   const int stage = std::max(base.zero_stage, 0);
   const std::vector<Choice> choices = {
       {"(as given)", stage, base.offload_optimizer, base.offload_params, base.recompute_attention,
-       base.offload_activation_layers},
+       base.offload_activation_layers, base.offload_gradients},
       {"--zero-stage 3 --offload-optimizer --offload-params", 3, true, true, false, 0},
       {"  + --recompute-attention", 3, true, true, true, 0},
       {"  + --offload-activations", 3, true, true, false, -1},
       {"  + --recompute-attention --offload-activations", 3, true, true, true, -1},
+      {"  + --offload-gradients", 3, true, true, false, 0, true},
+      {"  + --recompute-attention --offload-activations --offload-gradients", 3, true, true, true,
+       -1, true},
   };
   std::ostringstream out;
   out << "largest sequence per device with gradient checkpointing (device "
@@ -276,7 +281,7 @@ std::string format_reach_table(const ModelConfig& c, const MemoryPlanInput& base
       << (base.host_budget_bytes > 0 ? format_bytes(base.host_budget_bytes) : "unlimited")
       << "):\n";
   char buf[200];
-  std::snprintf(buf, sizeof buf, "  %-55s %12s %12s %12s\n", "options", "tokens", "device",
+  std::snprintf(buf, sizeof buf, "  %-68s %12s %12s %12s\n", "options", "tokens", "device",
                 "host");
   out << buf;
   for (const Choice& ch : choices) {
@@ -287,10 +292,11 @@ std::string format_reach_table(const ModelConfig& c, const MemoryPlanInput& base
     in.offload_params = ch.params;
     in.recompute_attention = ch.recompute;
     in.offload_activation_layers = ch.act_layers;
+    in.offload_gradients = ch.grads;
     const std::int64_t tokens = largest_fit(c, in);
     in.tokens_per_device = std::max<std::int64_t>(tokens, 1);
     const MemoryPlan p = plan_for(c, in, in.tokens_per_device);
-    std::snprintf(buf, sizeof buf, "  %-55s %12lld %12s %12s\n", ch.flags,
+    std::snprintf(buf, sizeof buf, "  %-68s %12lld %12s %12s\n", ch.flags,
                   static_cast<long long>(tokens), format_bytes(p.total()).c_str(),
                   format_bytes(p.host_total()).c_str());
     out << buf;

@@ -45,6 +45,7 @@ struct MemoryPlanInput {
   int zero_group = 1;
   bool offload_optimizer = false;
   bool offload_params = false;
+  bool offload_gradients = false;  // stage >= 2 with offload_optimizer: grads in host memory
   // Layers (from layer 0) whose checkpointed activations wait in host memory; -1 = as many as
   // host_budget_bytes allows (every layer without a host budget). Needs checkpointing.
   std::int64_t offload_activation_layers = 0;

@@ -1,8 +1,5 @@
 #include "ulysses/parallel/zero.h"
 
-#include <cstdio>
-#include <sstream>
-
 #include <algorithm>
 #include <cmath>
 
@@ -38,59 +35,6 @@ class CopyWork final : public comm::Work {
 };
 
 }  // namespace
-
-void validate_zero_config(const ZeroConfig& c) {
-  if (c.grad_reduce_dtype != DType::f32 && c.grad_reduce_dtype != DType::bf16)
-    UL_FAIL("--grad-reduce-dtype must be float32 or bfloat16 (got ", dtype_name(c.grad_reduce_dtype),
-            ")");
-  if (c.grad_reduce_dtype == DType::bf16 && c.stage > 0)
-    UL_FAIL("--grad-reduce-dtype bfloat16 is implemented for --zero-stage 0 only (got stage ",
-            c.stage, "); use --grad-reduce-dtype float32 with ZeRO");
-  UL_CHECK(c.offload_stage_elements >= 1, "ZeroConfig: offload_stage_elements is ",
-           c.offload_stage_elements, ", expected >= 1");
-  if (c.stage < 0 || c.stage > 3) UL_FAIL("--zero-stage must be 0, 1, 2 or 3 (got ", c.stage, ")");
-  if (c.offload_params && c.stage != 3)
-    UL_FAIL("--offload-params needs --zero-stage 3 (got --zero-stage ", c.stage,
-            "): parameters are sharded only at stage 3; use --zero-stage 3 or drop "
-            "--offload-params");
-  if (c.offload_optimizer && c.stage < 1)
-    UL_FAIL(
-        "--offload-optimizer needs --zero-stage 1, 2 or 3 (got --zero-stage 0); raise "
-        "--zero-stage or drop --offload-optimizer");
-}
-
-ZeroMemory zero_memory_formula(const model::ModelConfig& config, const ZeroConfig& zero,
-                               int zero_group_size, Precision precision) {
-  validate_zero_config(zero);
-  UL_CHECK(zero_group_size >= 1, "zero_memory_formula: zero_group_size must be >= 1, got ",
-           zero_group_size);
-  const std::int64_t Z = zero.stage == 0 ? 1 : zero_group_size;
-  std::int64_t full = 0, shard = 0, largest = 0;  // elements: padded sum, shard sum, largest group
-  const model::ParamLayout layout(config);
-  for (const auto& group : layout.groups()) {
-    const std::int64_t s = ceil_div(group.numel, Z);
-    full += Z * s;
-    shard += s;
-    largest = std::max(largest, Z * s);
-  }
-  const bool bf16 = precision == Precision::bf16_mixed;
-  ZeroMemory m;
-  m.params = (bf16 ? 2 : 4) * (zero.stage >= 3 ? shard : full);
-  m.grads = 4 * (zero.stage >= 2 ? shard : full);
-  m.optimizer = 8 * shard;
-  m.master = bf16 ? 4 * shard : 0;
-  if (zero.offload_optimizer) m.offloaded += m.optimizer + m.master;
-  if (zero.offload_params) m.offloaded += m.params;
-  if (zero.offload_optimizer && bf16) {
-    std::int64_t slot = 0;  // elements of one staging slot
-    for (const auto& group : layout.groups())
-      slot = std::max(slot, std::min(ceil_div(group.numel, Z), zero.offload_stage_elements));
-    m.host_staging = 2 * 4 * slot + (zero.offload_params ? 0 : 2 * 2 * slot);
-  }
-  if (zero.stage >= 2) m.transient += 3 * 4 * largest;
-  if (zero.stage >= 3) m.transient += 3 * (bf16 ? 2 : 4) * largest;
-  return m;
-}
 
 // One parameter group's state on this rank. s = shard, padded = Z * s; this rank owns
 // elements [lo, lo + s) of the padded flat buffer. "device" is the context's device; "host"
@@ -135,6 +79,11 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
     zero_size_ = mesh.zero_group().size();
     zero_rank_ = mesh.zero_group().rank();
   }
+  if (zero.offload_gradients && mesh.replicate_group().size() > 1)
+    UL_FAIL("--offload-gradients with --dp-replicate-size ", mesh.replicate_group().size(),
+            ": the replicas' gradient all-reduce would run on host memory; use "
+            "--dp-replicate-size 1 (shard over every rank with --dp-shard-size) or drop "
+            "--offload-gradients");
   const Device device = ctx.device;
   // Offloaded buffers of a device state live in host memory; those the device copies from or
   // into during a step (`dma`: the bf16 parameter shards) are pinned, so their copies are
@@ -159,22 +108,28 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
                    : Tensor::zeros({g.padded}, ctx.compute_dtype, device);
     // (f32 on a device, tests only: the parameters are the master and go through host copies)
     if (mixed()) g.master = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32, false);
-    g.grads = Tensor::zeros({g.grads_sharded ? g.shard : g.padded}, DType::f32, device);
+    // offload_gradients: the stage 2-3 shard is a copy target of the backward (pinned).
+    g.grads = host_grads() ? Tensor::zeros_pinned({g.shard}, DType::f32)
+                           : Tensor::zeros({g.grads_sharded ? g.shard : g.padded}, DType::f32, device);
     g.exp_avg = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32, false);
     g.exp_avg_sq = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32, false);
     stage_slot = std::max(stage_slot, std::min(g.shard, zero.offload_stage_elements));
     groups_.push_back(std::move(g));
   }
+  grad_contributions_.assign(groups_.size(), 0);
+  grad_sum_of_squares_.assign(groups_.size(), 0.0);
   copy_ = std::make_unique<CopyStream>(ctx_);
   // The offloaded update's staging (see "Offload"): two gradient shards and, unless the bf16
   // shards live in host memory themselves, two compute-dtype shards, in pinned host memory.
   if (pipelined_update()) {
-    for (auto& t : grad_stage_) t = Tensor::zeros_pinned({stage_slot}, DType::f32);
+    if (!host_grads())  // offloaded gradient shards are read where they lie
+      for (auto& t : grad_stage_) t = Tensor::zeros_pinned({stage_slot}, DType::f32);
     if (!zero.offload_params)
       for (auto& t : param_stage_) t = Tensor::zeros_pinned({stage_slot}, ctx.compute_dtype);
   }
   const ZeroMemory held = memory();
-  const std::int64_t to_pin = (zero.offload_params ? held.params : 0) + held.host_staging;
+  const std::int64_t to_pin = (zero.offload_params ? held.params : 0) +
+                             (host_grads() ? held.grads : 0) + held.host_staging;
   if (!device.is_cpu() && held.pinned < to_pin)
     log_warn("ZeRO offload: ", format_bytes(to_pin - held.pinned),
              " of host memory could not be page-locked (cudaHostRegister failed: check "
@@ -187,6 +142,7 @@ ZeroState::~ZeroState() {
   for (Group& g : groups_) g.gather_work.reset();
   reduce_work_.reset();
   drain_copies();
+  sent_grads_ = Tensor();
 }
 
 void ZeroState::drain_copies() const {
@@ -343,8 +299,46 @@ void ZeroState::complete_reduce() {
   reduce_work_->wait();
   reduce_work_.reset();  // releases the full gradient buffer
   current_.grads -= g.padded * 4;
-  ops::add_inplace(ctx_, g.grads, reduce_result_);
+  if (host_grads()) {
+    send_grads_to_host(reduce_group_, std::move(reduce_result_));
+  } else {
+    ops::add_inplace(ctx_, g.grads, reduce_result_);
+  }
   reduce_result_ = Tensor();
+}
+
+void ZeroState::send_grads_to_host(std::size_t index, Tensor reduced) {
+  Group& g = groups_[index];
+  release_sent_grads();
+  Tensor shard = std::move(reduced);  // [s] f32 on the device
+  if (grad_contributions_[index]++ > 0) {
+    // Accumulation: the host shard comes back (after its earlier copy there: same stream) and
+    // this contribution is added as the resident path adds it.
+    Tensor sum = Tensor::empty({g.shard}, DType::f32, ctx_.device);
+    copy_->wait_for_compute();  // the compute stream's queued work may still use that memory
+    copy_->copy(sum, g.grads);
+    copy_->compute_waits(copy_->record());
+    ops::add_inplace(ctx_, sum, shard);
+    shard = std::move(sum);
+  }
+  // The norm's term, taken on the device as finish_step takes it of a resident shard (the
+  // first contribution is the shard: 0 + x = x).
+  grad_sum_of_squares_[index] = ops::sum_of_squares(ctx_, shard);
+  copy_->wait_for_compute();
+  copy_->copy(g.grads, shard);
+  sent_grads_mark_ = copy_->record();
+  sent_grads_ = std::move(shard);
+  current_.grads += static_cast<std::int64_t>(sent_grads_.nbytes());
+  note_transient();
+}
+
+void ZeroState::release_sent_grads() {
+  if (!sent_grads_.defined()) return;
+  // The caching allocator hands memory out in compute-stream order: once the compute stream
+  // has waited for the copy, the buffer may go back (no host synchronization).
+  copy_->compute_waits(sent_grads_mark_);
+  current_.grads -= static_cast<std::int64_t>(sent_grads_.nbytes());
+  sent_grads_ = Tensor();
 }
 
 void ZeroState::all_reduce_grads(comm::Communicator& group, Tensor grads) const {
@@ -390,10 +384,14 @@ void ZeroState::begin_step() {
   complete_reduce();
   drop_prefetch();
   last_acquired_ = -1;  // the next forward starts at group 0
+  release_sent_grads();
   for (Group& g : groups_) {
     UL_CHECK(!g.grad_full.defined(), "begin_step: a backward did not call grads_done");
-    g.grads.zero_();
+    // Offloaded shards: a step's first contribution overwrites them (finish_step zeroes those
+    // that got none).
+    if (!host_grads()) g.grads.zero_();
   }
+  std::fill(grad_contributions_.begin(), grad_contributions_.end(), 0);
   peak_ = current_;
 }
 
@@ -431,6 +429,7 @@ void ZeroState::update_offloaded(std::int64_t step, float lr) {
   // The clipped gradients are final and the backward no longer reads the parameters.
   copy_->wait_for_compute();
   const auto fetch_grads = [&](std::size_t k) {
+    if (host_grads()) return;  // the gradient shards are in host memory already
     const Piece& p = pieces[k];
     copy_->copy(grad_stage_[k % 2].rows(0, p.end - p.begin),
                 groups_[p.group].grad_shard().rows(p.begin, p.end));
@@ -443,8 +442,9 @@ void ZeroState::update_offloaded(std::int64_t step, float lr) {
     const std::int64_t n = p.end - p.begin;
     // Piece k + 1's gradients come while piece k updates (its slot was piece k - 1's, done).
     if (k + 1 < pieces.size()) fetch_grads(k + 1);
-    CopyStream::host_waits(grad_ready_[k % 2]);
-    const Tensor grad = grad_stage_[k % 2].rows(0, n);  // [n] f32, pinned
+    if (!host_grads()) CopyStream::host_waits(grad_ready_[k % 2]);
+    const Tensor grad = host_grads() ? g.grads.rows(p.begin, p.end)    // [n] f32, pinned
+                                     : grad_stage_[k % 2].rows(0, n);
     // The rounded piece: straight into the pinned shard (offload_params), else into a staging
     // slot whose previous copy (piece k - 2's) is done, its padding zeroed.
     Tensor rounded;
@@ -508,8 +508,16 @@ double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
   // 0. The last reduce-scatter is added; an unused prefetched group would hold the parameters
   // before this update.
   complete_reduce();
+  release_sent_grads();
   drop_prefetch();
-  drain_copies();       // no copy of a prefetch may still read a host shard AdamW rewrites
+  drain_copies();  // no copy of a prefetch may still read a host shard AdamW rewrites, and the
+                   // offloaded gradient shards are complete
+  if (host_grads())
+    for (std::size_t i = 0; i < groups_.size(); ++i)
+      if (grad_contributions_[i] == 0) {  // no backward reached it this step
+        groups_[i].grads.zero_();
+        grad_sum_of_squares_[i] = 0.0;
+      }
   last_acquired_ = -1;  // the next forward starts at group 0
   // 1. Reduce: every rank's gradients become the sum over the world.
   comm::Communicator& world = mesh_.world();
@@ -524,7 +532,8 @@ double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
   // 2. Global norm: this rank's shards (padding is zero; on the device, double accumulation),
   // then the ZeRO group's partial sums in rank order on the host.
   double sum = 0;
-  for (const Group& g : groups_) sum += ops::sum_of_squares(ctx_, g.grad_shard());
+  for (std::size_t i = 0; i < groups_.size(); ++i)
+    sum += host_grads() ? grad_sum_of_squares_[i] : ops::sum_of_squares(ctx_, groups_[i].grad_shard());
   if (zero_.stage >= 1) sum = comm::sum_in_rank_order(mesh_.zero_group(), sum);
   const double norm = std::sqrt(sum);
   // A non-finite norm (or a step the caller rejects) changes nothing: no clip, no update.
@@ -533,7 +542,9 @@ double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
   if (max_grad_norm > 0) {
     const double factor = max_grad_norm / (norm + 1e-6);
     if (factor < 1.0)
-      for (Group& g : groups_) ops::scale_inplace(ctx_, g.grad_shard(), static_cast<float>(factor));
+      for (Group& g : groups_)  // offloaded shards: on the host, every thread, the same product
+        ops::scale_inplace(host_grads() ? Context{} : ctx_, g.grad_shard(),
+                           static_cast<float>(factor));
   }
   // 4. AdamW on the owned elements of every parameter (weight decay per ParamSpec), then the
   // parameters are refreshed (stage 0-2: all-gathered into the full buffers).
@@ -621,39 +632,19 @@ ZeroMemory ZeroState::memory() const {
   }
   if (zero_.offload_optimizer) m.offloaded += m.optimizer + m.master;
   if (zero_.offload_params) m.offloaded += m.params;
+  if (zero_.offload_gradients) m.offloaded += m.grads;
   const auto count_pinned = [&](const Tensor& t) {
     if (t.defined() && t.pinned()) m.pinned += static_cast<std::int64_t>(t.nbytes());
   };
   for (const Group& g : groups_)
-    for (const Tensor* t : {&g.params, &g.master, &g.exp_avg, &g.exp_avg_sq}) count_pinned(*t);
+    for (const Tensor* t : {&g.params, &g.master, &g.grads, &g.exp_avg, &g.exp_avg_sq})
+      count_pinned(*t);
   for (const auto* stage : {&grad_stage_, &param_stage_})
     for (const Tensor& t : *stage) {
       if (t.defined()) m.host_staging += static_cast<std::int64_t>(t.nbytes());
       count_pinned(t);
     }
   return m;
-}
-
-std::string zero_memory_table(const model::ModelConfig& config, int zero_group_size,
-                              Precision precision) {
-  std::ostringstream out;
-  out << "ZeRO memory per rank over " << zero_group_size << " ranks (dp_shard x sp), "
-      << (precision == Precision::fp32 ? "fp32" : "bf16 + fp32 master")
-      << ", model states only (bytes):\n";
-  out << "  stage        params        master         grads     optimizer         total\n";
-  for (int stage = 0; stage <= 3; ++stage) {
-    const ZeroMemory m = zero_memory_formula(config, stage, zero_group_size, precision);
-    // transient: the bound on the full buffers in flight at stage 2-3 (not in the total)
-    char line[200];
-    std::snprintf(line, sizeof line, "  %5d %13lld %13lld %13lld %13lld %13lld  (%s)", stage,
-                  static_cast<long long>(m.params), static_cast<long long>(m.master),
-                  static_cast<long long>(m.grads), static_cast<long long>(m.optimizer),
-                  static_cast<long long>(m.total()), format_bytes(m.total()).c_str());
-    out << line;
-    if (m.transient > 0) out << " + up to " << format_bytes(m.transient) << " transient";
-    out << "\n";
-  }
-  return out.str();
 }
 
 }  // namespace ulysses::parallel

@@ -34,27 +34,7 @@
 // buffers of stage 2-3 and the small per-step copies, which come from the device's caching
 // allocator (Tensor::empty), so no cudaMalloc runs inside a step once the cache is warm.
 //
-// Per-rank memory (N parameters; every group rounded up to its padded size Z * s, and "N/Z"
-// meaning the sum of the per-group shards s):
-//
-//   fp32 (CPU reference)   params        grads         optimizer (exp_avg + exp_avg_sq)
-//   stage 0                4N            4N            8N              (unpadded, Z = 1)
-//   stage 1                4N            4N            8N/Z
-//   stage 2                4N            4N/Z          8N/Z
-//   stage 3                4N/Z          4N/Z          8N/Z
-//
-//   bf16 mixed (CUDA)      params (bf16) master (fp32) grads (fp32)  optimizer (fp32)
-//   stage 0                2N            4N            4N            8N
-//   stage 1                2N            4N/Z          4N            8N/Z
-//   stage 2                2N            4N/Z          4N/Z          8N/Z
-//   stage 3                2N/Z          4N/Z          4N/Z          8N/Z
-//
-// Not counted in the table (bounded separately by ZeroMemory::transient, which the trainer's
-// plan adds to its buffers): the transient full buffers of stage 2-3 (one group's fp32
-// gradients between
-// grads() and grads_done() plus, with overlap, the previous group's while its reduce-scatter
-// runs; the gathered compute-dtype parameters of the acquired groups plus, with overlap, one
-// prefetched group; see peak_transient()).
+// Per-rank memory: the table in parallel/zero_config.h (zero_memory_formula).
 //
 // Overlap (stage 2-3; ZeroConfig::overlap = false turns it off, same results).
 // Collectives are started (Communicator::*_start) and waited for later, so on GPUs they run on
@@ -100,7 +80,19 @@
 //     the compute stream waits for the copy before the all-gather starts.
 //   - offload_params without offload_optimizer: AdamW runs on the device and the bf16 shard is
 //     copied into its pinned host buffer (a synchronous copy at the DMA rate).
-// The gradients (fp32) always stay on the device. The host waits for copies only where it
+//   - offload_gradients (stage 2-3 with offload_optimizer) keeps the fp32 gradient shards in
+//     pinned host memory (Memory::grads). When a group's reduce-scatter is added (the next
+//     grads_done, or finish_step) the reduced shard is finished on the device: the first
+//     contribution of a step is the shard itself; a later one (gradient accumulation) is added
+//     to the host shard brought back to the device, with the same addition as the resident
+//     path. Its sum of squares is taken there (the norm's per-group term, the same op on the
+//     same values as without offload) and it is copied to the host shard on the copy stream,
+//     overlapping the backward of the next groups; the device buffer goes back to the caching
+//     allocator once the compute stream has waited for that copy (at the next group's
+//     completion). finish_step clips the host shards (every OpenMP thread) and the host AdamW
+//     reads them in place, so no gradient staging slot is needed. Bit-identical to the
+//     resident gradients; the device keeps one reduced shard in flight instead of all of them.
+// Otherwise the gradients (fp32) stay on the device. The host waits for copies only where it
 // reads or rewrites host memory: a gradient slot before its AdamW, a staging slot before it is
 // refilled, all copies at finish_step's start and before set_parameters / load_state_tensors.
 // A CUDA state in f32 (tests only) keeps the synchronous per-group copies.
@@ -119,78 +111,13 @@
 #include "ulysses/core/context.h"
 #include "ulysses/core/copy_stream.h"
 #include "ulysses/core/format.h"
-#include "ulysses/parallel/memory_plan.h"
 #include "ulysses/model/param_store.h"
 #include "ulysses/model/params.h"
 #include "ulysses/ops/adamw.h"
 #include "ulysses/parallel/mesh.h"
+#include "ulysses/parallel/zero_config.h"
 
 namespace ulysses::parallel {
-
-// The offloaded update moves a group's shard through pinned staging slots in pieces of at most
-// this many elements (32 Mi: 128 MiB of f32 gradients per slot), so the staging stays small next
-// to the largest group (an embedding of 0.4-0.5 G elements) and the pipeline has several steps
-// per group.
-inline constexpr std::int64_t kOffloadStageElements = std::int64_t{1} << 25;
-
-struct ZeroConfig {
-  int stage = 0;
-  bool offload_optimizer = false;
-  bool offload_params = false;
-  // Stage 2-3: prefetch stage-3 gathers and run reduce-scatters asynchronously (see
-  // "Overlap"; --zero-overlap / --no-zero-overlap; same results either way).
-  bool overlap = true;
-  // Element type of the stage-0 gradient all-reduce (--grad-reduce-dtype): bf16 halves the
-  // traffic; each rank's gradient and the sum are rounded to bf16 once (the backends still add
-  // in f32). Stages 1-3 reduce in f32 (bf16 is refused there).
-  DType grad_reduce_dtype = DType::f32;
-  // The offloaded update's piece size in elements (see "Offload"; tests use small pieces; the
-  // result does not depend on it).
-  std::int64_t offload_stage_elements = kOffloadStageElements;
-};
-
-// Stage in 0..3 (Error naming --zero-stage); --offload-params needs stage 3; --offload-optimizer
-// needs stage >= 1 (Errors naming the flags and the fix).
-void validate_zero_config(const ZeroConfig& config);
-
-// Bytes per rank (see the table above).
-struct ZeroMemory {
-  std::int64_t params = 0;     // weights used by forward/backward (compute dtype)
-  std::int64_t grads = 0;      // fp32 gradients
-  std::int64_t optimizer = 0;  // AdamW moments (fp32)
-  std::int64_t master = 0;     // separate fp32 master weights (bf16 mixed only)
-  std::int64_t offloaded = 0;  // of the above, bytes the offload flags put in host memory
-  // Not in total(): pinned host staging of the offloaded update (bf16 mixed with
-  // offload_optimizer: two f32 slots and, without offload_params, two compute-dtype slots, each
-  // of min(largest shard, kOffloadStageElements) elements). Host memory on top of `offloaded`.
-  std::int64_t host_staging = 0;
-  // Of offloaded + host_staging, bytes actually page-locked: the staging and the offloaded bf16
-  // parameter shards (ZeroState::memory() only: 0 in the formula and on the CPU backend; less
-  // when cudaHostRegister failed).
-  std::int64_t pinned = 0;
-  // Not in total(): a bound on the transient full buffers held at once, in sizes of the
-  // largest group (stage 2-3: three fp32 gradient buffers: the one accumulating, the one being
-  // reduce-scattered and, with tied embeddings, the embedding's, open from the LM head to the
-  // embedding backward; stage 3: three gathered compute-dtype copies: the acquired ones and a
-  // prefetched one). The trainer's plan adds it to the buffers.
-  std::int64_t transient = 0;
-  std::int64_t total() const { return params + grads + optimizer + master; }
-};
-
-// The formula of the table, from the model's parameter layout. zero_group_size = Z.
-ZeroMemory zero_memory_formula(const model::ModelConfig& config, const ZeroConfig& zero,
-                               int zero_group_size,
-                               Precision precision = Precision::fp32);
-inline ZeroMemory zero_memory_formula(const model::ModelConfig& config, int stage,
-                                      int zero_group_size,
-                                      Precision precision = Precision::fp32) {
-  return zero_memory_formula(config, ZeroConfig{stage, false, false}, zero_group_size, precision);
-}
-
-// Per-rank memory of stages 0..3 for `zero_group_size` ranks, as printed by `ulysses info`:
-// one row per stage with params, master, grads, optimizer and total, in bytes and GiB.
-std::string zero_memory_table(const model::ModelConfig& config, int zero_group_size,
-                              Precision precision);
 
 // Collectives: acquire/release (stage 3), grads_done (stage 2-3), finish_step,
 // gather_parameters (stage 3; mixed precision: stage 1-3) and load_state_tensors (stage 1-3) are
@@ -333,8 +260,16 @@ class ZeroState final : public model::ParamStore {
   void drop_prefetch();
   // Sums full f32 gradients over `group` in place, in ZeroConfig::grad_reduce_dtype.
   void all_reduce_grads(comm::Communicator& group, Tensor grads) const;
-  // Waits for the started reduce-scatter, if any, and adds its result into the gradient shard.
+  // Waits for the started reduce-scatter, if any, and adds its result into the gradient shard
+  // (offload_gradients: finishes the shard on the device and sends it to the host).
   void complete_reduce();
+  // offload_gradients on a device: the gradient shards are in host memory.
+  bool host_grads() const { return zero_.offload_gradients && !ctx_.device.is_cpu(); }
+  // offload_gradients: the reduced shard of group `index` ([s] f32 on the device) is added to
+  // what the step has accumulated, its sum of squares kept, and it is copied to the host shard.
+  void send_grads_to_host(std::size_t index, Tensor reduced);
+  // Lets the caching allocator reuse the last shard sent to the host once its copy is done.
+  void release_sent_grads();
 
   Context ctx_;
   model::ModelConfig config_;
@@ -358,6 +293,12 @@ class ZeroState final : public model::ParamStore {
   // elements, with the marks of their last copies.
   std::array<Tensor, 2> grad_stage_, param_stage_;
   std::array<CopyMark, 2> grad_ready_, params_sent_;
+  // offload_gradients: per group, the reduced contributions since begin_step and the sum of
+  // squares of the accumulated shard; the last shard sent to the host and its copy's mark.
+  std::vector<int> grad_contributions_;
+  std::vector<double> grad_sum_of_squares_;
+  Tensor sent_grads_;
+  CopyMark sent_grads_mark_;
   // Asynchronous host <-> device copies of the offloaded state (synchronous on the CPU).
   // Last member: the destructor drains it before the buffers above are freed.
   std::unique_ptr<CopyStream> copy_;

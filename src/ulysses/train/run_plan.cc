@@ -67,6 +67,7 @@ parallel::MemoryPlanInput memory_plan_input(const TrainConfig& c,
   in.zero_group = static_cast<int>(layout.dp_shard_size * layout.sp_size);
   in.offload_optimizer = c.offload_optimizer;
   in.offload_params = c.offload_params;
+  in.offload_gradients = c.offload_gradients;
   if (c.offload_activations && precision == parallel::Precision::bf16_mixed) {
     in.offload_activation_layers = c.offload_activation_layers;
     in.host_budget_bytes = host_budget_bytes;
@@ -135,6 +136,19 @@ FitAdvice advise_fit(const TrainConfig& c, const model::ModelConfig& model,
     t.gradient_checkpointing = true;
     consider("--zero-stage 3 --offload-optimizer --offload-params --gradient-checkpointing", t,
              layout);
+  }
+  // The gradient shards too (a GPU feature: on the CPU nothing is on a device).
+  if (!c.offload_gradients && bf16 && layout.dp_replicate_size == 1) {
+    TrainConfig t = c;
+    t.zero_stage = std::max<std::int64_t>(c.zero_stage, 2);
+    t.offload_optimizer = t.offload_gradients = true;
+    t.gradient_checkpointing = true;
+    std::string change = c.offload_optimizer && c.zero_stage >= 2
+                             ? "--offload-gradients"
+                             : "--zero-stage " + std::to_string(t.zero_stage) +
+                                   " --offload-optimizer --offload-gradients";
+    if (!c.gradient_checkpointing) change += " --gradient-checkpointing";
+    consider(change, t, layout);
   }
   // Less kept per layer (CUDA precision: activation offload is a GPU feature).
   if (!c.recompute_attention || (!c.offload_activations && bf16)) {
@@ -323,12 +337,13 @@ std::string info_report(const TrainConfig& options, int world_size_option, doubl
   const std::int64_t zero_ranks = layout.dp_shard_size * layout.sp_size;
   appendf(out,
           "layout: world %d = dp_replicate %lld x dp_shard %lld x sp %lld; ZeRO stage %lld "
-          "over %lld ranks (dp_shard x sp)%s%s\n",
+          "over %lld ranks (dp_shard x sp)%s%s%s\n",
           world_size, static_cast<long long>(layout.dp_replicate_size),
           static_cast<long long>(layout.dp_shard_size), static_cast<long long>(layout.sp_size),
           static_cast<long long>(config.zero_stage), static_cast<long long>(zero_ranks),
           config.offload_optimizer ? ", optimizer offloaded" : "",
-          config.offload_params ? ", parameters offloaded" : "");
+          config.offload_params ? ", parameters offloaded" : "",
+          config.offload_gradients ? ", gradients offloaded" : "");
   if (layout.ring_size > 1)
     appendf(out, "attention: %s, ring of %lld x Ulysses over %lld ranks (zigzag chunks)\n",
             layout.ring_size == layout.sp_size ? "ring" : "hybrid",

@@ -76,6 +76,9 @@ struct TrainConfig {
   std::int64_t zero_stage = 0;     // 0-3, over the dp_shard x sp ranks (CPU and CUDA)
   bool offload_optimizer = false;  // ZeRO >= 1: master weights and AdamW state in host memory
   bool offload_params = false;     // ZeRO 3: parameter shards in host memory
+  // ZeRO >= 2 with offload_optimizer: gradient shards in pinned host memory, copied there
+  // during backward (parallel/zero_config.h).
+  bool offload_gradients = false;
   // ZeRO 2-3: prefetch the next group's parameters and reduce-scatter gradients
   // asynchronously (same results; on by default).
   bool zero_overlap = true;

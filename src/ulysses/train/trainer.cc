@@ -34,6 +34,7 @@ parallel::ZeroConfig zero_config(const TrainConfig& c) {
   z.stage = static_cast<int>(c.zero_stage);
   z.offload_optimizer = c.offload_optimizer;
   z.offload_params = c.offload_params;
+  z.offload_gradients = c.offload_gradients;
   z.overlap = c.zero_overlap;
   z.grad_reduce_dtype = parse_dtype_option(c.grad_reduce_dtype, "--grad-reduce-dtype");
   return z;
@@ -380,8 +381,10 @@ void Trainer::check_offload_host_memory() const {
           " staging per rank x ", ranks_here, " ranks on this node; --model ", config_.model,
           ", --zero-stage ", config_.zero_stage,
           config_.offload_optimizer ? ", --offload-optimizer" : "",
-          config_.offload_params ? ", --offload-params" : "", ") but ", format_bytes(available),
-          " are available; shard over more ranks (more nodes), drop "
+          config_.offload_params ? ", --offload-params" : "",
+          config_.offload_gradients ? ", --offload-gradients" : "", ") but ",
+          format_bytes(available),
+          " are available; shard over more ranks (more nodes), drop --offload-gradients, "
           "--offload-params or --offload-optimizer, or free host memory");
 }
 
