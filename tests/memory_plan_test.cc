@@ -66,9 +66,17 @@ TEST(MemoryPlan, RingBuffersAndTheHybridsSmallerExchange) {
   EXPECT_GT(r.buffers, local.buffers);  // K/V in flight, f32 dK/dV and dq accumulators
   EXPECT_GT(h.buffers, local.buffers);
   EXPECT_NE(h.buffers, u.buffers);
-  // The pure ring's buffers: next K/V (bf16) + two f32 dK/dV blocks + f32 dq + half a f32 output.
-  const std::int64_t kv = T * c.num_key_value_heads * c.head_dim * 2;
-  EXPECT_EQ(r.buffers - local.buffers, kv * 2 + 2 * kv * 4 + T * c.q_dim() * 4 + T * c.q_dim() * 2);
+  // The pure ring's buffers: next K/V (bf16) + two f32 dK/dV blocks + f32 dq + half a f32
+  // output; and its kernel calls per block pair (a chunk of T / 2 rows: bf16 output copy, bf16
+  // dq, dk, dv, f32 dQ accumulator, row sums) instead of the whole-sequence kernel's (new
+  // dq, dk, dv, f32 dQ accumulator, row sums over T rows).
+  const std::int64_t kv = T * c.num_key_value_heads * c.head_dim * 2;  // k and v, elements
+  const std::int64_t q = T * c.q_dim(), Hq = c.num_attention_heads;
+  const std::int64_t whole_kernel = q * 2 + kv * 2 + q * 4 + T * Hq * 4;
+  const std::int64_t block_kernel = 2 * (q / 2 * 2) + kv / 2 * 2 + q / 2 * 4 + T / 2 * Hq * 4;
+  EXPECT_EQ(r.buffers - local.buffers, kv * 2 + 2 * kv * 4 + q * 4 + q * 2 + block_kernel -
+                                           whole_kernel);
+  EXPECT_LT(block_kernel, whole_kernel);
 }
 
 TEST(MemoryPlan, LargestFitShrinksWithUlyssesCopies) {

@@ -162,8 +162,21 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   const std::int64_t kernel = in.precision == Precision::bf16_mixed
                                   ? xq + 2 * xkv + r(T * q * f) + r(T * Hq * f)
                                   : 0;
-  const std::int64_t attention_phase =
-      base + 2 * xq + 2 * xkv + kernel + 2 * heads_copies + ring_buffers;
+  // The ring calls the kernel per block pair instead (ops/cuda/cudnn_block_attention.cu): a
+  // query chunk of the head-sharded sequence (T U / 2 rows) against a key chunk; each backward
+  // call holds the bf16 output copy, bf16 dq/dk/dv of the block, cuDNN's f32 dQ accumulator
+  // and row sums (its workspace, a few MiB, is not counted).
+  std::int64_t block_kernel = 0;
+  if (R > 1 && in.precision == Precision::bf16_mixed) {
+    const std::int64_t rows = T * U / 2, D = c.head_dim;
+    const std::int64_t qh = U > 1 ? query_head_chunks(Hq, U).chunk : Hq;
+    const std::int64_t kvh = U > 1 ? kv_head_chunks(Hkv, U).chunk : Hkv;
+    block_kernel = 2 * r(rows * qh * D * a) + 2 * r(rows * kvh * D * a) + r(rows * qh * D * f) +
+                   r(rows * qh * f);
+  }
+  const std::int64_t attention_phase = base + 2 * xq + 2 * xkv +
+                                       (R > 1 ? block_kernel : kernel) + 2 * heads_copies +
+                                       ring_buffers;
   // MLP backward: x_mid, xn2, dxn2, and per tile gate, up, dh, dgate, dup (h freed before
   // dgate/dup exist); untiled, the recompute also held h next to gate and up.
   // With Ulysses the head-sharded copies rebuilt by the recompute stay until attention's

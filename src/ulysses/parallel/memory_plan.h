@@ -38,7 +38,8 @@ struct MemoryPlanInput {
   std::int64_t sp_size = 1;
   // Ring / hybrid attention: ranks of the ring (1: Ulysses only; sp_size: a pure ring). The
   // Ulysses exchange spans sp_size / ring_size ranks; the ring adds its K/V and f32 gradient
-  // buffers to a layer's attention backward.
+  // buffers to a layer's attention backward, and its kernel temporaries are those of one block
+  // pair (a zigzag chunk) rather than of the whole sequence.
   std::int64_t ring_size = 1;
   // Model states (parallel/zero.h): stage over zero_group ranks, offloads.
   int zero_stage = 0;
