@@ -14,6 +14,7 @@
 #include "ulysses/core/cuda_context.h"
 #include "ulysses/core/device_memory.h"
 #include "ulysses/core/log.h"
+#include "ulysses/core/op_profiler.h"
 #include "ulysses/core/process_env.h"
 #include "ulysses/ops/elementwise.h"
 #include "ulysses/io/hf_checkpoint.h"
@@ -531,7 +532,12 @@ StepMetrics Trainer::train_step(std::int64_t step) {
       loss_sum += decoder_->forward_backward(ctx_, *zero_, shard, grad_scale, options).loss_sum;
     m.loss = comm::sum_in_rank_order(world_, loss_sum) / static_cast<double>(m.valid_labels);
     const bool finite_loss = std::isfinite(m.loss);
-    m.grad_norm = zero_->finish_step(ctx_, updates_, lr, config_.max_grad_norm, finite_loss);
+    {
+      // The reduction, norm, clip and AdamW (the host's with --offload-optimizer) as one phase
+      // of the profile: with offload, the cost the GPU waits for.
+      const PhaseScope phase(ctx_, "optimizer");
+      m.grad_norm = zero_->finish_step(ctx_, updates_, lr, config_.max_grad_norm, finite_loss);
+    }
     // A step whose loss or gradient norm is not finite changes nothing (every rank sees the
     // same global values); too many in a row stop the run before anything is saved.
     if (!finite_loss || !std::isfinite(m.grad_norm)) {
