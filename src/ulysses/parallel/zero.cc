@@ -1,4 +1,5 @@
 #include "ulysses/parallel/zero.h"
+#include "ulysses/parallel/zero_group.h"
 
 #include <algorithm>
 #include <cmath>
@@ -36,31 +37,6 @@ class CopyWork final : public comm::Work {
 
 }  // namespace
 
-// One parameter group's state on this rank. s = shard, padded = Z * s; this rank owns
-// elements [lo, lo + s) of the padded flat buffer. "device" is the context's device; "host"
-// buffers are the offloaded ones (on the CPU backend both are host memory).
-struct ZeroState::Group {
-  std::int64_t numel = 0, shard = 0, padded = 0, lo = 0;
-  // Compute dtype. Stage 0-2: [padded] full on the device; stage 3: [s] this rank's shard (in
-  // host memory with offload_params).
-  Tensor params;
-  Tensor master;      // mixed precision only: [s] f32 master shard (host with offload_optimizer)
-  Tensor grads;       // f32 on the device. Stage 0-1: [padded] full; stage 2-3: [s] shard
-  Tensor exp_avg;     // [s] f32 (host with offload_optimizer)
-  Tensor exp_avg_sq;  // [s] f32 (host with offload_optimizer)
-  Tensor gathered;    // stage 3: [padded] compute dtype on the device while acquired/prefetched
-  std::unique_ptr<comm::Work> gather_work;  // stage 3: the all-gather into `gathered`, unwaited
-  int acquire_count = 0;
-  Tensor grad_full;  // stage 2-3: [padded] f32 on the device, gradients of the running backward
-
-  bool params_sharded = false, grads_sharded = false;  // stage >= 3, stage >= 2
-
-  // This rank's shard of the parameters and gradients ([s] views).
-  Tensor param_shard() const { return params_sharded ? params : params.rows(lo, lo + shard); }
-  Tensor grad_shard() const { return grads_sharded ? grads : grads.rows(lo, lo + shard); }
-  // What AdamW updates ([s] f32): the master shard in mixed precision, else the parameters.
-  Tensor master_shard() const { return master.defined() ? master : param_shard(); }
-};
 
 ZeroState::ZeroState(const model::ModelConfig& config, Mesh& mesh, const ZeroConfig& zero,
                      const ops::AdamWConfig& adamw)
@@ -307,40 +283,6 @@ void ZeroState::complete_reduce() {
   reduce_result_ = Tensor();
 }
 
-void ZeroState::send_grads_to_host(std::size_t index, Tensor reduced) {
-  Group& g = groups_[index];
-  release_sent_grads();
-  Tensor shard = std::move(reduced);  // [s] f32 on the device
-  if (grad_contributions_[index]++ > 0) {
-    // Accumulation: the host shard comes back (after its earlier copy there: same stream) and
-    // this contribution is added as the resident path adds it.
-    Tensor sum = Tensor::empty({g.shard}, DType::f32, ctx_.device);
-    copy_->wait_for_compute();  // the compute stream's queued work may still use that memory
-    copy_->copy(sum, g.grads);
-    copy_->compute_waits(copy_->record());
-    ops::add_inplace(ctx_, sum, shard);
-    shard = std::move(sum);
-  }
-  // The norm's term, taken on the device as finish_step takes it of a resident shard (the
-  // first contribution is the shard: 0 + x = x).
-  grad_sum_of_squares_[index] = ops::sum_of_squares(ctx_, shard);
-  copy_->wait_for_compute();
-  copy_->copy(g.grads, shard);
-  sent_grads_mark_ = copy_->record();
-  sent_grads_ = std::move(shard);
-  current_.grads += static_cast<std::int64_t>(sent_grads_.nbytes());
-  note_transient();
-}
-
-void ZeroState::release_sent_grads() {
-  if (!sent_grads_.defined()) return;
-  // The caching allocator hands memory out in compute-stream order: once the compute stream
-  // has waited for the copy, the buffer may go back (no host synchronization).
-  copy_->compute_waits(sent_grads_mark_);
-  current_.grads -= static_cast<std::int64_t>(sent_grads_.nbytes());
-  sent_grads_ = Tensor();
-}
-
 void ZeroState::all_reduce_grads(comm::Communicator& group, Tensor grads) const {
   if (zero_.grad_reduce_dtype == DType::f32) return group.all_reduce(grads, comm::ReduceOp::sum);
   Tensor half = Tensor::empty(grads.shape(), zero_.grad_reduce_dtype, grads.device());
@@ -412,62 +354,6 @@ void ZeroState::adamw_ranges(const Context& optimizer_ctx, std::size_t index, st
                               grad.rows(a - begin, b - begin), g.exp_avg.rows(a, b),
                               g.exp_avg_sq.rows(a, b),
                               rounded.defined() ? rounded.rows(a - begin, b - begin) : Tensor());
-  }
-}
-
-void ZeroState::update_offloaded(std::int64_t step, float lr) {
-  const Context host;  // the CPU kernel, on every OpenMP thread
-  // Pieces of at most offload_stage_elements of one group's shard, in group order.
-  struct Piece {
-    std::size_t group;
-    std::int64_t begin, end;  // [begin, end) of the shard
-  };
-  std::vector<Piece> pieces;
-  for (std::size_t i = 0; i < groups_.size(); ++i)
-    for (std::int64_t b = 0; b < groups_[i].shard; b += zero_.offload_stage_elements)
-      pieces.push_back({i, b, std::min(groups_[i].shard, b + zero_.offload_stage_elements)});
-  // The clipped gradients are final and the backward no longer reads the parameters.
-  copy_->wait_for_compute();
-  const auto fetch_grads = [&](std::size_t k) {
-    if (host_grads()) return;  // the gradient shards are in host memory already
-    const Piece& p = pieces[k];
-    copy_->copy(grad_stage_[k % 2].rows(0, p.end - p.begin),
-                groups_[p.group].grad_shard().rows(p.begin, p.end));
-    grad_ready_[k % 2] = copy_->record();
-  };
-  if (!pieces.empty()) fetch_grads(0);
-  for (std::size_t k = 0; k < pieces.size(); ++k) {
-    const Piece& p = pieces[k];
-    Group& g = groups_[p.group];
-    const std::int64_t n = p.end - p.begin;
-    // Piece k + 1's gradients come while piece k updates (its slot was piece k - 1's, done).
-    if (k + 1 < pieces.size()) fetch_grads(k + 1);
-    if (!host_grads()) CopyStream::host_waits(grad_ready_[k % 2]);
-    const Tensor grad = host_grads() ? g.grads.rows(p.begin, p.end)    // [n] f32, pinned
-                                     : grad_stage_[k % 2].rows(0, n);
-    // The rounded piece: straight into the pinned shard (offload_params), else into a staging
-    // slot whose previous copy (piece k - 2's) is done, its padding zeroed.
-    Tensor rounded;
-    if (zero_.offload_params) {
-      rounded = g.params.rows(p.begin, p.end);
-    } else {
-      CopyStream::host_waits(params_sent_[k % 2]);
-      rounded = param_stage_[k % 2].rows(0, n);
-      const std::int64_t valid = std::clamp<std::int64_t>(g.numel - g.lo - p.begin, 0, n);
-      if (valid < n) rounded.rows(valid, n).zero_();
-    }
-    adamw_ranges(host, p.group, step, lr, g.master, grad, rounded, p.begin, p.end);
-    if (zero_.offload_params) continue;  // the next acquire copies the shard to the device
-    // The piece goes back while the next one updates; after a group's last piece the compute
-    // stream waits for the copies (a mark covers every earlier copy of the stream) before the
-    // all-gather (stage 1-2) or the next forward reads the shard.
-    Tensor own = g.param_shard();  // [s] on the device
-    copy_->copy(own.rows(p.begin, p.end), rounded);
-    params_sent_[k % 2] = copy_->record();
-    if (p.end == g.shard) {
-      copy_->compute_waits(params_sent_[k % 2]);
-      publish(g, own);
-    }
   }
 }
 

@@ -30,6 +30,7 @@
 //     moments and the gradients (fp32) are separate. finish_step runs AdamW on the master shard
 //     and writes the rounded bf16 shard in the same pass (ops::adamw_step_with_copy), then the
 //     bf16 shards are all-gathered into the full buffers (stage 1-2) or are the stage-3 shard.
+// (zero_offload.cc holds the offload paths, zero_group.h the per-group record.)
 // Every buffer is allocated once, by the constructor (persistent), except the transient full
 // buffers of stage 2-3 and the small per-step copies, which come from the device's caching
 // allocator (Tensor::empty), so no cudaMalloc runs inside a step once the cache is warm.
