@@ -263,7 +263,7 @@ TEST(CudaZeroState, ShardOnlySetupOnTheDeviceEqualsTheWholeModelsValues) {
   model::init_weights(init, 9, 0.02f);
   for (const Variant& v : all_variants()) {
     SCOPED_TRACE(v.name());
-    const ZeroConfig zc{v.stage, v.offload_optimizer, v.offload_params};
+    const ZeroConfig zc = v.zero();
     ZeroState whole(ctx, config, mesh, zc, ops::AdamWConfig{});
     ZeroState sharded(ctx, config, mesh, zc, ops::AdamWConfig{});
     whole.set_parameters(init);

@@ -83,10 +83,9 @@
 //     copied into its pinned host buffer (a synchronous copy at the DMA rate).
 //   - offload_gradients (stage 2-3 with offload_optimizer) keeps the fp32 gradient shards in
 //     pinned host memory (Memory::grads). When a group's reduce-scatter is added (the next
-//     grads_done, or finish_step) the reduced shard is finished on the device: the first
-//     contribution of a step is the shard itself; a later one (gradient accumulation) is added
-//     to the host shard brought back to the device, with the same addition as the resident
-//     path. Its sum of squares is taken there (the norm's per-group term, the same op on the
+//     grads_done, or finish_step) the reduced shard is finished on the device with the resident
+//     path's addition: the step's first contribution is added to zeros, a later one (gradient
+//     accumulation) to the host shard brought back to the device. Its sum of squares is taken there (the norm's per-group term, the same op on the
 //     same values as without offload) and it is copied to the host shard on the copy stream,
 //     overlapping the backward of the next groups; the device buffer goes back to the caching
 //     allocator once the compute stream has waited for that copy (at the next group's

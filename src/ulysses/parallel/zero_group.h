@@ -19,7 +19,8 @@ struct ZeroState::Group {
   // host memory with offload_params).
   Tensor params;
   Tensor master;      // mixed precision only: [s] f32 master shard (host with offload_optimizer)
-  Tensor grads;       // f32 on the device. Stage 0-1: [padded] full; stage 2-3: [s] shard
+  Tensor grads;       // f32 on the device (pinned host with offload_gradients). Stage 0-1:
+                      // [padded] full; stage 2-3: [s] shard
   Tensor exp_avg;     // [s] f32 (host with offload_optimizer)
   Tensor exp_avg_sq;  // [s] f32 (host with offload_optimizer)
   Tensor gathered;    // stage 3: [padded] compute dtype on the device while acquired/prefetched

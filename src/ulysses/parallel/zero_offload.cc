@@ -14,19 +14,23 @@ namespace ulysses::parallel {
 void ZeroState::send_grads_to_host(std::size_t index, Tensor reduced) {
   Group& g = groups_[index];
   release_sent_grads();
-  Tensor shard = std::move(reduced);  // [s] f32 on the device
-  if (grad_contributions_[index]++ > 0) {
-    // Accumulation: the host shard comes back (after its earlier copy there: same stream) and
-    // this contribution is added as the resident path adds it.
-    Tensor sum = Tensor::empty({g.shard}, DType::f32, ctx_.device);
+  // The contribution is added to what the step holds so far, as the resident path adds it
+  // into its shard: zeros for the step's first (0 + x, which also turns -0 into +0), else the
+  // host shard brought back (after its earlier copy there: same stream).
+  Tensor sum;
+  if (grad_contributions_[index]++ == 0) {
+    sum = Tensor::zeros({g.shard}, DType::f32, ctx_.device);
+  } else {
+    sum = Tensor::empty({g.shard}, DType::f32, ctx_.device);
     copy_->wait_for_compute();  // the compute stream's queued work may still use that memory
     copy_->copy(sum, g.grads);
     copy_->compute_waits(copy_->record());
-    ops::add_inplace(ctx_, sum, shard);
-    shard = std::move(sum);
   }
-  // The norm's term, taken on the device as finish_step takes it of a resident shard (the
-  // first contribution is the shard: 0 + x = x).
+  ops::add_inplace(ctx_, sum, reduced);
+  reduced = Tensor();
+  Tensor shard = std::move(sum);  // [s] f32 on the device: the step's gradient so far
+  // The norm's term, taken on the device as finish_step takes it of a resident shard. (The
+  // op synchronizes the host with the compute stream: one wait per group in backward.)
   grad_sum_of_squares_[index] = ops::sum_of_squares(ctx_, shard);
   copy_->wait_for_compute();
   copy_->copy(g.grads, shard);
