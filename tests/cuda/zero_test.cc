@@ -320,6 +320,10 @@ TEST(CudaZeroState, StepsAllocateNoDeviceMemoryOnceWarm) {
       data::to_device(data::make_full_shard(sequence), ctx.device);
   const float grad_scale = 1.0f / static_cast<float>(sequence.valid_labels());
   const std::int64_t full_bytes = 4 * model::ParamLayout(config).numel();
+  std::int64_t largest_group = 0;
+  const model::ParamLayout layout(config);
+  for (const auto& group : layout.groups())
+    largest_group = std::max(largest_group, group.numel);
   for (const Variant& v :
        {Variant{2, false, false}, Variant{3, false, false}, Variant{1, true, false},
         Variant{2, true, false}, Variant{3, true, false}, Variant{3, false, true},
@@ -337,9 +341,15 @@ TEST(CudaZeroState, StepsAllocateNoDeviceMemoryOnceWarm) {
       EXPECT_TRUE(std::isfinite(norm));
       losses.push_back(loss.loss_sum * grad_scale);
       // Never all gradients (stage 2-3) or all parameters (stage 3) on the device at once.
+      // With the gradients offloaded the device holds no shard at all, only the transients,
+      // which in this tiny model (a group as large as the embedding) exceed one full copy:
+      // they stay within the formula's bound (three group buffers and the shard in flight).
       if (v.stage >= 2) {
         EXPECT_GT(zero.peak_transient().grads, 0);
-        EXPECT_LT(zero.peak_transient().grads, full_bytes);
+        if (v.offload_gradients)
+          EXPECT_LE(zero.peak_transient().grads, 4 * 4 * largest_group);
+        else
+          EXPECT_LT(zero.peak_transient().grads, full_bytes);
       }
       if (v.stage == 3) {
         EXPECT_GT(zero.peak_transient().params, 0);
