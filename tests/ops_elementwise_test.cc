@@ -49,6 +49,16 @@ TEST(Elementwise, SumOfSquaresIsAccurateAndDeterministic) {
   }
   // Any shape: all elements count.
   EXPECT_DOUBLE_EQ(ops::sum_of_squares(ctx, Tensor::full({2, 3}, 2.0f)), 24.0);
+  // Into slots, read back together: the same bits, each in its slot, the others untouched.
+  const Tensor a = random_tensor({100003}, rng, 3.0f), b = random_tensor({17}, rng, 1.0f);
+  Tensor sums = Tensor::zeros({3}, DType::i64);
+  ops::sum_of_squares_into(ctx, a, sums, 2);
+  ops::sum_of_squares_into(ctx, b, sums, 0);
+  const std::vector<double> got = ops::read_sums(ctx, sums);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[2], ops::sum_of_squares(ctx, a));
+  EXPECT_EQ(got[0], ops::sum_of_squares(ctx, b));
+  EXPECT_EQ(got[1], 0.0);
 }
 
 TEST(Elementwise, BadArgumentsThrow) {
@@ -59,6 +69,10 @@ TEST(Elementwise, BadArgumentsThrow) {
   EXPECT_THROW(ops::add_inplace(ctx, y, Tensor()), Error);
   EXPECT_THROW(ops::scale_inplace(ctx, Tensor::zeros({3}, DType::bf16), 2.0f), Error);
   EXPECT_THROW(ops::sum_of_squares(ctx, Tensor::zeros({3}, DType::i32)), Error);
+  Tensor sums = Tensor::zeros({2}, DType::i64);
+  EXPECT_THROW(ops::sum_of_squares_into(ctx, y, sums, 2), Error);  // no such slot
+  EXPECT_THROW(ops::sum_of_squares_into(ctx, y, Tensor::zeros({2}, DType::f32), 0), Error);
+  EXPECT_THROW(ops::read_sums(ctx, Tensor::zeros({2}, DType::f32)), Error);
 }
 
 }  // namespace

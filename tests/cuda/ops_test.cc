@@ -45,6 +45,12 @@ TEST_P(CudaOps, Elementwise) {
     const double s1 = sum_of_squares(gpu(), x_gpu), s2 = sum_of_squares(gpu(), x_gpu);
     EXPECT_EQ(s1, s2);
     EXPECT_NEAR(s1, sum_of_squares(cpu_ctx, x), 1e-5 * s1) << n;
+    // Into a slot on the device, no wait: the same bits once read back.
+    Tensor sums = Tensor::zeros({2}, DType::i64, gpu().device);
+    sum_of_squares_into(gpu(), x_gpu, sums, 1);
+    const std::vector<double> read = read_sums(gpu(), sums);
+    EXPECT_EQ(read[1], s1) << n;
+    EXPECT_EQ(read[0], 0.0) << n;
   }
 }
 

@@ -55,6 +55,43 @@ double sum_of_squares(const Context& ctx, const Tensor& x) {
   UL_FAIL("sum_of_squares: no kernel for device ", ctx.device.str());
 }
 
+void sum_of_squares_into(const Context& ctx, const Tensor& x, Tensor sums, std::int64_t slot) {
+  ProfileScope scope(ctx, "sum_of_squares");
+  check_compute_dtype(ctx, x, "sum_of_squares_into: x");
+  check_on_context_device(ctx, x, "sum_of_squares_into: x");
+  check_dtype(sums, DType::i64, "sum_of_squares_into: sums");
+  check_on_context_device(ctx, sums, "sum_of_squares_into: sums");
+  UL_CHECK(sums.ndim() == 1 && slot >= 0 && slot < sums.numel(), "sum_of_squares_into: slot ",
+           slot, " outside sums of shape ", shape_str(sums.shape()));
+  double* out = reinterpret_cast<double*>(sums.data<std::int64_t>()) + slot;
+  if (ctx.device.is_cpu()) {
+    *out = cpu::sum_of_squares(x.data<float>(), x.numel());
+    return;
+  }
+#ifdef ULYSSES_HAS_CUDA
+  if (ctx.device.is_cuda()) return cuda::sum_of_squares_into(ctx, x, out);
+#endif
+  UL_FAIL("sum_of_squares_into: no kernel for device ", ctx.device.str());
+}
+
+std::vector<double> read_sums(const Context& ctx, const Tensor& sums) {
+  check_dtype(sums, DType::i64, "read_sums: sums");
+  check_on_context_device(ctx, sums, "read_sums: sums");
+  std::vector<double> out(static_cast<std::size_t>(sums.numel()));
+  const auto* in = reinterpret_cast<const double*>(sums.data<std::int64_t>());
+  if (ctx.device.is_cpu()) {
+    std::copy(in, in + out.size(), out.begin());
+    return out;
+  }
+#ifdef ULYSSES_HAS_CUDA
+  if (ctx.device.is_cuda()) {
+    cuda::read_doubles(ctx, in, out.data(), sums.numel());
+    return out;
+  }
+#endif
+  UL_FAIL("read_sums: no kernel for device ", ctx.device.str());
+}
+
 void convert(const Context& ctx, const Tensor& src, Tensor dst) {
   ProfileScope scope(ctx, "convert");
   UL_CHECK(src.defined() && dst.defined(), "convert: src and dst must be defined");

@@ -93,7 +93,7 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
     groups_.push_back(std::move(g));
   }
   grad_contributions_.assign(groups_.size(), 0);
-  grad_sum_of_squares_.assign(groups_.size(), 0.0);
+  grad_squares_ = Tensor::zeros({static_cast<std::int64_t>(groups_.size())}, DType::i64, device);
   copy_ = std::make_unique<CopyStream>(ctx_);
   // The offloaded update's staging (see "Offload"): two gradient shards and, unless the bf16
   // shards live in host memory themselves, two compute-dtype shards, in pinned host memory.
@@ -400,10 +400,7 @@ double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
                    // offloaded gradient shards are complete
   if (host_grads())
     for (std::size_t i = 0; i < groups_.size(); ++i)
-      if (grad_contributions_[i] == 0) {  // no backward reached it this step
-        groups_[i].grads.zero_();
-        grad_sum_of_squares_[i] = 0.0;
-      }
+      if (grad_contributions_[i] == 0) groups_[i].grads.zero_();  // no backward reached it
   last_acquired_ = -1;  // the next forward starts at group 0
   // 1. Reduce: every rank's gradients become the sum over the world.
   comm::Communicator& world = mesh_.world();
@@ -415,11 +412,17 @@ double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
       replicas.all_reduce(g.grads, comm::ReduceOp::sum);
     }
   }
-  // 2. Global norm: this rank's shards (padding is zero; on the device, double accumulation),
+  // 2. Global norm: this rank's shards (padding is zero; on the device, double accumulation,
+  // one read for all groups; offloaded shards had theirs taken on the device in backward),
   // then the ZeRO group's partial sums in rank order on the host.
+  if (!host_grads())
+    for (std::size_t i = 0; i < groups_.size(); ++i)
+      ops::sum_of_squares_into(ctx_, groups_[i].grad_shard(), grad_squares_,
+                               static_cast<std::int64_t>(i));
+  const std::vector<double> squares = ops::read_sums(ctx_, grad_squares_);
   double sum = 0;
   for (std::size_t i = 0; i < groups_.size(); ++i)
-    sum += host_grads() ? grad_sum_of_squares_[i] : ops::sum_of_squares(ctx_, groups_[i].grad_shard());
+    if (!host_grads() || grad_contributions_[i] > 0) sum += squares[i];
   if (zero_.stage >= 1) sum = comm::sum_in_rank_order(mesh_.zero_group(), sum);
   const double norm = std::sqrt(sum);
   // A non-finite norm (or a step the caller rejects) changes nothing: no clip, no update.

@@ -266,7 +266,8 @@ class ZeroState final : public model::ParamStore {
   // offload_gradients on a device: the gradient shards are in host memory.
   bool host_grads() const { return zero_.offload_gradients && !ctx_.device.is_cpu(); }
   // offload_gradients: the reduced shard of group `index` ([s] f32 on the device) is added to
-  // what the step has accumulated, its sum of squares kept, and it is copied to the host shard.
+  // what the step has accumulated, its sum of squares written to its slot, and it is copied to
+  // the host shard.
   void send_grads_to_host(std::size_t index, Tensor reduced);
   // Lets the caching allocator reuse the last shard sent to the host once its copy is done.
   void release_sent_grads();
@@ -293,10 +294,11 @@ class ZeroState final : public model::ParamStore {
   // elements, with the marks of their last copies.
   std::array<Tensor, 2> grad_stage_, param_stage_;
   std::array<CopyMark, 2> grad_ready_, params_sent_;
-  // offload_gradients: per group, the reduced contributions since begin_step and the sum of
-  // squares of the accumulated shard; the last shard sent to the host and its copy's mark.
+  // Per group, the sum of squares of this rank's gradient shard ([groups] i64 on the device,
+  // doubles: ops::sum_of_squares_into), read once by finish_step. offload_gradients: the
+  // reduced contributions since begin_step; the last shard sent to the host and its copy's mark.
+  Tensor grad_squares_;
   std::vector<int> grad_contributions_;
-  std::vector<double> grad_sum_of_squares_;
   Tensor sent_grads_;
   CopyMark sent_grads_mark_;
   // Asynchronous host <-> device copies of the offloaded state (synchronous on the CPU).

@@ -29,9 +29,9 @@ void ZeroState::send_grads_to_host(std::size_t index, Tensor reduced) {
   ops::add_inplace(ctx_, sum, reduced);
   reduced = Tensor();
   Tensor shard = std::move(sum);  // [s] f32 on the device: the step's gradient so far
-  // The norm's term, taken on the device as finish_step takes it of a resident shard. (The
-  // op synchronizes the host with the compute stream: one wait per group in backward.)
-  grad_sum_of_squares_[index] = ops::sum_of_squares(ctx_, shard);
+  // The norm's term, taken on the device as finish_step takes it of a resident shard (no wait:
+  // finish_step reads every group's at once).
+  ops::sum_of_squares_into(ctx_, shard, grad_squares_, static_cast<std::int64_t>(index));
   copy_->wait_for_compute();
   copy_->copy(g.grads, shard);
   sent_grads_mark_ = copy_->record();

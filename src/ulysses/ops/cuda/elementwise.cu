@@ -92,24 +92,35 @@ void convert(const Context& ctx, const Tensor& src, Tensor dst) {
   });
 }
 
-double sum_of_squares(const Context& ctx, const Tensor& x) {
+void sum_of_squares_into(const Context& ctx, const Tensor& x, double* out) {
   const std::int64_t n = x.numel();
   constexpr int kParts = 1024;
   const int parts = static_cast<int>(std::min<std::int64_t>(kParts, blocks_for(n, kThreads)));
-  Tensor partial = Tensor::empty({parts + 1}, DType::i64, ctx.device);  // doubles
+  Tensor partial = Tensor::empty({parts}, DType::i64, ctx.device);  // doubles
   double* partial_data = reinterpret_cast<double*>(partial.raw());
   const cudaStream_t stream = stream_of(ctx);
   dispatch_float_type(x.dtype(), "sum_of_squares", [&]<typename T>() {
     squares_partial_kernel<<<parts, kThreads, 0, stream>>>(ptr<T>(x), n, partial_data);
     UL_CUDA_CHECK_LAUNCH();
   });
-  sum_partials_kernel<<<1, kThreads, 0, stream>>>(partial_data, parts, partial_data + parts);
+  sum_partials_kernel<<<1, kThreads, 0, stream>>>(partial_data, parts, out);
   UL_CUDA_CHECK_LAUNCH();
-  double result = 0.0;
-  UL_CUDA_CHECK(cudaMemcpyAsync(&result, partial_data + parts, sizeof(double),
+}
+
+void read_doubles(const Context& ctx, const double* device, double* host, std::int64_t n) {
+  const cudaStream_t stream = stream_of(ctx);
+  UL_CUDA_CHECK(cudaMemcpyAsync(host, device, static_cast<std::size_t>(n) * sizeof(double),
                                 cudaMemcpyDeviceToHost, stream));
   UL_CUDA_CHECK(cudaStreamSynchronize(stream));
-  return result;
+}
+
+double sum_of_squares(const Context& ctx, const Tensor& x) {
+  Tensor result = Tensor::empty({1}, DType::i64, ctx.device);  // a double
+  double* out = reinterpret_cast<double*>(result.raw());
+  sum_of_squares_into(ctx, x, out);
+  double value = 0.0;
+  read_doubles(ctx, out, &value, 1);
+  return value;
 }
 
 }  // namespace ulysses::ops::cuda
