@@ -187,8 +187,8 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr, "usage: gpu_train_bench [--model P] [--seq N] [--steps K] [--sp P] "
                            "[--zero-stage Z] [--gradient-checkpointing] [--offload-optimizer] "
-                           "[--offload-params] [--offload-gradients] [--sp-pipeline] [--no-zero-overlap] "
-                           "[--profile] "
+                           "[--offload-params] [--offload-gradients] [--sp-pipeline] "
+                           "[--no-zero-overlap] [--profile] "
                            "[--recompute-attention] [--offload-activations] "
                            "[--offload-activation-layers N] [--mlp-tile-tokens N] "
                            "[--recompute-attention-layers N|auto] [--no-warmup: reach runs, every step timed] "

@@ -125,8 +125,8 @@ TEST(TrainConfig, OffloadGradientsNamesWhatItNeeds) {
   auto message = [](const TrainConfig& c) { return testing::error_message([&] { validate(c); }); };
   TrainConfig c;
   c.offload_gradients = true;
-  EXPECT_NE(message(c).find("--offload-gradients needs --zero-stage 2 or 3 and --offload-optimizer"),
-            std::string::npos)
+  const std::string needs = "--offload-gradients needs --zero-stage 2 or 3 and --offload-optimizer";
+  EXPECT_NE(message(c).find(needs), std::string::npos)
       << message(c);
   c.zero_stage = 2;
   EXPECT_NE(message(c).find("without --offload-optimizer"), std::string::npos) << message(c);

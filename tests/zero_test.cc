@@ -156,8 +156,9 @@ TEST(ZeroMemoryFormulaTest, Llama3_8bEveryStage) {
   const std::int64_t largest_shard = (std::max(g.embed(), g.final_group()) + 3) / 4;
   EXPECT_EQ(og.transient, o.transient + 4 * largest_shard);
   with_grads.offload_params = false;
-  EXPECT_EQ(zero_memory_formula(config, with_grads, 4, parallel::Precision::bf16_mixed).host_staging,
-            2 * 2 * kOffloadStageElements);  // only the bf16 slots
+  const ZeroMemory og3 =
+      zero_memory_formula(config, with_grads, 4, parallel::Precision::bf16_mixed);
+  EXPECT_EQ(og3.host_staging, 2 * 2 * kOffloadStageElements);  // only the bf16 slots
   const ZeroMemory o1 = zero_memory_formula(config, ZeroConfig{1, true, false}, 4);
   EXPECT_EQ(o1.offloaded, o1.optimizer);
   EXPECT_THROW(zero_memory_formula(config, ZeroConfig{1, false, true}, 4), Error);

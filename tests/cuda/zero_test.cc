@@ -363,6 +363,41 @@ TEST(CudaZeroState, StepsAllocateNoDeviceMemoryOnceWarm) {
   }
 }
 
+// Three steps of a ZeroState set from `init`, one backward per shard and step: the grad norms,
+// then every state tensor and every group's compute parameters.
+struct StateRun {
+  std::vector<double> norms;
+  std::vector<std::vector<float>> tensors;
+};
+StateRun train_state(const Context& ctx, const model::ModelConfig& config, Mesh& mesh,
+                     const ZeroConfig& zc, const model::ParamBuffers& init,
+                     const model::Decoder& decoder,
+                     const std::vector<const data::SequenceShard*>& shards, float grad_scale,
+                     double max_grad_norm) {
+  ZeroState zero(ctx, config, mesh, zc, ops::AdamWConfig{});
+  zero.set_parameters(init);
+  StateRun run;
+  for (std::int64_t step = 1; step <= 3; ++step) {
+    zero.begin_step();
+    for (const data::SequenceShard* shard : shards)
+      decoder.forward_backward(ctx, zero, *shard, grad_scale, {});
+    run.norms.push_back(zero.finish_step(ctx, step, 1e-3f, max_grad_norm));
+  }
+  for (const auto& [name, t] : zero.state_tensors()) run.tensors.push_back(t.to_floats());
+  for (std::size_t g = 0; g < model::ParamLayout(config).groups().size(); ++g) {
+    run.tensors.push_back(zero.acquire(g).to_floats());
+    zero.release(g);
+  }
+  return run;
+}
+
+void expect_same_bits(const StateRun& got, const StateRun& expected) {
+  EXPECT_EQ(got.norms, expected.norms);
+  ASSERT_EQ(got.tensors.size(), expected.tensors.size());
+  for (std::size_t i = 0; i < got.tensors.size(); ++i)
+    EXPECT_EQ(got.tensors[i], expected.tensors[i]) << "tensor " << i;
+}
+
 // The pipelined offloaded update cuts each shard into pieces (ZeroConfig::
 // offload_stage_elements): AdamW is element-wise, so pieces of 777 elements (many per group,
 // odd boundaries inside parameters) give the bits of one piece per group. With the cuDNN
@@ -381,22 +416,6 @@ TEST(CudaZeroState, OffloadedUpdateInSmallPiecesIsBitIdentical) {
   const data::PackedSequence sequence = sample_sequence(config.vocab_size, 10);
   const data::SequenceShard shard = data::to_device(data::make_full_shard(sequence), ctx.device);
   const float grad_scale = 1.0f / static_cast<float>(sequence.valid_labels());
-  const auto train = [&](ZeroConfig zc) {
-    ZeroState zero(ctx, config, mesh, zc, ops::AdamWConfig{});
-    zero.set_parameters(init);
-    for (std::int64_t step = 1; step <= 3; ++step) {
-      zero.begin_step();
-      decoder.forward_backward(ctx, zero, shard, grad_scale, {});
-      zero.finish_step(ctx, step, 1e-3f, 1.0);
-    }
-    std::vector<std::vector<float>> out;
-    for (const auto& [name, t] : zero.state_tensors()) out.push_back(t.to_floats());
-    for (std::size_t g = 0; g < model::ParamLayout(config).groups().size(); ++g) {
-      out.push_back(zero.acquire(g).to_floats());
-      zero.release(g);
-    }
-    return out;
-  };
   for (const Variant& v : {Variant{1, true, false}, Variant{2, true, false},
                            Variant{3, true, false}, Variant{3, true, true},
                            Variant{3, true, true, true}}) {
@@ -404,9 +423,10 @@ TEST(CudaZeroState, OffloadedUpdateInSmallPiecesIsBitIdentical) {
     ZeroConfig whole = v.zero();
     ZeroConfig pieces = whole;
     pieces.offload_stage_elements = 777;
-    const auto a = train(whole), b = train(pieces);
-    ASSERT_EQ(a.size(), b.size());
-    for (std::size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "tensor " << i;
+    const auto run = [&](const ZeroConfig& zc) {
+      return train_state(ctx, config, mesh, zc, init, decoder, {&shard}, grad_scale, 1.0);
+    };
+    expect_same_bits(run(pieces), run(whole));
   }
 }
 
@@ -432,38 +452,21 @@ TEST(CudaZeroState, OffloadedGradientsAreBitIdentical) {
     const data::SequenceShard sa = data::to_device(data::make_full_shard(a), ctx.device);
     const data::SequenceShard sb = data::to_device(data::make_full_shard(b), ctx.device);
     const float grad_scale = 1.0f / static_cast<float>(a.valid_labels() + b.valid_labels());
-    const auto train = [&](ZeroConfig zc, int micro_steps) {
-      ZeroState zero(ctx, config, mesh, zc, ops::AdamWConfig{});
-      zero.set_parameters(init);
-      std::vector<std::vector<float>> out;
-      std::vector<float> norms;
-      for (std::int64_t step = 1; step <= 3; ++step) {
-        zero.begin_step();
-        decoder.forward_backward(ctx, zero, sa, grad_scale, {});
-        if (micro_steps == 2) decoder.forward_backward(ctx, zero, sb, grad_scale, {});
-        // max_grad_norm 0.05: the clip scales every step here
-        norms.push_back(static_cast<float>(zero.finish_step(ctx, step, 1e-3f, 0.05)));
-      }
-      out.push_back(norms);
-      for (const auto& [name, t] : zero.state_tensors()) out.push_back(t.to_floats());
-      for (std::size_t g = 0; g < model::ParamLayout(config).groups().size(); ++g) {
-        out.push_back(zero.acquire(g).to_floats());
-        zero.release(g);
-      }
-      return out;
-    };
     for (const Variant& v : {Variant{2, true, false}, Variant{3, true, true}}) {
       for (const int micro_steps : {1, 2}) {
         SCOPED_TRACE(v.name() + (tied ? ", tied" : ", untied") + ", " +
                      std::to_string(micro_steps) + " backward(s) per step");
-        ZeroConfig resident = v.zero();
-        ZeroConfig offloaded = resident;
+        ZeroConfig offloaded = v.zero();
         offloaded.offload_gradients = true;
-        const auto expected = train(resident, micro_steps), got = train(offloaded, micro_steps);
-        ASSERT_EQ(expected.size(), got.size());
-        EXPECT_GT(expected[0][0], 0.05f) << "the clip did not act";
-        for (std::size_t i = 0; i < expected.size(); ++i)
-          EXPECT_EQ(got[i], expected[i]) << "tensor " << i << " (0: grad norms)";
+        std::vector<const data::SequenceShard*> shards = {&sa};
+        if (micro_steps == 2) shards.push_back(&sb);
+        // max_grad_norm 0.05: the clip scales every step here
+        const StateRun expected =
+            train_state(ctx, config, mesh, v.zero(), init, decoder, shards, grad_scale, 0.05);
+        EXPECT_GT(expected.norms[0], 0.05) << "the clip did not act";
+        expect_same_bits(
+            train_state(ctx, config, mesh, offloaded, init, decoder, shards, grad_scale, 0.05),
+            expected);
       }
     }
   }

@@ -1,8 +1,8 @@
 // Per-op-kind timing of training steps. A Context carries an optional OpProfiler
 // (Context::profiler, null by default); the op dispatch functions (ops/*.cc) open a ProfileScope
 // with their kind ("gemm", "attention", "rmsnorm.fwd", ...) and callers mark phases
-// ("forward", "backward", "recompute"; the trainer: "optimizer") with a PhaseScope. Without a profiler both scopes cost one
-// null check.
+// ("forward", "backward", "recompute"; the trainer: "optimizer") with a PhaseScope. Without a
+// profiler both scopes cost one null check.
 //
 // Timing: on CUDA every scope records a pair of CUDA events on the context's compute stream (no
 // host synchronization inside the step); on CPU a steady clock (CPU ops are synchronous).

@@ -45,7 +45,7 @@ ZeroState::ZeroState(const model::ModelConfig& config, Mesh& mesh, const ZeroCon
 ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh& mesh,
                      const ZeroConfig& zero, const ops::AdamWConfig& adamw)
     : ctx_(ctx), config_(config), layout_(config), mesh_(mesh), zero_(zero), adamw_(adamw) {
-  validate_zero_config(zero);
+  validate_zero_config(zero, mesh.replicate_group().size());
   UL_CHECK(ctx.compute_dtype == DType::f32 || ctx.compute_dtype == DType::bf16,
            "ZeroState: compute dtype ", dtype_name(ctx.compute_dtype), " (expected f32 or bf16)");
   UL_CHECK(!ctx.device.is_cpu() || ctx.compute_dtype == DType::f32,
@@ -55,11 +55,6 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
     zero_size_ = mesh.zero_group().size();
     zero_rank_ = mesh.zero_group().rank();
   }
-  if (zero.offload_gradients && mesh.replicate_group().size() > 1)
-    UL_FAIL("--offload-gradients with --dp-replicate-size ", mesh.replicate_group().size(),
-            ": the replicas' gradient all-reduce would run on host memory; use "
-            "--dp-replicate-size 1 (shard over every rank with --dp-shard-size) or drop "
-            "--offload-gradients");
   const Device device = ctx.device;
   // Offloaded buffers of a device state live in host memory; those the device copies from or
   // into during a step (`dma`: the bf16 parameter shards) are pinned, so their copies are
@@ -85,8 +80,9 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
     // (f32 on a device, tests only: the parameters are the master and go through host copies)
     if (mixed()) g.master = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32, false);
     // offload_gradients: the stage 2-3 shard is a copy target of the backward (pinned).
+    const std::int64_t grad_elements = g.grads_sharded ? g.shard : g.padded;
     g.grads = host_grads() ? Tensor::zeros_pinned({g.shard}, DType::f32)
-                           : Tensor::zeros({g.grads_sharded ? g.shard : g.padded}, DType::f32, device);
+                           : Tensor::zeros({grad_elements}, DType::f32, device);
     g.exp_avg = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32, false);
     g.exp_avg_sq = zeros_on(zero.offload_optimizer, {g.shard}, DType::f32, false);
     stage_slot = std::max(stage_slot, std::min(g.shard, zero.offload_stage_elements));

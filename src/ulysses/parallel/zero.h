@@ -85,9 +85,11 @@
 //     pinned host memory (Memory::grads). When a group's reduce-scatter is added (the next
 //     grads_done, or finish_step) the reduced shard is finished on the device with the resident
 //     path's addition: the step's first contribution is added to zeros, a later one (gradient
-//     accumulation) to the host shard brought back to the device. Its sum of squares is taken there (the norm's per-group term, the same op on the
-//     same values as without offload) and it is copied to the host shard on the copy stream,
-//     overlapping the backward of the next groups; the device buffer goes back to the caching
+//     accumulation) to the host shard brought back to the device. Its sum of squares is taken
+//     there into its slot (the norm's per-group term: the same op on the same values as
+//     without offload, read with the others by finish_step) and it is copied to the host
+//     shard on the copy stream, overlapping the backward of the next groups; the device
+//     buffer goes back to the caching
 //     allocator once the compute stream has waited for that copy (at the next group's
 //     completion). finish_step clips the host shards (every OpenMP thread) and the host AdamW
 //     reads them in place, so no gradient staging slot is needed. Bit-identical to the

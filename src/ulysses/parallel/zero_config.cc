@@ -16,7 +16,7 @@ std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; 
 
 }  // namespace
 
-void validate_zero_config(const ZeroConfig& c) {
+void validate_zero_config(const ZeroConfig& c, std::int64_t replicate_size) {
   if (c.grad_reduce_dtype != DType::f32 && c.grad_reduce_dtype != DType::bf16)
     UL_FAIL("--grad-reduce-dtype must be float32 or bfloat16 (got ", dtype_name(c.grad_reduce_dtype),
             ")");
@@ -36,6 +36,11 @@ void validate_zero_config(const ZeroConfig& c) {
             c.stage, c.offload_optimizer ? " with" : " without",
             " --offload-optimizer): the gradient shards go to the host AdamW that "
             "--offload-optimizer runs; add those flags or drop --offload-gradients");
+  if (c.offload_gradients && replicate_size > 1)
+    UL_FAIL("--offload-gradients with --dp-replicate-size ", replicate_size,
+            ": the replicas' gradient all-reduce would run on host memory; use "
+            "--dp-replicate-size 1 (shard over every rank with --dp-shard-size) or drop "
+            "--offload-gradients");
   if (c.offload_optimizer && c.stage < 1)
     UL_FAIL(
         "--offload-optimizer needs --zero-stage 1, 2 or 3 (got --zero-stage 0); raise "

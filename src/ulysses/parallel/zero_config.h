@@ -20,8 +20,8 @@
 //
 // Not counted in the table (bounded separately by ZeroMemory::transient, which the trainer's
 // plan adds to its buffers): the transient full buffers of stage 2-3 (one group's fp32
-// gradients between grads() and grads_done() plus, with overlap, the previous group's while its reduce-scatter
-// runs; the gathered compute-dtype parameters of the acquired groups plus, with overlap, one
+// gradients between grads() and grads_done() plus, with overlap, the previous group's while its
+// reduce-scatter runs; the gathered compute-dtype parameters of the acquired groups plus, with overlap, one
 // prefetched group; see peak_transient()).
 //
 #pragma once
@@ -65,9 +65,9 @@ struct ZeroConfig {
 };
 
 // Stage in 0..3 (Error naming --zero-stage); --offload-params needs stage 3; --offload-optimizer
-// needs stage >= 1; --offload-gradients needs stage >= 2 and --offload-optimizer (Errors naming
-// the flags and the fix).
-void validate_zero_config(const ZeroConfig& config);
+// needs stage >= 1; --offload-gradients needs stage >= 2 and --offload-optimizer, and no
+// replicas (replicate_size: the dp_replicate ranks; Errors naming the flags and the fix).
+void validate_zero_config(const ZeroConfig& config, std::int64_t replicate_size = 1);
 
 // Bytes per rank (see the table above). offload_gradients moves the grads column to the host.
 struct ZeroMemory {
@@ -82,8 +82,8 @@ struct ZeroMemory {
   // kOffloadStageElements) elements). Host memory on top of `offloaded`.
   std::int64_t host_staging = 0;
   // Of offloaded + host_staging, bytes actually page-locked: the staging, the offloaded bf16
-  // parameter shards and the offloaded gradient shards (ZeroState::memory() only: 0 in the formula and on the CPU backend; less
-  // when cudaHostRegister failed).
+  // parameter shards and the offloaded gradient shards (ZeroState::memory() only: 0 in the
+  // formula and on the CPU backend; less when cudaHostRegister failed).
   std::int64_t pinned = 0;
   // Not in total(): a bound on the transient full buffers held at once, in sizes of the
   // largest group (stage 2-3: three fp32 gradient buffers: the one accumulating, the one being

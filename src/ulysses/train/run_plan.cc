@@ -143,10 +143,10 @@ FitAdvice advise_fit(const TrainConfig& c, const model::ModelConfig& model,
     t.zero_stage = std::max<std::int64_t>(c.zero_stage, 2);
     t.offload_optimizer = t.offload_gradients = true;
     t.gradient_checkpointing = true;
-    std::string change = c.offload_optimizer && c.zero_stage >= 2
-                             ? "--offload-gradients"
-                             : "--zero-stage " + std::to_string(t.zero_stage) +
-                                   " --offload-optimizer --offload-gradients";
+    // Only the flags that change.
+    std::string change = c.zero_stage >= 2 ? "" : "--zero-stage 2 ";
+    if (!c.offload_optimizer) change += "--offload-optimizer ";
+    change += "--offload-gradients";
     if (!c.gradient_checkpointing) change += " --gradient-checkpointing";
     consider(change, t, layout);
   }

@@ -133,11 +133,7 @@ void validate(const TrainConfig& c) {
   parallel::ZeroConfig zero{static_cast<int>(c.zero_stage), c.offload_optimizer,
                             c.offload_params, c.zero_overlap, reduce_dtype};
   zero.offload_gradients = c.offload_gradients;
-  parallel::validate_zero_config(zero);
-  if (c.offload_gradients && c.dp_replicate_size > 1)
-    UL_FAIL("--offload-gradients with --dp-replicate-size ", c.dp_replicate_size,
-            ": the replicas' gradient all-reduce would run on host memory; use "
-            "--dp-replicate-size 1 (shard over every rank) or drop --offload-gradients");
+  parallel::validate_zero_config(zero, c.dp_replicate_size);
 }
 
 std::int64_t effective_mlp_tile(const TrainConfig& c) {
