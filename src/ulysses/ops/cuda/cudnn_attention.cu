@@ -63,6 +63,7 @@ std::int64_t next_power_of_two(std::int64_t x) {
 struct Shapes {
   std::int64_t b, hq, hkv, sq, skv, d, Tq;
   bool causal;
+  bool ragged = true;
   Dims scores() const { return {b, hq, sq, skv}; }
   Dims scores_strides() const { return {hq * sq * skv, sq * skv, skv, 1}; }
   // The scores seen transposed: [b, h, skv, sq].
@@ -83,6 +84,8 @@ struct Shapes {
 // The tensors both graphs share.
 struct Common {
   GraphTensor seq_q, seq_kv, q_offset, kv_offset, stats_offset, scale, neg_inf;
+  bool is_ragged = true;  // false: one dense entry (no offsets, lengths or padding mask)
+  const GraphTensor* ragged(const GraphTensor& t) const { return is_ragged ? &t : nullptr; }
 };
 
 Common common_tensors(GraphBuilder& g, const Shapes& sh) {
@@ -94,6 +97,7 @@ Common common_tensors(GraphBuilder& g, const Shapes& sh) {
   c.stats_offset = g.tensor(kStatsOffset, CUDNN_DATA_INT32, {sh.b + 1, 1, 1, 1}, {1, 1, 1, 1});
   c.scale = g.scalar(kScale, CUDNN_DATA_FLOAT);
   c.neg_inf = g.scalar(kNegInf, CUDNN_DATA_FLOAT);
+  c.is_ragged = sh.ragged;
   return c;
 }
 
@@ -127,30 +131,25 @@ GraphTensor masks(GraphBuilder& g, const Common& c, const GraphTensor& scores, b
   return s;
 }
 
-struct Built {
-  DescriptorPtr plan;
-  std::int64_t workspace_bytes = 0;
-};
-
-Built build_forward(cudnnHandle_t handle, const Shapes& sh) {
-  GraphBuilder g;
+// The forward graph: q, k, v -> out and the statistics.
+void forward_graph(GraphBuilder& g, const Shapes& sh) {
   const Common c = common_tensors(g, sh);
   const std::int64_t sq = sh.sq, skv = sh.skv;
   const GraphTensor q = g.tensor(kQ, CUDNN_DATA_BFLOAT16, sh.thd(sh.hq, sq),
-                                 sh.thd_strides(sh.hq, sq), false, &c.q_offset);
+                                 sh.thd_strides(sh.hq, sq), false, c.ragged(c.q_offset));
   const GraphTensor k_t = g.tensor(kK, CUDNN_DATA_BFLOAT16, sh.thd_t(sh.hkv, skv),
-                                   sh.thd_t_strides(sh.hkv, skv), false, &c.kv_offset);
+                                   sh.thd_t_strides(sh.hkv, skv), false, c.ragged(c.kv_offset));
   const GraphTensor v = g.tensor(kV, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv, skv),
-                                 sh.thd_strides(sh.hkv, skv), false, &c.kv_offset);
+                                 sh.thd_strides(sh.hkv, skv), false, c.ragged(c.kv_offset));
   const GraphTensor o = g.tensor(kO, CUDNN_DATA_BFLOAT16, sh.thd(sh.hq, sq),
-                                 sh.thd_strides(sh.hq, sq), false, &c.q_offset);
+                                 sh.thd_strides(sh.hq, sq), false, c.ragged(c.q_offset));
   const GraphTensor stats =
-      g.tensor(kStats, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false, &c.stats_offset);
+      g.tensor(kStats, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false, c.ragged(c.stats_offset));
 
   const GraphTensor s = g.virtual_tensor(CUDNN_DATA_FLOAT, sh.scores(), sh.scores_strides());
-  g.matmul(q, k_t, s, &c.seq_q, &c.seq_kv, nullptr, /*zero_padding=*/true);
+  g.matmul(q, k_t, s, c.ragged(c.seq_q), c.ragged(c.seq_kv), nullptr, /*zero_padding=*/true);
   GraphTensor x = g.pointwise(CUDNN_POINTWISE_MUL, s, &c.scale, nullptr, CUDNN_DATA_FLOAT);
-  x = masks(g, c, x, /*padding=*/true, sh.causal);
+  x = masks(g, c, x, /*padding=*/c.is_ragged, sh.causal);
   // Softmax with statistics: m = max, e = exp(x - m), z = sum e, lse = m + log z, p = e / z.
   const GraphTensor m = g.virtual_tensor(CUDNN_DATA_FLOAT, sh.row(), sh.row_strides());
   g.reduction(CUDNN_REDUCE_TENSOR_MAX, x, m);
@@ -163,40 +162,36 @@ Built build_forward(cudnnHandle_t handle, const Shapes& sh) {
   g.pointwise(CUDNN_POINTWISE_ADD, m, &log_z, nullptr, CUDNN_DATA_FLOAT, CUDNN_DATA_FLOAT, -1,
               &stats);
   const GraphTensor p = g.pointwise(CUDNN_POINTWISE_DIV, e, &z, nullptr, CUDNN_DATA_BFLOAT16);
-  g.matmul(p, v, o, &c.seq_q, nullptr, &c.seq_kv);
-
-  Built built;
-  built.plan = g.plan(handle, &built.workspace_bytes);
-  return built;
+  g.matmul(p, v, o, c.ragged(c.seq_q), nullptr, c.ragged(c.seq_kv));
 }
 
-Built build_backward(cudnnHandle_t handle, const Shapes& sh) {
-  GraphBuilder g;
+// The backward graph: dq, dk, dv from q, k, v, out, dout and the statistics.
+void backward_graph(GraphBuilder& g, const Shapes& sh) {
   const Common c = common_tensors(g, sh);
   const std::int64_t sq = sh.sq, skv = sh.skv;
   auto q_like = [&](std::int64_t uid, cudnnDataType_t type) {
-    return g.tensor(uid, type, sh.thd(sh.hq, sq), sh.thd_strides(sh.hq, sq), false, &c.q_offset);
+    return g.tensor(uid, type, sh.thd(sh.hq, sq), sh.thd_strides(sh.hq, sq), false, c.ragged(c.q_offset));
   };
   auto kv_like = [&](std::int64_t uid) {
     return g.tensor(uid, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv, skv), sh.thd_strides(sh.hkv, skv),
-                    false, &c.kv_offset);
+                    false, c.ragged(c.kv_offset));
   };
   const GraphTensor q = q_like(kQ, CUDNN_DATA_BFLOAT16);
   const GraphTensor k_t = g.tensor(kK, CUDNN_DATA_BFLOAT16, sh.thd_t(sh.hkv, skv),
-                                   sh.thd_t_strides(sh.hkv, skv), false, &c.kv_offset);
+                                   sh.thd_t_strides(sh.hkv, skv), false, c.ragged(c.kv_offset));
   const GraphTensor v_t = g.tensor(kV, CUDNN_DATA_BFLOAT16, sh.thd_t(sh.hkv, skv),
-                                   sh.thd_t_strides(sh.hkv, skv), false, &c.kv_offset);
+                                   sh.thd_t_strides(sh.hkv, skv), false, c.ragged(c.kv_offset));
   const GraphTensor o = q_like(kO, CUDNN_DATA_BFLOAT16);
   const GraphTensor d_o = q_like(kDO, CUDNN_DATA_BFLOAT16);
   const GraphTensor stats =
-      g.tensor(kStats, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false, &c.stats_offset);
+      g.tensor(kStats, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false, c.ragged(c.stats_offset));
   const GraphTensor d_q = q_like(kDQ, CUDNN_DATA_BFLOAT16);
   const GraphTensor d_k = kv_like(kDK);
   const GraphTensor d_v = kv_like(kDV);
   const GraphTensor one = g.scalar(kOne, CUDNN_DATA_FLOAT);
   // Workspaces we own: rowsum(dO * O) like lse, and dQ accumulated in f32 like dQ.
   const GraphTensor dot_sum =
-      g.tensor(kDotSum, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false, &c.stats_offset);
+      g.tensor(kDotSum, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false, c.ragged(c.stats_offset));
   const GraphTensor dq_accum = q_like(kDQAccum, CUDNN_DATA_FLOAT);
 
   // delta = rowsum(dO * O)
@@ -208,9 +203,9 @@ Built build_backward(cudnnHandle_t handle, const Shapes& sh) {
 
   // p = exp(scale * q.k - lse), masked
   const GraphTensor s = g.virtual_tensor(CUDNN_DATA_FLOAT, sh.scores(), sh.scores_strides());
-  g.matmul(q, k_t, s, &c.seq_q, &c.seq_kv, nullptr);
+  g.matmul(q, k_t, s, c.ragged(c.seq_q), c.ragged(c.seq_kv), nullptr);
   GraphTensor x = g.pointwise(CUDNN_POINTWISE_MUL, s, &c.scale, nullptr, CUDNN_DATA_FLOAT);
-  x = masks(g, c, x, /*padding=*/true, /*causal=*/false);
+  x = masks(g, c, x, /*padding=*/c.is_ragged, /*causal=*/false);
   x = g.pointwise(CUDNN_POINTWISE_SUB, x, &stats, nullptr, CUDNN_DATA_FLOAT);
   x = masks(g, c, x, /*padding=*/false, sh.causal);
   const GraphTensor p = g.pointwise(CUDNN_POINTWISE_EXP, x, nullptr, nullptr, CUDNN_DATA_FLOAT);
@@ -223,16 +218,16 @@ Built build_backward(cudnnHandle_t handle, const Shapes& sh) {
       g.virtual_tensor(CUDNN_DATA_BFLOAT16, sh.scores_t(), sh.scores_t_strides());
   g.reshape(p, p_t);
   if (sh.hq == sh.hkv) {
-    g.matmul(p_t, d_o, d_v, &c.seq_kv, nullptr, &c.seq_q);
+    g.matmul(p_t, d_o, d_v, c.ragged(c.seq_kv), nullptr, c.ragged(c.seq_q));
   } else {
     const GraphTensor d_v_full =
         g.virtual_tensor(CUDNN_DATA_BFLOAT16, full_head, full_head_strides);
-    g.matmul(p_t, d_o, d_v_full, &c.seq_kv, nullptr, &c.seq_q);
+    g.matmul(p_t, d_o, d_v_full, c.ragged(c.seq_kv), nullptr, c.ragged(c.seq_q));
     g.reduction(CUDNN_REDUCE_TENSOR_ADD, d_v_full, d_v);
   }
   // dS = scale * p * (dO.v^T - delta)
   const GraphTensor d_p = g.virtual_tensor(CUDNN_DATA_FLOAT, sh.scores(), sh.scores_strides());
-  g.matmul(d_o, v_t, d_p, &c.seq_q, &c.seq_kv, nullptr);
+  g.matmul(d_o, v_t, d_p, c.ragged(c.seq_q), c.ragged(c.seq_kv), nullptr);
   GraphTensor d_s = g.pointwise(CUDNN_POINTWISE_SUB, d_p, &dot_sum, nullptr, CUDNN_DATA_FLOAT);
   d_s = g.pointwise(CUDNN_POINTWISE_MUL, d_s, &p, nullptr, CUDNN_DATA_FLOAT);
   d_s = g.pointwise(CUDNN_POINTWISE_MUL, d_s, &c.scale, nullptr, CUDNN_DATA_FLOAT);
@@ -241,24 +236,27 @@ Built build_backward(cudnnHandle_t handle, const Shapes& sh) {
       g.virtual_tensor(CUDNN_DATA_BFLOAT16, sh.scores_t(), sh.scores_t_strides());
   g.reshape(d_s, d_s_t);
   if (sh.hq == sh.hkv) {
-    g.matmul(d_s_t, q, d_k, &c.seq_kv, nullptr, &c.seq_q);
+    g.matmul(d_s_t, q, d_k, c.ragged(c.seq_kv), nullptr, c.ragged(c.seq_q));
   } else {
     const GraphTensor d_k_full =
         g.virtual_tensor(CUDNN_DATA_BFLOAT16, full_head, full_head_strides);
-    g.matmul(d_s_t, q, d_k_full, &c.seq_kv, nullptr, &c.seq_q);
+    g.matmul(d_s_t, q, d_k_full, c.ragged(c.seq_kv), nullptr, c.ragged(c.seq_q));
     g.reduction(CUDNN_REDUCE_TENSOR_ADD, d_k_full, d_k);
   }
   // dQ = dS k (accumulated in f32, then converted)
   GraphTensor k = g.tensor(kFirstVirtualUid - 1, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv, skv),
-                           sh.thd_strides(sh.hkv, skv), true, &c.kv_offset);
+                           sh.thd_strides(sh.hkv, skv), true, c.ragged(c.kv_offset));
   g.reshape(k_t, k);
-  g.matmul(d_s, k, dq_accum, &c.seq_q, nullptr, &c.seq_kv);
+  g.matmul(d_s, k, dq_accum, c.ragged(c.seq_q), nullptr, c.ragged(c.seq_kv));
   g.pointwise(CUDNN_POINTWISE_IDENTITY, dq_accum, nullptr, nullptr, CUDNN_DATA_BFLOAT16,
               CUDNN_DATA_FLOAT, -1, &d_q);
+}
 
-  Built built;
-  built.plan = g.plan(handle, &built.workspace_bytes);
-  return built;
+void build_graph(GraphBuilder& g, bool backward, const Shapes& sh) {
+  if (backward)
+    backward_graph(g, sh);
+  else
+    forward_graph(g, sh);
 }
 
 // seq_len[i] = length of document i (0 past n), offsets = cu_seqlens[i] (T past n) times the
@@ -282,6 +280,7 @@ struct SdpaPlan {
   DescriptorPtr plan;  // null when the shape is not supported
   std::int64_t workspace_bytes = 0;
   cudnnHandle_t handle = nullptr;
+  bool ragged = true;  // false: a dense plan, bound without the entries' arrays
 };
 
 struct CudnnAttentionCache {
@@ -302,6 +301,74 @@ int cudnn_version(std::string* reason) {
   return lib.version;
 }
 
+namespace {
+
+// The context's plan cache with its cuDNN handle (null handle when cudnnCreate failed), made on
+// first use. Called with r.attention_mutex held.
+CudnnAttentionCache& attention_cache(CudaResources& r) {
+  if (!r.attention_plans) {
+    auto cache = std::make_shared<CudnnAttentionCache>();
+    const cudnnStatus_t status = cudnn_library().create(&cache->handle);
+    if (status != CUDNN_STATUS_SUCCESS) {
+      log_warn("attention: cudnnCreate failed (", status_text(status),
+               "); using the built-in kernels");
+      cache->handle = nullptr;
+    }
+    r.attention_plans = std::move(cache);
+  }
+  return *r.attention_plans;
+}
+
+// Whether the shape is one cuDNN's ragged SDPA can take (32-bit offsets, head_dim).
+bool supported_shape(const SdpaShape& shape) {
+  constexpr std::int64_t kMaxOffset = std::numeric_limits<std::int32_t>::max();
+  const std::int64_t D = shape.head_dim;
+  return shape.q_tokens * shape.query_heads * D < kMaxOffset &&
+         shape.kv_tokens * shape.kv_heads * D < kMaxOffset && D % 8 == 0 && D <= 128 &&
+         shape.q_tokens > 0 && shape.kv_tokens > 0 && shape.batch >= 1 && shape.max_q >= 1 &&
+         shape.max_kv >= 1;
+}
+
+Shapes graph_shapes(const SdpaShape& shape, bool ragged) {
+  Shapes sh{shape.batch,   shape.query_heads, shape.kv_heads, shape.max_q,
+            shape.max_kv,  shape.head_dim,    shape.q_tokens, shape.causal};
+  sh.ragged = ragged;
+  return sh;
+}
+
+}  // namespace
+
+std::vector<SdpaChoice> cudnn_sdpa_choices(const Context& ctx, bool backward,
+                                           const SdpaShape& shape, bool ragged, int max_values) {
+  std::vector<SdpaChoice> out;
+  if (!cudnn_version() || !supported_shape(shape)) return out;
+  UL_CHECK(ragged || (shape.batch == 1 && shape.max_q == shape.q_tokens &&
+                      shape.max_kv == shape.kv_tokens),
+           "cudnn_sdpa_choices: a dense plan takes one entry of exactly the tensors' tokens");
+  CudaResources& r = cuda_resources(ctx);
+  std::lock_guard<std::mutex> lock(r.attention_mutex);
+  CudnnAttentionCache& cache = attention_cache(r);
+  if (!cache.handle) return out;
+  std::vector<PlanChoice> choices;
+  try {
+    check(cudnn_library().set_stream(cache.handle, r.stream), "cudnnSetStream");
+    GraphBuilder g;
+    build_graph(g, backward, graph_shapes(shape, ragged));
+    choices = g.plan_choices(cache.handle, max_values);
+  } catch (const NotSupported& e) {
+    log_warn("attention: no cuDNN plan for the survey (", e.what, ")");
+  }
+  for (PlanChoice& c : choices) {
+    auto plan = std::make_shared<SdpaPlan>();
+    plan->plan = std::move(c.plan);
+    plan->workspace_bytes = c.workspace_bytes;
+    plan->handle = cache.handle;
+    plan->ragged = ragged;
+    out.push_back({std::move(c.name), std::move(plan)});
+  }
+  return out;
+}
+
 const SdpaPlan* cudnn_sdpa_plan(const Context& ctx, bool backward, const SdpaShape& shape) {
   std::string why;
   if (!cudnn_version(&why)) {
@@ -309,31 +376,17 @@ const SdpaPlan* cudnn_sdpa_plan(const Context& ctx, bool backward, const SdpaSha
     std::call_once(logged, [&] { log_info("attention: cuDNN not used (", why, ")"); });
     return nullptr;
   }
-  const std::int64_t Tq = shape.q_tokens, Tk = shape.kv_tokens, Hq = shape.query_heads;
+  if (!supported_shape(shape)) return nullptr;
+  const std::int64_t Tq = shape.q_tokens, Hq = shape.query_heads;
   const std::int64_t Hkv = shape.kv_heads, D = shape.head_dim;
-  constexpr std::int64_t kMaxOffset = std::numeric_limits<std::int32_t>::max();
-  // Ragged offsets are 32-bit here.
-  if (Tq * Hq * D >= kMaxOffset || Tk * Hkv * D >= kMaxOffset || D % 8 != 0 || D > 128 || Tq == 0 ||
-      Tk == 0 || shape.batch < 1 || shape.max_q < 1 || shape.max_kv < 1)
-    return nullptr;
   const PlanKey key{backward, shape.causal, Tq, Hq, Hkv, D, shape.batch, shape.max_q, shape.max_kv};
-  const Shapes sh{shape.batch, Hq, Hkv, shape.max_q, shape.max_kv, D, Tq, shape.causal};
+  const Shapes sh = graph_shapes(shape, /*ragged=*/true);
 
   CudaResources& r = cuda_resources(ctx);
   const SdpaPlan* found = nullptr;
   {
     std::lock_guard<std::mutex> lock(r.attention_mutex);
-    if (!r.attention_plans) {
-      auto cache = std::make_shared<CudnnAttentionCache>();
-      const cudnnStatus_t status = cudnn_library().create(&cache->handle);
-      if (status != CUDNN_STATUS_SUCCESS) {
-        log_warn("attention: cudnnCreate failed (", status_text(status),
-                 "); using the built-in kernels");
-        cache->handle = nullptr;
-      }
-      r.attention_plans = std::move(cache);
-    }
-    CudnnAttentionCache& cache = *r.attention_plans;
+    CudnnAttentionCache& cache = attention_cache(r);
     if (!cache.handle) return nullptr;
     auto it = cache.plans.find(key);
     if (it == cache.plans.end()) {
@@ -341,12 +394,14 @@ const SdpaPlan* cudnn_sdpa_plan(const Context& ctx, bool backward, const SdpaSha
       plan.handle = cache.handle;
       const char* direction = backward ? "backward" : "forward";
       try {
-        Built built = backward ? build_backward(cache.handle, sh) : build_forward(cache.handle, sh);
-        plan.plan = std::move(built.plan);
-        plan.workspace_bytes = built.workspace_bytes;
+        GraphBuilder g;
+        build_graph(g, backward, sh);
+        std::string engine;
+        plan.plan = g.plan(cache.handle, &plan.workspace_bytes, &engine);
         log_debug("attention: cuDNN ", direction, shape.causal ? " causal" : " full",
                   " plan for Tq=", Tq, " heads ", Hq, "/", Hkv, " head_dim ", D, " entries<=", sh.b,
-                  " longest<=", sh.sq, "/", sh.skv, ", workspace ", plan.workspace_bytes, " bytes");
+                  " longest<=", sh.sq, "/", sh.skv, ", ", engine, ", workspace ",
+                  plan.workspace_bytes, " bytes");
       } catch (const NotSupported& e) {
         log_warn("attention: cuDNN refused the ", direction, shape.causal ? " causal" : " full",
                  " graph for Tq=", Tq, " heads ", Hq, "/", Hkv, " head_dim ", D, " (", e.what,
@@ -369,6 +424,18 @@ namespace {
 
 void execute(const Context& ctx, const SdpaPlan& plan, std::vector<std::int64_t> uids,
              std::vector<void*> pointers) {
+  if (!plan.ragged) {  // a dense plan has no entry lengths or offsets
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < uids.size(); ++i) {
+      const std::int64_t u = uids[i];
+      if (u == kSeqQ || u == kSeqKv || u == kQOffset || u == kKvOffset || u == kStatsOffset)
+        continue;
+      uids[kept] = u;
+      pointers[kept++] = pointers[i];
+    }
+    uids.resize(kept);
+    pointers.resize(kept);
+  }
   Tensor workspace;
   void* workspace_ptr = nullptr;
   if (plan.workspace_bytes > 0) {

@@ -87,4 +87,16 @@ void cudnn_sdpa_backward(const Context& ctx, const SdpaPlan& plan, const SdpaEnt
                          const Tensor& out, const Tensor& lse, const Tensor& dout, Tensor dq,
                          Tensor dk, Tensor dv);
 
+// A survey of cuDNN's engines for one shape (cuda_ops_bench --attention-engines): every plan
+// the graph finalizes with (GraphBuilder::plan_choices; the first is the one cudnn_sdpa_plan
+// uses), run with the two functions above. ragged = false builds the dense graph of one entry
+// (batch 1, max_q = q_tokens, max_kv = kv_tokens; no lengths, offsets or padding mask), for
+// comparison. Empty when cuDNN cannot run the shape. Not cached.
+struct SdpaChoice {
+  std::string name;
+  std::shared_ptr<SdpaPlan> plan;
+};
+std::vector<SdpaChoice> cudnn_sdpa_choices(const Context& ctx, bool backward,
+                                           const SdpaShape& shape, bool ragged, int max_values);
+
 }  // namespace ulysses::ops::cuda

@@ -1,6 +1,7 @@
 // cuDNN's backend graph API (see cudnn_graph.h).
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <type_traits>
 
@@ -158,14 +159,129 @@ void GraphBuilder::reshape(const GraphTensor& x, const GraphTensor& y) {
   add(op);
 }
 
-DescriptorPtr GraphBuilder::plan(cudnnHandle_t handle, std::int64_t* workspace_bytes) {
-  Descriptor graph(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-  graph.set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, handle);
-  graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-            static_cast<std::int64_t>(ops_.size()), ops_.data());
-  graph.finalize("operation graph");
+DescriptorPtr GraphBuilder::operation_graph(cudnnHandle_t handle) {
+  auto graph = std::make_shared<Descriptor>(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+  graph->set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, handle);
+  graph->set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+             static_cast<std::int64_t>(ops_.size()), ops_.data());
+  graph->finalize("operation graph");
+  return graph;
+}
+
+namespace {
+
+// A descriptor-valued attribute of `owner` read into a fresh descriptor of `type`.
+std::unique_ptr<Descriptor> get_descriptor(const Descriptor& owner,
+                                           cudnnBackendAttributeName_t name,
+                                           cudnnBackendDescriptorType_t type) {
+  auto d = std::make_unique<Descriptor>(type);
+  cudnnBackendDescriptor_t raw = d->get();
+  std::int64_t n = 0;
+  check(cudnn_library().get_attribute(owner.get(), name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n,
+                                      &raw),
+        "descriptor attribute");
+  return d;
+}
+
+std::int64_t get_int(const Descriptor& d, cudnnBackendAttributeName_t name) {
+  std::int64_t value = 0, n = 0;
+  check(cudnn_library().get_attribute(d.get(), name, CUDNN_TYPE_INT64, 1, &n, &value),
+        "int64 attribute");
+  return value;
+}
+
+// "engine 5 knobs {24: 2, 30: 1}" for an engine configuration.
+std::string describe_config(const Descriptor& config) {
+  std::string text;
+  try {
+    const auto engine =
+        get_descriptor(config, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+    text = "engine " + std::to_string(get_int(*engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX));
+    std::vector<std::unique_ptr<Descriptor>> choices;
+    std::vector<cudnnBackendDescriptor_t> raw;
+    for (int i = 0; i < CUDNN_KNOB_TYPE_COUNTS; ++i) {
+      choices.push_back(std::make_unique<Descriptor>(CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR));
+      raw.push_back(choices.back()->get());
+    }
+    std::int64_t n = 0;
+    check(cudnn_library().get_attribute(config.get(), CUDNN_ATTR_ENGINECFG_KNOB_CHOICES,
+                                        CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                        static_cast<std::int64_t>(raw.size()), &n, raw.data()),
+          "knob choices");
+    text += " knobs {";
+    for (std::int64_t i = 0; i < n; ++i) {
+      cudnnBackendKnobType_t type{};
+      std::int64_t count = 0, value = 0;
+      check(cudnn_library().get_attribute(raw[static_cast<std::size_t>(i)],
+                                          CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE, CUDNN_TYPE_KNOB_TYPE,
+                                          1, &count, &type),
+            "knob type");
+      check(cudnn_library().get_attribute(raw[static_cast<std::size_t>(i)],
+                                          CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE, CUDNN_TYPE_INT64, 1,
+                                          &count, &value),
+            "knob value");
+      text += (i ? ", " : "") + std::to_string(static_cast<int>(type)) + ": " +
+              std::to_string(value);
+    }
+    text += "}";
+  } catch (const NotSupported& e) {
+    text += " (" + e.what + ")";
+  }
+  return text;
+}
+
+// The plan of one engine configuration, or NotSupported.
+PlanChoice finalize_plan(cudnnHandle_t handle, const Descriptor& config) {
+  PlanChoice choice;
+  choice.plan = std::make_shared<Descriptor>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+  choice.plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, handle);
+  choice.plan->set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, config);
+  choice.plan->finalize("execution plan");
+  choice.workspace_bytes = get_int(*choice.plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE);
+  choice.name = describe_config(config);
+  return choice;
+}
+
+struct KnobRange {
+  cudnnBackendKnobType_t type;
+  std::int64_t min, max, stride;
+};
+
+std::vector<KnobRange> knob_ranges(const Descriptor& engine) {
+  std::vector<std::unique_ptr<Descriptor>> infos;
+  std::vector<cudnnBackendDescriptor_t> raw;
+  for (int i = 0; i < CUDNN_KNOB_TYPE_COUNTS; ++i) {
+    infos.push_back(std::make_unique<Descriptor>(CUDNN_BACKEND_KNOB_INFO_DESCRIPTOR));
+    raw.push_back(infos.back()->get());
+  }
+  std::int64_t n = 0;
+  check(cudnn_library().get_attribute(engine.get(), CUDNN_ATTR_ENGINE_KNOB_INFO,
+                                      CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                      static_cast<std::int64_t>(raw.size()), &n, raw.data()),
+        "knob info");
+  std::vector<KnobRange> ranges;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const Descriptor& info = *infos[static_cast<std::size_t>(i)];
+    KnobRange r{};
+    std::int64_t count = 0;
+    check(cudnn_library().get_attribute(info.get(), CUDNN_ATTR_KNOB_INFO_TYPE,
+                                        CUDNN_TYPE_KNOB_TYPE, 1, &count, &r.type),
+          "knob info type");
+    r.min = get_int(info, CUDNN_ATTR_KNOB_INFO_MINIMUM_VALUE);
+    r.max = get_int(info, CUDNN_ATTR_KNOB_INFO_MAXIMUM_VALUE);
+    r.stride = std::max<std::int64_t>(1, get_int(info, CUDNN_ATTR_KNOB_INFO_STRIDE));
+    ranges.push_back(r);
+  }
+  return ranges;
+}
+
+}  // namespace
+
+DescriptorPtr GraphBuilder::plan(cudnnHandle_t handle, std::int64_t* workspace_bytes,
+                                 std::string* name) {
+  const DescriptorPtr graph = operation_graph(handle);
   Descriptor heuristics(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-  heuristics.set(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph);
+  heuristics.set(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, *graph);
   heuristics.set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, CUDNN_HEUR_MODE_A);
   heuristics.finalize("engine heuristics");
   std::int64_t count = 0;
@@ -186,21 +302,61 @@ DescriptorPtr GraphBuilder::plan(cudnnHandle_t handle, std::int64_t* workspace_b
   std::string last;
   for (std::int64_t i = 0; i < returned; ++i) {
     try {
-      auto plan = std::make_shared<Descriptor>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-      plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, handle);
-      plan->set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, *configs[static_cast<std::size_t>(i)]);
-      plan->finalize("execution plan");
-      std::int64_t bytes = 0, n = 0;
-      check(cudnn_library().get_attribute(plan->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                          CUDNN_TYPE_INT64, 1, &n, &bytes),
-            "workspace size");
-      *workspace_bytes = bytes;
-      return plan;
+      PlanChoice choice = finalize_plan(handle, *configs[static_cast<std::size_t>(i)]);
+      *workspace_bytes = choice.workspace_bytes;
+      if (name) *name = choice.name;
+      return choice.plan;
     } catch (const NotSupported& e) {
       last = e.what;
     }
   }
   throw NotSupported{"no engine configuration finalized (" + last + ")"};
+}
+
+std::vector<PlanChoice> GraphBuilder::plan_choices(cudnnHandle_t handle, int max_values) {
+  std::vector<PlanChoice> choices;
+  {
+    PlanChoice first;
+    first.plan = plan(handle, &first.workspace_bytes, &first.name);
+    first.name = "heuristic: " + first.name;
+    choices.push_back(std::move(first));
+  }
+  const DescriptorPtr graph = operation_graph(handle);
+  const std::int64_t engines = get_int(*graph, CUDNN_ATTR_OPERATIONGRAPH_ENGINE_GLOBAL_COUNT);
+  for (std::int64_t index = 0; index < engines; ++index) {
+    try {
+      Descriptor engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+      engine.set(CUDNN_ATTR_ENGINE_OPERATION_GRAPH, *graph);
+      engine.set(CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, index);
+      engine.finalize("engine");
+      {
+        Descriptor config(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+        config.set(CUDNN_ATTR_ENGINECFG_ENGINE, engine);
+        config.finalize("engine configuration");
+        choices.push_back(finalize_plan(handle, config));
+      }
+      for (const KnobRange& r : knob_ranges(engine)) {
+        int tried = 0;
+        for (std::int64_t value = r.min; value <= r.max && tried < max_values;
+             value += r.stride, ++tried) {
+          try {
+            Descriptor knob(CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR);
+            knob.set(CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE, CUDNN_TYPE_KNOB_TYPE, r.type);
+            knob.set(CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE, CUDNN_TYPE_INT64, value);
+            knob.finalize("knob choice");
+            Descriptor config(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+            config.set(CUDNN_ATTR_ENGINECFG_ENGINE, engine);
+            config.set(CUDNN_ATTR_ENGINECFG_KNOB_CHOICES, knob);
+            config.finalize("engine configuration");
+            choices.push_back(finalize_plan(handle, config));
+          } catch (const NotSupported&) {
+          }
+        }
+      }
+    } catch (const NotSupported&) {
+    }
+  }
+  return choices;
 }
 
 }  // namespace ulysses::ops::cuda::cudnn

@@ -88,6 +88,14 @@ struct GraphTensor {
   Dims dims, strides;
 };
 
+// One way to run a graph: an execution plan, its workspace and what it is ("engine 5 knobs
+// {24: 2}"), for surveys of the engines (cuda_ops_bench --attention-engines).
+struct PlanChoice {
+  DescriptorPtr plan;
+  std::int64_t workspace_bytes = 0;
+  std::string name;
+};
+
 // Unique ids >= this are given to virtual tensors.
 constexpr std::int64_t kFirstVirtualUid = 1000;
 
@@ -119,13 +127,19 @@ class GraphBuilder {
   void reshape(const GraphTensor& x, const GraphTensor& y);
 
   // The execution plan of the first heuristic engine configuration that accepts the graph.
-  DescriptorPtr plan(cudnnHandle_t handle, std::int64_t* workspace_bytes);
+  DescriptorPtr plan(cudnnHandle_t handle, std::int64_t* workspace_bytes,
+                     std::string* name = nullptr);
+  // Every plan the graph finalizes with, for a survey: each engine's default configuration, then
+  // that engine with one knob moved to another of its values (at most max_values per knob).
+  // The first entry is what plan() returns.
+  std::vector<PlanChoice> plan_choices(cudnnHandle_t handle, int max_values);
 
  private:
   void add(const DescriptorPtr& op) {
     keep_.push_back(op);
     ops_.push_back(op->get());
   }
+  DescriptorPtr operation_graph(cudnnHandle_t handle);
   std::vector<DescriptorPtr> keep_;
   std::vector<cudnnBackendDescriptor_t> ops_;
   std::int64_t next_virtual_ = kFirstVirtualUid;
