@@ -8,7 +8,7 @@ namespace ulysses::ops::cuda {
 
 namespace {
 
-constexpr int kThreads = 512;
+constexpr int kThreads = 1024;
 
 // x_tile[i] = x[rows[i]] for i < n.
 template <typename T>
@@ -29,25 +29,48 @@ __global__ void scatter_add_rows_kernel(const float* dx_tile, const std::int32_t
     dst[c] = from_float<T>(to_float(dst[c]) + dx_tile[i * C + c]);
 }
 
+// Four logits of a row into the running (max m, sum s of exp(l - m)) of one thread.
+__device__ __forceinline__ void online_add4(float4 l, float& m, float& s) {
+  const float mx = fmaxf(fmaxf(l.x, l.y), fmaxf(l.z, l.w));
+  if (mx > m) {
+    s = m == -INFINITY ? 0.0f : s * __expf(m - mx);
+    m = mx;
+  }
+  if (m != -INFINITY)
+    s += (__expf(l.x - m) + __expf(l.y - m)) + (__expf(l.z - m) + __expf(l.w - m));
+}
+
+__device__ __forceinline__ void store4(float* p, float a, float b, float c, float d) {
+  *reinterpret_cast<float4*>(p) = make_float4(a, b, c, d);
+}
+__device__ __forceinline__ void store4(bf16_t* p, float a, float b, float c, float d) {
+  struct alignas(8) Four {
+    __nv_bfloat162 lo, hi;
+  };
+  *reinterpret_cast<Four*>(p) = Four{__floats2bfloat162_rn(a, b), __floats2bfloat162_rn(c, d)};
+}
+
 // One block per row i of the tile: loss[i] = logsumexp(logits_i) - logits_i[label];
-// with backward, dlogits_i = grad_scale * (softmax(logits_i) - onehot(label)).
+// with backward, dlogits_i = grad_scale * (softmax(logits_i) - onehot(label)). Two passes over
+// the row (the online max and sum, then the gradient), 16-byte loads when V % 4 == 0 (rows
+// then stay 16-byte aligned), a scalar path otherwise.
 template <typename T>
-__global__ void softmax_loss_kernel(const float* logits, const std::int32_t* labels,
-                                    const std::int32_t* rows, std::int64_t V, float grad_scale,
-                                    bool backward, T* dlogits, float* row_loss) {
+__global__ void __launch_bounds__(kThreads)
+    softmax_loss_kernel(const float* logits, const std::int32_t* labels,
+                        const std::int32_t* rows, std::int64_t V, float grad_scale,
+                        bool backward, T* dlogits, float* row_loss) {
   __shared__ float scratch[32];
   const std::int64_t i = blockIdx.x;
   const float* row = logits + i * V;
+  const bool vec = V % 4 == 0;
+  const std::int64_t V4 = vec ? V / 4 : 0;
   // Online max and sum of exp over this thread's elements, then combined over the block.
   float m = -INFINITY, s = 0.0f;
-  for (std::int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+  const float4* row4 = reinterpret_cast<const float4*>(row);
+  for (std::int64_t v = threadIdx.x; v < V4; v += blockDim.x) online_add4(row4[v], m, s);
+  for (std::int64_t v = 4 * V4 + threadIdx.x; v < V; v += blockDim.x) {
     const float l = row[v];
-    if (l > m) {
-      s = s * __expf(m - l) + 1.0f;
-      m = l;
-    } else {
-      s += __expf(l - m);
-    }
+    online_add4(make_float4(l, -INFINITY, -INFINITY, -INFINITY), m, s);
   }
   const float row_max = block_max(m, scratch);
   const float sum = block_sum(m == -INFINITY ? 0.0f : s * __expf(m - row_max), scratch);
@@ -57,7 +80,15 @@ __global__ void softmax_loss_kernel(const float* logits, const std::int32_t* lab
   if (!backward) return;
   const float scale = grad_scale / sum;
   T* drow = dlogits + i * V;
-  for (std::int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+  for (std::int64_t v = threadIdx.x; v < V4; v += blockDim.x) {
+    const float4 l = row4[v];
+    float g[4] = {scale * __expf(l.x - row_max), scale * __expf(l.y - row_max),
+                  scale * __expf(l.z - row_max), scale * __expf(l.w - row_max)};
+    const std::int64_t lane = label - 4 * v;
+    if (lane >= 0 && lane < 4) g[lane] -= grad_scale;
+    store4(drow + 4 * v, g[0], g[1], g[2], g[3]);
+  }
+  for (std::int64_t v = 4 * V4 + threadIdx.x; v < V; v += blockDim.x) {
     float g = scale * __expf(row[v] - row_max);
     if (v == label) g -= grad_scale;
     drow[v] = from_float<T>(g);
