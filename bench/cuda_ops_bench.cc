@@ -6,7 +6,10 @@
 // Prints a table; exits 0 without a GPU. Then the memory-bound non-GEMM kernels at qwen3-4b 32K
 // (T=32768, C=2560, I=9728, Hq=32, Hkv=8, D=128), fused and unfused: time, the bytes each must move
 // (bench/KERNELS.md) and the rate as GB/s and as a share of the H200's ~4.3 TB/s copy rate.
-//   cuda_ops_bench [--quick] [--kernels-only] [--block-attention-only]
+//   cuda_ops_bench [--quick] [--kernels-only] [--block-attention-only] [--attention-engines]
+// --attention-engines times every plan cuDNN finalizes for the causal attention at 8K and 32K
+// (each engine, each knob value), ragged and dense, with each plan's difference from the default,
+// then the LM head + cross-entropy at 32K tokens for loss tiles of 1K, 4K and 8K tokens.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -26,6 +29,7 @@
 #endif
 #include "ulysses/ops/adamw.h"
 #include "ulysses/ops/add_rmsnorm.h"
+#include "ulysses/ops/cross_entropy.h"
 #include "ulysses/ops/elementwise.h"
 #include "ulysses/ops/linear.h"
 #include "ulysses/ops/qk_norm_rope.h"
@@ -99,6 +103,110 @@ void bench_attention(const Context& base, AttentionKernel kernel, std::int64_t T
       kernel == AttentionKernel::cudnn ? "cudnn" : "builtin", static_cast<long long>(T),
       static_cast<long long>(documents), fwd * 1e3, fwd_flops / fwd / 1e12, bwd * 1e3,
       bwd_flops / bwd / 1e12, (fwd_flops + bwd_flops) / (fwd + bwd) / 1e12);
+}
+
+#ifdef ULYSSES_HAS_CUDA
+// Max |a - b| over two bf16 device tensors of one shape.
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  const Tensor ha = a.to(Device::cpu()), hb = b.to(Device::cpu());
+  double m = 0;
+  for (std::int64_t i = 0; i < ha.numel(); ++i)
+    m = std::max(m, std::fabs(static_cast<double>(bf16_to_float(ha.data<bf16>()[i])) -
+                              bf16_to_float(hb.data<bf16>()[i])));
+  return m;
+}
+
+// Every cuDNN plan of the causal attention of one T-token document (qwen3-4b heads), ragged
+// (the layout the ops use) and dense: time and the largest difference from the heuristic's
+// plan (the first row of each group), forward then backward.
+void survey_attention_engines(const Context& ctx, std::int64_t T, int repeats) {
+  namespace cu = ops::cuda;
+  const std::int64_t Hq = 32, Hkv = 8, D = 128;
+  Rng rng(static_cast<std::uint64_t>(T) + 7);
+  const Device dev = ctx.device;
+  const Tensor q = random_bf16({T, Hq, D}, rng, 2.0f, dev);
+  const Tensor k = random_bf16({T, Hkv, D}, rng, 2.0f, dev);
+  const Tensor v = random_bf16({T, Hkv, D}, rng, 1.0f, dev);
+  const Tensor dout = random_bf16({T, Hq, D}, rng, 1.0f, dev);
+  const std::int32_t t = static_cast<std::int32_t>(T);
+  const Tensor arrays =
+      Tensor::from_ints({t, 0, t * static_cast<std::int32_t>(Hq * D), 0,
+                         t * static_cast<std::int32_t>(Hkv * D), 0, t},
+                        {7})
+          .to(dev);
+  const std::int32_t* a = static_cast<const std::int32_t*>(arrays.raw());
+  const cu::SdpaEntries entries{a, a, a + 1, a + 3, a + 5};
+  cu::SdpaShape shape;
+  shape.q_tokens = shape.kv_tokens = T;
+  shape.query_heads = Hq;
+  shape.kv_heads = Hkv;
+  shape.head_dim = D;
+  shape.batch = 1;
+  shape.max_q = shape.max_kv = T;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const double fwd_flops = 4.0 * static_cast<double>(T) * T / 2 * D * Hq;
+  Tensor out = Tensor::empty({T, Hq, D}, DType::bf16, dev);
+  Tensor lse = Tensor::empty({Hq, T}, DType::f32, dev);
+  Tensor reference;
+  Tensor dk = Tensor::empty({T, Hkv, D}, DType::bf16, dev);
+  Tensor dv = Tensor::empty({T, Hkv, D}, DType::bf16, dev);
+  for (const bool backward : {false, true}) {
+    for (const bool ragged : {true, false}) {
+      const auto choices = cu::cudnn_sdpa_choices(ctx, backward, shape, ragged, 8);
+      std::printf("attention engines T=%lld %s %s: %zu plans\n", static_cast<long long>(T),
+                  backward ? "backward" : "forward", ragged ? "ragged" : "dense", choices.size());
+      for (const auto& c : choices) {
+        Tensor result = Tensor::empty({T, Hq, D}, DType::bf16, dev);
+        double seconds = 0;
+        try {
+          seconds = time_median(ctx, 1, repeats, [&] {
+            if (backward)
+              cu::cudnn_sdpa_backward(ctx, *c.plan, entries, q, k, v, scale, out, lse, dout,
+                                      result, dk, dv);
+            else
+              cu::cudnn_sdpa_forward(ctx, *c.plan, entries, q, k, v, scale, result, lse);
+          });
+        } catch (const std::exception& e) {
+          std::printf("  %-60s failed: %s\n", c.name.c_str(), e.what());
+          continue;
+        }
+        if (!reference.defined()) reference = result;
+        const double flops = (backward ? 2.5 : 1.0) * fwd_flops;
+        std::printf("  %-60s %9.3f ms %6.1f TFLOP/s  max |diff| %.3g\n", c.name.c_str(),
+                    seconds * 1e3, flops / seconds / 1e12, max_abs_diff(result, reference));
+      }
+      // The backward reads a forward's output and statistics: the default plan's.
+      if (!backward && ragged && !choices.empty())
+        cu::cudnn_sdpa_forward(ctx, *choices.front().plan, entries, q, k, v, scale, out, lse);
+    }
+    reference = Tensor();
+  }
+}
+#endif
+
+// The LM head and cross-entropy of qwen3-4b (C 2560, vocab 151936, tied) over T tokens, every
+// one a label, forward + backward, at several loss tiles: time and the rate counting the three
+// GEMMs (logits, dx, dW: 6 T C V FLOPs); the softmax pass adds no FLOPs counted here.
+void bench_loss(const Context& base, std::int64_t T, int repeats) {
+  const std::int64_t C = 2560, V = 151936;
+  Rng rng(11);
+  const Tensor x = random_bf16({T, C}, rng, 1.0f, base.device);
+  const Tensor w = random_bf16({V, C}, rng, 0.02f, base.device);
+  std::vector<std::int32_t> label_values(static_cast<std::size_t>(T));
+  for (auto& l : label_values) l = static_cast<std::int32_t>(rng.below(V));
+  const Tensor labels = Tensor::from_ints(label_values, {T}).to(base.device);
+  Tensor dx = Tensor::zeros({T, C}, DType::bf16, base.device);
+  Tensor dw = Tensor::zeros({V, C}, DType::f32, base.device);
+  for (const std::int64_t tile : {1024, 4096, 8192}) {
+    Context ctx = base;
+    ctx.loss_tile_tokens = tile;
+    const double t = time_median(ctx, 1, repeats, [&] {
+      ops::lm_head_cross_entropy(ctx, x, w, labels, 1.0f / static_cast<float>(T), dx, dw);
+    });
+    std::printf("lm_head + cross-entropy T=%-6lld tile %-5lld | fwd+bwd %8.3f ms | %6.1f TFLOP/s\n",
+                static_cast<long long>(T), static_cast<long long>(tile), t * 1e3,
+                6.0 * T * C * V / t / 1e12);
+  }
 }
 
 // Ring attention's pieces at the shapes of a 128K-token sequence over a ring of R ranks
@@ -297,7 +405,7 @@ void bench_kernels(const Context& ctx, int repeats) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, kernels_only = false, block_only = false;
+  bool quick = false, kernels_only = false, block_only = false, engines = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) {
       quick = true;
@@ -305,9 +413,12 @@ int main(int argc, char** argv) {
       kernels_only = true;
     } else if (std::strcmp(argv[i], "--block-attention-only") == 0) {
       block_only = true;
+    } else if (std::strcmp(argv[i], "--attention-engines") == 0) {
+      engines = true;
     } else {
       std::fprintf(stderr,
-                   "usage: cuda_ops_bench [--quick] [--kernels-only] [--block-attention-only]\n");
+                   "usage: cuda_ops_bench [--quick] [--kernels-only] [--block-attention-only] "
+                   "[--attention-engines]\n");
       return 2;
     }
   }
@@ -327,6 +438,13 @@ int main(int argc, char** argv) {
       bench_kernels(ctx, repeats);
       return 0;
     }
+#ifdef ULYSSES_HAS_CUDA
+    if (engines) {  // every cuDNN plan of the attention at 8K and 32K, timed; the loss tiles
+      for (const std::int64_t T : {8192, 32768}) survey_attention_engines(ctx, T, quick ? 2 : 3);
+      bench_loss(ctx, 32768, quick ? 2 : 3);
+      return 0;
+    }
+#endif
     if (block_only) {  // ring attention's block pair and merge only (128K over rings of 4 and 8)
       for (const std::int64_t ring : {4, 8}) bench_block_attention(ctx, ring, quick ? 1 : 3);
       return 0;
@@ -339,6 +457,7 @@ int main(int argc, char** argv) {
     bench_linear(ctx, "gate/up", N, 2560, 9728, repeats);
     bench_linear(ctx, "down", N, 9728, 2560, repeats);
     bench_linear(ctx, "lm_head", 1024, 2560, 151936, repeats);
+    bench_loss(ctx, 32768, quick ? 2 : 3);
     for (const auto kernel : {ulysses::AttentionKernel::cudnn, ulysses::AttentionKernel::builtin})
       for (const std::int64_t T : {8192, 32768}) bench_attention(ctx, kernel, T, 1, quick ? 2 : 5);
     bench_attention(ctx, ulysses::AttentionKernel::cudnn, 32768, 8, quick ? 2 : 5);

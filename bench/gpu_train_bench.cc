@@ -4,8 +4,10 @@
 //   mpirun -np 4 -x NCCL_NVLS_ENABLE=0 gpu_train_bench --model qwen3-4b --seq 131072
 //       --sp 4 --zero-stage 3 --gradient-checkpointing      (one command line)
 //
-// One rank per GPU. Each sequence is one document of seq - 1 tokens (the synthetic copy task),
-// so attention really spans the whole sequence; with --sp P every rank holds seq / P tokens.
+// One rank per GPU. Each sequence is one document of seq - 1 tokens, so attention really spans
+// the whole sequence; with --sp P every rank holds seq / P tokens. --data synthetic-random (the
+// default) scores every token, as the PyTorch anchor does; --data synthetic-copy is the copy task,
+// which scores only the copied half (the loss costs half as much).
 // Rank 0 prints a table and one JSON line: global tokens/s, model TFLOP/s per GPU
 // (docs/architecture.md formula), MFU against the dense bf16 peak (989 TFLOP/s for H100/H200
 // SXM), peak device memory per GPU (the largest rank's), and a breakdown of the step: GEMM and
@@ -152,17 +154,18 @@ double layer_all_to_all_seconds(const Context& ctx, comm::Communicator& group,
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model = "qwen3-4b";
+  std::string model = "qwen3-4b", data = "synthetic-random";
   std::int64_t seq = 8192, steps = 3, sp = 1, zero_stage = 0;
   bool checkpointing = false, offload_optimizer = false, offload_params = false, profile = false;
   bool offload_gradients = false;
   bool sp_pipeline = false, zero_overlap = true, recompute_attention = false, warmup = true;
   bool offload_activations = false;
-  std::int64_t mlp_tile = -1, offload_layers = -1, recompute_layers = -1;
+  std::int64_t mlp_tile = -1, offload_layers = -1, recompute_layers = -1, loss_tile = 0;
   bool breakdown = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--model" && i + 1 < argc) model = argv[++i];
+    else if (a == "--data" && i + 1 < argc) data = argv[++i];
     else if (a == "--seq" && i + 1 < argc) seq = std::atoll(argv[++i]);
     else if (a == "--steps" && i + 1 < argc) steps = std::atoll(argv[++i]);
     else if (a == "--sp" && i + 1 < argc) sp = std::atoll(argv[++i]);
@@ -178,6 +181,7 @@ int main(int argc, char** argv) {
     else if (a == "--offload-activations") offload_activations = true;
     else if (a == "--offload-activation-layers" && i + 1 < argc) offload_layers = std::atoll(argv[++i]);
     else if (a == "--mlp-tile-tokens" && i + 1 < argc) mlp_tile = std::atoll(argv[++i]);
+    else if (a == "--loss-tile-tokens" && i + 1 < argc) loss_tile = std::atoll(argv[++i]);
     else if (a == "--no-warmup") warmup = false;
     else if (a == "--recompute-attention-layers" && i + 1 < argc) {
       const std::string n = argv[++i];
@@ -185,12 +189,13 @@ int main(int argc, char** argv) {
     }
     else if (a == "--no-breakdown") breakdown = false;
     else {
-      std::fprintf(stderr, "usage: gpu_train_bench [--model P] [--seq N] [--steps K] [--sp P] "
+      std::fprintf(stderr, "usage: gpu_train_bench [--model P] [--data synthetic-random|synthetic-copy] "
+                           "[--seq N] [--steps K] [--sp P] "
                            "[--zero-stage Z] [--gradient-checkpointing] [--offload-optimizer] "
                            "[--offload-params] [--offload-gradients] [--sp-pipeline] "
                            "[--no-zero-overlap] [--profile] "
                            "[--recompute-attention] [--offload-activations] "
-                           "[--offload-activation-layers N] [--mlp-tile-tokens N] "
+                           "[--offload-activation-layers N] [--mlp-tile-tokens N] [--loss-tile-tokens N] "
                            "[--recompute-attention-layers N|auto] [--no-warmup: reach runs, every step timed] "
                            "[--no-breakdown: skip the isolated GEMM/attention timing]\n");
       return 2;
@@ -206,6 +211,7 @@ int main(int argc, char** argv) {
     const bool main_rank = world->rank() == 0;
     train::TrainConfig config;
     config.model = model;
+    config.data = data;
     config.device = "cuda";
     config.max_seq_length = seq;
     config.copy_min_length = config.copy_max_length = (seq - 2) / 2;
@@ -224,6 +230,7 @@ int main(int argc, char** argv) {
     config.offload_activations = offload_activations;
     config.offload_activation_layers = offload_layers;
     config.mlp_tile_tokens = mlp_tile;
+    if (loss_tile > 0) config.loss_tile_tokens = loss_tile;
     config.output_dir = "";
     config.quiet = true;
     config.learning_rate = 1e-5;

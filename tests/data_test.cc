@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include "ulysses/data/packer.h"
@@ -76,6 +77,37 @@ TEST(CopyTask, OnlyTheCopyIsLearnedAndDocumentsAreReproducible) {
     EXPECT_EQ(source->get(i).tokens, d.tokens);
   }
   EXPECT_NE(source->get(0).tokens, source->get(1).tokens);
+}
+
+TEST(RandomTask, EveryTokenIsALabelAndTheSourceIsEndless) {
+  DataOptions options;
+  options.data = "synthetic-random";
+  options.vocab_size = 50;
+  options.copy_min_length = 3;
+  options.copy_max_length = 9;
+  options.seed = 4;
+  EXPECT_TRUE(is_synthetic(options.data));
+  auto source = open_data(options);
+  EXPECT_EQ(source->size(), -1);
+  EXPECT_NE(source->describe().find("every token a label"), std::string::npos);
+  bool has_separator_pattern = true;
+  for (std::int64_t i = 0; i < 20; ++i) {
+    const Document d = source->get(i);
+    ASSERT_EQ(d.tokens.size() % 2, 1u);
+    const auto n = (d.tokens.size() - 1) / 2;
+    ASSERT_GE(n, 3u);
+    ASSERT_LE(n, 9u);
+    EXPECT_EQ(d.labels, d.tokens);
+    for (const std::int32_t t : d.tokens) {
+      EXPECT_GE(t, 2);
+      EXPECT_LT(t, 50);
+    }
+    // Not the copy task: the second half is not the first.
+    if (!std::equal(d.tokens.begin(), d.tokens.begin() + n, d.tokens.begin() + n + 1))
+      has_separator_pattern = false;
+    EXPECT_EQ(source->get(i).tokens, d.tokens);
+  }
+  EXPECT_FALSE(has_separator_pattern);
 }
 
 TEST(Shard, SlicesEveryPerTokenArrayAndKeepsGlobalBoundaries) {

@@ -152,8 +152,9 @@ std::unique_ptr<DocumentSource> make_epoch_shuffled(std::unique_ptr<DocumentSour
 }
 
 std::unique_ptr<DocumentSource> open_data(const DataOptions& o) {
-  if (o.data == "synthetic-copy") {
+  if (o.data == "synthetic-copy" || o.data == "synthetic-random") {
     CopyTaskOptions copy;
+    copy.learn_all = o.data == "synthetic-random";
     copy.vocab_size = o.vocab_size;
     copy.min_length = o.copy_min_length;
     copy.max_length = o.copy_max_length;
@@ -187,7 +188,7 @@ std::unique_ptr<DocumentSource> open_data(const DataOptions& o) {
     return make_epoch_shuffled(std::move(finite), o.seed);
   }
   UL_FAIL("--data ", o.data,
-          ": not a data source (use synthetic-copy, a .jsonl file, or a directory holding "
+          ": not a data source (use synthetic-copy, synthetic-random, a .jsonl file, or a directory holding "
           "tokens.bin and offsets.bin; see docs/formats.md)");
 }
 

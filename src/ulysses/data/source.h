@@ -36,11 +36,15 @@ class DocumentSource {
 // can only fall if each position attends n + 1 tokens back; a model that cannot see that far
 // stays at ln(vocab - 2). Token 0 is padding, token 1 the separator, the rest are drawn
 // uniformly from [2, vocab_size).
+// With learn_all ("synthetic-random") the document is 2n + 1 uniformly random tokens, every one
+// a label: nothing is learnable, but the loss covers every position as in plain pre-training
+// (the throughput workload of gpu_train_bench, like the PyTorch anchor's).
 struct CopyTaskOptions {
   std::int64_t vocab_size = 128;
   std::int64_t min_length = 63;  // n, the length of the random half
   std::int64_t max_length = 63;
   std::uint64_t seed = 0;
+  bool learn_all = false;
 };
 std::unique_ptr<DocumentSource> make_copy_task(const CopyTaskOptions& options);
 
@@ -63,7 +67,7 @@ std::unique_ptr<DocumentSource> make_token_file_source(const std::string& direct
 std::unique_ptr<DocumentSource> make_epoch_shuffled(std::unique_ptr<DocumentSource> source,
                                                     std::uint64_t seed);
 
-// Resolves --data: "synthetic-copy", a .jsonl file (token ids, or text when `tokenizer` names a
+// Resolves --data: "synthetic-copy", "synthetic-random", a .jsonl file (token ids, or text when `tokenizer` names a
 // directory or file with a tokenizer.json: data/text_data.h), or a directory with tokens.bin.
 // With max_seq_length > 0, documents of finite sources longer than it are split or truncated
 // (data/long_documents.h).
@@ -84,6 +88,11 @@ struct DataOptions {
   bool shuffle = true;
 };
 std::unique_ptr<DocumentSource> open_data(const DataOptions& options);
+
+// Whether --data names one of the endless generated sources (synthetic-copy, synthetic-random).
+inline bool is_synthetic(const std::string& data) {
+  return data == "synthetic-copy" || data == "synthetic-random";
+}
 
 inline constexpr std::int32_t kPadToken = 0;
 inline constexpr std::int32_t kSeparatorToken = 1;

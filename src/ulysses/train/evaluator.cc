@@ -13,6 +13,7 @@
 #include "ulysses/core/error.h"
 #include "ulysses/core/format.h"
 #include "ulysses/core/tensor.h"
+#include "ulysses/data/source.h"
 
 namespace ulysses::train {
 
@@ -20,9 +21,9 @@ namespace {
 
 // The source of --eval-data, its errors naming that flag (open_data names --data).
 std::unique_ptr<data::DocumentSource> open_eval_source(const EvalOptions& o) {
-  if (o.data == "synthetic-copy")
+  if (data::is_synthetic(o.data))
     UL_FAIL(
-        "--eval-data synthetic-copy: evaluation runs over a whole, finite data set; use a "
+        "--eval-data ", o.data, ": evaluation runs over a whole, finite data set; use a "
         ".jsonl file or a token-file directory");
   if (!std::filesystem::exists(o.data))
     UL_FAIL("--eval-data ", o.data,

@@ -10,6 +10,7 @@
 #include "ulysses/core/error.h"
 #include "ulysses/core/format.h"
 #include "ulysses/data/packer.h"
+#include "ulysses/data/source.h"
 #include "ulysses/model/flops.h"
 #include "ulysses/parallel/zero.h"
 
@@ -388,7 +389,7 @@ std::string info_report(const TrainConfig& options, int world_size_option, doubl
     out += format_reach_table(c, reach);
   }
   out += zero_memory_table(c, static_cast<int>(zero_ranks), precision);
-  if (config.data != "synthetic-copy") {
+  if (!data::is_synthetic(config.data)) {
     const auto source = data::open_data(data_options(config, c.vocab_size));
     if (const auto epoch = plan_epoch(*source, config, global_batch(config, layout)))
       out += format_epoch(*epoch, config);

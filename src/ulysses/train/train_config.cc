@@ -4,6 +4,7 @@
 #include <string>
 
 #include "ulysses/core/error.h"
+#include "ulysses/data/source.h"
 #include "ulysses/parallel/zero.h"
 #include "ulysses/train/schedule.h"
 
@@ -58,10 +59,9 @@ void validate(const TrainConfig& c) {
   finite(c.learning_rate, "--learning-rate");
   finite(c.num_train_epochs, "--num-train-epochs");
   non_negative(c.num_train_epochs, "--num-train-epochs");
-  if (c.num_train_epochs > 0 && c.data == "synthetic-copy")
-    UL_FAIL(
-        "--num-train-epochs needs a finite data set; --data synthetic-copy is endless: use "
-        "--max-steps");
+  if (c.num_train_epochs > 0 && data::is_synthetic(c.data))
+    UL_FAIL("--num-train-epochs needs a finite data set; --data ", c.data,
+            " is endless: use --max-steps");
   finite(c.weight_decay, "--weight-decay");
   finite(c.adam_beta1, "--adam-beta1");
   finite(c.adam_beta2, "--adam-beta2");
