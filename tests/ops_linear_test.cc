@@ -124,6 +124,20 @@ TEST(Linear, BackwardAccumulatesAndSkipsUndefinedGradients) {
   EXPECT_LT(relative_error(as_doubles(dweight_only), as_doubles(dweight_once)), 1e-6);
 }
 
+TEST(Linear, BackwardOverwriteNeverReadsTheOldGradient) {
+  const Context ctx;
+  Problem p(4, 6, 3, 3);
+  Tensor dx_once = Tensor::zeros({p.N, p.K}, DType::f32);
+  Tensor dweight_once = Tensor::zeros({p.M, p.K}, DType::f32);
+  ops::linear_backward(ctx, p.x, p.weight, p.g, dx_once, dweight_once, Tensor());
+  Tensor dx = testing::poisoned({p.N, p.K});  // NaN: any read of it shows
+  Tensor dweight = Tensor::zeros({p.M, p.K}, DType::f32);
+  ops::linear_backward(ctx, p.x, p.weight, p.g, dx, dweight, Tensor(),
+                       ops::GradWrite::overwrite);
+  EXPECT_EQ(as_doubles(dx), as_doubles(dx_once));
+  EXPECT_EQ(as_doubles(dweight), as_doubles(dweight_once));  // dweight still accumulates
+}
+
 TEST(Linear, BadArgumentsThrow) {
   const Context ctx;
   Problem p(4, 6, 3, 4);

@@ -102,6 +102,18 @@ TEST(SwiGlu, BackwardAccumulates) {
   EXPECT_LT(relative_error(as_doubles(dup), doubled(dup_once)), 1e-6);
 }
 
+TEST(SwiGlu, BackwardOverwriteNeverReadsTheOldGradients) {
+  const Context ctx;
+  Problem p(3);
+  Tensor dgate_once = Tensor::zeros(p.shape, DType::f32);
+  Tensor dup_once = Tensor::zeros(p.shape, DType::f32);
+  ops::swiglu_backward(ctx, p.gate, p.up, p.g, dgate_once, dup_once);
+  Tensor dgate = testing::poisoned(p.shape), dup = testing::poisoned(p.shape);
+  ops::swiglu_backward(ctx, p.gate, p.up, p.g, dgate, dup, ops::GradWrite::overwrite);
+  EXPECT_EQ(as_doubles(dgate), as_doubles(dgate_once));
+  EXPECT_EQ(as_doubles(dup), as_doubles(dup_once));
+}
+
 TEST(SwiGlu, BadArgumentsThrow) {
   const Context ctx;
   Problem p(4);

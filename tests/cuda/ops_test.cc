@@ -144,6 +144,12 @@ TEST_P(CudaOps, Linear) {
     if (with_bias) {
       EXPECT_LT(relative_error(db_gpu, db_cpu), 1e-5);
     }
+    // Overwriting: dx starts as NaN on both sides and is never read.
+    Tensor dx_over_gpu = gpu_poisoned({N, K}, dt()), dx_over_cpu = testing::poisoned({N, K});
+    linear_backward(gpu(), on_gpu(x, dt()), on_gpu(w, dt()), on_gpu(dy, dt()), dx_over_gpu, dw_gpu,
+                    Tensor(), GradWrite::overwrite);
+    linear_backward(cpu_ctx, x, w, dy, dx_over_cpu, dw_cpu, Tensor(), GradWrite::overwrite);
+    EXPECT_LT(relative_error(dx_over_gpu, dx_over_cpu), tolerance(dt())) << with_bias;
   }
 }
 
@@ -194,6 +200,14 @@ TEST_P(CudaOps, SwiGlu) {
     swiglu_backward(cpu_ctx, gate, up, dout, dgate_cpu, dup_cpu);
     EXPECT_LT(relative_error(dgate_gpu, dgate_cpu), tolerance(dt())) << I;
     EXPECT_LT(relative_error(dup_gpu, dup_cpu), tolerance(dt())) << I;
+    // Overwriting: both start as NaN and are never read.
+    Tensor dgate_over_gpu = gpu_poisoned({N, I}, dt()), dup_over_gpu = gpu_poisoned({N, I}, dt());
+    Tensor dgate_over_cpu = testing::poisoned({N, I}), dup_over_cpu = testing::poisoned({N, I});
+    swiglu_backward(gpu(), on_gpu(gate, dt()), on_gpu(up, dt()), on_gpu(dout, dt()),
+                    dgate_over_gpu, dup_over_gpu, GradWrite::overwrite);
+    swiglu_backward(cpu_ctx, gate, up, dout, dgate_over_cpu, dup_over_cpu, GradWrite::overwrite);
+    EXPECT_LT(relative_error(dgate_over_gpu, dgate_over_cpu), tolerance(dt())) << I;
+    EXPECT_LT(relative_error(dup_over_gpu, dup_over_cpu), tolerance(dt())) << I;
   }
 }
 

@@ -60,19 +60,23 @@ MlpValues mlp_up(const Context& ctx, const LayerWeights& w, const Tensor& xn2, s
   return m;
 }
 
-// Backward of one tile: dxn2 += d/dxn2, weight gradients +=; consumes m.
+// Backward of one tile: dxn2 = d/dxn2 (written: its old contents are not read), weight
+// gradients +=; consumes m. The tile's temporaries are written, never zeroed.
 void mlp_backward(const Context& ctx, const LayerWeights& w, const LayerWeights& g, MlpValues m,
                   const Tensor& xn2, const Tensor& dout, Tensor dxn2) {
+  using ops::GradWrite;
   const Alloc alloc{ctx};
   const std::int64_t n = xn2.dim(0), I = m.h.dim(1);
-  Tensor dh = alloc.zeros({n, I});
-  ops::linear_backward(ctx, m.h, w.down_proj, dout, dh, g.down_proj, Tensor());
+  Tensor dh = alloc.empty({n, I});
+  ops::linear_backward(ctx, m.h, w.down_proj, dout, dh, g.down_proj, Tensor(),
+                       GradWrite::overwrite);
   m.h = Tensor();
-  Tensor dgate = alloc.zeros({n, I}), dup = alloc.zeros({n, I});
-  ops::swiglu_backward(ctx, m.gate, m.up, dh, dgate, dup);
+  Tensor dgate = alloc.empty({n, I}), dup = alloc.empty({n, I});
+  ops::swiglu_backward(ctx, m.gate, m.up, dh, dgate, dup, GradWrite::overwrite);
   m = MlpValues{};
   dh = Tensor();
-  ops::linear_backward(ctx, xn2, w.gate_proj, dgate, dxn2, g.gate_proj, Tensor());
+  ops::linear_backward(ctx, xn2, w.gate_proj, dgate, dxn2, g.gate_proj, Tensor(),
+                       GradWrite::overwrite);
   dgate = Tensor();
   ops::linear_backward(ctx, xn2, w.up_proj, dup, dxn2, g.up_proj, Tensor());
 }
@@ -171,8 +175,9 @@ Tensor Decoder::layer_backward(const Context& ctx, const LayerWeights& w, const 
   if (recomputed) a.xn1 = Tensor();
 
   // MLP block: out = x_mid + down(swiglu(gate(xn2), up(xn2))); tiles recompute their values.
+  // Every row of dxn2 is written by exactly one tile's backward, so it starts unzeroed.
   {
-    Tensor dxn2 = alloc.zeros({T, C});
+    Tensor dxn2 = alloc.empty({T, C});
     if (a.h.defined()) {
       mlp_backward(ctx, w, g, MlpValues{std::move(a.gate), std::move(a.up), std::move(a.h)},
                    a.xn2, dout, dxn2);
@@ -193,9 +198,9 @@ Tensor Decoder::layer_backward(const Context& ctx, const LayerWeights& w, const 
   // Attention block: x_mid = x + o_proj(attention(rope(q), rope(k), v)).
   Tensor dq = alloc.zeros({T, Hq, D}), dk = alloc.zeros({T, Hkv, D}), dv = alloc.zeros({T, Hkv, D});
   {
-    Tensor datt = alloc.zeros({T, Hq, D});
+    Tensor datt = alloc.empty({T, Hq, D});
     ops::linear_backward(ctx, a.att.view({T, Hq * D}), w.o_proj, dout, datt.view({T, Hq * D}),
-                         g.o_proj, g.o_bias);
+                         g.o_proj, g.o_bias, ops::GradWrite::overwrite);
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     attention_.backward(ctx, shard, a.q, a.k, a.v, scale, a.att, a.att_saved, datt, dq, dk, dv);
     a.att = a.q = a.k = a.v = Tensor();
@@ -213,8 +218,9 @@ Tensor Decoder::layer_backward(const Context& ctx, const LayerWeights& w, const 
     a.xn1 = alloc.empty({T, C});
     ops::rmsnorm_forward(ctx, a.x, w.input_norm, static_cast<float>(c.rms_norm_eps), a.xn1, a.rstd1);
   }
-  Tensor dxn1 = alloc.zeros({T, C});
-  ops::linear_backward(ctx, a.xn1, w.q_proj, dq_proj.view({T, Hq * D}), dxn1, g.q_proj, g.q_bias);
+  Tensor dxn1 = alloc.empty({T, C});  // the q projection writes it, k and v add
+  ops::linear_backward(ctx, a.xn1, w.q_proj, dq_proj.view({T, Hq * D}), dxn1, g.q_proj, g.q_bias,
+                       ops::GradWrite::overwrite);
   dq_proj = Tensor();
   ops::linear_backward(ctx, a.xn1, w.k_proj, dk_proj.view({T, Hkv * D}), dxn1, g.k_proj, g.k_bias);
   dk_proj = Tensor();

@@ -86,7 +86,7 @@ void linear_forward_residual(const Context& ctx, const Tensor& x, const Tensor& 
 }
 
 void linear_backward(const Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& dy,
-                     Tensor dx, Tensor dweight, Tensor dbias) {
+                     Tensor dx, Tensor dweight, Tensor dbias, GradWrite dx_write) {
   ProfileScope scope(ctx, "gemm");
   check_matrix(ctx, x, "linear_backward: x", "[N, K]");
   check_matrix(ctx, weight, "linear_backward: weight", "[M, K]");
@@ -117,10 +117,12 @@ void linear_backward(const Context& ctx, const Tensor& x, const Tensor& weight, 
   if (ctx.device.is_cpu()) {
     cpu::linear_backward(x.data<float>(), weight.data<float>(), dy.data<float>(),
                          dx.defined() ? dx.data<float>() : nullptr, dweight.data<float>(),
-                         dbias.defined() ? dbias.data<float>() : nullptr, N, K, M);
+                         dbias.defined() ? dbias.data<float>() : nullptr, N, K, M,
+                         dx_write == GradWrite::overwrite);
 #ifdef ULYSSES_HAS_CUDA
   } else if (ctx.device.is_cuda()) {
-    cuda::linear_backward(ctx, x, weight, dy, dx, dweight, dbias);
+    cuda::linear_backward(ctx, x, weight, dy, dx, dweight, dbias,
+                          dx_write == GradWrite::overwrite);
 #endif
   } else {
     UL_FAIL("linear_backward: no kernel for device ", ctx.device.str());

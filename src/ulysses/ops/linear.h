@@ -6,6 +6,7 @@
 
 #include "ulysses/core/context.h"
 #include "ulysses/core/tensor.h"
+#include "ulysses/ops/grad_write.h"
 
 namespace ulysses::ops {
 
@@ -19,9 +20,10 @@ void linear_forward(const Context& ctx, const Tensor& x, const Tensor& weight, c
 void linear_forward_residual(const Context& ctx, const Tensor& x, const Tensor& weight,
                              const Tensor& bias, const Tensor& residual, Tensor y);
 
-// dx: [N, K] += dy W (skipped when dx is undefined); dweight: [M, K] += dy^T x;
-// dbias: [M] += column sums of dy (skipped when undefined).
+// dx: [N, K] += dy W (skipped when dx is undefined; = with GradWrite::overwrite);
+// dweight: [M, K] += dy^T x; dbias: [M] += column sums of dy (skipped when undefined).
 void linear_backward(const Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& dy,
-                     Tensor dx, Tensor dweight, Tensor dbias);
+                     Tensor dx, Tensor dweight, Tensor dbias,
+                     GradWrite dx_write = GradWrite::accumulate);
 
 }  // namespace ulysses::ops

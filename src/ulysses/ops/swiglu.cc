@@ -33,7 +33,7 @@ void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Te
 }
 
 void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
-                     Tensor dgate, Tensor dup) {
+                     Tensor dgate, Tensor dup, GradWrite write) {
   ProfileScope scope(ctx, "swiglu.bwd");
   check_compute_dtype(ctx, gate, "swiglu_backward: gate");
   UL_CHECK(gate.ndim() == 2, "swiglu_backward: gate has shape ", shape_str(gate.shape()),
@@ -54,10 +54,11 @@ void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, c
 
   if (ctx.device.is_cpu()) {
     cpu::swiglu_backward(gate.data<float>(), up.data<float>(), dout.data<float>(),
-                         dgate.data<float>(), dup.data<float>(), gate.numel());
+                         dgate.data<float>(), dup.data<float>(), gate.numel(),
+                         write == GradWrite::overwrite);
 #ifdef ULYSSES_HAS_CUDA
   } else if (ctx.device.is_cuda()) {
-    cuda::swiglu_backward(ctx, gate, up, dout, dgate, dup);
+    cuda::swiglu_backward(ctx, gate, up, dout, dgate, dup, write == GradWrite::overwrite);
 #endif
   } else {
     UL_FAIL("swiglu_backward: no kernel for device ", ctx.device.str());

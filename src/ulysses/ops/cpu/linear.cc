@@ -42,12 +42,14 @@ void linear_forward_residual(const float* x, const float* weight, const float* b
 }
 
 void linear_backward(const float* x, const float* weight, const float* dy, float* dx,
-                     float* dweight, float* dbias, std::int64_t N, std::int64_t K, std::int64_t M) {
+                     float* dweight, float* dbias, std::int64_t N, std::int64_t K, std::int64_t M,
+                     bool dx_overwrite) {
   if (N > 0 && M > 0 && K > 0) {
-    // dx: [N, K] += dy: [N, M] @ W: [M, K]
+    // dx: [N, K] += dy: [N, M] @ W: [M, K] (beta 0 when overwriting: dx is not read)
     if (dx != nullptr) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blas_size(N), blas_size(K),
-                  blas_size(M), 1.0f, dy, blas_ld(M), weight, blas_ld(K), 1.0f, dx, blas_ld(K));
+                  blas_size(M), 1.0f, dy, blas_ld(M), weight, blas_ld(K),
+                  dx_overwrite ? 0.0f : 1.0f, dx, blas_ld(K));
     }
     // dweight: [M, K] += dy^T: [M, N] @ x: [N, K]
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blas_size(M), blas_size(K), blas_size(N),

@@ -16,7 +16,9 @@ void linear_forward_residual(const float* x, const float* weight, const float* b
 
 // x: [N, K], weight: [M, K], dy: [N, M] -> dx: [N, K] += (skipped when nullptr),
 // dweight: [M, K] +=, dbias: [M] += (skipped when nullptr).
+// dx_overwrite: dx = dy W (dx not read) instead of +=.
 void linear_backward(const float* x, const float* weight, const float* dy, float* dx,
-                     float* dweight, float* dbias, std::int64_t N, std::int64_t K, std::int64_t M);
+                     float* dweight, float* dbias, std::int64_t N, std::int64_t K, std::int64_t M,
+                     bool dx_overwrite = false);
 
 }  // namespace ulysses::ops::cpu

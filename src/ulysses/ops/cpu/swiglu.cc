@@ -14,7 +14,7 @@ void swiglu_forward(const float* gate, const float* up, float* out, std::int64_t
 }
 
 void swiglu_backward(const float* gate, const float* up, const float* dout, float* dgate,
-                     float* dup, std::int64_t n) {
+                     float* dup, std::int64_t n, bool overwrite) {
 #pragma omp parallel for
   for (std::int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
@@ -24,8 +24,8 @@ void swiglu_backward(const float* gate, const float* up, const float* dout, floa
     const float silu_grad = sigmoid * (1.0f + g * (1.0f - sigmoid));
     const float d = dout[i];
     const float u = up[i];
-    dgate[i] += d * u * silu_grad;
-    dup[i] += d * silu;
+    dgate[i] = (overwrite ? 0.0f : dgate[i]) + d * u * silu_grad;
+    dup[i] = (overwrite ? 0.0f : dup[i]) + d * silu;
   }
 }
 

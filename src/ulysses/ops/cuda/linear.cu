@@ -34,12 +34,12 @@ void linear_forward_residual(const Context& ctx, const Tensor& x, const Tensor& 
 }
 
 void linear_backward(const Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& dy,
-                     Tensor dx, Tensor dweight, Tensor dbias) {
+                     Tensor dx, Tensor dweight, Tensor dbias, bool dx_overwrite) {
   const std::int64_t N = x.dim(0), K = x.dim(1), M = weight.dim(0);
   if (dx.defined()) {
-    // dx^T [K, N] += W^T [K, M] dy^T [M, N]
+    // dx^T [K, N] += W^T [K, M] dy^T [M, N]  (beta 0 when overwriting)
     gemm(ctx, false, false, K, N, M, weight.raw(), K, dy.raw(), M, x.dtype(), dx.raw(), K,
-         dx.dtype(), 1.0f, 1.0f);
+         dx.dtype(), 1.0f, dx_overwrite ? 0.0f : 1.0f);
   }
   // dW^T [K, M] += x^T [K, N] dy [N, M]
   gemm(ctx, false, true, K, M, N, x.raw(), K, dy.raw(), M, x.dtype(), dweight.raw(), K, DType::f32,

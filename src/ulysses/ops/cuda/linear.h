@@ -14,7 +14,8 @@ void linear_forward(const Context& ctx, const Tensor& x, const Tensor& weight, c
 void linear_forward_residual(const Context& ctx, const Tensor& x, const Tensor& weight,
                              const Tensor& bias, const Tensor& residual, Tensor y);
 // dbias is reduced deterministically (no atomics).
+// dx_overwrite: dx = dy W (beta 0, dx not read) instead of +=.
 void linear_backward(const Context& ctx, const Tensor& x, const Tensor& weight, const Tensor& dy,
-                     Tensor dx, Tensor dweight, Tensor dbias);
+                     Tensor dx, Tensor dweight, Tensor dbias, bool dx_overwrite = false);
 
 }  // namespace ulysses::ops::cuda

@@ -30,20 +30,22 @@ __global__ void swiglu_forward_kernel(const T* gate, const T* up, T* out, std::i
   }
 }
 
-// dgate += dout * up * silu'(gate); dup += dout * silu(gate).
+// dgate += dout * up * silu'(gate); dup += dout * silu(gate) (= when overwrite: not read).
 template <typename T>
 __global__ void swiglu_backward_kernel(const T* gate, const T* up, const T* dout, T* dgate,
-                                       T* dup, std::int64_t n, bool vector) {
+                                       T* dup, std::int64_t n, bool vector, bool overwrite) {
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (vector) {
     for (std::int64_t p = first; p < n / 8; p += stride) {
-      float g[8], u[8], d[8], dg[8], du[8];
+      float g[8], u[8], d[8], dg[8] = {}, du[8] = {};
       load8(gate + p * 8, g);
       load8(up + p * 8, u);
       load8(dout + p * 8, d);
-      load8(dgate + p * 8, dg);
-      load8(dup + p * 8, du);
+      if (!overwrite) {
+        load8(dgate + p * 8, dg);
+        load8(dup + p * 8, du);
+      }
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
         const float s = sigmoid(g[i]);
@@ -57,8 +59,10 @@ __global__ void swiglu_backward_kernel(const T* gate, const T* up, const T* dout
     for (std::int64_t i = first; i < n; i += stride) {
       const float g = to_float(gate[i]), u = to_float(up[i]), d = to_float(dout[i]);
       const float s = sigmoid(g);
-      dgate[i] = from_float<T>(to_float(dgate[i]) + d * u * s * (1.0f + g * (1.0f - s)));
-      dup[i] = from_float<T>(to_float(dup[i]) + d * g * s);
+      const float dg = overwrite ? 0.0f : to_float(dgate[i]);
+      const float du = overwrite ? 0.0f : to_float(dup[i]);
+      dgate[i] = from_float<T>(dg + d * u * s * (1.0f + g * (1.0f - s)));
+      dup[i] = from_float<T>(du + d * g * s);
     }
   }
 }
@@ -78,14 +82,14 @@ void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Te
 }
 
 void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
-                     Tensor dgate, Tensor dup) {
+                     Tensor dgate, Tensor dup, bool overwrite) {
   const std::int64_t n = gate.numel();
   if (n == 0) return;
   dispatch_float_type(gate.dtype(), "swiglu_backward", [&]<typename T>() {
     const bool vector = n % 8 == 0 && aligned16(gate.raw()) && aligned16(up.raw()) &&
                         aligned16(dout.raw()) && aligned16(dgate.raw()) && aligned16(dup.raw());
     swiglu_backward_kernel<<<blocks_for(vector ? n / 8 : n, 256), 256, 0, stream_of(ctx)>>>(
-        ptr<T>(gate), ptr<T>(up), ptr<T>(dout), ptr<T>(dgate), ptr<T>(dup), n, vector);
+        ptr<T>(gate), ptr<T>(up), ptr<T>(dout), ptr<T>(dgate), ptr<T>(dup), n, vector, overwrite);
     UL_CUDA_CHECK_LAUNCH();
   });
 }

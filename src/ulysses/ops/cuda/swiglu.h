@@ -7,7 +7,8 @@
 namespace ulysses::ops::cuda {
 
 void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor out);
+// overwrite: dgate and dup written, not read (else accumulated).
 void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
-                     Tensor dgate, Tensor dup);
+                     Tensor dgate, Tensor dup, bool overwrite = false);
 
 }  // namespace ulysses::ops::cuda
