@@ -4,10 +4,10 @@
 //   mpirun -np 4 -x NCCL_NVLS_ENABLE=0 gpu_train_bench --model qwen3-4b --seq 131072
 //       --sp 4 --zero-stage 3 --gradient-checkpointing      (one command line)
 //
-// One rank per GPU. Each sequence is one document of seq - 1 tokens, so attention really spans
-// the whole sequence; with --sp P every rank holds seq / P tokens. --data synthetic-random (the
-// default) scores every token, as the PyTorch anchor does; --data synthetic-copy is the copy task,
-// which scores only the copied half (the loss costs half as much).
+// One rank per GPU. Each sequence is one document, so attention really spans the whole sequence;
+// with --sp P every rank holds seq / P tokens. --data synthetic-random (the default): seq random
+// tokens, every one scored, as the PyTorch anchor's; --data synthetic-copy: the copy task's
+// seq - 1 tokens and one of padding, only the copied half scored (the loss costs half as much).
 // Rank 0 prints a table and one JSON line: global tokens/s, model TFLOP/s per GPU
 // (docs/architecture.md formula), MFU against the dense bf16 peak (989 TFLOP/s for H100/H200
 // SXM), peak device memory per GPU (the largest rank's), and a breakdown of the step: GEMM and

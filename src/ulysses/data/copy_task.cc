@@ -18,7 +18,7 @@ class CopyTask final : public DocumentSource {
 
   std::string describe() const override {
     if (options_.learn_all)
-      return detail::concat("synthetic random tokens (2n + 1 for n in ", options_.min_length, "..",
+      return detail::concat("synthetic random tokens (2n + 2 for n in ", options_.min_length, "..",
                             options_.max_length, ", every token a label)");
     return detail::concat("synthetic copy task (random half of ", options_.min_length, "..",
                           options_.max_length, " tokens, separator, copy)");
@@ -35,7 +35,7 @@ class CopyTask final : public DocumentSource {
       doc.tokens.push_back(2 + static_cast<std::int32_t>(
                                    rng.below(static_cast<std::uint64_t>(options_.vocab_size - 2))));
     if (options_.learn_all) {
-      for (std::int64_t i = 0; i <= n; ++i)
+      for (std::int64_t i = 0; i <= n + 1; ++i)
         doc.tokens.push_back(2 + static_cast<std::int32_t>(rng.below(
                                      static_cast<std::uint64_t>(options_.vocab_size - 2))));
       doc.labels = doc.tokens;

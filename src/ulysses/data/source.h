@@ -36,9 +36,10 @@ class DocumentSource {
 // can only fall if each position attends n + 1 tokens back; a model that cannot see that far
 // stays at ln(vocab - 2). Token 0 is padding, token 1 the separator, the rest are drawn
 // uniformly from [2, vocab_size).
-// With learn_all ("synthetic-random") the document is 2n + 1 uniformly random tokens, every one
+// With learn_all ("synthetic-random") the document is 2n + 2 uniformly random tokens, every one
 // a label: nothing is learnable, but the loss covers every position as in plain pre-training
-// (the throughput workload of gpu_train_bench, like the PyTorch anchor's).
+// (the throughput workload of gpu_train_bench, like the PyTorch anchor's: with n = (S - 2) / 2
+// one document fills a sequence of S tokens, no padding).
 struct CopyTaskOptions {
   std::int64_t vocab_size = 128;
   std::int64_t min_length = 63;  // n, the length of the random half

@@ -13,7 +13,10 @@
 //
 // Graphs are built once per (direction, causal, T, heads, head_dim, document-count bucket,
 // longest-document buckets) and cached in the context's CudaResources; the buckets are powers of
-// two, so packing that varies from step to step reuses a handful of plans.
+// two, so packing that varies from step to step reuses a handful of plans. A sequence that is
+// one document of every token takes the dense graph instead (no offsets, lengths or padding
+// mask: one entry of T tokens), which cuDNN runs a few percent faster; its values agree with the
+// ragged graph's to bf16 rounding, not bitwise.
 //
 // Both functions return false, without touching the outputs, when cuDNN cannot run the call
 // (library missing, too old, the shape refused by every engine); the reason is logged once per

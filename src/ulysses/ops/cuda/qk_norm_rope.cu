@@ -106,11 +106,16 @@ __global__ void forward_kernel(const float* cos, const float* sin, const T* x, c
 }
 
 // dn = R^T dout; with the norm dx = rs * w * dn - x * rs^3 * mean(x * w * dn), else dx = dn.
+// With the norm and `partial`, the block also writes its rows' share of the weight gradient,
+// partial[block, c] = sum over its rows of dn * x * rs (summed in row order through shared
+// memory: [rows per block, 2 * half] floats), so no second pass over x and dout is needed.
 template <typename T, int kWidth, bool kNorm>
 __global__ void backward_kernel(const float* cos, const float* sin, const T* x, const T* weight,
                                 const float* rstd, const T* dout, T* dx, std::int64_t rows,
-                                std::int64_t H, std::int64_t half, int G) {
-  const int sub = threadIdx.x % G;
+                                std::int64_t H, std::int64_t half, int G, float* partial) {
+  extern __shared__ float weight_terms[];
+  const int sub = threadIdx.x % G, local = threadIdx.x / G;
+  const std::int64_t D = 2 * half;
   const std::int64_t row =
       static_cast<std::int64_t>(blockIdx.x) * (blockDim.x / G) + threadIdx.x / G;
   const bool valid = row < rows;
@@ -143,7 +148,7 @@ __global__ void backward_kernel(const float* cos, const float* sin, const T* x, 
     rs = rstd[r];
     coefficient = rs * rs * rs * dot / static_cast<float>(2 * half);
   }
-  if (!valid) return;
+  if (!valid && !(kNorm && partial)) return;
   for (std::int64_t i = sub * kWidth; i < half; i += G * kWidth) {
     Pairs<T, kWidth> d;
     rotated(i, d);
@@ -151,15 +156,42 @@ __global__ void backward_kernel(const float* cos, const float* sin, const T* x, 
       Pairs<T, kWidth> p, w;
       load_pairs(x + base, i, half, p);
       load_pairs(weight, i, half, w);
+      if (partial) {
+        float* terms = weight_terms + local * D;
+#pragma unroll
+        for (int j = 0; j < kWidth; ++j) {
+          terms[i + j] = valid ? d.a[j] * p.a[j] * rs : 0.0f;
+          terms[half + i + j] = valid ? d.b[j] * p.b[j] * rs : 0.0f;
+        }
+      }
 #pragma unroll
       for (int j = 0; j < kWidth; ++j) {
         d.a[j] = rs * w.a[j] * d.a[j] - p.a[j] * coefficient;
         d.b[j] = rs * w.b[j] * d.b[j] - p.b[j] * coefficient;
       }
     }
-    store_pairs(dx + base, i, half, d);
+    if (valid) store_pairs(dx + base, i, half, d);
+  }
+  if constexpr (kNorm) {
+    if (!partial) return;
+    __syncthreads();
+    const int rows_in_block = blockDim.x / G;
+    for (std::int64_t c = threadIdx.x; c < D; c += blockDim.x) {
+      float sum = 0.0f;
+      for (int q = 0; q < rows_in_block; ++q) sum += weight_terms[q * D + c];
+      partial[blockIdx.x * D + c] = sum;
+    }
   }
 }
+
+// value(r, c) = partial[r, c]: the blocks' weight-gradient shares, summed by column.
+struct PartialValue {
+  const float* partial;
+  std::int64_t cols;
+  __device__ float operator()(std::int64_t r, std::int64_t c) const {
+    return partial[r * cols + c];
+  }
+};
 
 // value(r, c) = (R^T dout)[r, c] * x[r, c] * rstd[r] for the weight gradient.
 template <typename T>
@@ -231,12 +263,24 @@ void qk_norm_rope_backward(const Context& ctx, const Tensor& cos, const Tensor& 
         const std::int64_t rows_per_block = kThreads / G;
         const auto blocks = static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block);
         const auto kernel = norm ? backward_kernel<T, W, true> : backward_kernel<T, W, false>;
-        kernel<<<blocks, kThreads, 0, stream_of(ctx)>>>(
+        // The weight gradient's per-block shares in the same pass, while they fit in the
+        // default 48 KB of shared memory per block.
+        const std::size_t terms_bytes =
+            static_cast<std::size_t>(rows_per_block * 2 * half) * sizeof(float);
+        const bool fused = norm && terms_bytes <= 48 * 1024;
+        Tensor partial =
+            fused ? Tensor::empty({static_cast<std::int64_t>(blocks), 2 * half}, DType::f32,
+                                  ctx.device)
+                  : Tensor();
+        kernel<<<blocks, kThreads, fused ? terms_bytes : 0, stream_of(ctx)>>>(
             ptr<float>(cos), ptr<float>(sin), norm ? ptr<T>(x) : nullptr,
             norm ? ptr<T>(weight) : nullptr, norm ? ptr<float>(rstd) : nullptr, ptr<T>(dout),
-            ptr<T>(dx), rows, H, half, G);
+            ptr<T>(dx), rows, H, half, G, fused ? ptr<float>(partial) : nullptr);
         UL_CUDA_CHECK_LAUNCH();
-        if (norm) {
+        if (fused) {
+          column_sum_accumulate(ctx, PartialValue{ptr<float>(partial), 2 * half},
+                                static_cast<std::int64_t>(blocks), 2 * half, ptr<float>(dweight));
+        } else if (norm) {
           column_sum_accumulate(ctx,
                                 WeightGradValue<T>{ptr<float>(cos), ptr<float>(sin), ptr<T>(x),
                                                    ptr<T>(dout), ptr<float>(rstd), H, half},
