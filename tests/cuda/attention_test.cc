@@ -1,7 +1,8 @@
 // CUDA attention against the CPU op: GQA, packed documents (one of a single token, one empty),
 // tiles that straddle document boundaries, forward and backward; the built-in kernel (head_dim
-// 64 and 128) and cuDNN's fused engine (head_dim 16 to 128), and each backward after the other
-// kernel's forward (they share the lse layout).
+// 64 and 128) and cuDNN's fused engine (head_dim 16 to 128; ragged, and dense for a single
+// document), each backward after the other kernel's forward (they share the lse layout), and
+// the overwriting backward from NaN-filled gradients.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +11,7 @@
 
 #include "cuda_test_util.h"
 #include "ulysses/ops/attention.h"
+#include "ulysses/ops/cuda/cudnn_attention.h"
 
 namespace ulysses::ops {
 namespace {
@@ -82,6 +84,21 @@ TEST_P(CudaAttention, MatchesCpuForwardAndBackward) {
   EXPECT_LT(relative_error(dk_gpu, dk_cpu), 1e-2);
   EXPECT_LT(relative_error(dv_gpu, dv_cpu), 1e-2);
 
+  // Overwriting: the gradients start as NaN on both sides and are never read.
+  {
+    Tensor dq_w = gpu_poisoned({T, Hq, D}, bf), dk_w = gpu_poisoned({T, Hkv, D}, bf);
+    Tensor dv_w = gpu_poisoned({T, Hkv, D}, bf);
+    attention_backward(ctx, q_gpu, k_gpu, v_gpu, cu_gpu, scale, on_gpu(out, bf), lse_gpu,
+                       on_gpu(dout, bf), dq_w, dk_w, dv_w, GradWrite::overwrite);
+    Tensor dq_c = testing::poisoned({T, Hq, D}), dk_c = testing::poisoned({T, Hkv, D});
+    Tensor dv_c = testing::poisoned({T, Hkv, D});
+    attention_backward(cpu, q, k, v, cu_cpu, scale, out, lse_cpu, dout, dq_c, dk_c, dv_c,
+                       GradWrite::overwrite);
+    EXPECT_LT(relative_error(dq_w, dq_c), 1e-2);
+    EXPECT_LT(relative_error(dk_w, dk_c), 1e-2);
+    EXPECT_LT(relative_error(dv_w, dv_c), 1e-2);
+  }
+
   if (param.kernel == AttentionKernel::builtin) {
     // Deterministic: the same call gives the same bits (cuDNN sums dq with atomics).
     Tensor dq2 = on_gpu(dq, bf), dk2 = on_gpu(dk, bf), dv2 = on_gpu(dv, bf);
@@ -109,6 +126,8 @@ TEST_P(CudaAttention, MatchesCpuForwardAndBackward) {
 const std::vector<std::int32_t> kPacked = {0, 70, 71, 200, 200, 333};
 // 9 documents: a document-count bucket of 16, one 600-token document.
 const std::vector<std::int32_t> kMany = {0, 1, 17, 300, 301, 302, 900, 1000, 1000, 1100};
+// One document over every token: cuDNN's dense graph (no ragged offsets).
+const std::vector<std::int32_t> kOne = {0, 333};
 
 INSTANTIATE_TEST_SUITE_P(
     Kernels, CudaAttention,
@@ -120,8 +139,55 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{AttentionKernel::cudnn, 16, 4, 1, kPacked},
                       Case{AttentionKernel::cudnn, 32, 4, 2, kPacked},
                       Case{AttentionKernel::cudnn, 128, 8, 1, kMany},
+                      Case{AttentionKernel::cudnn, 128, 8, 2, kOne},
+                      Case{AttentionKernel::cudnn, 64, 4, 4, kOne},
                       Case{AttentionKernel::builtin, 64, 8, 1, kMany}),
     case_name);
+
+// The engine survey (cuda_ops_bench --attention-engines): every plan it lists, ragged and dense,
+// computes the same attention as the CPU op, and the first one is the plan the op uses.
+TEST(CudaAttentionEngines, EveryListedPlanMatchesTheCpuForward) {
+  UL_REQUIRE_GPU();
+  ASSERT_GT(cuda::cudnn_version(), 0) << "cuDNN did not load on a GPU machine";
+  const std::int64_t T = 256, Hq = 4, Hkv = 2, D = 64;
+  Rng rng(5);
+  const DType bf = DType::bf16;
+  const Tensor q = testing::random_rounded({T, Hq, D}, rng, bf, 2.0f);
+  const Tensor k = testing::random_rounded({T, Hkv, D}, rng, bf, 2.0f);
+  const Tensor v = testing::random_rounded({T, Hkv, D}, rng, bf);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const Context cpu;
+  Tensor out_cpu = testing::poisoned({T, Hq, D}), lse_cpu = testing::poisoned({Hq, T});
+  attention_forward(cpu, q, k, v, Tensor::from_ints({0, static_cast<std::int32_t>(T)}, {2}),
+                    scale, out_cpu, lse_cpu);
+  const Context ctx = testing::gpu();
+  const std::int32_t t = static_cast<std::int32_t>(T);
+  const Tensor arrays = Tensor::from_ints({t, 0, t * static_cast<std::int32_t>(Hq * D), 0,
+                                           t * static_cast<std::int32_t>(Hkv * D), 0, t},
+                                          {7})
+                            .to(Device::cuda(0));
+  const auto* a = static_cast<const std::int32_t*>(arrays.raw());
+  const cuda::SdpaEntries entries{a, a, a + 1, a + 3, a + 5};
+  cuda::SdpaShape shape;
+  shape.q_tokens = shape.kv_tokens = T;
+  shape.query_heads = Hq;
+  shape.kv_heads = Hkv;
+  shape.head_dim = D;
+  shape.batch = 1;
+  shape.max_q = shape.max_kv = T;
+  const Tensor q_gpu = on_gpu(q, bf), k_gpu = on_gpu(k, bf), v_gpu = on_gpu(v, bf);
+  for (const bool ragged : {true, false}) {
+    const auto choices = cuda::cudnn_sdpa_choices(ctx, /*backward=*/false, shape, ragged, 3);
+    ASSERT_FALSE(choices.empty()) << "ragged " << ragged;
+    EXPECT_EQ(choices.front().name.rfind("heuristic: engine", 0), 0u) << choices.front().name;
+    for (const auto& c : choices) {
+      Tensor out = gpu_poisoned({T, Hq, D}, bf), lse = gpu_poisoned({Hq, T}, DType::f32);
+      cuda::cudnn_sdpa_forward(ctx, *c.plan, entries, q_gpu, k_gpu, v_gpu, scale, out, lse);
+      EXPECT_LT(relative_error(out, out_cpu), 1e-2) << c.name << " ragged " << ragged;
+      EXPECT_LT(relative_error(lse, lse_cpu), 1e-3) << c.name << " ragged " << ragged;
+    }
+  }
+}
 
 TEST(CudaAttentionArgs, RejectsUnsupportedHeadDimAndF32) {
   UL_REQUIRE_GPU();

@@ -210,9 +210,10 @@ TEST(RingAttention, EqualsLocalAttentionOnPackedDocuments) {
           strategy->drop_rebuildable(saved);
           strategy->restore(ctx, shard, q_local, k_local, v_local, out, saved);
         }
-        Tensor dq = Tensor::zeros(q_local.shape(), DType::f32);
-        Tensor dk = Tensor::zeros(k_local.shape(), DType::f32);
-        Tensor dv = Tensor::zeros(v_local.shape(), DType::f32);
+        // NaN: the strategy writes the gradients (AttentionStrategy::backward), never reads them.
+        Tensor dq = testing::poisoned(q_local.shape());
+        Tensor dk = testing::poisoned(k_local.shape());
+        Tensor dv = testing::poisoned(v_local.shape());
         strategy->backward(ctx, shard, q_local, k_local, v_local, scale, out, saved, dout_local, dq,
                            dk, dv);
         EXPECT_LE(relative_error(dq, gather_rows(dq_full, ranges)), 1e-5) << "rebuilt " << rebuild;

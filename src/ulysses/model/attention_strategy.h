@@ -31,7 +31,8 @@ class AttentionStrategy {
   virtual void forward(const Context& ctx, const data::SequenceShard& shard, const Tensor& q,
                        const Tensor& k, const Tensor& v, float scale, Tensor out,
                        AttentionSaved& saved) = 0;
-  // dq/dk/dv (shapes of q/k/v) += gradients given dout: [T, Hq, D].
+  // dq/dk/dv (shapes of q/k/v) = the gradients given dout: [T, Hq, D], written: their old
+  // contents are never read (the decoder hands over unzeroed buffers).
   virtual void backward(const Context& ctx, const data::SequenceShard& shard, const Tensor& q,
                         const Tensor& k, const Tensor& v, float scale, const Tensor& out,
                         const AttentionSaved& saved, const Tensor& dout, Tensor dq, Tensor dk,

@@ -196,7 +196,8 @@ Tensor Decoder::layer_backward(const Context& ctx, const LayerWeights& w, const 
   }
 
   // Attention block: x_mid = x + o_proj(attention(rope(q), rope(k), v)).
-  Tensor dq = alloc.zeros({T, Hq, D}), dk = alloc.zeros({T, Hkv, D}), dv = alloc.zeros({T, Hkv, D});
+  // The strategy writes dq, dk, dv (AttentionStrategy::backward): no zeroing here.
+  Tensor dq = alloc.empty({T, Hq, D}), dk = alloc.empty({T, Hkv, D}), dv = alloc.empty({T, Hkv, D});
   {
     Tensor datt = alloc.empty({T, Hq, D});
     ops::linear_backward(ctx, a.att.view({T, Hq * D}), w.o_proj, dout, datt.view({T, Hq * D}),

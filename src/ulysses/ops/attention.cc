@@ -122,7 +122,7 @@ void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, con
 
 void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& cu_seqlens, float scale, const Tensor& out, const Tensor& lse,
-                        const Tensor& dout, Tensor dq, Tensor dk, Tensor dv) {
+                        const Tensor& dout, Tensor dq, Tensor dk, Tensor dv, GradWrite write) {
   ProfileScope scope(ctx, "attention");
   std::vector<std::int32_t> cu;
   const cpu::AttentionShape shape = check_inputs(ctx, q, k, v, cu_seqlens, &cu);
@@ -144,7 +144,15 @@ void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, co
   check_shape(lse, {shape.query_heads, shape.tokens}, "attention_backward: lse");
   check_on_context_device(ctx, lse, "attention_backward: lse");
 
+  const bool overwrite = write == GradWrite::overwrite;
+  // The kernels that accumulate start from zero when overwriting (cuDNN writes itself).
+  const auto zero_outputs = [&] {
+    dq.zero_();
+    dk.zero_();
+    dv.zero_();
+  };
   if (ctx.device.is_cpu()) {
+    if (overwrite) zero_outputs();
     cpu::attention_backward(shape, q.data<float>(), k.data<float>(), v.data<float>(),
                             cu_seqlens.data<std::int32_t>(), scale, out.data<float>(),
                             lse.data<float>(), dout.data<float>(), dq.data<float>(),
@@ -157,9 +165,10 @@ void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, co
                "attention_backward: CUDA tensors must be 16-byte aligned");
     if (ctx.attention_kernel != AttentionKernel::builtin &&
         cuda::cudnn_attention_backward(ctx, q, k, v, cu_seqlens, cu, scale, out, lse, dout, dq,
-                                       dk, dv))
+                                       dk, dv, overwrite))
       return;
     require_builtin_kernel(ctx, shape.head_dim);
+    if (overwrite) zero_outputs();
     cuda::attention_backward(ctx, q, k, v, cu_seqlens, scale, out, lse, dout, dq, dk, dv);
 #endif
   } else {

@@ -8,6 +8,7 @@
 
 #include "ulysses/core/context.h"
 #include "ulysses/core/tensor.h"
+#include "ulysses/ops/grad_write.h"
 
 namespace ulysses::ops {
 
@@ -26,9 +27,11 @@ void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, con
                        const Tensor& cu_seqlens, float scale, Tensor out, Tensor lse);
 
 // Given out and lse from the forward: dq += dL/dq, dk += dL/dk, dv += dL/dv (same shapes as
-// q, k, v; the gradients of query heads sharing a kv head are summed into it).
+// q, k, v; the gradients of query heads sharing a kv head are summed into it). With
+// GradWrite::overwrite all three are written (=), their old contents not read.
 void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& cu_seqlens, float scale, const Tensor& out,
-                        const Tensor& lse, const Tensor& dout, Tensor dq, Tensor dk, Tensor dv);
+                        const Tensor& lse, const Tensor& dout, Tensor dq, Tensor dk, Tensor dv,
+                        GradWrite write = GradWrite::accumulate);
 
 }  // namespace ulysses::ops

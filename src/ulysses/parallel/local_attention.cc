@@ -25,7 +25,7 @@ class LocalAttention final : public AttentionStrategy {
                 const AttentionSaved& saved, const Tensor& dout, Tensor dq, Tensor dk,
                 Tensor dv) override {
     ops::attention_backward(ctx, q, k, v, shard.cu_seqlens, scale, out, saved.lse, dout, dq, dk,
-                            dv);
+                            dv, ops::GradWrite::overwrite);
   }
 };
 

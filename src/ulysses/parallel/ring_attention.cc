@@ -85,6 +85,10 @@ class RingAttention final : public AttentionStrategy {
                 const AttentionSaved& saved, const Tensor& dout, Tensor dq, Tensor dk,
                 Tensor dv) override {
     const std::int64_t C = chunk_length(shard);
+    // The ring's block pairs and the exchanges back add into dq, dk, dv: start from zero.
+    dq.zero_();
+    dk.zero_();
+    dv.zero_();
     if (ulysses_.size() == 1) {
       ring_backward(ctx, shard, q, k, v, scale, C, out, saved.lse, dout, dq, dk, dv);
       return;

@@ -94,6 +94,10 @@ class UlyssesAttention final : public AttentionStrategy {
                 Tensor dv) override {
     const std::int64_t S = shard.global_length, T = dout.dim(0), D = dout.dim(2);
     const std::int64_t qc = q_.chunk / parts_, kc = kv_.chunk / kv_parts_;
+    // The exchanges back add into dq, dk, dv (replicated kv heads sum there): start from zero.
+    dq.zero_();
+    dk.zero_();
+    dv.zero_();
     Tensor dout_heads = Tensor::empty({parts_ * S, qc, D}, dout.dtype(), dout.device());
     std::vector<PendingExchange> douts;
     for (std::int64_t p = 0; p < parts_; ++p) {

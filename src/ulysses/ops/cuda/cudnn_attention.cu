@@ -571,9 +571,13 @@ bool cudnn_attention_forward(const Context& ctx, const Tensor& q, const Tensor& 
 bool cudnn_attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                               const Tensor& cu_seqlens, const std::vector<std::int32_t>& cu_host,
                               float scale, const Tensor& out, const Tensor& lse, const Tensor& dout,
-                              Tensor dq, Tensor dk, Tensor dv) {
+                              Tensor dq, Tensor dk, Tensor dv, bool overwrite) {
   const WholeSequence w = prepare(ctx, true, q, k, cu_seqlens, cu_host);
   if (!w.plan) return false;
+  if (overwrite) {
+    cudnn_sdpa_backward(ctx, *w.plan, w.entries, q, k, v, scale, out, lse, dout, dq, dk, dv);
+    return true;
+  }
   // cuDNN writes the gradients; ours accumulate, so it writes into fresh buffers first.
   Tensor dq_new = Tensor::empty(dq.shape(), dq.dtype(), ctx.device);
   Tensor dk_new = Tensor::empty(dk.shape(), dk.dtype(), ctx.device);

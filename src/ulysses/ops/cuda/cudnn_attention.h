@@ -21,8 +21,8 @@
 // Both functions return false, without touching the outputs, when cuDNN cannot run the call
 // (library missing, too old, the shape refused by every engine); the reason is logged once per
 // shape and the caller falls back to its own kernel. Errors after a plan was chosen throw.
-// Backward accumulates (dq += ...), like every backward op here; it is not bitwise
-// deterministic (cuDNN sums dQ with atomics).
+// Backward accumulates (dq += ...), like every backward op here, or with overwrite writes
+// straight into dq, dk, dv; it is not bitwise deterministic (cuDNN sums dQ with atomics).
 #pragma once
 
 #include <cstdint>
@@ -47,7 +47,7 @@ bool cudnn_attention_forward(const Context& ctx, const Tensor& q, const Tensor& 
 bool cudnn_attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                               const Tensor& cu_seqlens, const std::vector<std::int32_t>& cu_host,
                               float scale, const Tensor& out, const Tensor& lse, const Tensor& dout,
-                              Tensor dq, Tensor dk, Tensor dv);
+                              Tensor dq, Tensor dk, Tensor dv, bool overwrite = false);
 
 // Plans of one CUDA context (CudaResources::attention_plans; opaque elsewhere).
 struct CudnnAttentionCache;
