@@ -103,8 +103,8 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_option("--model", c.model, "Preset (tiny, qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, "
                  "llama-3-8b) or Hugging Face model directory")->capture_default_str();
   cmd.add_option("--data", c.data,
-                 "synthetic-copy, synthetic-random, a .jsonl file (input_ids; or text / prompt+completion when "
-                 "--model has a tokenizer.json) or a token-file directory")
+                 "synthetic-copy, synthetic-random, a .jsonl file (input_ids; or text / "
+                 "prompt+completion when --model has a tokenizer.json) or a token-file directory")
       ->capture_default_str();
   cmd.add_option("--copy-min-length", c.copy_min_length,
                  "Synthetic copy task: shortest random half")->capture_default_str();

@@ -189,13 +189,15 @@ int main(int argc, char** argv) {
     }
     else if (a == "--no-breakdown") breakdown = false;
     else {
-      std::fprintf(stderr, "usage: gpu_train_bench [--model P] [--data synthetic-random|synthetic-copy] "
-                           "[--seq N] [--steps K] [--sp P] "
+      std::fprintf(stderr, "usage: gpu_train_bench [--model P] "
+                           "[--data synthetic-random|synthetic-copy] [--seq N] [--steps K] "
+                           "[--sp P] "
                            "[--zero-stage Z] [--gradient-checkpointing] [--offload-optimizer] "
                            "[--offload-params] [--offload-gradients] [--sp-pipeline] "
                            "[--no-zero-overlap] [--profile] "
                            "[--recompute-attention] [--offload-activations] "
-                           "[--offload-activation-layers N] [--mlp-tile-tokens N] [--loss-tile-tokens N] "
+                           "[--offload-activation-layers N] [--mlp-tile-tokens N] "
+                           "[--loss-tile-tokens N] "
                            "[--recompute-attention-layers N|auto] [--no-warmup: reach runs, every step timed] "
                            "[--no-breakdown: skip the isolated GEMM/attention timing]\n");
       return 2;

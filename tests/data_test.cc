@@ -1,5 +1,6 @@
-#include <algorithm>
 #include <gtest/gtest.h>
+
+#include <algorithm>
 
 #include "ulysses/data/packer.h"
 #include "ulysses/data/source.h"

@@ -132,8 +132,7 @@ TEST(Linear, BackwardOverwriteNeverReadsTheOldGradient) {
   ops::linear_backward(ctx, p.x, p.weight, p.g, dx_once, dweight_once, Tensor());
   Tensor dx = testing::poisoned({p.N, p.K});  // NaN: any read of it shows
   Tensor dweight = Tensor::zeros({p.M, p.K}, DType::f32);
-  ops::linear_backward(ctx, p.x, p.weight, p.g, dx, dweight, Tensor(),
-                       ops::GradWrite::overwrite);
+  ops::linear_backward(ctx, p.x, p.weight, p.g, dx, dweight, Tensor(), ops::GradWrite::overwrite);
   EXPECT_EQ(as_doubles(dx), as_doubles(dx_once));
   EXPECT_EQ(as_doubles(dweight), as_doubles(dweight_once));  // dweight still accumulates
 }

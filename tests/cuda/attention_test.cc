@@ -3,6 +3,8 @@
 // 64 and 128) and cuDNN's fused engine (head_dim 16 to 128; ragged, and dense for a single
 // document), each backward after the other kernel's forward (they share the lse layout), and
 // the overwriting backward from NaN-filled gradients.
+#include "ulysses/ops/attention.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,7 +12,6 @@
 #include <string>
 
 #include "cuda_test_util.h"
-#include "ulysses/ops/attention.h"
 #include "ulysses/ops/cuda/cudnn_attention.h"
 
 namespace ulysses::ops {
@@ -129,20 +130,19 @@ const std::vector<std::int32_t> kMany = {0, 1, 17, 300, 301, 302, 900, 1000, 100
 // One document over every token: cuDNN's dense graph (no ragged offsets).
 const std::vector<std::int32_t> kOne = {0, 333};
 
-INSTANTIATE_TEST_SUITE_P(
-    Kernels, CudaAttention,
-    ::testing::Values(Case{AttentionKernel::builtin, 64, 8, 2, kPacked},
-                      Case{AttentionKernel::builtin, 128, 8, 2, kPacked},
-                      Case{AttentionKernel::cudnn, 64, 8, 2, kPacked},
-                      Case{AttentionKernel::cudnn, 128, 8, 2, kPacked},
-                      Case{AttentionKernel::cudnn, 128, 4, 4, kPacked},
-                      Case{AttentionKernel::cudnn, 16, 4, 1, kPacked},
-                      Case{AttentionKernel::cudnn, 32, 4, 2, kPacked},
-                      Case{AttentionKernel::cudnn, 128, 8, 1, kMany},
-                      Case{AttentionKernel::cudnn, 128, 8, 2, kOne},
-                      Case{AttentionKernel::cudnn, 64, 4, 4, kOne},
-                      Case{AttentionKernel::builtin, 64, 8, 1, kMany}),
-    case_name);
+INSTANTIATE_TEST_SUITE_P(Kernels, CudaAttention,
+                         ::testing::Values(Case{AttentionKernel::builtin, 64, 8, 2, kPacked},
+                                           Case{AttentionKernel::builtin, 128, 8, 2, kPacked},
+                                           Case{AttentionKernel::cudnn, 64, 8, 2, kPacked},
+                                           Case{AttentionKernel::cudnn, 128, 8, 2, kPacked},
+                                           Case{AttentionKernel::cudnn, 128, 4, 4, kPacked},
+                                           Case{AttentionKernel::cudnn, 16, 4, 1, kPacked},
+                                           Case{AttentionKernel::cudnn, 32, 4, 2, kPacked},
+                                           Case{AttentionKernel::cudnn, 128, 8, 1, kMany},
+                                           Case{AttentionKernel::cudnn, 128, 8, 2, kOne},
+                                           Case{AttentionKernel::cudnn, 64, 4, 4, kOne},
+                                           Case{AttentionKernel::builtin, 64, 8, 1, kMany}),
+                         case_name);
 
 // The engine survey (cuda_ops_bench --attention-engines): every plan it lists, ragged and dense,
 // computes the same attention as the CPU op, and the first one is the plan the op uses.
@@ -158,8 +158,8 @@ TEST(CudaAttentionEngines, EveryListedPlanMatchesTheCpuForward) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const Context cpu;
   Tensor out_cpu = testing::poisoned({T, Hq, D}), lse_cpu = testing::poisoned({Hq, T});
-  attention_forward(cpu, q, k, v, Tensor::from_ints({0, static_cast<std::int32_t>(T)}, {2}),
-                    scale, out_cpu, lse_cpu);
+  attention_forward(cpu, q, k, v, Tensor::from_ints({0, static_cast<std::int32_t>(T)}, {2}), scale,
+                    out_cpu, lse_cpu);
   const Context ctx = testing::gpu();
   const std::int32_t t = static_cast<std::int32_t>(T);
   const Tensor arrays = Tensor::from_ints({t, 0, t * static_cast<std::int32_t>(Hq * D), 0,

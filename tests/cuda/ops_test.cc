@@ -203,8 +203,8 @@ TEST_P(CudaOps, SwiGlu) {
     // Overwriting: both start as NaN and are never read.
     Tensor dgate_over_gpu = gpu_poisoned({N, I}, dt()), dup_over_gpu = gpu_poisoned({N, I}, dt());
     Tensor dgate_over_cpu = testing::poisoned({N, I}), dup_over_cpu = testing::poisoned({N, I});
-    swiglu_backward(gpu(), on_gpu(gate, dt()), on_gpu(up, dt()), on_gpu(dout, dt()),
-                    dgate_over_gpu, dup_over_gpu, GradWrite::overwrite);
+    swiglu_backward(gpu(), on_gpu(gate, dt()), on_gpu(up, dt()), on_gpu(dout, dt()), dgate_over_gpu,
+                    dup_over_gpu, GradWrite::overwrite);
     swiglu_backward(cpu_ctx, gate, up, dout, dgate_over_cpu, dup_over_cpu, GradWrite::overwrite);
     EXPECT_LT(relative_error(dgate_over_gpu, dgate_over_cpu), tolerance(dt())) << I;
     EXPECT_LT(relative_error(dup_over_gpu, dup_over_cpu), tolerance(dt())) << I;

@@ -188,8 +188,8 @@ std::unique_ptr<DocumentSource> open_data(const DataOptions& o) {
     return make_epoch_shuffled(std::move(finite), o.seed);
   }
   UL_FAIL("--data ", o.data,
-          ": not a data source (use synthetic-copy, synthetic-random, a .jsonl file, or a directory holding "
-          "tokens.bin and offsets.bin; see docs/formats.md)");
+          ": not a data source (use synthetic-copy, synthetic-random, a .jsonl file, or a "
+          "directory holding tokens.bin and offsets.bin; see docs/formats.md)");
 }
 
 }  // namespace ulysses::data

@@ -68,10 +68,10 @@ std::unique_ptr<DocumentSource> make_token_file_source(const std::string& direct
 std::unique_ptr<DocumentSource> make_epoch_shuffled(std::unique_ptr<DocumentSource> source,
                                                     std::uint64_t seed);
 
-// Resolves --data: "synthetic-copy", "synthetic-random", a .jsonl file (token ids, or text when `tokenizer` names a
-// directory or file with a tokenizer.json: data/text_data.h), or a directory with tokens.bin.
-// With max_seq_length > 0, documents of finite sources longer than it are split or truncated
-// (data/long_documents.h).
+// Resolves --data: "synthetic-copy", "synthetic-random", a .jsonl file (token ids, or text when
+// `tokenizer` names a directory or file with a tokenizer.json: data/text_data.h), or a directory
+// with tokens.bin. With max_seq_length > 0, documents of finite sources longer than it are split or
+// truncated (data/long_documents.h).
 struct DataOptions {
   std::string data = "synthetic-copy";
   std::string tokenizer;  // "" = none; e.g. the HF model directory

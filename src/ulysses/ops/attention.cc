@@ -164,8 +164,8 @@ void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, co
       UL_CHECK(reinterpret_cast<std::uintptr_t>(t->raw()) % 16 == 0,
                "attention_backward: CUDA tensors must be 16-byte aligned");
     if (ctx.attention_kernel != AttentionKernel::builtin &&
-        cuda::cudnn_attention_backward(ctx, q, k, v, cu_seqlens, cu, scale, out, lse, dout, dq,
-                                       dk, dv, overwrite))
+        cuda::cudnn_attention_backward(ctx, q, k, v, cu_seqlens, cu, scale, out, lse, dout, dq, dk,
+                                       dv, overwrite))
       return;
     require_builtin_kernel(ctx, shape.head_dim);
     if (overwrite) zero_outputs();

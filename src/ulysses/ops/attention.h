@@ -30,8 +30,8 @@ void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, con
 // q, k, v; the gradients of query heads sharing a kv head are summed into it). With
 // GradWrite::overwrite all three are written (=), their old contents not read.
 void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
-                        const Tensor& cu_seqlens, float scale, const Tensor& out,
-                        const Tensor& lse, const Tensor& dout, Tensor dq, Tensor dk, Tensor dv,
+                        const Tensor& cu_seqlens, float scale, const Tensor& out, const Tensor& lse,
+                        const Tensor& dout, Tensor dq, Tensor dk, Tensor dv,
                         GradWrite write = GradWrite::accumulate);
 
 }  // namespace ulysses::ops

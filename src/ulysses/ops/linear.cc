@@ -121,8 +121,7 @@ void linear_backward(const Context& ctx, const Tensor& x, const Tensor& weight, 
                          dx_write == GradWrite::overwrite);
 #ifdef ULYSSES_HAS_CUDA
   } else if (ctx.device.is_cuda()) {
-    cuda::linear_backward(ctx, x, weight, dy, dx, dweight, dbias,
-                          dx_write == GradWrite::overwrite);
+    cuda::linear_backward(ctx, x, weight, dy, dx, dweight, dbias, dx_write == GradWrite::overwrite);
 #endif
   } else {
     UL_FAIL("linear_backward: no kernel for device ", ctx.device.str());

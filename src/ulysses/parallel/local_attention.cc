@@ -24,8 +24,8 @@ class LocalAttention final : public AttentionStrategy {
                 const Tensor& k, const Tensor& v, float scale, const Tensor& out,
                 const AttentionSaved& saved, const Tensor& dout, Tensor dq, Tensor dk,
                 Tensor dv) override {
-    ops::attention_backward(ctx, q, k, v, shard.cu_seqlens, scale, out, saved.lse, dout, dq, dk,
-                            dv, ops::GradWrite::overwrite);
+    ops::attention_backward(ctx, q, k, v, shard.cu_seqlens, scale, out, saved.lse, dout, dq, dk, dv,
+                            ops::GradWrite::overwrite);
   }
 };
 

@@ -22,9 +22,9 @@ namespace {
 // The source of --eval-data, its errors naming that flag (open_data names --data).
 std::unique_ptr<data::DocumentSource> open_eval_source(const EvalOptions& o) {
   if (data::is_synthetic(o.data))
-    UL_FAIL(
-        "--eval-data ", o.data, ": evaluation runs over a whole, finite data set; use a "
-        ".jsonl file or a token-file directory");
+    UL_FAIL("--eval-data ", o.data,
+            ": evaluation runs over a whole, finite data set; use a "
+            ".jsonl file or a token-file directory");
   if (!std::filesystem::exists(o.data))
     UL_FAIL("--eval-data ", o.data,
             ": no such file or directory (use a .jsonl file or a "

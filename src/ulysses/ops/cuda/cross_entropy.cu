@@ -56,9 +56,9 @@ __device__ __forceinline__ void store4(bf16_t* p, float a, float b, float c, flo
 // then stay 16-byte aligned), a scalar path otherwise.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    softmax_loss_kernel(const float* logits, const std::int32_t* labels,
-                        const std::int32_t* rows, std::int64_t V, float grad_scale,
-                        bool backward, T* dlogits, float* row_loss) {
+    softmax_loss_kernel(const float* logits, const std::int32_t* labels, const std::int32_t* rows,
+                        std::int64_t V, float grad_scale, bool backward, T* dlogits,
+                        float* row_loss) {
   __shared__ float scratch[32];
   const std::int64_t i = blockIdx.x;
   const float* row = logits + i * V;

@@ -143,8 +143,8 @@ void forward_graph(GraphBuilder& g, const Shapes& sh) {
                                  sh.thd_strides(sh.hkv, skv), false, c.ragged(c.kv_offset));
   const GraphTensor o = g.tensor(kO, CUDNN_DATA_BFLOAT16, sh.thd(sh.hq, sq),
                                  sh.thd_strides(sh.hq, sq), false, c.ragged(c.q_offset));
-  const GraphTensor stats =
-      g.tensor(kStats, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false, c.ragged(c.stats_offset));
+  const GraphTensor stats = g.tensor(kStats, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false,
+                                     c.ragged(c.stats_offset));
 
   const GraphTensor s = g.virtual_tensor(CUDNN_DATA_FLOAT, sh.scores(), sh.scores_strides());
   g.matmul(q, k_t, s, c.ragged(c.seq_q), c.ragged(c.seq_kv), nullptr, /*zero_padding=*/true);
@@ -170,7 +170,8 @@ void backward_graph(GraphBuilder& g, const Shapes& sh) {
   const Common c = common_tensors(g, sh);
   const std::int64_t sq = sh.sq, skv = sh.skv;
   auto q_like = [&](std::int64_t uid, cudnnDataType_t type) {
-    return g.tensor(uid, type, sh.thd(sh.hq, sq), sh.thd_strides(sh.hq, sq), false, c.ragged(c.q_offset));
+    return g.tensor(uid, type, sh.thd(sh.hq, sq), sh.thd_strides(sh.hq, sq), false,
+                    c.ragged(c.q_offset));
   };
   auto kv_like = [&](std::int64_t uid) {
     return g.tensor(uid, CUDNN_DATA_BFLOAT16, sh.thd(sh.hkv, skv), sh.thd_strides(sh.hkv, skv),
@@ -183,15 +184,15 @@ void backward_graph(GraphBuilder& g, const Shapes& sh) {
                                    sh.thd_t_strides(sh.hkv, skv), false, c.ragged(c.kv_offset));
   const GraphTensor o = q_like(kO, CUDNN_DATA_BFLOAT16);
   const GraphTensor d_o = q_like(kDO, CUDNN_DATA_BFLOAT16);
-  const GraphTensor stats =
-      g.tensor(kStats, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false, c.ragged(c.stats_offset));
+  const GraphTensor stats = g.tensor(kStats, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false,
+                                     c.ragged(c.stats_offset));
   const GraphTensor d_q = q_like(kDQ, CUDNN_DATA_BFLOAT16);
   const GraphTensor d_k = kv_like(kDK);
   const GraphTensor d_v = kv_like(kDV);
   const GraphTensor one = g.scalar(kOne, CUDNN_DATA_FLOAT);
   // Workspaces we own: rowsum(dO * O) like lse, and dQ accumulated in f32 like dQ.
-  const GraphTensor dot_sum =
-      g.tensor(kDotSum, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(), false, c.ragged(c.stats_offset));
+  const GraphTensor dot_sum = g.tensor(kDotSum, CUDNN_DATA_FLOAT, sh.row(), sh.stats_strides(),
+                                       false, c.ragged(c.stats_offset));
   const GraphTensor dq_accum = q_like(kDQAccum, CUDNN_DATA_FLOAT);
 
   // delta = rowsum(dO * O)
@@ -330,8 +331,8 @@ bool supported_shape(const SdpaShape& shape) {
 }
 
 Shapes graph_shapes(const SdpaShape& shape, bool ragged) {
-  Shapes sh{shape.batch,   shape.query_heads, shape.kv_heads, shape.max_q,
-            shape.max_kv,  shape.head_dim,    shape.q_tokens, shape.causal};
+  Shapes sh{shape.batch,  shape.query_heads, shape.kv_heads, shape.max_q,
+            shape.max_kv, shape.head_dim,    shape.q_tokens, shape.causal};
   sh.ragged = ragged;
   return sh;
 }
@@ -390,8 +391,8 @@ const SdpaPlan* sdpa_plan(const Context& ctx, bool backward, const SdpaShape& sh
   if (!supported_shape(shape)) return nullptr;
   const std::int64_t Tq = shape.q_tokens, Hq = shape.query_heads;
   const std::int64_t Hkv = shape.kv_heads, D = shape.head_dim;
-  const PlanKey key{backward, shape.causal, ragged,      Tq,          Hq,
-                    Hkv,      D,            shape.batch, shape.max_q, shape.max_kv};
+  const PlanKey key{backward, shape.causal, ragged,      Tq,          Hq, Hkv,
+                    D,        shape.batch,  shape.max_q, shape.max_kv};
   const Shapes sh = graph_shapes(shape, ragged);
 
   CudaResources& r = cuda_resources(ctx);
@@ -412,9 +413,9 @@ const SdpaPlan* sdpa_plan(const Context& ctx, bool backward, const SdpaShape& sh
         std::string engine;
         plan.plan = g.plan(cache.handle, &plan.workspace_bytes, &engine);
         log_debug("attention: cuDNN ", direction, ragged ? "" : " dense",
-                  shape.causal ? " causal" : " full", " plan for Tq=", Tq, " heads ", Hq, "/", Hkv, " head_dim ", D, " entries<=", sh.b,
-                  " longest<=", sh.sq, "/", sh.skv, ", ", engine, ", workspace ",
-                  plan.workspace_bytes, " bytes");
+                  shape.causal ? " causal" : " full", " plan for Tq=", Tq, " heads ", Hq, "/", Hkv,
+                  " head_dim ", D, " entries<=", sh.b, " longest<=", sh.sq, "/", sh.skv, ", ",
+                  engine, ", workspace ", plan.workspace_bytes, " bytes");
       } catch (const NotSupported& e) {
         log_warn("attention: cuDNN refused the ", direction, shape.causal ? " causal" : " full",
                  " graph for Tq=", Tq, " heads ", Hq, "/", Hkv, " head_dim ", D, " (", e.what,

@@ -5,9 +5,8 @@
 #include <cstdlib>
 #include <type_traits>
 
-#include "ulysses/ops/cuda/cudnn_graph.h"
-
 #include "ulysses/core/process_env.h"
+#include "ulysses/ops/cuda/cudnn_graph.h"
 
 namespace ulysses::ops::cuda::cudnn {
 
@@ -177,9 +176,9 @@ std::unique_ptr<Descriptor> get_descriptor(const Descriptor& owner,
   auto d = std::make_unique<Descriptor>(type);
   cudnnBackendDescriptor_t raw = d->get();
   std::int64_t n = 0;
-  check(cudnn_library().get_attribute(owner.get(), name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n,
-                                      &raw),
-        "descriptor attribute");
+  check(
+      cudnn_library().get_attribute(owner.get(), name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n, &raw),
+      "descriptor attribute");
   return d;
 }
 
@@ -213,15 +212,15 @@ std::string describe_config(const Descriptor& config) {
       cudnnBackendKnobType_t type{};
       std::int64_t count = 0, value = 0;
       check(cudnn_library().get_attribute(raw[static_cast<std::size_t>(i)],
-                                          CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE, CUDNN_TYPE_KNOB_TYPE,
-                                          1, &count, &type),
+                                          CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE, CUDNN_TYPE_KNOB_TYPE, 1,
+                                          &count, &type),
             "knob type");
       check(cudnn_library().get_attribute(raw[static_cast<std::size_t>(i)],
                                           CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE, CUDNN_TYPE_INT64, 1,
                                           &count, &value),
             "knob value");
-      text += (i ? ", " : "") + std::to_string(static_cast<int>(type)) + ": " +
-              std::to_string(value);
+      text +=
+          (i ? ", " : "") + std::to_string(static_cast<int>(type)) + ": " + std::to_string(value);
     }
     text += "}";
   } catch (const NotSupported& e) {
@@ -264,8 +263,8 @@ std::vector<KnobRange> knob_ranges(const Descriptor& engine) {
     const Descriptor& info = *infos[static_cast<std::size_t>(i)];
     KnobRange r{};
     std::int64_t count = 0;
-    check(cudnn_library().get_attribute(info.get(), CUDNN_ATTR_KNOB_INFO_TYPE,
-                                        CUDNN_TYPE_KNOB_TYPE, 1, &count, &r.type),
+    check(cudnn_library().get_attribute(info.get(), CUDNN_ATTR_KNOB_INFO_TYPE, CUDNN_TYPE_KNOB_TYPE,
+                                        1, &count, &r.type),
           "knob info type");
     r.min = get_int(info, CUDNN_ATTR_KNOB_INFO_MINIMUM_VALUE);
     r.max = get_int(info, CUDNN_ATTR_KNOB_INFO_MAXIMUM_VALUE);

@@ -268,10 +268,9 @@ void qk_norm_rope_backward(const Context& ctx, const Tensor& cos, const Tensor& 
         const std::size_t terms_bytes =
             static_cast<std::size_t>(rows_per_block * 2 * half) * sizeof(float);
         const bool fused = norm && terms_bytes <= 48 * 1024;
-        Tensor partial =
-            fused ? Tensor::empty({static_cast<std::int64_t>(blocks), 2 * half}, DType::f32,
-                                  ctx.device)
-                  : Tensor();
+        Tensor partial = fused ? Tensor::empty({static_cast<std::int64_t>(blocks), 2 * half},
+                                               DType::f32, ctx.device)
+                               : Tensor();
         kernel<<<blocks, kThreads, fused ? terms_bytes : 0, stream_of(ctx)>>>(
             ptr<float>(cos), ptr<float>(sin), norm ? ptr<T>(x) : nullptr,
             norm ? ptr<T>(weight) : nullptr, norm ? ptr<float>(rstd) : nullptr, ptr<T>(dout),

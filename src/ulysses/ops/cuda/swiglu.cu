@@ -32,8 +32,8 @@ __global__ void swiglu_forward_kernel(const T* gate, const T* up, T* out, std::i
 
 // dgate += dout * up * silu'(gate); dup += dout * silu(gate) (= when overwrite: not read).
 template <typename T>
-__global__ void swiglu_backward_kernel(const T* gate, const T* up, const T* dout, T* dgate,
-                                       T* dup, std::int64_t n, bool vector, bool overwrite) {
+__global__ void swiglu_backward_kernel(const T* gate, const T* up, const T* dout, T* dgate, T* dup,
+                                       std::int64_t n, bool vector, bool overwrite) {
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (vector) {
