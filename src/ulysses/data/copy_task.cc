@@ -30,7 +30,7 @@ class CopyTask final : public DocumentSource {
     const auto span = static_cast<std::uint64_t>(options_.max_length - options_.min_length + 1);
     const auto n = options_.min_length + static_cast<std::int64_t>(rng.below(span));
     Document doc;
-    doc.tokens.reserve(static_cast<std::size_t>(2 * n + 1));
+    doc.tokens.reserve(static_cast<std::size_t>(2 * n + 2));
     for (std::int64_t i = 0; i < n; ++i)
       doc.tokens.push_back(2 + static_cast<std::int32_t>(
                                    rng.below(static_cast<std::uint64_t>(options_.vocab_size - 2))));

@@ -282,6 +282,7 @@ struct SdpaPlan {
   std::int64_t workspace_bytes = 0;
   cudnnHandle_t handle = nullptr;
   bool ragged = true;  // false: a dense plan, bound without the entries' arrays
+  bool causal = true;  // false: no mask, so a dense plan binds no -inf either
 };
 
 struct CudnnAttentionCache {
@@ -365,6 +366,7 @@ std::vector<SdpaChoice> cudnn_sdpa_choices(const Context& ctx, bool backward,
     plan->workspace_bytes = c.workspace_bytes;
     plan->handle = cache.handle;
     plan->ragged = ragged;
+    plan->causal = shape.causal;
     out.push_back({std::move(c.name), std::move(plan)});
   }
   return out;
@@ -406,6 +408,7 @@ const SdpaPlan* sdpa_plan(const Context& ctx, bool backward, const SdpaShape& sh
       SdpaPlan plan;
       plan.handle = cache.handle;
       plan.ragged = ragged;
+      plan.causal = shape.causal;
       const char* direction = backward ? "backward" : "forward";
       try {
         GraphBuilder g;
@@ -419,7 +422,8 @@ const SdpaPlan* sdpa_plan(const Context& ctx, bool backward, const SdpaShape& sh
       } catch (const NotSupported& e) {
         log_warn("attention: cuDNN refused the ", direction, shape.causal ? " causal" : " full",
                  " graph for Tq=", Tq, " heads ", Hq, "/", Hkv, " head_dim ", D, " (", e.what,
-                 "); using the built-in kernel for this shape");
+                 ragged ? "); using the built-in kernel for this shape"
+                        : "); trying the ragged graph");
       }
       it = cache.plans.emplace(key, std::move(plan)).first;
     }
@@ -440,11 +444,12 @@ namespace {
 
 void execute(const Context& ctx, const SdpaPlan& plan, std::vector<std::int64_t> uids,
              std::vector<void*> pointers) {
-  if (!plan.ragged) {  // a dense plan has no entry lengths or offsets
+  if (!plan.ragged) {  // a dense plan has no entry lengths or offsets (nor, unmasked, -inf)
     std::size_t kept = 0;
     for (std::size_t i = 0; i < uids.size(); ++i) {
       const std::int64_t u = uids[i];
-      if (u == kSeqQ || u == kSeqKv || u == kQOffset || u == kKvOffset || u == kStatsOffset)
+      if (u == kSeqQ || u == kSeqKv || u == kQOffset || u == kKvOffset || u == kStatsOffset ||
+          (u == kNegInf && !plan.causal))
         continue;
       uids[kept] = u;
       pointers[kept++] = pointers[i];
@@ -533,15 +538,18 @@ WholeSequence prepare(const Context& ctx, bool backward, const Tensor& q, const 
   shape.query_heads = Hq;
   shape.kv_heads = Hkv;
   shape.head_dim = D;
-  // One document over every token (a long sequence, unpacked): the dense graph, which cuDNN
-  // runs 2-5% faster than the ragged one (cuda_ops_bench --attention-engines). Otherwise the
+  // One document over every token (a long sequence, unpacked): the dense graph, 2-8% faster
+  // (cuda_ops_bench --attention-engines). Packed sequences, or a dense graph cuDNN refuses: the
   // ragged graph with bucketed shapes.
-  const bool dense = n == 1 && cu_host[0] == 0 && cu_host[1] == T;
-  shape.batch = dense ? 1 : next_power_of_two(std::max<std::int64_t>(n, 1));
-  shape.max_q = shape.max_kv = dense ? T : std::min(next_power_of_two(longest), T);
-  w.plan = sdpa_plan(ctx, backward, shape, /*ragged=*/!dense);
+  if (n == 1 && cu_host[0] == 0 && cu_host[1] == T) {
+    shape.batch = 1;
+    shape.max_q = shape.max_kv = T;
+    if ((w.plan = sdpa_plan(ctx, backward, shape, /*ragged=*/false))) return w;  // no arrays
+  }
+  shape.batch = next_power_of_two(std::max<std::int64_t>(n, 1));
+  shape.max_q = shape.max_kv = std::min(next_power_of_two(longest), T);
+  w.plan = sdpa_plan(ctx, backward, shape, /*ragged=*/true);
   if (!w.plan) return w;
-  if (dense) return w;  // no entry arrays to bind
 
   const std::int64_t b = shape.batch;
   w.arrays = Tensor::empty({b + 3 * (b + 1)}, DType::i32, ctx.device);
