@@ -128,21 +128,9 @@ void survey_attention_engines(const Context& ctx, std::int64_t T, int repeats) {
   const Tensor k = random_bf16({T, Hkv, D}, rng, 2.0f, dev);
   const Tensor v = random_bf16({T, Hkv, D}, rng, 1.0f, dev);
   const Tensor dout = random_bf16({T, Hq, D}, rng, 1.0f, dev);
-  const std::int32_t t = static_cast<std::int32_t>(T);
-  const Tensor arrays =
-      Tensor::from_ints({t, 0, t * static_cast<std::int32_t>(Hq * D), 0,
-                         t * static_cast<std::int32_t>(Hkv * D), 0, t},
-                        {7})
-          .to(dev);
-  const std::int32_t* a = static_cast<const std::int32_t*>(arrays.raw());
-  const cu::SdpaEntries entries{a, a, a + 1, a + 3, a + 5};
-  cu::SdpaShape shape;
-  shape.q_tokens = shape.kv_tokens = T;
-  shape.query_heads = Hq;
-  shape.kv_heads = Hkv;
-  shape.head_dim = D;
-  shape.batch = 1;
-  shape.max_q = shape.max_kv = T;
+  const cu::SdpaOneEntry one = cu::cudnn_sdpa_one_entry(ctx, T, Hq, Hkv, D);
+  const cu::SdpaShape& shape = one.shape;
+  const cu::SdpaEntries& entries = one.entries;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const double fwd_flops = 4.0 * static_cast<double>(T) * T / 2 * D * Hq;
   Tensor out = Tensor::empty({T, Hq, D}, DType::bf16, dev);

@@ -161,28 +161,15 @@ TEST(CudaAttentionEngines, EveryListedPlanMatchesTheCpuForward) {
   attention_forward(cpu, q, k, v, Tensor::from_ints({0, static_cast<std::int32_t>(T)}, {2}), scale,
                     out_cpu, lse_cpu);
   const Context ctx = testing::gpu();
-  const std::int32_t t = static_cast<std::int32_t>(T);
-  const Tensor arrays = Tensor::from_ints({t, 0, t * static_cast<std::int32_t>(Hq * D), 0,
-                                           t * static_cast<std::int32_t>(Hkv * D), 0, t},
-                                          {7})
-                            .to(Device::cuda(0));
-  const auto* a = static_cast<const std::int32_t*>(arrays.raw());
-  const cuda::SdpaEntries entries{a, a, a + 1, a + 3, a + 5};
-  cuda::SdpaShape shape;
-  shape.q_tokens = shape.kv_tokens = T;
-  shape.query_heads = Hq;
-  shape.kv_heads = Hkv;
-  shape.head_dim = D;
-  shape.batch = 1;
-  shape.max_q = shape.max_kv = T;
+  const cuda::SdpaOneEntry one = cuda::cudnn_sdpa_one_entry(ctx, T, Hq, Hkv, D);
   const Tensor q_gpu = on_gpu(q, bf), k_gpu = on_gpu(k, bf), v_gpu = on_gpu(v, bf);
   for (const bool ragged : {true, false}) {
-    const auto choices = cuda::cudnn_sdpa_choices(ctx, /*backward=*/false, shape, ragged, 3);
+    const auto choices = cuda::cudnn_sdpa_choices(ctx, /*backward=*/false, one.shape, ragged, 3);
     ASSERT_FALSE(choices.empty()) << "ragged " << ragged;
     EXPECT_EQ(choices.front().name.rfind("heuristic: engine", 0), 0u) << choices.front().name;
     for (const auto& c : choices) {
       Tensor out = gpu_poisoned({T, Hq, D}, bf), lse = gpu_poisoned({Hq, T}, DType::f32);
-      cuda::cudnn_sdpa_forward(ctx, *c.plan, entries, q_gpu, k_gpu, v_gpu, scale, out, lse);
+      cuda::cudnn_sdpa_forward(ctx, *c.plan, one.entries, q_gpu, k_gpu, v_gpu, scale, out, lse);
       EXPECT_LT(relative_error(out, out_cpu), 1e-2) << c.name << " ragged " << ragged;
       EXPECT_LT(relative_error(lse, lse_cpu), 1e-3) << c.name << " ragged " << ragged;
     }

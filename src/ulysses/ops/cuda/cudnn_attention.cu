@@ -340,6 +340,26 @@ Shapes graph_shapes(const SdpaShape& shape, bool ragged) {
 
 }  // namespace
 
+SdpaOneEntry cudnn_sdpa_one_entry(const Context& ctx, std::int64_t T, std::int64_t query_heads,
+                                  std::int64_t kv_heads, std::int64_t head_dim) {
+  SdpaOneEntry e;
+  e.shape.q_tokens = e.shape.kv_tokens = T;
+  e.shape.query_heads = query_heads;
+  e.shape.kv_heads = kv_heads;
+  e.shape.head_dim = head_dim;
+  e.shape.batch = 1;
+  e.shape.max_q = e.shape.max_kv = T;
+  const auto t = static_cast<std::int32_t>(T);
+  // seq_q = seq_kv = [T]; q, kv and stats offsets [0, end] each.
+  e.arrays = Tensor::from_ints({t, 0, t * static_cast<std::int32_t>(query_heads * head_dim), 0,
+                                t * static_cast<std::int32_t>(kv_heads * head_dim), 0, t},
+                               {7})
+                 .to(ctx.device);
+  const auto* a = static_cast<const std::int32_t*>(e.arrays.raw());
+  e.entries = {a, a, a + 1, a + 3, a + 5};
+  return e;
+}
+
 std::vector<SdpaChoice> cudnn_sdpa_choices(const Context& ctx, bool backward,
                                            const SdpaShape& shape, bool ragged, int max_values) {
   std::vector<SdpaChoice> out;
@@ -370,14 +390,6 @@ std::vector<SdpaChoice> cudnn_sdpa_choices(const Context& ctx, bool backward,
     out.push_back({std::move(c.name), std::move(plan)});
   }
   return out;
-}
-
-namespace {
-const SdpaPlan* sdpa_plan(const Context& ctx, bool backward, const SdpaShape& shape, bool ragged);
-}  // namespace
-
-const SdpaPlan* cudnn_sdpa_plan(const Context& ctx, bool backward, const SdpaShape& shape) {
-  return sdpa_plan(ctx, backward, shape, /*ragged=*/true);
 }
 
 namespace {
@@ -439,6 +451,10 @@ const SdpaPlan* sdpa_plan(const Context& ctx, bool backward, const SdpaShape& sh
 }
 
 }  // namespace
+
+const SdpaPlan* cudnn_sdpa_plan(const Context& ctx, bool backward, const SdpaShape& shape) {
+  return sdpa_plan(ctx, backward, shape, /*ragged=*/true);
+}
 
 namespace {
 

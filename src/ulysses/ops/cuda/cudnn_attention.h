@@ -99,6 +99,15 @@ struct SdpaChoice {
   std::string name;
   std::shared_ptr<SdpaPlan> plan;
 };
+// One causal entry of T tokens spanning the tensors (a single document): its shape for these
+// heads and its arrays on the context's device (`arrays` owns what `entries` points to).
+struct SdpaOneEntry {
+  SdpaShape shape;
+  Tensor arrays;
+  SdpaEntries entries;
+};
+SdpaOneEntry cudnn_sdpa_one_entry(const Context& ctx, std::int64_t T, std::int64_t query_heads,
+                                  std::int64_t kv_heads, std::int64_t head_dim);
 std::vector<SdpaChoice> cudnn_sdpa_choices(const Context& ctx, bool backward,
                                            const SdpaShape& shape, bool ragged, int max_values);
 

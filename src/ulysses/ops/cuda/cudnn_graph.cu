@@ -169,17 +169,32 @@ DescriptorPtr GraphBuilder::operation_graph(cudnnHandle_t handle) {
 
 namespace {
 
-// A descriptor-valued attribute of `owner` read into a fresh descriptor of `type`.
-std::unique_ptr<Descriptor> get_descriptor(const Descriptor& owner,
-                                           cudnnBackendAttributeName_t name,
-                                           cudnnBackendDescriptorType_t type) {
-  auto d = std::make_unique<Descriptor>(type);
-  cudnnBackendDescriptor_t raw = d->get();
+// A descriptor-array attribute of `owner` (at most `capacity` entries) read into fresh
+// descriptors of `type`: as many as the attribute holds.
+std::vector<std::unique_ptr<Descriptor>> get_descriptors(const Descriptor& owner,
+                                                         cudnnBackendAttributeName_t name,
+                                                         cudnnBackendDescriptorType_t type,
+                                                         std::int64_t capacity) {
+  std::vector<std::unique_ptr<Descriptor>> out;
+  std::vector<cudnnBackendDescriptor_t> raw;
+  for (std::int64_t i = 0; i < capacity; ++i) {
+    out.push_back(std::make_unique<Descriptor>(type));
+    raw.push_back(out.back()->get());
+  }
   std::int64_t n = 0;
-  check(
-      cudnn_library().get_attribute(owner.get(), name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n, &raw),
-      "descriptor attribute");
-  return d;
+  check(cudnn_library().get_attribute(owner.get(), name, CUDNN_TYPE_BACKEND_DESCRIPTOR, capacity,
+                                      &n, raw.data()),
+        "descriptor attribute");
+  out.resize(static_cast<std::size_t>(std::min(n, capacity)));
+  return out;
+}
+
+cudnnBackendKnobType_t get_knob_type(const Descriptor& d, cudnnBackendAttributeName_t name) {
+  cudnnBackendKnobType_t type{};
+  std::int64_t n = 0;
+  check(cudnn_library().get_attribute(d.get(), name, CUDNN_TYPE_KNOB_TYPE, 1, &n, &type),
+        "knob type attribute");
+  return type;
 }
 
 std::int64_t get_int(const Descriptor& d, cudnnBackendAttributeName_t name) {
@@ -194,31 +209,15 @@ std::string describe_config(const Descriptor& config) {
   std::string text;
   try {
     const auto engine =
-        get_descriptor(config, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_BACKEND_ENGINE_DESCRIPTOR);
-    text = "engine " + std::to_string(get_int(*engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX));
-    std::vector<std::unique_ptr<Descriptor>> choices;
-    std::vector<cudnnBackendDescriptor_t> raw;
-    for (int i = 0; i < CUDNN_KNOB_TYPE_COUNTS; ++i) {
-      choices.push_back(std::make_unique<Descriptor>(CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR));
-      raw.push_back(choices.back()->get());
-    }
-    std::int64_t n = 0;
-    check(cudnn_library().get_attribute(config.get(), CUDNN_ATTR_ENGINECFG_KNOB_CHOICES,
-                                        CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                        static_cast<std::int64_t>(raw.size()), &n, raw.data()),
-          "knob choices");
+        get_descriptors(config, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_BACKEND_ENGINE_DESCRIPTOR, 1);
+    text = "engine " + std::to_string(get_int(*engine.at(0), CUDNN_ATTR_ENGINE_GLOBAL_INDEX));
+    const auto choices = get_descriptors(config, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES,
+                                         CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR,
+                                         CUDNN_KNOB_TYPE_COUNTS);
     text += " knobs {";
-    for (std::int64_t i = 0; i < n; ++i) {
-      cudnnBackendKnobType_t type{};
-      std::int64_t count = 0, value = 0;
-      check(cudnn_library().get_attribute(raw[static_cast<std::size_t>(i)],
-                                          CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE, CUDNN_TYPE_KNOB_TYPE, 1,
-                                          &count, &type),
-            "knob type");
-      check(cudnn_library().get_attribute(raw[static_cast<std::size_t>(i)],
-                                          CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE, CUDNN_TYPE_INT64, 1,
-                                          &count, &value),
-            "knob value");
+    for (std::size_t i = 0; i < choices.size(); ++i) {
+      const auto type = get_knob_type(*choices[i], CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE);
+      const std::int64_t value = get_int(*choices[i], CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE);
       text +=
           (i ? ", " : "") + std::to_string(static_cast<int>(type)) + ": " + std::to_string(value);
     }
@@ -247,28 +246,15 @@ struct KnobRange {
 };
 
 std::vector<KnobRange> knob_ranges(const Descriptor& engine) {
-  std::vector<std::unique_ptr<Descriptor>> infos;
-  std::vector<cudnnBackendDescriptor_t> raw;
-  for (int i = 0; i < CUDNN_KNOB_TYPE_COUNTS; ++i) {
-    infos.push_back(std::make_unique<Descriptor>(CUDNN_BACKEND_KNOB_INFO_DESCRIPTOR));
-    raw.push_back(infos.back()->get());
-  }
-  std::int64_t n = 0;
-  check(cudnn_library().get_attribute(engine.get(), CUDNN_ATTR_ENGINE_KNOB_INFO,
-                                      CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                      static_cast<std::int64_t>(raw.size()), &n, raw.data()),
-        "knob info");
   std::vector<KnobRange> ranges;
-  for (std::int64_t i = 0; i < n; ++i) {
-    const Descriptor& info = *infos[static_cast<std::size_t>(i)];
+  for (const auto& info : get_descriptors(engine, CUDNN_ATTR_ENGINE_KNOB_INFO,
+                                          CUDNN_BACKEND_KNOB_INFO_DESCRIPTOR,
+                                          CUDNN_KNOB_TYPE_COUNTS)) {
     KnobRange r{};
-    std::int64_t count = 0;
-    check(cudnn_library().get_attribute(info.get(), CUDNN_ATTR_KNOB_INFO_TYPE, CUDNN_TYPE_KNOB_TYPE,
-                                        1, &count, &r.type),
-          "knob info type");
-    r.min = get_int(info, CUDNN_ATTR_KNOB_INFO_MINIMUM_VALUE);
-    r.max = get_int(info, CUDNN_ATTR_KNOB_INFO_MAXIMUM_VALUE);
-    r.stride = std::max<std::int64_t>(1, get_int(info, CUDNN_ATTR_KNOB_INFO_STRIDE));
+    r.type = get_knob_type(*info, CUDNN_ATTR_KNOB_INFO_TYPE);
+    r.min = get_int(*info, CUDNN_ATTR_KNOB_INFO_MINIMUM_VALUE);
+    r.max = get_int(*info, CUDNN_ATTR_KNOB_INFO_MAXIMUM_VALUE);
+    r.stride = std::max<std::int64_t>(1, get_int(*info, CUDNN_ATTR_KNOB_INFO_STRIDE));
     ranges.push_back(r);
   }
   return ranges;
@@ -288,20 +274,11 @@ DescriptorPtr GraphBuilder::plan(cudnnHandle_t handle, std::int64_t* workspace_b
                                       CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr),
         "engine heuristics results");
   if (count == 0) throw NotSupported{"no engine configuration supports the graph"};
-  std::vector<std::unique_ptr<Descriptor>> configs;
-  std::vector<cudnnBackendDescriptor_t> raw;
-  for (std::int64_t i = 0; i < count; ++i) {
-    configs.push_back(std::make_unique<Descriptor>(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
-    raw.push_back(configs.back()->get());
-  }
-  std::int64_t returned = 0;
-  check(cudnn_library().get_attribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                      CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &returned, raw.data()),
-        "engine heuristics results");
   std::string last;
-  for (std::int64_t i = 0; i < returned; ++i) {
+  for (const auto& config : get_descriptors(heuristics, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                            CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, count)) {
     try {
-      PlanChoice choice = finalize_plan(handle, *configs[static_cast<std::size_t>(i)]);
+      PlanChoice choice = finalize_plan(handle, *config);
       *workspace_bytes = choice.workspace_bytes;
       if (name) *name = choice.name;
       return choice.plan;
