@@ -9,6 +9,7 @@
 #include "test_util.h"
 #include "ulysses/ops/adamw.h"
 #include "ulysses/ops/add_rmsnorm.h"
+#include "ulysses/ops/elementwise.h"
 #include "ulysses/ops/linear.h"
 #include "ulysses/ops/qk_norm_rope.h"
 #include "ulysses/ops/rmsnorm.h"
@@ -308,6 +309,19 @@ TEST(AdamWMulti, BitIdenticalToOneStepPerRange) {
   EXPECT_EQ(m.to_floats(), m2.to_floats());
   EXPECT_EQ(v.to_floats(), v2.to_floats());
   EXPECT_EQ(copy.to_floats(), copy2.to_floats());
+
+  // grad_scale: the same bits as scaling the gradients first (the clip), grad left as it was.
+  const Tensor grad_before = grad.clone();
+  Tensor scaled = grad.clone();
+  ops::scale_inplace(ctx, scaled, 0.37f);
+  std::vector<ops::AdamWRange> ranges = {{param, grad, m, v, copy, true}};
+  ops::adamw_multi_step(ctx, config, 4, ranges, 0.37f);
+  ops::adamw_step_with_copy(ctx, config, 4, p2, scaled, m2, v2, copy2);
+  EXPECT_EQ(param.to_floats(), p2.to_floats());
+  EXPECT_EQ(m.to_floats(), m2.to_floats());
+  EXPECT_EQ(v.to_floats(), v2.to_floats());
+  EXPECT_EQ(copy.to_floats(), copy2.to_floats());
+  EXPECT_EQ(grad.to_floats(), grad_before.to_floats());
 
   std::vector<ops::AdamWRange> bad = {{param, grad.rows(0, 10), m, v, Tensor(), true}};
   expect_error([&] { ops::adamw_multi_step(ctx, config, 1, bad); }, "range 0 grad");

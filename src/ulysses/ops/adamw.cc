@@ -49,13 +49,14 @@ void adamw_step_with_copy(const Context& ctx, const AdamWConfig& config, std::in
   }
 #ifdef ULYSSES_HAS_CUDA
   if (ctx.device.is_cuda())
-    return cuda::adamw_step(ctx, config, step, param, grad, exp_avg, exp_avg_sq, param_copy);
+    return cuda::adamw_multi_step(
+        ctx, config, step, {AdamWRange{param, grad, exp_avg, exp_avg_sq, param_copy, true}}, 1.0f);
 #endif
   UL_FAIL("adamw_step: no kernel for device ", ctx.device.str());
 }
 
 void adamw_multi_step(const Context& ctx, const AdamWConfig& config, std::int64_t step,
-                      const std::vector<AdamWRange>& ranges) {
+                      const std::vector<AdamWRange>& ranges, float grad_scale) {
   ProfileScope scope(ctx, "adamw");
   UL_CHECK(step >= 1, "adamw_multi_step: step must be >= 1 (1-based update count), got ", step);
   for (std::size_t i = 0; i < ranges.size(); ++i) {
@@ -93,12 +94,12 @@ void adamw_multi_step(const Context& ctx, const AdamWConfig& config, std::int64_
       const Shape flat = {r.param.numel()};
       cpu::adamw_step(c, step, r.param.view(flat), r.grad.view(flat), r.exp_avg.view(flat),
                       r.exp_avg_sq.view(flat),
-                      r.param_copy.defined() ? r.param_copy.view(flat) : Tensor());
+                      r.param_copy.defined() ? r.param_copy.view(flat) : Tensor(), grad_scale);
     }
     return;
   }
 #ifdef ULYSSES_HAS_CUDA
-  if (ctx.device.is_cuda()) return cuda::adamw_multi_step(ctx, config, step, ranges);
+  if (ctx.device.is_cuda()) return cuda::adamw_multi_step(ctx, config, step, ranges, grad_scale);
 #endif
   UL_FAIL("adamw_multi_step: no kernel for device ", ctx.device.str());
 }

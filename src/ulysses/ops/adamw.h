@@ -43,8 +43,12 @@ struct AdamWRange {
 
 // adamw_step_with_copy for every range, the same arithmetic (bit-identical results), in one
 // CUDA launch per 32 ranges: no host synchronization, no allocation, no copy of the range list
-// (it travels as kernel arguments). An Error names the first bad range.
+// (it travels as kernel arguments). Every gradient is multiplied by grad_scale first, in f32
+// (the same bits as scale_inplace and then the update: the clip factor without a pass of its
+// own; the gradients are only read). An Error names the first bad range.
+// On every device the element arithmetic is the CPU kernel's, each operation rounded on its
+// own (no fused multiply-add): CUDA results equal the CPU's bit for bit.
 void adamw_multi_step(const Context& ctx, const AdamWConfig& config, std::int64_t step,
-                      const std::vector<AdamWRange>& ranges);
+                      const std::vector<AdamWRange>& ranges, float grad_scale = 1.0f);
 
 }  // namespace ulysses::ops

@@ -1,5 +1,4 @@
 #include "ulysses/parallel/zero.h"
-#include "ulysses/parallel/zero_group.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,6 +7,7 @@
 #include "ulysses/core/error.h"
 #include "ulysses/core/log.h"
 #include "ulysses/ops/elementwise.h"
+#include "ulysses/parallel/zero_group.h"
 
 namespace ulysses::parallel {
 
@@ -36,7 +36,6 @@ class CopyWork final : public comm::Work {
 };
 
 }  // namespace
-
 
 ZeroState::ZeroState(const model::ModelConfig& config, Mesh& mesh, const ZeroConfig& zero,
                      const ops::AdamWConfig& adamw)
@@ -100,8 +99,8 @@ ZeroState::ZeroState(const Context& ctx, const model::ModelConfig& config, Mesh&
       for (auto& t : param_stage_) t = Tensor::zeros_pinned({stage_slot}, ctx.compute_dtype);
   }
   const ZeroMemory held = memory();
-  const std::int64_t to_pin = (zero.offload_params ? held.params : 0) +
-                             (host_grads() ? held.grads : 0) + held.host_staging;
+  const std::int64_t to_pin =
+      (zero.offload_params ? held.params : 0) + (host_grads() ? held.grads : 0) + held.host_staging;
   if (!device.is_cpu() && held.pinned < to_pin)
     log_warn("ZeRO offload: ", format_bytes(to_pin - held.pinned),
              " of host memory could not be page-locked (cudaHostRegister failed: check "
@@ -334,31 +333,33 @@ void ZeroState::begin_step() {
 }
 
 void ZeroState::adamw_ranges(const Context& optimizer_ctx, std::size_t index, std::int64_t step,
-                             float lr, Tensor master, const Tensor& grad, Tensor rounded,
-                             std::int64_t begin, std::int64_t end) {
+                             float lr, float grad_scale, Tensor master, const Tensor& grad,
+                             Tensor rounded, std::int64_t begin, std::int64_t end) {
   Group& g = groups_[index];
   if (end < 0) end = g.shard;
+  std::vector<ops::AdamWRange> ranges;
   for (const auto& spec : layout_.groups()[index].params) {
     // [a, b): the parameter's elements inside this piece, relative to the shard.
     const std::int64_t a = std::max(spec.offset - g.lo, begin);
     const std::int64_t b = std::min(spec.offset + shape_numel(spec.shape) - g.lo, end);
     if (b <= a) continue;
-    ops::AdamWConfig hyper = adamw_;
-    hyper.lr = lr;
-    if (!spec.weight_decay) hyper.weight_decay = 0.0f;
-    ops::adamw_step_with_copy(optimizer_ctx, hyper, step, master.rows(a, b),
-                              grad.rows(a - begin, b - begin), g.exp_avg.rows(a, b),
-                              g.exp_avg_sq.rows(a, b),
-                              rounded.defined() ? rounded.rows(a - begin, b - begin) : Tensor());
+    ranges.push_back({master.rows(a, b), grad.rows(a - begin, b - begin), g.exp_avg.rows(a, b),
+                      g.exp_avg_sq.rows(a, b),
+                      rounded.defined() ? rounded.rows(a - begin, b - begin) : Tensor(),
+                      spec.weight_decay});
   }
+  ops::AdamWConfig hyper = adamw_;
+  hyper.lr = lr;
+  // One launch per 32 parameters on a device; the clip factor scales the gradients inside it.
+  ops::adamw_multi_step(optimizer_ctx, hyper, step, ranges, grad_scale);
 }
 
-void ZeroState::update_group(std::size_t index, std::int64_t step, float lr) {
+void ZeroState::update_group(std::size_t index, std::int64_t step, float lr, float grad_scale) {
   Group& g = groups_[index];
   // offload_optimizer on a device: the update runs on the CPU, where the state lives.
   const bool on_host = zero_.offload_optimizer && !ctx_.device.is_cpu();
   const Context optimizer_ctx = on_host ? Context{} : ctx_;
-  Tensor grad = g.grad_shard();      // [s] f32, reduced and clipped
+  Tensor grad = g.grad_shard();      // [s] f32, reduced (clipped inside AdamW)
   Tensor master = g.master_shard();  // [s] f32
   if (on_host) {
     grad = grad.to(Device::cpu());
@@ -375,14 +376,14 @@ void ZeroState::update_group(std::size_t index, std::int64_t step, float lr) {
     else
       rounded = Tensor::zeros({g.shard}, ctx_.compute_dtype, optimizer_ctx.device);
   }
-  adamw_ranges(optimizer_ctx, index, step, lr, master, grad, rounded);
+  adamw_ranges(optimizer_ctx, index, step, lr, grad_scale, master, grad, rounded);
   if (mixed()) return publish(g, rounded);
   if (on_host) g.param_shard().copy_from(master);
   publish(g, g.param_shard());
 }
 
-double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
-                              double max_grad_norm, bool apply) {
+double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr, double max_grad_norm,
+                              bool apply) {
   UL_CHECK(ctx.device == ctx_.device, "finish_step: context on ", ctx.device.str(),
            " but the ZeRO state lives on ", ctx_.device.str());
   for (const Group& g : groups_)
@@ -423,20 +424,19 @@ double ZeroState::finish_step(const Context& ctx, std::int64_t step, float lr,
   const double norm = std::sqrt(sum);
   // A non-finite norm (or a step the caller rejects) changes nothing: no clip, no update.
   if (!apply || !std::isfinite(norm)) return norm;
-  // 3. Clip (torch's clip_grad_norm_ rule).
+  // 3. Clip (torch's clip_grad_norm_ rule): the factor scales each gradient inside AdamW, in
+  // f32, the same bits as scaling the shards first (the gradients themselves stay unclipped).
+  float clip = 1.0f;
   if (max_grad_norm > 0) {
     const double factor = max_grad_norm / (norm + 1e-6);
-    if (factor < 1.0)
-      for (Group& g : groups_)  // offloaded shards: on the host, every thread, the same product
-        ops::scale_inplace(host_grads() ? Context{} : ctx_, g.grad_shard(),
-                           static_cast<float>(factor));
+    if (factor < 1.0) clip = static_cast<float>(factor);
   }
   // 4. AdamW on the owned elements of every parameter (weight decay per ParamSpec), then the
   // parameters are refreshed (stage 0-2: all-gathered into the full buffers).
   if (pipelined_update()) {
-    update_offloaded(step, lr);
+    update_offloaded(step, lr, clip);
   } else {
-    for (std::size_t i = 0; i < groups_.size(); ++i) update_group(i, step, lr);
+    for (std::size_t i = 0; i < groups_.size(); ++i) update_group(i, step, lr, clip);
   }
   return norm;
 }

@@ -28,7 +28,7 @@
 //   - mixed (compute dtype bf16, the CUDA backend): the decoder reads bf16 parameters (full
 //     buffers at stage 0-2, gathered per group at stage 3); the fp32 master shard, the AdamW
 //     moments and the gradients (fp32) are separate. finish_step runs AdamW on the master shard
-//     and writes the rounded bf16 shard in the same pass (ops::adamw_step_with_copy), then the
+//     and writes the rounded bf16 shard in the same pass (ops::adamw_multi_step), then the
 //     bf16 shards are all-gathered into the full buffers (stage 1-2) or are the stage-3 shard.
 // (zero_offload.cc holds the offload paths, zero_group.h the per-group record.)
 // Every buffer is allocated once, by the constructor (persistent), except the transient full
@@ -65,12 +65,13 @@
 // pinned memory and the device is asynchronous, on the state's copy stream
 // (core/copy_stream.h), ordered with the compute stream by events:
 //   - offload_optimizer keeps the AdamW moments and the fp32 master shard in host memory
-//     (Memory::optimizer + master). finish_step, after the norm and the clip, pipelines the
-//     shards, cut into pieces of at most kOffloadStageElements, through two pinned staging
-//     slots (Memory::host_staging): the copy of piece k + 1's gradients to the host overlaps
-//     the host AdamW of piece k (ops::adamw_step_with_copy on a CPU context: every OpenMP
-//     thread, vectorized, writing the rounded bf16 values in the same pass), and the copy of
-//     piece k's bf16 values back to the device overlaps piece k + 1's update; after a group's
+//     (Memory::optimizer + master). finish_step, after the norm and the clip factor,
+//     pipelines the shards, cut into pieces of at most kOffloadStageElements, through two
+//     pinned staging slots (Memory::host_staging): the copy of piece k + 1's gradients to the
+//     host overlaps the host AdamW of piece k (ops::adamw_multi_step on a CPU context: every
+//     OpenMP thread, vectorized, the clip factor applied and the rounded bf16 values written in
+//     the same pass), and the copy of piece k's bf16 values back to the device overlaps piece
+//     k + 1's update; after a group's
 //     last piece the compute stream waits for those copies before the all-gather (stage 1-2)
 //     or the next forward (stage 3). With offload_params the bf16 values are written straight
 //     into the pinned host shard.
@@ -91,9 +92,9 @@
 //     shard on the copy stream, overlapping the backward of the next groups; the device
 //     buffer goes back to the caching
 //     allocator once the compute stream has waited for that copy (at the next group's
-//     completion). finish_step clips the host shards (every OpenMP thread) and the host AdamW
-//     reads them in place, so no gradient staging slot is needed. Bit-identical to the
-//     resident gradients; the device keeps one reduced shard in flight instead of all of them.
+//     completion). The host AdamW reads them in place (clipping each value as it reads it), so
+//     no gradient staging slot is needed. Bit-identical to the resident gradients; the device
+//     keeps one reduced shard in flight instead of all of them.
 // Otherwise the gradients (fp32) stay on the device. The host waits for copies only where it
 // reads or rewrites host memory: a gradient slot before its AdamW, a staging slot before it is
 // refilled, all copies at finish_step's start and before set_parameters / load_state_tensors.
@@ -185,7 +186,8 @@ class ZeroState final : public model::ParamStore {
   // of an optimizer step.
   void begin_step();
   // After every micro-step's backward: reduces the gradients, computes the global grad norm
-  // (identical on all ranks), clips to max_grad_norm (> 0; torch's rule), runs AdamW (1-based
+  // (identical on all ranks), clips to max_grad_norm (> 0; torch's rule: the factor is applied
+  // inside AdamW, so the gradient buffers keep the unclipped sums), runs AdamW (1-based
   // step, learning rate lr; weight decay only where ParamSpec::weight_decay) on this rank's
   // shards and refreshes the parameters (stage 1-2: all-gather into the full buffers; stage 3:
   // the shard is the parameter). Returns the grad norm before clipping. When the norm is not
@@ -239,20 +241,22 @@ class ZeroState final : public model::ParamStore {
   // Installs this rank's updated compute-dtype shard (`shard`, [s], any device; may be the
   // resident shard itself): stage 3 stores it, stage 0-2 all-gather it into the full buffer.
   void publish(Group& g, const Tensor& shard);
-  // AdamW on one group's master shard with the reduced, clipped gradient shard.
-  void update_group(std::size_t index, std::int64_t step, float lr);
+  // AdamW on one group's master shard with the reduced gradient shard times grad_scale (the
+  // clip factor; 1: no clip).
+  void update_group(std::size_t index, std::int64_t step, float lr, float grad_scale);
   // AdamW of every parameter of group `index` inside this rank's shard (tensors on
   // optimizer_ctx's device; rounded may be undefined).
   // Elements [begin, end) of the shard only (end < 0: the whole shard); grad and rounded hold
-  // that piece ([end - begin]), master and the moments the whole shard.
+  // that piece ([end - begin]), master and the moments the whole shard. One adamw_multi_step
+  // over the group's parameters, each gradient times grad_scale.
   void adamw_ranges(const Context& optimizer_ctx, std::size_t index, std::int64_t step, float lr,
-                    Tensor master, const Tensor& grad, Tensor rounded, std::int64_t begin = 0,
-                    std::int64_t end = -1);
+                    float grad_scale, Tensor master, const Tensor& grad, Tensor rounded,
+                    std::int64_t begin = 0, std::int64_t end = -1);
   // offload_optimizer on a device in mixed precision: the pipelined host update ("Offload").
   bool pipelined_update() const {
     return zero_.offload_optimizer && !ctx_.device.is_cpu() && mixed();
   }
-  void update_offloaded(std::int64_t step, float lr);
+  void update_offloaded(std::int64_t step, float lr, float grad_scale);
   // The host waits for every queued copy of the copy stream.
   void drain_copies() const;
   void note_transient();

@@ -49,7 +49,7 @@ void ZeroState::release_sent_grads() {
   sent_grads_ = Tensor();
 }
 
-void ZeroState::update_offloaded(std::int64_t step, float lr) {
+void ZeroState::update_offloaded(std::int64_t step, float lr, float grad_scale) {
   const Context host;  // the CPU kernel, on every OpenMP thread
   // Pieces of at most offload_stage_elements of one group's shard, in group order.
   struct Piece {
@@ -60,7 +60,7 @@ void ZeroState::update_offloaded(std::int64_t step, float lr) {
   for (std::size_t i = 0; i < groups_.size(); ++i)
     for (std::int64_t b = 0; b < groups_[i].shard; b += zero_.offload_stage_elements)
       pieces.push_back({i, b, std::min(groups_[i].shard, b + zero_.offload_stage_elements)});
-  // The clipped gradients are final and the backward no longer reads the parameters.
+  // The gradients are final and the backward no longer reads the parameters.
   copy_->wait_for_compute();
   const auto fetch_grads = [&](std::size_t k) {
     if (host_grads()) return;  // the gradient shards are in host memory already
@@ -77,7 +77,7 @@ void ZeroState::update_offloaded(std::int64_t step, float lr) {
     // Piece k + 1's gradients come while piece k updates (its slot was piece k - 1's, done).
     if (k + 1 < pieces.size()) fetch_grads(k + 1);
     if (!host_grads()) CopyStream::host_waits(grad_ready_[k % 2]);
-    const Tensor grad = host_grads() ? g.grads.rows(p.begin, p.end)    // [n] f32, pinned
+    const Tensor grad = host_grads() ? g.grads.rows(p.begin, p.end)  // [n] f32, pinned
                                      : grad_stage_[k % 2].rows(0, n);
     // The rounded piece: straight into the pinned shard (offload_params), else into a staging
     // slot whose previous copy (piece k - 2's) is done, its padding zeroed.
@@ -90,7 +90,7 @@ void ZeroState::update_offloaded(std::int64_t step, float lr) {
       const std::int64_t valid = std::clamp<std::int64_t>(g.numel - g.lo - p.begin, 0, n);
       if (valid < n) rounded.rows(valid, n).zero_();
     }
-    adamw_ranges(host, p.group, step, lr, g.master, grad, rounded, p.begin, p.end);
+    adamw_ranges(host, p.group, step, lr, grad_scale, g.master, grad, rounded, p.begin, p.end);
     if (zero_.offload_params) continue;  // the next acquire copies the shard to the device
     // The piece goes back while the next one updates; after a group's last piece the compute
     // stream waits for the copies (a mark covers every earlier copy of the stream) before the

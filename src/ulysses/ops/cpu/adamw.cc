@@ -13,10 +13,10 @@ namespace {
 // The scalars of one update, as torch.optim.AdamW computes them: bias corrections in double,
 // then f32.
 struct AdamWScalars {
-  float step_size, bias_correction2_sqrt, decay, beta1, beta2, eps;
+  float step_size, bias_correction2_sqrt, decay, beta1, beta2, eps, grad_scale;
 };
 
-AdamWScalars scalars(const AdamWConfig& config, std::int64_t step) {
+AdamWScalars scalars(const AdamWConfig& config, std::int64_t step, float grad_scale) {
   const double t = static_cast<double>(step);
   const double bias_correction1 = 1.0 - std::pow(static_cast<double>(config.beta1), t);
   const double bias_correction2 = 1.0 - std::pow(static_cast<double>(config.beta2), t);
@@ -27,6 +27,7 @@ AdamWScalars scalars(const AdamWConfig& config, std::int64_t step) {
   s.beta1 = config.beta1;
   s.beta2 = config.beta2;
   s.eps = config.eps;
+  s.grad_scale = grad_scale;
   return s;
 }
 
@@ -36,7 +37,7 @@ void update_block(const AdamWScalars s, std::int64_t n, float* __restrict p,
                   const float* __restrict g, float* __restrict m, float* __restrict v,
                   Copy* __restrict copy) {
   for (std::int64_t i = 0; i < n; ++i) {
-    const float gi = g[i];
+    const float gi = g[i] * s.grad_scale;
     const float mi = s.beta1 * m[i] + (1.0f - s.beta1) * gi;
     const float vi = s.beta2 * v[i] + (1.0f - s.beta2) * gi * gi;
     m[i] = mi;
@@ -71,13 +72,13 @@ void update(const AdamWScalars s, std::int64_t n, float* p, const float* g, floa
 }  // namespace
 
 void adamw_step(const AdamWConfig& config, std::int64_t step, Tensor param, const Tensor& grad,
-                Tensor exp_avg, Tensor exp_avg_sq, Tensor param_copy) {
+                Tensor exp_avg, Tensor exp_avg_sq, Tensor param_copy, float grad_scale) {
   const std::int64_t n = param.numel();
   float* p = param.data<float>();       // [N]
   const float* g = grad.data<float>();  // [N]
   float* m = exp_avg.data<float>();     // [N]
   float* v = exp_avg_sq.data<float>();  // [N]
-  const AdamWScalars s = scalars(config, step);
+  const AdamWScalars s = scalars(config, step, grad_scale);
   if (!param_copy.defined()) return update<void>(s, n, p, g, m, v, nullptr);
   if (param_copy.dtype() == DType::bf16)
     return update<bf16>(s, n, p, g, m, v, param_copy.data<bf16>());
