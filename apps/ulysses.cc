@@ -98,19 +98,22 @@ void hint_unknown_options(const CLI::App& cmd, const std::vector<std::string>& a
   }
 }
 
-
 void add_train_options(CLI::App& cmd, TrainConfig& c) {
-  cmd.add_option("--model", c.model, "Preset (tiny, qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, "
-                 "llama-3-8b) or Hugging Face model directory")->capture_default_str();
+  cmd.add_option("--model", c.model,
+                 "Preset (tiny, qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, "
+                 "llama-3-8b) or Hugging Face model directory")
+      ->capture_default_str();
   cmd.add_option("--data", c.data,
                  "synthetic-copy, synthetic-random, a .jsonl file (input_ids; or text / "
                  "prompt+completion when --model has a tokenizer.json) or a token-file directory")
       ->capture_default_str();
   cmd.add_option("--copy-min-length", c.copy_min_length,
-                 "Synthetic copy task: shortest random half")->capture_default_str();
-  cmd.add_option("--copy-max-length", c.copy_max_length,
-                 "Synthetic copy task: longest random half")->capture_default_str();
-  cmd.add_option("--max-seq-length", c.max_seq_length, "Tokens per sequence")->capture_default_str();
+                 "Synthetic copy task: shortest random half")
+      ->capture_default_str();
+  cmd.add_option("--copy-max-length", c.copy_max_length, "Synthetic copy task: longest random half")
+      ->capture_default_str();
+  cmd.add_option("--max-seq-length", c.max_seq_length, "Tokens per sequence")
+      ->capture_default_str();
   cmd.add_flag("--packing,!--no-packing", c.packing, "Pack documents into sequences")
       ->capture_default_str();
   cmd.add_option("--long-documents", c.long_documents,
@@ -122,32 +125,38 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
                  "Tokenization cache of text .jsonl data (default: .ulysses_cache next to the "
                  "file; none: off)");
   cmd.add_option("--per-device-train-batch-size", c.per_device_train_batch_size,
-                 "Sequences per SP group per micro-step")->capture_default_str();
+                 "Sequences per SP group per micro-step")
+      ->capture_default_str();
   cmd.add_option("--gradient-accumulation-steps", c.gradient_accumulation_steps,
-                 "Micro-steps per optimizer step")->capture_default_str();
+                 "Micro-steps per optimizer step")
+      ->capture_default_str();
   cmd.add_option("--learning-rate", c.learning_rate, "Peak learning rate")->capture_default_str();
   cmd.add_option("--lr-scheduler-type", c.lr_scheduler_type,
-                 "linear, cosine, constant or constant_with_warmup")->capture_default_str();
+                 "linear, cosine, constant or constant_with_warmup")
+      ->capture_default_str();
   cmd.add_option("--warmup-steps", c.warmup_steps, "Linear warmup steps")->capture_default_str();
   cmd.add_option("--max-steps", c.max_steps, "Optimizer steps to run")->capture_default_str();
   cmd.add_option("--num-train-epochs", c.num_train_epochs,
                  "Epochs of a finite data set to run (> 0: replaces --max-steps)");
   cmd.add_option("--weight-decay", c.weight_decay,
-                 "Decoupled weight decay (not on norms and biases)")->capture_default_str();
+                 "Decoupled weight decay (not on norms and biases)")
+      ->capture_default_str();
   cmd.add_option("--adam-beta1", c.adam_beta1, "AdamW beta1")->capture_default_str();
   cmd.add_option("--adam-beta2", c.adam_beta2, "AdamW beta2")->capture_default_str();
   cmd.add_option("--adam-epsilon", c.adam_epsilon, "AdamW epsilon")->capture_default_str();
   cmd.add_option("--max-grad-norm", c.max_grad_norm, "Clip gradients to this global norm (0: off)")
       ->capture_default_str();
-  cmd.add_option("--initializer-range", c.initializer_range,
-                 "Std of the random init of presets")->capture_default_str();
+  cmd.add_option("--initializer-range", c.initializer_range, "Std of the random init of presets")
+      ->capture_default_str();
   cmd.add_flag("--gradient-checkpointing", c.gradient_checkpointing,
-               "Keep only layer inputs; recompute the rest in backward")->capture_default_str();
+               "Keep only layer inputs; recompute the rest in backward")
+      ->capture_default_str();
   cmd.add_option("--attn-implementation", c.attn_implementation,
                  "auto, cudnn or builtin (CUDA), blockwise (CPU)")
       ->capture_default_str();
   cmd.add_option("--loss-tile-tokens", c.loss_tile_tokens,
-                 "Tokens per tile of the fused LM head + cross-entropy")->capture_default_str();
+                 "Tokens per tile of the fused LM head + cross-entropy")
+      ->capture_default_str();
   cmd.add_option("--mlp-tile-tokens", c.mlp_tile_tokens,
                  "MLP token tile (-1: 8192 with checkpointing, untiled without; 0: untiled)")
       ->capture_default_str();
@@ -158,6 +167,13 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
                  "fewest that let the memory plan fit the GPU)")
       ->transform(CLI::Transformer(std::map<std::string, std::string>{
           {"auto", std::to_string(ulysses::train::kRecomputeAttentionAuto)}}))
+      ->capture_default_str();
+  cmd.add_option("--checkpoint-layers", c.checkpoint_layers,
+                 "With --gradient-checkpointing: checkpoint only the first N layers, the rest "
+                 "keep every activation and skip the recompute (-1: all; auto: the fewest that "
+                 "let the memory plan fit the GPU)")
+      ->transform(CLI::Transformer(std::map<std::string, std::string>{
+          {"auto", std::to_string(ulysses::train::kCheckpointLayersAuto)}}))
       ->capture_default_str();
   cmd.add_flag("--ignore-memory-plan", c.ignore_memory_plan,
                "Start a GPU run even when its memory plan exceeds the device");
@@ -177,11 +193,12 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
                "Ulysses: heads in two parts, exchanges beside attention (opt-in)")
       ->capture_default_str();
   cmd.add_option("--dp-shard-size", c.dp_shard_size,
-                 "ZeRO sharding degree (0: world / (sp x dp_replicate))")->capture_default_str();
+                 "ZeRO sharding degree (0: world / (sp x dp_replicate))")
+      ->capture_default_str();
   cmd.add_option("--dp-replicate-size", c.dp_replicate_size, "Replica degree")
       ->capture_default_str();
-  cmd.add_option("--zero-stage", c.zero_stage,
-                 "ZeRO stage 0-3 over the dp_shard x sp ranks")->capture_default_str();
+  cmd.add_option("--zero-stage", c.zero_stage, "ZeRO stage 0-3 over the dp_shard x sp ranks")
+      ->capture_default_str();
   cmd.add_flag("--offload-optimizer", c.offload_optimizer,
                "ZeRO >= 1: master weights and AdamW state in host memory");
   cmd.add_flag("--offload-params", c.offload_params, "ZeRO 3: parameter shards in host memory");
@@ -197,7 +214,8 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_option("--save-steps", c.save_steps, "Save a checkpoint every N steps (0: at the end)")
       ->capture_default_str();
   cmd.add_option("--save-total-limit", c.save_total_limit,
-                 "Keep only the newest N checkpoint-<step> folders (0: all)")->capture_default_str();
+                 "Keep only the newest N checkpoint-<step> folders (0: all)")
+      ->capture_default_str();
   cmd.add_option("--resume-from-checkpoint", c.resume_from_checkpoint,
                  "Continue from a checkpoint folder, or 'latest' in --output-dir");
   cmd.add_flag("--overwrite-output-dir", c.overwrite_output_dir,
@@ -481,10 +499,10 @@ int main(int argc, char** argv) {
   }
   if (*info) {
     try {
-      std::printf("%s", ulysses::train::info_report(info_config, info_args.world_size,
-                                                    info_args.memory_gib, info_args.precision,
-                                                    info_args.host_memory_gib)
-                            .c_str());
+      std::printf(
+          "%s", ulysses::train::info_report(info_config, info_args.world_size, info_args.memory_gib,
+                                            info_args.precision, info_args.host_memory_gib)
+                    .c_str());
       return 0;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "error: %s\n", e.what());

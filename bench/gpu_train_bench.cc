@@ -41,9 +41,9 @@
 #include "ulysses/core/device_memory.h"
 #include "ulysses/core/op_profiler.h"
 #include "ulysses/model/flops.h"
-#include "ulysses/parallel/memory_plan.h"
 #include "ulysses/ops/attention.h"
 #include "ulysses/ops/linear.h"
+#include "ulysses/parallel/memory_plan.h"
 #include "ulysses/parallel/ulysses_exchange.h"
 #include "ulysses/train/trainer.h"
 
@@ -82,20 +82,24 @@ std::pair<double, double> layer_component_seconds(const Context& ctx, const mode
                                                   std::int64_t T, std::int64_t P) {
   const Device dev = ctx.device;
   const std::int64_t C = c.hidden_size, I = c.intermediate_size;
-  struct Shape3 { std::int64_t in, out; };
-  const Shape3 projections[] = {{C, c.q_dim()}, {C, c.kv_dim()}, {C, c.kv_dim()},
-                                {c.q_dim(), C}, {C, I},          {C, I},
-                                {I, C}};
+  struct Shape3 {
+    std::int64_t in, out;
+  };
+  const Shape3 projections[] = {{C, c.q_dim()}, {C, c.kv_dim()}, {C, c.kv_dim()}, {c.q_dim(), C},
+                                {C, I},         {C, I},          {I, C}};
   double gemm = 0;
   for (const auto& p : projections) {
     Tensor x = random_bf16({T, p.in}, dev, 1), w = random_bf16({p.out, p.in}, dev, 2);
     Tensor y = Tensor::empty({T, p.out}, DType::bf16, dev);
     Tensor dx = Tensor::zeros({T, p.in}, DType::bf16, dev);
     Tensor dw = Tensor::zeros({p.out, p.in}, DType::f32, dev);
-    gemm += seconds_of(ctx, [&] {
-      ops::linear_forward(ctx, x, w, Tensor(), y);
-      ops::linear_backward(ctx, x, w, y, dx, dw, Tensor());
-    }, 3);
+    gemm += seconds_of(
+        ctx,
+        [&] {
+          ops::linear_forward(ctx, x, w, Tensor(), y);
+          ops::linear_backward(ctx, x, w, y, dx, dw, Tensor());
+        },
+        3);
   }
   const std::int64_t Hq = c.num_attention_heads / P, D = c.head_dim;
   const std::int64_t Hkv = std::max<std::int64_t>(1, c.num_key_value_heads / P);
@@ -104,14 +108,18 @@ std::pair<double, double> layer_component_seconds(const Context& ctx, const mode
          v = random_bf16({T, Hkv, D}, dev, 5);
   Tensor out = Tensor::empty({T, Hq, D}, DType::bf16, dev);
   Tensor lse = Tensor::empty({Hq, T}, DType::f32, dev);
-  Tensor dq = Tensor::zeros({T, Hq, D}, DType::bf16, dev), dk = Tensor::zeros({T, Hkv, D}, DType::bf16, dev),
+  Tensor dq = Tensor::zeros({T, Hq, D}, DType::bf16, dev),
+         dk = Tensor::zeros({T, Hkv, D}, DType::bf16, dev),
          dv = Tensor::zeros({T, Hkv, D}, DType::bf16, dev);
   const Tensor cu = Tensor::from_ints({0, static_cast<std::int32_t>(T)}, {2}).to(dev);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const double attention = seconds_of(ctx, [&] {
-    ops::attention_forward(ctx, q, k, v, cu, scale, out, lse);
-    ops::attention_backward(ctx, q, k, v, cu, scale, out, lse, out, dq, dk, dv);
-  }, 1);
+  const double attention = seconds_of(
+      ctx,
+      [&] {
+        ops::attention_forward(ctx, q, k, v, cu, scale, out, lse);
+        ops::attention_backward(ctx, q, k, v, cu, scale, out, lse, out, dq, dk, dv);
+      },
+      1);
   return {gemm, attention};
 }
 
@@ -129,26 +137,35 @@ double layer_all_to_all_seconds(const Context& ctx, comm::Communicator& group,
   Tensor q_back = Tensor::zeros({T, Hq, D}, DType::bf16, dev);
   Tensor k_back = Tensor::zeros({T, Hkv, D}, DType::bf16, dev);
   group.barrier();
-  return seconds_of(ctx, [&] {
-    // forward: q, k, v to heads, out back; backward: dout to heads, dq, dk, dv back. With
-    // checkpointing the recompute also brings q, k, v and out to heads again (restore).
-    if (checkpointing) {
-      parallel::sequence_to_heads(ctx, group, q, qh.first_head, qh.chunk);    // q
-      parallel::sequence_to_heads(ctx, group, k, kvh.first_head, kvh.chunk);  // k
-      parallel::sequence_to_heads(ctx, group, k, kvh.first_head, kvh.chunk);  // v
-      parallel::sequence_to_heads(ctx, group, q, qh.first_head, qh.chunk);    // out
-    }
-    for (int pass = 0; pass < 2; ++pass) {
-      const Tensor q_heads = parallel::sequence_to_heads(ctx, group, q, qh.first_head, qh.chunk);
-      const Tensor k_heads = parallel::sequence_to_heads(ctx, group, k, kvh.first_head, kvh.chunk);
-      const Tensor v_heads = parallel::sequence_to_heads(ctx, group, k, kvh.first_head, kvh.chunk);
-      parallel::heads_to_sequence(ctx, group, q_heads, qh.first_head, qh.chunk, q_back, pass == 1);
-      if (pass == 1) {
-        parallel::heads_to_sequence(ctx, group, k_heads, kvh.first_head, kvh.chunk, k_back, true);
-        parallel::heads_to_sequence(ctx, group, v_heads, kvh.first_head, kvh.chunk, k_back, true);
-      }
-    }
-  }, 3);
+  return seconds_of(
+      ctx,
+      [&] {
+        // forward: q, k, v to heads, out back; backward: dout to heads, dq, dk, dv back. With
+        // checkpointing the recompute also brings q, k, v and out to heads again (restore).
+        if (checkpointing) {
+          parallel::sequence_to_heads(ctx, group, q, qh.first_head, qh.chunk);    // q
+          parallel::sequence_to_heads(ctx, group, k, kvh.first_head, kvh.chunk);  // k
+          parallel::sequence_to_heads(ctx, group, k, kvh.first_head, kvh.chunk);  // v
+          parallel::sequence_to_heads(ctx, group, q, qh.first_head, qh.chunk);    // out
+        }
+        for (int pass = 0; pass < 2; ++pass) {
+          const Tensor q_heads =
+              parallel::sequence_to_heads(ctx, group, q, qh.first_head, qh.chunk);
+          const Tensor k_heads =
+              parallel::sequence_to_heads(ctx, group, k, kvh.first_head, kvh.chunk);
+          const Tensor v_heads =
+              parallel::sequence_to_heads(ctx, group, k, kvh.first_head, kvh.chunk);
+          parallel::heads_to_sequence(ctx, group, q_heads, qh.first_head, qh.chunk, q_back,
+                                      pass == 1);
+          if (pass == 1) {
+            parallel::heads_to_sequence(ctx, group, k_heads, kvh.first_head, kvh.chunk, k_back,
+                                        true);
+            parallel::heads_to_sequence(ctx, group, v_heads, kvh.first_head, kvh.chunk, k_back,
+                                        true);
+          }
+        }
+      },
+      3);
 }
 
 }  // namespace
@@ -161,45 +178,70 @@ int main(int argc, char** argv) {
   bool sp_pipeline = false, zero_overlap = true, recompute_attention = false, warmup = true;
   bool offload_activations = false;
   std::int64_t mlp_tile = -1, offload_layers = -1, recompute_layers = -1, loss_tile = 0;
+  std::int64_t checkpoint_layers = -1;
   bool breakdown = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--model" && i + 1 < argc) model = argv[++i];
-    else if (a == "--data" && i + 1 < argc) data = argv[++i];
-    else if (a == "--seq" && i + 1 < argc) seq = std::atoll(argv[++i]);
-    else if (a == "--steps" && i + 1 < argc) steps = std::atoll(argv[++i]);
-    else if (a == "--sp" && i + 1 < argc) sp = std::atoll(argv[++i]);
-    else if (a == "--zero-stage" && i + 1 < argc) zero_stage = std::atoll(argv[++i]);
-    else if (a == "--gradient-checkpointing") checkpointing = true;
-    else if (a == "--offload-optimizer") offload_optimizer = true;
-    else if (a == "--offload-params") offload_params = true;
-    else if (a == "--offload-gradients") offload_gradients = true;
-    else if (a == "--sp-pipeline") sp_pipeline = true;
-    else if (a == "--no-zero-overlap") zero_overlap = false;
-    else if (a == "--profile") profile = true;
-    else if (a == "--recompute-attention") recompute_attention = true;
-    else if (a == "--offload-activations") offload_activations = true;
-    else if (a == "--offload-activation-layers" && i + 1 < argc) offload_layers = std::atoll(argv[++i]);
-    else if (a == "--mlp-tile-tokens" && i + 1 < argc) mlp_tile = std::atoll(argv[++i]);
-    else if (a == "--loss-tile-tokens" && i + 1 < argc) loss_tile = std::atoll(argv[++i]);
-    else if (a == "--no-warmup") warmup = false;
+    if (a == "--model" && i + 1 < argc)
+      model = argv[++i];
+    else if (a == "--data" && i + 1 < argc)
+      data = argv[++i];
+    else if (a == "--seq" && i + 1 < argc)
+      seq = std::atoll(argv[++i]);
+    else if (a == "--steps" && i + 1 < argc)
+      steps = std::atoll(argv[++i]);
+    else if (a == "--sp" && i + 1 < argc)
+      sp = std::atoll(argv[++i]);
+    else if (a == "--zero-stage" && i + 1 < argc)
+      zero_stage = std::atoll(argv[++i]);
+    else if (a == "--gradient-checkpointing")
+      checkpointing = true;
+    else if (a == "--offload-optimizer")
+      offload_optimizer = true;
+    else if (a == "--offload-params")
+      offload_params = true;
+    else if (a == "--offload-gradients")
+      offload_gradients = true;
+    else if (a == "--sp-pipeline")
+      sp_pipeline = true;
+    else if (a == "--no-zero-overlap")
+      zero_overlap = false;
+    else if (a == "--profile")
+      profile = true;
+    else if (a == "--recompute-attention")
+      recompute_attention = true;
+    else if (a == "--offload-activations")
+      offload_activations = true;
+    else if (a == "--offload-activation-layers" && i + 1 < argc)
+      offload_layers = std::atoll(argv[++i]);
+    else if (a == "--mlp-tile-tokens" && i + 1 < argc)
+      mlp_tile = std::atoll(argv[++i]);
+    else if (a == "--loss-tile-tokens" && i + 1 < argc)
+      loss_tile = std::atoll(argv[++i]);
+    else if (a == "--no-warmup")
+      warmup = false;
     else if (a == "--recompute-attention-layers" && i + 1 < argc) {
       const std::string n = argv[++i];
       recompute_layers = n == "auto" ? train::kRecomputeAttentionAuto : std::atoll(n.c_str());
-    }
-    else if (a == "--no-breakdown") breakdown = false;
+    } else if (a == "--checkpoint-layers" && i + 1 < argc) {
+      const std::string n = argv[++i];
+      checkpoint_layers = n == "auto" ? train::kCheckpointLayersAuto : std::atoll(n.c_str());
+    } else if (a == "--no-breakdown")
+      breakdown = false;
     else {
-      std::fprintf(stderr, "usage: gpu_train_bench [--model P] "
-                           "[--data synthetic-random|synthetic-copy] [--seq N] [--steps K] "
-                           "[--sp P] "
-                           "[--zero-stage Z] [--gradient-checkpointing] [--offload-optimizer] "
-                           "[--offload-params] [--offload-gradients] [--sp-pipeline] "
-                           "[--no-zero-overlap] [--profile] "
-                           "[--recompute-attention] [--offload-activations] "
-                           "[--offload-activation-layers N] [--mlp-tile-tokens N] "
-                           "[--loss-tile-tokens N] "
-                           "[--recompute-attention-layers N|auto] [--no-warmup: reach runs, every step timed] "
-                           "[--no-breakdown: skip the isolated GEMM/attention timing]\n");
+      std::fprintf(stderr,
+                   "usage: gpu_train_bench [--model P] "
+                   "[--data synthetic-random|synthetic-copy] [--seq N] [--steps K] "
+                   "[--sp P] "
+                   "[--zero-stage Z] [--gradient-checkpointing] [--offload-optimizer] "
+                   "[--offload-params] [--offload-gradients] [--sp-pipeline] "
+                   "[--no-zero-overlap] [--profile] "
+                   "[--recompute-attention] [--offload-activations] "
+                   "[--offload-activation-layers N] [--mlp-tile-tokens N] "
+                   "[--loss-tile-tokens N] "
+                   "[--recompute-attention-layers N|auto] [--checkpoint-layers N|auto] "
+                   "[--no-warmup: reach runs, every step timed] "
+                   "[--no-breakdown: skip the isolated GEMM/attention timing]\n");
       return 2;
     }
   }
@@ -229,6 +271,7 @@ int main(int argc, char** argv) {
     config.zero_overlap = zero_overlap;
     config.recompute_attention = recompute_attention;
     config.recompute_attention_layers = recompute_layers;
+    config.checkpoint_layers = checkpoint_layers;
     config.offload_activations = offload_activations;
     config.offload_activation_layers = offload_layers;
     config.mlp_tile_tokens = mlp_tile;
@@ -280,7 +323,8 @@ int main(int argc, char** argv) {
     if (profiler) {
       trainer.set_profiler(nullptr);
       const std::string table = profile_table(*profiler, seconds * 1e3, steps);
-      if (main_rank) std::printf("\nper-op profile of the timed steps (rank 0):\n%s", table.c_str());
+      if (main_rank)
+        std::printf("\nper-op profile of the timed steps (rank 0):\n%s", table.c_str());
     }
     // Seconds this rank's compute stream stood still for collectives in the timed steps: the
     // Ulysses all-to-alls, and the rest (ZeRO / data-parallel traffic).
@@ -303,8 +347,8 @@ int main(int argc, char** argv) {
     // The isolated component timings (--no-breakdown skips them: at reach lengths one layer's
     // attention alone takes seconds).
     const double all_to_all_layer =
-        breakdown ? layer_all_to_all_seconds(ctx, trainer.mesh().sp_group(),
-                                             trainer.model_config(), local, checkpointing)
+        breakdown ? layer_all_to_all_seconds(ctx, trainer.mesh().sp_group(), trainer.model_config(),
+                                             local, checkpointing)
                   : 0.0;
     const auto [gemm_layer, attention_layer] =
         breakdown ? layer_component_seconds(ctx, trainer.model_config(), local, sp)
@@ -315,13 +359,18 @@ int main(int argc, char** argv) {
     // in its backward instead, the same work); attention's forward is kept, unless
     // --recompute-attention (then it runs twice: forward ~ 1/3.5 of forward + backward).
     const model::ModelConfig& mc = trainer.model_config();
-    const double C = static_cast<double>(mc.hidden_size), I = static_cast<double>(mc.intermediate_size);
+    const double C = static_cast<double>(mc.hidden_size),
+                 I = static_cast<double>(mc.intermediate_size);
     const double proj = C * static_cast<double>(2 * mc.q_dim() + 2 * mc.kv_dim());
     const double recomputed_share = (proj + 2 * C * I) / (proj + 3 * C * I);
-    const double recompute = checkpointing ? 1.0 + recomputed_share / 3.0 : 1.0;
+    // --checkpoint-layers N: only N of the L layers recompute.
+    const std::int64_t ckpt_layers = trainer.config().checkpoint_layers;
+    const double recomputed_layers = ckpt_layers < 0 ? 1.0 : static_cast<double>(ckpt_layers) / L;
+    const double recompute = checkpointing ? 1.0 + recomputed_layers * recomputed_share / 3.0 : 1.0;
     const double attention_recompute = checkpointing && recompute_attention ? 1.0 + 1.0 / 3.5 : 1.0;
     const double step = seconds / static_cast<double>(steps);
-    const double gemm = gemm_layer * L * recompute, attention = attention_layer * L * attention_recompute;
+    const double gemm = gemm_layer * L * recompute,
+                 attention = attention_layer * L * attention_recompute;
     const double all_to_all_isolated = all_to_all_layer * L;
     const double other =
         std::max(0.0, step - gemm - attention - exposed_all_to_all - exposed_zero_comm);
@@ -330,17 +379,23 @@ int main(int argc, char** argv) {
     const double gib = static_cast<double>(1ll << 30);
     const double host_peak = static_cast<double>(train::host_peak_memory_bytes()) / gib;
     if (main_rank) {
-      std::printf("memory: device planned %.1f GiB, measured peak %.1f GiB (%+.1f%%); host "
-                  "planned %.1f GiB (+ the process), measured peak RSS %.1f GiB; %lld of %lld "
-                  "layers' activations offloaded\n",
-                  static_cast<double>(planned.total()) / gib, static_cast<double>(peak) / gib,
-                  100.0 * (static_cast<double>(peak) / static_cast<double>(planned.total()) - 1),
-                  static_cast<double>(planned.host_total()) / gib, host_peak,
-                  static_cast<long long>(planned.activation_layers_offloaded),
-                  static_cast<long long>(trainer.model_config().num_hidden_layers));
+      std::printf(
+          "memory: device planned %.1f GiB, measured peak %.1f GiB (%+.1f%%); host "
+          "planned %.1f GiB (+ the process), measured peak RSS %.1f GiB; %lld of %lld "
+          "layers' activations offloaded\n",
+          static_cast<double>(planned.total()) / gib, static_cast<double>(peak) / gib,
+          100.0 * (static_cast<double>(peak) / static_cast<double>(planned.total()) - 1),
+          static_cast<double>(planned.host_total()) / gib, host_peak,
+          static_cast<long long>(planned.activation_layers_offloaded),
+          static_cast<long long>(trainer.model_config().num_hidden_layers));
     }
     const double peak_tflops = 989.0;
     const int gpus = world->size();
+    // "yes", or "N/L" with --checkpoint-layers N.
+    const std::string ckpt_label = !checkpointing    ? "no"
+                                   : ckpt_layers < 0 ? "yes"
+                                                     : std::to_string(ckpt_layers) + "/" +
+                                                           std::to_string(mc.num_hidden_layers);
     if (main_rank) {
       std::printf(
           "\n| model | seq | GPUs | sp | ZeRO | ckpt | step s | tokens/s | TFLOP/s/GPU | MFU | "
@@ -353,13 +408,14 @@ int main(int argc, char** argv) {
           "| %s | %lld | %d | %lld | %lld | %s | %.3f | %.0f | %.1f | %.1f%% | %.1f | %.3f | "
           "%.3f | %.3f (%.1f%%) | %.3f | %.3f | %.3f |\n",
           model.c_str(), static_cast<long long>(seq), gpus, static_cast<long long>(sp),
-          static_cast<long long>(zero_stage), checkpointing ? "yes" : "no", step,
+          static_cast<long long>(zero_stage), ckpt_label.c_str(), step,
           static_cast<double>(tokens) / seconds, tflops, 100 * tflops / peak_tflops,
           static_cast<double>(peak) / (1ll << 30), gemm, attention, exposed_all_to_all,
           100 * exposed_all_to_all / step, exposed_zero_comm, other, all_to_all_isolated);
       std::printf(
           "{\"model\": \"%s\", \"seq\": %lld, \"gpus\": %d, \"sp\": %lld, "
-          "\"zero_stage\": %lld, \"gradient_checkpointing\": %s, \"step_s\": %.4f, "
+          "\"zero_stage\": %lld, \"gradient_checkpointing\": %s, \"checkpoint_layers\": %lld, "
+          "\"step_s\": %.4f, "
           "\"tokens_per_s\": %.1f, \"tflops_per_device\": %.2f, \"mfu\": %.4f, "
           "\"peak_gib\": %.2f, \"gemm_s\": %.4f, \"attention_s\": %.4f, "
           "\"exposed_all_to_all_s\": %.4f, \"exposed_all_to_all_share\": %.4f, "
@@ -367,7 +423,8 @@ int main(int argc, char** argv) {
           "\"all_to_all_isolated_s\": %.4f, \"setup_s\": %.2f, \"setup_state_s\": %.2f, "
           "\"setup_weights_s\": %.2f, \"setup_plan_s\": %.2f}\n",
           model.c_str(), static_cast<long long>(seq), gpus, static_cast<long long>(sp),
-          static_cast<long long>(zero_stage), checkpointing ? "true" : "false", step,
+          static_cast<long long>(zero_stage), checkpointing ? "true" : "false",
+          static_cast<long long>(checkpointing ? ckpt_layers : 0), step,
           static_cast<double>(tokens) / seconds, tflops, tflops / peak_tflops,
           static_cast<double>(peak) / (1ll << 30), gemm, attention, exposed_all_to_all,
           exposed_all_to_all / step, exposed_zero_comm, other, all_to_all_isolated, setup_s,

@@ -3,10 +3,11 @@
 // the tiled MLP, attention recompute, activation offload and the offloaded model states; and the
 // largest-fit searches `ulysses info` prints. The plan's truth on a GPU (planned vs measured
 // peaks) is in bench/RESULTS.md.
+#include "ulysses/parallel/memory_plan.h"
+
 #include <gtest/gtest.h>
 
 #include "ulysses/model/config.h"
-#include "ulysses/parallel/memory_plan.h"
 #include "ulysses/parallel/zero.h"
 
 namespace ulysses::parallel {
@@ -38,8 +39,7 @@ TEST(MemoryPlan, UlyssesHeadShardedCopies) {
   const std::int64_t replicated = (2 * T * 32 * D + 2 * (16 * T) * 1 * D) * 2;
   // Without checkpointing every layer keeps its copies.
   EXPECT_EQ(plan(c, T, 4, false).activations - plan(c, T, 1, false).activations, L * split);
-  EXPECT_EQ(plan(c, T, 16, false).activations - plan(c, T, 1, false).activations,
-            L * replicated);
+  EXPECT_EQ(plan(c, T, 16, false).activations - plan(c, T, 1, false).activations, L * replicated);
   // With checkpointing they are rebuilt in the layer's recompute: only the working set grows,
   // by at most the copies and their gradients.
   const MemoryPlan local = plan(c, T, 1, true), sp4 = plan(c, T, 4, true);
@@ -60,7 +60,8 @@ TEST(MemoryPlan, RingBuffersAndTheHybridsSmallerExchange) {
   ring.ring_size = 8;    // a pure ring: no head-sharded copies, the ring's own buffers
   hybrid.ring_size = 2;  // Ulysses over 4 ranks, a ring of 2
   alone.sp_size = 1;
-  const MemoryPlan u = plan_memory(c, ulysses), r = plan_memory(c, ring), h = plan_memory(c, hybrid);
+  const MemoryPlan u = plan_memory(c, ulysses), r = plan_memory(c, ring),
+                   h = plan_memory(c, hybrid);
   const MemoryPlan local = plan_memory(c, alone);
   EXPECT_EQ(r.activations, local.activations);
   EXPECT_GT(r.buffers, local.buffers);  // K/V in flight, f32 dK/dV and dq accumulators
@@ -74,8 +75,8 @@ TEST(MemoryPlan, RingBuffersAndTheHybridsSmallerExchange) {
   const std::int64_t q = T * c.q_dim(), Hq = c.num_attention_heads;
   const std::int64_t whole_kernel = q * 2 + kv * 2 + q * 4 + T * Hq * 4;
   const std::int64_t block_kernel = 2 * (q / 2 * 2) + kv / 2 * 2 + q / 2 * 4 + T / 2 * Hq * 4;
-  EXPECT_EQ(r.buffers - local.buffers, kv * 2 + 2 * kv * 4 + q * 4 + q * 2 + block_kernel -
-                                           whole_kernel);
+  EXPECT_EQ(r.buffers - local.buffers,
+            kv * 2 + 2 * kv * 4 + q * 4 + q * 2 + block_kernel - whole_kernel);
   EXPECT_LT(block_kernel, whole_kernel);
 }
 
@@ -105,6 +106,41 @@ TEST(MemoryPlan, TiledMlpBoundsTheIntermediateTensors) {
   // A tile as long as the shard is no tiling.
   in.mlp_tile_tokens = T;
   EXPECT_EQ(plan_memory(c, in).buffers, untiled.buffers);
+}
+
+TEST(MemoryPlan, CheckpointLayersKeepTheRestWhole) {
+  // --checkpoint-layers N: layers N .. L-1 keep what a layer keeps without checkpointing.
+  const ModelConfig c = preset_config("qwen3-4b");
+  const std::int64_t T = 32768, L = c.num_hidden_layers;
+  for (const std::int64_t sp : {std::int64_t{1}, std::int64_t{4}}) {
+    for (const std::int64_t tile : {std::int64_t{0}, std::int64_t{8192}}) {
+      MemoryPlanInput in = input(T, sp, true);
+      in.mlp_tile_tokens = tile;
+      const MemoryPlan all = plan_memory(c, in);
+      MemoryPlanInput none_in = in;
+      none_in.gradient_checkpointing = false;
+      const MemoryPlan none = plan_memory(c, none_in);
+      in.checkpoint_layers = L;
+      EXPECT_EQ(plan_memory(c, in).total(), all.total());
+      in.checkpoint_layers = 0;  // nothing checkpointed: the plan without checkpointing
+      EXPECT_EQ(plan_memory(c, in).activations, none.activations);
+      EXPECT_EQ(plan_memory(c, in).buffers, none.buffers);
+      // Each layer kept whole adds the difference of one layer's activations.
+      const std::int64_t per_layer = (none.activations - all.activations) / L;
+      ASSERT_GT(per_layer, 0);
+      std::int64_t previous = none.total();
+      for (const std::int64_t n : {std::int64_t{1}, std::int64_t{10}, L - 1}) {
+        in.checkpoint_layers = n;
+        const MemoryPlan p = plan_memory(c, in);
+        EXPECT_EQ(p.activations - all.activations, (L - n) * per_layer) << sp << " " << n;
+        EXPECT_LE(p.total(), previous) << sp << " " << n;
+        EXPECT_GE(p.buffers, all.buffers);
+        previous = p.total();
+      }
+      EXPECT_NE(format_memory_plan(plan_memory(c, in), in).find("35 of 36 layers checkpointed"),
+                std::string::npos);
+    }
+  }
 }
 
 TEST(MemoryPlan, RecomputedAttentionKeepsOnlyLayerInputs) {
@@ -221,8 +257,8 @@ TEST(MemoryPlan, ReachWithEveryOffloadMeetsTheTargets) {
   MemoryPlanInput exact = plain;
   exact.tokens_per_device = 100000;
   const MemoryPlan rounded = plan_memory(preset_config("qwen3-4b"), exact);
-  EXPECT_GE(rounded.grads, zero_memory_formula(preset_config("qwen3-4b"), 0, 1,
-                                               Precision::bf16_mixed).grads);
+  EXPECT_GE(rounded.grads,
+            zero_memory_formula(preset_config("qwen3-4b"), 0, 1, Precision::bf16_mixed).grads);
   const std::string table = format_reach_table(preset_config("qwen3-4b"), in);
   EXPECT_NE(table.find("--recompute-attention --offload-activations"), std::string::npos);
   EXPECT_NE(table.find("--recompute-attention --offload-activations --offload-gradients"),

@@ -8,10 +8,11 @@
 
 #include "test_util.h"
 #include "ulysses/core/counter_rng.h"
+#include "ulysses/core/op_profiler.h"
 #include "ulysses/data/packer.h"
 #include "ulysses/model/decoder.h"
-#include "ulysses/parallel/attention_strategies.h"
 #include "ulysses/model/params.h"
+#include "ulysses/parallel/attention_strategies.h"
 
 namespace ulysses::model {
 namespace {
@@ -202,6 +203,56 @@ TEST(Model, TiledMlpEqualsUntiled) {
       }
     }
   }
+}
+
+TEST(Model, CheckpointLayersAreBitwiseIdenticalAndRecomputeOnlyTheirLayers) {
+  // checkpoint_layers N: layers 0 .. N-1 are checkpointed, the rest keep everything. Every N
+  // gives the bits of full checkpointing (and of none); the recompute phase runs the
+  // projections of exactly N layers, untiled and with a tiled MLP.
+  const ModelConfig c = tiny_config("qwen3");
+  const std::int64_t L = c.num_hidden_layers;
+  ASSERT_GE(L, 2);
+  ParamBuffers params(c);
+  randomize(params, 6);
+  const auto shard = data::make_full_shard(sample_sequence(c.vocab_size));
+  auto attention = parallel::make_local_attention();
+  Decoder decoder(c, *attention);
+  for (const std::int64_t mlp_tile : {std::int64_t{0}, std::int64_t{5}}) {
+    StepOptions none;
+    none.mlp_tile_tokens = mlp_tile;
+    float l_none = 0;
+    const auto g_none = step_grads(c, params, none, &l_none);
+    std::int64_t recompute_gemms_all = -1;
+    for (const std::int64_t n : {std::int64_t{-1}, std::int64_t{0}, std::int64_t{1}, L - 1, L}) {
+      StepOptions o = none;
+      o.gradient_checkpointing = true;
+      o.checkpoint_layers = n;
+      Context ctx;
+      ctx.profiler = std::make_shared<OpProfiler>();
+      ParamBuffers grads(c);
+      const float loss = static_cast<float>(
+          decoder.forward_backward(ctx, params, &grads, shard, 0.1f, o).loss_sum);
+      EXPECT_EQ(loss, l_none) << n;
+      for (std::size_t g = 0; g < grads.flat().size(); ++g)
+        ASSERT_EQ(grads.flat()[g].to_floats(), g_none[g])
+            << "checkpoint_layers " << n << " group " << g;
+      std::int64_t recompute_gemms = 0;
+      for (const auto& row : ctx.profiler->totals())
+        if (row.phase == "recompute" && row.kind == "gemm") recompute_gemms = row.calls;
+      if (n < 0) {
+        recompute_gemms_all = recompute_gemms;
+        EXPECT_GT(recompute_gemms_all, 0);
+        EXPECT_EQ(recompute_gemms_all % L, 0);
+      } else {
+        EXPECT_EQ(recompute_gemms, recompute_gemms_all / L * n) << "checkpoint_layers " << n;
+      }
+    }
+  }
+  StepOptions bad;
+  bad.gradient_checkpointing = bad.recompute_attention = true;
+  bad.checkpoint_layers = 1;
+  ParamBuffers grads(c);
+  EXPECT_THROW(decoder.forward_backward(Context{}, params, &grads, shard, 0.1f, bad), Error);
 }
 
 TEST(Model, RecomputedAttentionIsBitwiseIdenticalAndRunsAttentionTwice) {

@@ -98,8 +98,7 @@ TEST(RunPlan, GpuRunsThatCannotFitAreRefusedNamingWhatWouldFit) {
   EXPECT_NE(refusal.find("the memory plan needs"), std::string::npos) << refusal;
   EXPECT_NE(refusal.find("--max-seq-length 163840"), std::string::npos) << refusal;
   EXPECT_NE(refusal.find("--ignore-memory-plan"), std::string::npos) << refusal;
-  EXPECT_NE(refusal.find("--zero-stage 3 --offload-optimizer --offload-params"),
-            std::string::npos)
+  EXPECT_NE(refusal.find("--zero-stage 3 --offload-optimizer --offload-params"), std::string::npos)
       << refusal;
   // With the offloads it fits (at 128K an H200 measured 90.5 GiB: bench/RESULTS.md).
   c.zero_stage = 3;
@@ -140,7 +139,8 @@ TEST(RunPlan, AutoRecomputeChoosesTheFewestLayersThatFit) {
   // One layer fewer does not fit (with its own offload count).
   TrainConfig fewer = c;
   fewer.recompute_attention_layers = a.recompute_layers - 1;
-  const std::int64_t k = run_memory(fewer, model, layout, bf16, host).plan.activation_layers_offloaded;
+  const std::int64_t k =
+      run_memory(fewer, model, layout, bf16, host).plan.activation_layers_offloaded;
   const RunMemory less = plan_of(a.recompute_layers - 1, k);
   EXPECT_TRUE(less.device_bytes() > device / 100 * 97 || less.host_bytes() > host);
   // No device budget (the CPU): every layer; a fixed count is kept as given.
@@ -152,14 +152,75 @@ TEST(RunPlan, AutoRecomputeChoosesTheFewestLayersThatFit) {
   options.recompute_attention_layers = kRecomputeAttentionAuto;
   options.device = "cuda";
   const std::string info = info_report(options, 1, 138, "auto", 112);
-  EXPECT_NE(info.find("--recompute-attention-layers auto -> " +
-                      std::to_string(a.recompute_layers) + " of 36 layers"),
+  EXPECT_NE(info.find("--recompute-attention-layers auto -> " + std::to_string(a.recompute_layers) +
+                      " of 36 layers"),
             std::string::npos)
       << info;
   // auto needs --recompute-attention, as a count does.
   options.recompute_attention = false;
   testing::expect_error([&] { validate(options, 1); },
-               "--recompute-attention-layers auto needs --recompute-attention");
+                        "--recompute-attention-layers auto needs --recompute-attention");
+}
+
+TEST(RunPlan, AutoCheckpointLayersKeepsTheMostLayersWholeThatFit) {
+  // qwen3-4b at 64K on one 138 GiB GPU: checkpointing every layer fits, none does not; auto
+  // takes the fewest checkpointed layers whose plan fits 97% of the device.
+  const model::ModelConfig model = model::resolve_model_config("qwen3-4b");
+  TrainConfig c;
+  c.model = "qwen3-4b";
+  c.max_seq_length = 65536;
+  c.gradient_checkpointing = true;
+  c.checkpoint_layers = kCheckpointLayersAuto;
+  const parallel::ParallelConfig layout{1, 1, 1};
+  const std::int64_t device = std::int64_t{138} << 30;
+  const auto bf16 = parallel::Precision::bf16_mixed;
+  const ActivationChoice a = resolve_activation_choice(c, model, layout, device, 0);
+  ASSERT_GT(a.checkpoint_layers, 0);
+  ASSERT_LT(a.checkpoint_layers, model.num_hidden_layers);
+  const auto bytes_of = [&](std::int64_t n) {
+    TrainConfig t = c;
+    t.checkpoint_layers = n;
+    return run_memory(t, model, layout, bf16, 0).device_bytes();
+  };
+  EXPECT_LE(bytes_of(a.checkpoint_layers), device / 100 * 97);
+  EXPECT_GT(bytes_of(a.checkpoint_layers - 1), device / 100 * 97);
+  // No device budget: every layer; a count is kept as given.
+  EXPECT_EQ(resolve_activation_choice(c, model, layout, 0, 0).checkpoint_layers, -1);
+  TrainConfig fixed = c;
+  fixed.checkpoint_layers = 7;
+  EXPECT_EQ(resolve_activation_choice(fixed, model, layout, device, 0).checkpoint_layers, 7);
+  // `ulysses info` resolves auto the same way on --memory-gib.
+  TrainConfig options = c;
+  options.device = "cuda";
+  const std::string info = info_report(options, 1, 138, "auto", 0);
+  EXPECT_NE(info.find("--checkpoint-layers auto -> " + std::to_string(a.checkpoint_layers) +
+                      " of 36 layers"),
+            std::string::npos)
+      << info;
+  EXPECT_NE(info.find(std::to_string(a.checkpoint_layers) + " of 36 layers checkpointed"),
+            std::string::npos)
+      << info;
+  // Too few checkpointed layers: the refusal names a count that fits.
+  TrainConfig greedy = c;
+  greedy.checkpoint_layers = 0;
+  const std::string refusal = device_fit_refusal(greedy, model, layout, device, 1, 0, 0);
+  EXPECT_NE(refusal.find("--checkpoint-layers "), std::string::npos) << refusal;
+  // Bad combinations are refused with the option named.
+  TrainConfig bad = c;
+  bad.gradient_checkpointing = false;
+  testing::expect_error([&] { validate(bad, 1); },
+                        "--checkpoint-layers auto needs --gradient-checkpointing");
+  bad = c;
+  bad.checkpoint_layers = -3;
+  testing::expect_error([&] { validate(bad, 1); }, "--checkpoint-layers must be >= 0");
+  bad = c;
+  bad.recompute_attention = true;
+  testing::expect_error([&] { validate(bad, 1); },
+                        "--checkpoint-layers auto cannot be combined with --recompute-attention");
+  bad = c;
+  bad.offload_activations = true;
+  testing::expect_error([&] { validate(bad, 1); },
+                        "--checkpoint-layers auto cannot be combined with --offload-activations");
 }
 
 TEST(RunPlan, EpochOfThePackedDataAndNumTrainEpochs) {

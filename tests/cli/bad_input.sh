@@ -29,6 +29,13 @@ echo 'max_steps: [1' > "$WORK/broken.yaml"
 expect_fail "broken yaml" "$WORK/broken.yaml" $T --config "$WORK/broken.yaml"
 expect_fail "missing config file" "/nonexistent/run.yaml" $T --config /nonexistent/run.yaml
 expect_fail "sp without MPI" "--sp-size" $T --sp-size 2
+expect_fail "checkpoint layers without checkpointing" \
+  "--checkpoint-layers 1 needs --gradient-checkpointing" $T --checkpoint-layers 1
+expect_fail "checkpoint layers with attention recompute" \
+  "--checkpoint-layers auto cannot be combined with --recompute-attention" \
+  $T --gradient-checkpointing --recompute-attention --checkpoint-layers auto
+expect_fail "negative checkpoint layers" "--checkpoint-layers must be >= 0" \
+  $T --gradient-checkpointing --checkpoint-layers -4
 expect_fail "info on a bad model" "not a preset" $ULYSSES info --model nowhere
 
 # A corrupt safetensors file next to a valid config.json.

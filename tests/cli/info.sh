@@ -18,6 +18,11 @@ train_plan=$($ULYSSES train $OPTS --max-steps 1 --output-dir "" 2>&1 | memory_bl
 info_plan=$($ULYSSES info $OPTS 2>&1 | memory_block)
 check "info's memory block = train's for the same options" test -n "$info_plan" -a "$info_plan" = "$train_plan"
 [ "$info_plan" = "$train_plan" ] || diff <(echo "$train_plan") <(echo "$info_plan")
+# --checkpoint-layers: the layers past N kept whole, in both plans.
+train_plan=$($ULYSSES train $OPTS --checkpoint-layers 1 --max-steps 1 --output-dir "" 2>&1 | memory_block)
+info_plan=$($ULYSSES info $OPTS --checkpoint-layers 1 2>&1 | memory_block)
+check "--checkpoint-layers: info's memory block = train's" test -n "$info_plan" -a "$info_plan" = "$train_plan"
+check "--checkpoint-layers: named in the plan" grep -q "1 of 2 layers checkpointed" <<<"$info_plan"
 
 # --max-seq-length is tokens per sequence: with --sp-size 4 each device holds a quarter.
 H="--model qwen3-4b --max-seq-length 131072 --sp-size 4 --device cuda"

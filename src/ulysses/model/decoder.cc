@@ -86,8 +86,8 @@ Decoder::Decoder(const ModelConfig& config, AttentionStrategy& attention)
     : config_(config), attention_(attention) {}
 
 Tensor Decoder::layer_forward(const Context& ctx, const LayerWeights& w, const ops::RopeTable& rope,
-                              const data::SequenceShard& shard, LayerActivations& a,
-                              bool recompute, std::int64_t mlp_tile) const {
+                              const data::SequenceShard& shard, LayerActivations& a, bool recompute,
+                              std::int64_t mlp_tile) const {
   const ModelConfig& c = config_;
   const Alloc alloc{ctx};
   const std::int64_t T = a.x.dim(0), C = c.hidden_size, I = c.intermediate_size;
@@ -110,8 +110,7 @@ Tensor Decoder::layer_forward(const Context& ctx, const LayerWeights& w, const o
     ops::linear_forward(ctx, a.xn1, w.q_proj, w.q_bias, a.q_raw.view({T, Hq * D}));
     ops::linear_forward(ctx, a.xn1, w.k_proj, w.k_bias, a.k_raw.view({T, Hkv * D}));
     ops::qk_norm_rope_forward(ctx, rope, a.q_raw.view({T, Hq, D}), w.q_norm, eps, a.q, a.q_rstd);
-    ops::qk_norm_rope_forward(ctx, rope, a.k_raw.view({T, Hkv, D}), w.k_norm, eps, a.k,
-                              a.k_rstd);
+    ops::qk_norm_rope_forward(ctx, rope, a.k_raw.view({T, Hkv, D}), w.k_norm, eps, a.k, a.k_rstd);
   } else {
     ops::linear_forward(ctx, a.xn1, w.q_proj, w.q_bias, a.q.view({T, Hq * D}));
     ops::linear_forward(ctx, a.xn1, w.k_proj, w.k_bias, a.k.view({T, Hkv * D}));
@@ -179,8 +178,8 @@ Tensor Decoder::layer_backward(const Context& ctx, const LayerWeights& w, const 
   {
     Tensor dxn2 = alloc.empty({T, C});
     if (a.h.defined()) {
-      mlp_backward(ctx, w, g, MlpValues{std::move(a.gate), std::move(a.up), std::move(a.h)},
-                   a.xn2, dout, dxn2);
+      mlp_backward(ctx, w, g, MlpValues{std::move(a.gate), std::move(a.up), std::move(a.h)}, a.xn2,
+                   dout, dxn2);
     } else {
       UL_CHECK(mlp_tile > 0, "layer backward: no MLP values kept and no MLP tile to recompute");
       for (std::int64_t t0 = 0; t0 < T; t0 += mlp_tile) {
@@ -217,7 +216,8 @@ Tensor Decoder::layer_backward(const Context& ctx, const LayerWeights& w, const 
   a.q_raw = a.k_raw = a.q_rstd = a.k_rstd = Tensor();
   if (!a.xn1.defined()) {
     a.xn1 = alloc.empty({T, C});
-    ops::rmsnorm_forward(ctx, a.x, w.input_norm, static_cast<float>(c.rms_norm_eps), a.xn1, a.rstd1);
+    ops::rmsnorm_forward(ctx, a.x, w.input_norm, static_cast<float>(c.rms_norm_eps), a.xn1,
+                         a.rstd1);
   }
   Tensor dxn1 = alloc.empty({T, C});  // the q projection writes it, k and v add
   ops::linear_backward(ctx, a.xn1, w.q_proj, dq_proj.view({T, Hq * D}), dxn1, g.q_proj, g.q_bias,
@@ -266,6 +266,13 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
   }
   std::vector<LayerActivations> acts(static_cast<std::size_t>(L));
   const bool checkpointing = train && options.gradient_checkpointing;
+  UL_CHECK(
+      options.checkpoint_layers < 0 || (!options.recompute_attention && !options.activation_store),
+      "checkpoint_layers: not with recompute_attention or an activation store");
+  // Whether layer l is checkpointed (kept input and attention output, recomputed in backward).
+  const auto checkpointed = [&](std::int64_t l) {
+    return checkpointing && (options.checkpoint_layers < 0 || l < options.checkpoint_layers);
+  };
   const std::int64_t mlp_tile = options.mlp_tile_tokens;
   {
     const PhaseScope phase(ctx, "forward");
@@ -282,7 +289,7 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
       }
       if (!train) {
         a = LayerActivations{};
-      } else if (checkpointing) {
+      } else if (checkpointed(l)) {
         // Keep the layer input and (unless attention is recomputed) attention's output and
         // statistics; drop the rest (what the strategy can rebuild by exchanges included).
         LayerActivations kept;
@@ -346,12 +353,12 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
       {
         const LayerWeights w = layer_view(c, layout, l, group.params());
         const LayerWeights g = layer_view(c, layout, l, store.grads(layer_group(l)));
-        if (checkpointing) {
+        if (checkpointed(l)) {
           if (options.activation_store) options.activation_store->fetch(ctx, l, a);
           const PhaseScope recompute(ctx, "recompute");
           layer_forward(ctx, w, rope, shard, a, /*recompute=*/true, mlp_tile);
         }
-        dx = layer_backward(ctx, w, g, rope, shard, a, dx, mlp_tile, checkpointing);
+        dx = layer_backward(ctx, w, g, rope, shard, a, dx, mlp_tile, checkpointed(l));
       }
       a = LayerActivations{};
       store.grads_done(layer_group(l));

@@ -19,28 +19,28 @@
 
 #include "ulysses/core/context.h"
 #include "ulysses/data/sequence.h"
+#include "ulysses/model/attention_strategy.h"
 #include "ulysses/model/config.h"
 #include "ulysses/model/param_store.h"
 #include "ulysses/model/params.h"
 #include "ulysses/ops/cross_entropy.h"
-#include "ulysses/model/attention_strategy.h"
 
 namespace ulysses::model {
 
 // Everything one layer keeps for its backward (T = local tokens).
 struct LayerActivations {
-  Tensor x;                 // [T, C] layer input (residual stream)
-  Tensor rstd1;             // [T]
-  Tensor xn1;               // [T, C] input_layernorm output
-  Tensor q_raw, k_raw;      // [T*Hq, D], [T*Hkv, D] projections before q/k norm (qwen3 only)
-  Tensor q_rstd, k_rstd;    // [T*Hq], [T*Hkv] (qwen3 only)
-  Tensor q, k, v;           // [T, Hq, D], [T, Hkv, D], [T, Hkv, D] attention inputs (RoPE'd)
-  Tensor att;               // [T, Hq, D] attention output
+  Tensor x;               // [T, C] layer input (residual stream)
+  Tensor rstd1;           // [T]
+  Tensor xn1;             // [T, C] input_layernorm output
+  Tensor q_raw, k_raw;    // [T*Hq, D], [T*Hkv, D] projections before q/k norm (qwen3 only)
+  Tensor q_rstd, k_rstd;  // [T*Hq], [T*Hkv] (qwen3 only)
+  Tensor q, k, v;         // [T, Hq, D], [T, Hkv, D], [T, Hkv, D] attention inputs (RoPE'd)
+  Tensor att;             // [T, Hq, D] attention output
   AttentionSaved att_saved;
-  Tensor x_mid;             // [T, C] residual after attention
-  Tensor rstd2;             // [T]
-  Tensor xn2;               // [T, C] post_attention_layernorm output
-  Tensor gate, up, h;       // [T, I] MLP gate/up projections and SwiGLU output (untiled MLP)
+  Tensor x_mid;        // [T, C] residual after attention
+  Tensor rstd2;        // [T]
+  Tensor xn2;          // [T, C] post_attention_layernorm output
+  Tensor gate, up, h;  // [T, I] MLP gate/up projections and SwiGLU output (untiled MLP)
 };
 
 // Where gradient checkpointing's kept tensors (a layer's input x and, unless attention is
@@ -65,6 +65,11 @@ struct StepOptions {
   // With recompute_attention: only layers 0 .. N-1 recompute (-1: every layer); the others keep
   // attention's output, as without it.
   std::int64_t recompute_attention_layers = -1;
+  // With gradient_checkpointing: only layers 0 .. N-1 are checkpointed (-1: every layer); the
+  // last L - N keep every activation, as without checkpointing, and skip the recompute (faster,
+  // more memory). Not with recompute_attention or an activation_store (those spend time to save
+  // memory; this spends memory to save time).
+  std::int64_t checkpoint_layers = -1;
   // MLP token tile (0: the whole shard at once).
   std::int64_t mlp_tile_tokens = 0;
   // Where checkpointed activations wait (null: they stay where they were computed).
@@ -90,9 +95,9 @@ class Decoder {
                                 const data::SequenceShard& shard, float grad_scale,
                                 const StepOptions& options) const;
   // Everything resident: `grads` may be null when grad_scale == 0.
-  ops::LossSum forward_backward(const Context& ctx, const ParamBuffers& params,
-                                ParamBuffers* grads, const data::SequenceShard& shard,
-                                float grad_scale, const StepOptions& options) const;
+  ops::LossSum forward_backward(const Context& ctx, const ParamBuffers& params, ParamBuffers* grads,
+                                const data::SequenceShard& shard, float grad_scale,
+                                const StepOptions& options) const;
 
  private:
   // Full forward (returns the layer output) or, with `recompute`, the checkpointing recompute:

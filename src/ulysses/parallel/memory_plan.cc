@@ -109,9 +109,19 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   const bool ckpt = in.gradient_checkpointing;
   const bool recompute_att = ckpt && in.recompute_attention;
   // Layers 0 .. n-1 recompute attention (the rest keep its output and lse).
-  const std::int64_t n = !recompute_att                        ? 0
-                         : in.recompute_attention_layers < 0 ? L
-                                                               : std::min(in.recompute_attention_layers, L);
+  const std::int64_t n = !recompute_att ? 0
+                         : in.recompute_attention_layers < 0
+                             ? L
+                             : std::min(in.recompute_attention_layers, L);
+
+  // Layers 0 .. N-1 are checkpointed (the rest keep everything).
+  const std::int64_t N = !ckpt                      ? 0
+                         : in.checkpoint_layers < 0 ? L
+                                                    : std::min(in.checkpoint_layers, L);
+  // Every activation of one layer that is not checkpointed (the MLP's [T, I] tensors unless
+  // tiled) and its copies. layer_activation_bytes counts f32 elements: scale them to the
+  // compute dtype.
+  const std::int64_t full_layer = layer_activation_bytes(c, T, tiled) / f * a + heads_copies;
 
   // Kept between forward and backward.
   auto r = [&](std::int64_t bytes) { return allocated(bytes, in.precision); };
@@ -129,10 +139,10 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
         for (K = 0; K < L && moved(K) <= room; ++K) room -= moved(K);
       }
     }
-    K = std::min(K, L);
+    K = std::min(K, N);
     p.activation_layers_offloaded = K;
     std::int64_t largest_moved = 0;
-    for (std::int64_t l = 0; l < L; ++l) {
+    for (std::int64_t l = 0; l < N; ++l) {
       if (l < K) {
         p.host_activations += moved(l);
         largest_moved = std::max(largest_moved, moved(l));
@@ -143,10 +153,9 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
     }
     // In backward: the layer being computed and the prefetched one come back.
     p.activations += std::min<std::int64_t>(K, 2) * largest_moved;
+    p.activations += (L - N) * full_layer;
   } else {
-    // Every layer keeps everything (the MLP's [T, I] tensors unless tiled) and its copies.
-    // layer_activation_bytes counts f32 elements: scale them to the compute dtype.
-    p.activations = L * (layer_activation_bytes(c, T, tiled) / f * a + heads_copies);
+    p.activations = L * full_layer;
   }
 
   // One layer's recompute + backward, tensor by tensor as the decoder allocates them.
@@ -155,13 +164,12 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   // Always live in backward: the q/k projections (qwen3), q, k, v and the incoming dout; att
   // when the recompute made it (the input norm's output is rebuilt after attention's backward).
   const std::int64_t base = xc + qk_raw + xq + 2 * xkv + (n > 0 ? xq : 0);
-  const std::int64_t stats = 2 * r(T * f) + (c.qk_norm ? r(T * Hq * f) + r(T * Hkv * f) : 0) +
-                             (n > 0 ? lse : 0);
+  const std::int64_t stats =
+      2 * r(T * f) + (c.qk_norm ? r(T * Hq * f) + r(T * Hkv * f) : 0) + (n > 0 ? lse : 0);
   // Attention backward: dq, dk, dv, datt, and inside the op the new dq/dk/dv it adds in, the f32
   // dQ accumulator and row sums (CUDA); with Ulysses the head-sharded copies and their gradients.
-  const std::int64_t kernel = in.precision == Precision::bf16_mixed
-                                  ? xq + 2 * xkv + r(T * q * f) + r(T * Hq * f)
-                                  : 0;
+  const std::int64_t kernel =
+      in.precision == Precision::bf16_mixed ? xq + 2 * xkv + r(T * q * f) + r(T * Hq * f) : 0;
   // The ring calls the kernel per block pair instead (ops/cuda/cudnn_block_attention.cu): a
   // query chunk of the head-sharded sequence (T U / 2 rows) against a key chunk; each backward
   // call holds the bf16 output copy, bf16 dq/dk/dv of the block, cuDNN's f32 dQ accumulator
@@ -174,15 +182,13 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
     block_kernel = 2 * r(rows * qh * D * a) + 2 * r(rows * kvh * D * a) + r(rows * qh * D * f) +
                    r(rows * qh * f);
   }
-  const std::int64_t attention_phase = base + 2 * xq + 2 * xkv +
-                                       (R > 1 ? block_kernel : kernel) + 2 * heads_copies +
-                                       ring_buffers;
+  const std::int64_t attention_phase =
+      base + 2 * xq + 2 * xkv + (R > 1 ? block_kernel : kernel) + 2 * heads_copies + ring_buffers;
   // MLP backward: x_mid, xn2, dxn2, and per tile gate, up, dh, dgate, dup (h freed before
   // dgate/dup exist); untiled, the recompute also held h next to gate and up.
   // With Ulysses the head-sharded copies rebuilt by the recompute stay until attention's
   // backward, so they are live here too.
-  const std::int64_t mlp_phase =
-      base + 3 * xc + 5 * r(tile * I * a) + (ckpt ? heads_copies : 0);
+  const std::int64_t mlp_phase = base + 3 * xc + 5 * r(tile * I * a) + (ckpt ? heads_copies : 0);
   // The LM head + loss: the last layer's output, the final norm's output and its gradient, the
   // gradient flowing back, and one tile of f32 logits with their gradient.
   const std::int64_t loss_tile = std::min(in.loss_tile_tokens, T);
@@ -192,8 +198,9 @@ MemoryPlan plan_for(const ModelConfig& c, const MemoryPlanInput& in, std::int64_
   const std::int64_t no_ckpt_phase =
       2 * xc + 2 * xq + 2 * xkv + qk_raw + kernel + heads_copies +
       (tiled ? 5 : 3) * r(tile * I * a);  // a tiled MLP recomputes gate/up per tile
-  p.buffers = std::max({ckpt ? std::max(attention_phase, mlp_phase) + stats : no_ckpt_phase,
-                        loss_phase});
+  // A checkpointed layer's backward and one that kept everything (past checkpoint_layers).
+  const std::int64_t ckpt_phase = std::max(attention_phase, mlp_phase) + stats;
+  p.buffers = std::max({N > 0 ? ckpt_phase : 0, N < L ? no_ckpt_phase : 0, loss_phase});
   p.buffers += z.transient;  // ZeRO: gathered parameters and gradient buffers in flight
   return p;
 }
@@ -210,8 +217,10 @@ std::int64_t largest_fit(const ModelConfig& c, const MemoryPlanInput& in) {
   std::int64_t lo = 0, hi = std::int64_t{1} << 34;
   while (lo < hi) {
     const std::int64_t mid = (lo + hi + 1) / 2;
-    if (fits(plan_for(c, in, mid), in)) lo = mid;
-    else hi = mid - 1;
+    if (fits(plan_for(c, in, mid), in))
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   return lo;
 }
@@ -234,7 +243,13 @@ std::string format_memory_plan(const MemoryPlan& p, const MemoryPlanInput& in) {
               ? ", attention recomputed in " + std::to_string(in.recompute_attention_layers) +
                     " of " + std::to_string(p.layers) + " layers"
               : std::string(", attention recomputed"))
-      << (in.mlp_tile_tokens > 0 && in.mlp_tile_tokens < in.tokens_per_device ? ", MLP tiles of " + std::to_string(in.mlp_tile_tokens) : "")
+      << (in.gradient_checkpointing && in.checkpoint_layers >= 0 && in.checkpoint_layers < p.layers
+              ? ", " + std::to_string(in.checkpoint_layers) + " of " + std::to_string(p.layers) +
+                    " layers checkpointed"
+              : std::string())
+      << (in.mlp_tile_tokens > 0 && in.mlp_tile_tokens < in.tokens_per_device
+              ? ", MLP tiles of " + std::to_string(in.mlp_tile_tokens)
+              : "")
       << "):\n";
   auto row = [&](const char* name, std::int64_t bytes) {
     char buf[96];
@@ -294,8 +309,7 @@ std::string format_reach_table(const ModelConfig& c, const MemoryPlanInput& base
       << (base.host_budget_bytes > 0 ? format_bytes(base.host_budget_bytes) : "unlimited")
       << "):\n";
   char buf[200];
-  std::snprintf(buf, sizeof buf, "  %-68s %12s %12s %12s\n", "options", "tokens", "device",
-                "host");
+  std::snprintf(buf, sizeof buf, "  %-68s %12s %12s %12s\n", "options", "tokens", "device", "host");
   out << buf;
   for (const Choice& ch : choices) {
     MemoryPlanInput in = base;

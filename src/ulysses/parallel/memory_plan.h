@@ -4,7 +4,8 @@
 // (model/decoder.h).
 //
 // The activation model follows the decoder's code (model/decoder.cc): with checkpointing every
-// layer keeps its input and, unless attention is recomputed, attention's output and statistics;
+// checkpointed layer keeps its input and, unless attention is recomputed, attention's output and
+// statistics (a layer past checkpoint_layers keeps everything, as without checkpointing);
 // the first `offload_activation_layers` layers keep theirs in host memory instead (two layers'
 // worth come back at a time: the one in backward and the prefetched one). One layer's
 // recompute + backward runs at a time; its peak is the larger of the attention-backward phase
@@ -25,8 +26,11 @@ enum class Precision { fp32, bf16_mixed };  // CPU reference / CUDA (bf16 + fp32
 struct MemoryPlanInput {
   std::int64_t tokens_per_device = 1024;  // local tokens of one micro-step sequence
   bool gradient_checkpointing = false;
-  bool recompute_attention = false;  // checkpointing keeps only the layer inputs
+  bool recompute_attention = false;              // checkpointing keeps only the layer inputs
   std::int64_t recompute_attention_layers = -1;  // with it: layers 0 .. N-1 (-1: all)
+  // With checkpointing: layers 0 .. N-1 are checkpointed (-1: all); the others keep every
+  // activation, as without checkpointing.
+  std::int64_t checkpoint_layers = -1;
   std::int64_t loss_tile_tokens = 1024;
   std::int64_t mlp_tile_tokens = 0;  // 0: untiled
   Precision precision = Precision::fp32;
@@ -54,8 +58,8 @@ struct MemoryPlanInput {
 
 struct MemoryPlan {
   // Device bytes.
-  std::int64_t params = 0;       // weights used by forward/backward
-  std::int64_t master = 0;       // fp32 master weights (bf16 mixed precision only)
+  std::int64_t params = 0;  // weights used by forward/backward
+  std::int64_t master = 0;  // fp32 master weights (bf16 mixed precision only)
   std::int64_t grads = 0;
   std::int64_t optimizer = 0;    // AdamW moments
   std::int64_t activations = 0;  // kept for backward

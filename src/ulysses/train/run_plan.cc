@@ -59,6 +59,7 @@ parallel::MemoryPlanInput memory_plan_input(const TrainConfig& c,
   in.gradient_checkpointing = c.gradient_checkpointing;
   in.recompute_attention = c.recompute_attention;
   in.recompute_attention_layers = c.recompute_attention_layers;
+  in.checkpoint_layers = c.checkpoint_layers == kCheckpointLayersAuto ? -1 : c.checkpoint_layers;
   in.loss_tile_tokens = c.loss_tile_tokens;
   in.mlp_tile_tokens = effective_mlp_tile(c);
   in.sp_size = c.sp_size;
@@ -123,6 +124,19 @@ FitAdvice advise_fit(const TrainConfig& c, const model::ModelConfig& model,
     t.gradient_checkpointing = true;
     consider("--gradient-checkpointing", t, layout);
   }
+  // --checkpoint-layers N: the fewest more checkpointed layers that fit.
+  const std::int64_t L = model.num_hidden_layers;
+  const bool some_whole =
+      c.gradient_checkpointing && c.checkpoint_layers >= 0 && c.checkpoint_layers < L;
+  if (some_whole) {
+    for (std::int64_t n = c.checkpoint_layers + 1; n <= L; ++n) {
+      TrainConfig t = c;
+      t.checkpoint_layers = n < L ? n : -1;
+      if (device_bytes(t, layout) > budget) continue;
+      consider("--checkpoint-layers " + std::to_string(t.checkpoint_layers), t, layout);
+      break;
+    }
+  }
   if (c.zero_stage < 3 && layout.dp_shard_size * layout.sp_size > 1) {
     TrainConfig t = c;
     t.zero_stage = 3;
@@ -155,14 +169,21 @@ FitAdvice advise_fit(const TrainConfig& c, const model::ModelConfig& model,
   if (!c.recompute_attention || (!c.offload_activations && bf16)) {
     TrainConfig t = c;
     t.gradient_checkpointing = true;
-    const std::string ckpt = c.gradient_checkpointing ? "" : " --gradient-checkpointing";
+    // Recompute and offload checkpoint every layer.
+    t.checkpoint_layers = -1;
+    const std::string ckpt = c.gradient_checkpointing
+                                 ? (c.checkpoint_layers != -1 ? " --checkpoint-layers -1" : "")
+                                 : " --gradient-checkpointing";
     if (!c.recompute_attention) {
       t.recompute_attention = true;
       consider("--recompute-attention" + ckpt, t, layout);
     }
     if (!c.offload_activations && bf16) {
       t.offload_activations = true;
-      consider((c.recompute_attention ? "--offload-activations" : "--recompute-attention --offload-activations") + ckpt, t, layout);
+      consider((c.recompute_attention ? "--offload-activations"
+                                      : "--recompute-attention --offload-activations") +
+                   ckpt,
+               t, layout);
     }
   }
   // More ranks per sequence (the heads must split): the same sequence, fewer tokens per device.
@@ -206,12 +227,12 @@ std::string device_fit_refusal(const TrainConfig& c, const model::ModelConfig& m
   if (c.offload_activations) resolved.offload_activation_layers = offload_activation_layers;
   const RunMemory memory = run_memory(resolved, model, layout, bf16, host_budget);
   if (memory.device_bytes() <= device_bytes) return "";
-  const FitAdvice advice = advise_fit(c, model, layout, bf16, device_bytes, world_size, host_budget);
+  const FitAdvice advice =
+      advise_fit(c, model, layout, bf16, device_bytes, world_size, host_budget);
   std::ostringstream out;
-  out << "the memory plan needs " << format_bytes(memory.device_bytes())
-      << " per GPU (--model " << c.model << ", --max-seq-length " << c.max_seq_length
-      << ", --sp-size " << c.sp_size << ", --zero-stage " << c.zero_stage
-      << ") but this GPU has " << format_bytes(device_bytes)
+  out << "the memory plan needs " << format_bytes(memory.device_bytes()) << " per GPU (--model "
+      << c.model << ", --max-seq-length " << c.max_seq_length << ", --sp-size " << c.sp_size
+      << ", --zero-stage " << c.zero_stage << ") but this GPU has " << format_bytes(device_bytes)
       << " for it; ";
   if (advice.changes.empty()) {
     out << "no single option change fits (combine them, or use more GPUs)";
@@ -227,12 +248,12 @@ std::string device_fit_refusal(const TrainConfig& c, const model::ModelConfig& m
 
 ActivationChoice resolve_activation_choice(const TrainConfig& c, const model::ModelConfig& model,
                                            const parallel::ParallelConfig& layout,
-                                           std::int64_t device_bytes,
-                                           std::int64_t host_budget) {
+                                           std::int64_t device_bytes, std::int64_t host_budget) {
   const auto bf16 = parallel::Precision::bf16_mixed;
   const auto choice_for = [&](std::int64_t n) {
     ActivationChoice a;
     a.recompute_layers = n;
+    a.checkpoint_layers = c.checkpoint_layers == kCheckpointLayersAuto ? -1 : c.checkpoint_layers;
     if (c.offload_activations) {
       TrainConfig t = c;
       t.recompute_attention_layers = n;
@@ -242,19 +263,32 @@ ActivationChoice resolve_activation_choice(const TrainConfig& c, const model::Mo
     }
     return a;
   };
+  const std::int64_t L = model.num_hidden_layers;
+  const std::int64_t budget = device_bytes / 100 * 97;
+  if (c.gradient_checkpointing && c.checkpoint_layers == kCheckpointLayersAuto) {
+    // The fewest checkpointed layers (the most kept whole) that fit; every layer when only
+    // that fits (or nothing does: the fit check then refuses the run).
+    ActivationChoice a = choice_for(c.recompute_attention_layers);
+    for (std::int64_t n = 0; n < L; ++n) {
+      TrainConfig t = c;
+      t.checkpoint_layers = n;
+      if (run_memory(t, model, layout, bf16, host_budget).device_bytes() <= budget) {
+        a.checkpoint_layers = n;
+        return a;
+      }
+    }
+    return a;
+  }
   if (!c.gradient_checkpointing || !c.recompute_attention ||
       c.recompute_attention_layers != kRecomputeAttentionAuto)
     return choice_for(c.recompute_attention_layers);
-  const std::int64_t L = model.num_hidden_layers;
-  const std::int64_t budget = device_bytes / 100 * 97;
   for (std::int64_t n = 0; n < L; ++n) {
     const ActivationChoice a = choice_for(n);
     TrainConfig t = c;
     t.recompute_attention_layers = n;
     t.offload_activation_layers = a.offload_layers;
     const RunMemory m = run_memory(t, model, layout, bf16, host_budget);
-    if (m.device_bytes() <= budget && (host_budget <= 0 || m.host_bytes() <= host_budget))
-      return a;
+    if (m.device_bytes() <= budget && (host_budget <= 0 || m.host_bytes() <= host_budget)) return a;
   }
   return choice_for(-1);
 }
@@ -330,7 +364,8 @@ std::string info_report(const TrainConfig& options, int world_size_option, doubl
       static_cast<long long>(c.num_key_value_heads), static_cast<long long>(c.head_dim));
   appendf(out, "  vocab %lld, tied embeddings %s, rope %s (theta %g), q/k norm %s, qkv bias %s\n",
           static_cast<long long>(c.vocab_size), c.tie_word_embeddings ? "yes" : "no",
-          ops::rope_type_name(c.rope.type), c.rope.theta, c.qk_norm ? "yes" : "no", c.qkv_bias ? "yes" : "no");
+          ops::rope_type_name(c.rope.type), c.rope.theta, c.qk_norm ? "yes" : "no",
+          c.qkv_bias ? "yes" : "no");
   appendf(out, "  parameters %lld (matmul %lld)\n", static_cast<long long>(parameter_count(c)),
           static_cast<long long>(matmul_parameter_count(c)));
   appendf(out, "  model FLOPs per token at %lld tokens: %.4g (forward + backward)\n",
@@ -360,15 +395,33 @@ std::string info_report(const TrainConfig& options, int world_size_option, doubl
     // As the trainer resolves it on a GPU of --memory-gib (every layer without a budget).
     const bool resolvable = budget > 0 && bf16;
     config.recompute_attention_layers =
-        resolvable ? resolve_activation_choice(config, c, layout, budget, host_budget).recompute_layers
-                   : -1;
+        resolvable
+            ? resolve_activation_choice(config, c, layout, budget, host_budget).recompute_layers
+            : -1;
     appendf(out, "checkpointing: --recompute-attention-layers auto -> %s\n",
             !resolvable ? "every layer (no --memory-gib to fit on a GPU)"
             : config.recompute_attention_layers < 0
                 ? "every layer (none fewer fits)"
                 : (std::to_string(config.recompute_attention_layers) + " of " +
-                   std::to_string(c.num_hidden_layers) + " layers (the fewest that fit 97% of "
-                   "--memory-gib)").c_str());
+                   std::to_string(c.num_hidden_layers) +
+                   " layers (the fewest that fit 97% of "
+                   "--memory-gib)")
+                      .c_str());
+  }
+  if (config.gradient_checkpointing && config.checkpoint_layers == kCheckpointLayersAuto) {
+    const bool resolvable = budget > 0 && bf16;
+    config.checkpoint_layers =
+        resolvable
+            ? resolve_activation_choice(config, c, layout, budget, host_budget).checkpoint_layers
+            : -1;
+    appendf(out, "checkpointing: --checkpoint-layers auto -> %s\n",
+            !resolvable                    ? "every layer (no --memory-gib to fit on a GPU)"
+            : config.checkpoint_layers < 0 ? "every layer (none fewer fits)"
+                                           : (std::to_string(config.checkpoint_layers) + " of " +
+                                              std::to_string(c.num_hidden_layers) +
+                                              " layers (the fewest that fit 97% of "
+                                              "--memory-gib)")
+                                                 .c_str());
   }
   const RunMemory memory = run_memory(config, c, layout, precision, host_budget);
   out += format_memory_plan(memory.plan, memory.input);
@@ -383,7 +436,8 @@ std::string info_report(const TrainConfig& options, int world_size_option, doubl
     // (and so the MLP tile checkpointing gets by default).
     TrainConfig checkpointed = config;
     checkpointed.gradient_checkpointing = true;
-    parallel::MemoryPlanInput reach = memory_plan_input(checkpointed, layout, precision, host_budget);
+    parallel::MemoryPlanInput reach =
+        memory_plan_input(checkpointed, layout, precision, host_budget);
     reach.budget_bytes = budget;
     reach.host_budget_bytes = host_budget;
     out += format_reach_table(c, reach);

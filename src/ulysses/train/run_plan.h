@@ -58,8 +58,7 @@ struct FitAdvice {
 };
 FitAdvice advise_fit(const TrainConfig& config, const model::ModelConfig& model,
                      const parallel::ParallelConfig& layout, parallel::Precision precision,
-                     std::int64_t budget_bytes, int world_size,
-                     std::int64_t host_budget_bytes = 0);
+                     std::int64_t budget_bytes, int world_size, std::int64_t host_budget_bytes = 0);
 std::string format_fit(const FitAdvice& advice, std::int64_t budget_bytes);
 
 // Before a GPU run's setup: "" when the plan of `config` fits `device_bytes` (the device's
@@ -77,9 +76,13 @@ std::string device_fit_refusal(const TrainConfig& config, const model::ModelConf
 // that N, as the trainer resolves --offload-activation-layers -1) fits 97% of device_bytes
 // (headroom for the plan's error) and host_budget_bytes; every layer when none fits (the
 // fit check then refuses the run). Otherwise N and K are the configured ones, K resolved.
+// With --checkpoint-layers auto, `checkpoint_layers` is the fewest checkpointed layers for which
+// the plan fits 97% of device_bytes (-1: every layer, when only that or nothing fits);
+// otherwise the configured count.
 struct ActivationChoice {
   std::int64_t recompute_layers = -1;
   std::int64_t offload_layers = 0;
+  std::int64_t checkpoint_layers = -1;
 };
 ActivationChoice resolve_activation_choice(const TrainConfig& config,
                                            const model::ModelConfig& model,

@@ -46,11 +46,28 @@ void validate(const TrainConfig& c) {
                 : std::to_string(c.recompute_attention_layers),
             " needs --recompute-attention");
   if (c.recompute_attention && !c.gradient_checkpointing)
-    UL_FAIL("--recompute-attention needs --gradient-checkpointing (without it every activation "
-            "is kept and nothing is recomputed)");
+    UL_FAIL(
+        "--recompute-attention needs --gradient-checkpointing (without it every activation "
+        "is kept and nothing is recomputed)");
+  if (c.checkpoint_layers != -1) {
+    const std::string value = c.checkpoint_layers == kCheckpointLayersAuto
+                                  ? std::string("auto")
+                                  : std::to_string(c.checkpoint_layers);
+    if (c.checkpoint_layers < -1 && c.checkpoint_layers != kCheckpointLayersAuto)
+      UL_FAIL("--checkpoint-layers must be >= 0, -1 (every layer) or auto; got ", value);
+    if (!c.gradient_checkpointing)
+      UL_FAIL("--checkpoint-layers ", value,
+              " needs --gradient-checkpointing (it chooses which layers are checkpointed)");
+    if (c.recompute_attention || c.offload_activations)
+      UL_FAIL("--checkpoint-layers ", value, " cannot be combined with ",
+              c.recompute_attention ? "--recompute-attention" : "--offload-activations",
+              ": that option spends time to save memory, --checkpoint-layers spends memory to "
+              "save time; use one of them");
+  }
   if (c.offload_activations && !c.gradient_checkpointing)
-    UL_FAIL("--offload-activations needs --gradient-checkpointing (it moves what checkpointing "
-            "keeps); add --gradient-checkpointing");
+    UL_FAIL(
+        "--offload-activations needs --gradient-checkpointing (it moves what checkpointing "
+        "keeps); add --gradient-checkpointing");
   positive(c.copy_max_length, "--copy-max-length");
   if (c.copy_min_length > c.copy_max_length)
     UL_FAIL("--copy-min-length (", c.copy_min_length, ") must not exceed --copy-max-length (",
@@ -130,8 +147,8 @@ void validate(const TrainConfig& c) {
             ": packed sequences have exactly that length and each SP rank takes its share of "
             "it; use --max-seq-length ",
             (c.max_seq_length + pad - 1) / pad * pad);
-  parallel::ZeroConfig zero{static_cast<int>(c.zero_stage), c.offload_optimizer,
-                            c.offload_params, c.zero_overlap, reduce_dtype};
+  parallel::ZeroConfig zero{static_cast<int>(c.zero_stage), c.offload_optimizer, c.offload_params,
+                            c.zero_overlap, reduce_dtype};
   zero.offload_gradients = c.offload_gradients;
   parallel::validate_zero_config(zero, c.dp_replicate_size);
 }

@@ -11,6 +11,8 @@ namespace ulysses::train {
 
 // --recompute-attention-layers auto.
 inline constexpr std::int64_t kRecomputeAttentionAuto = -2;
+// --checkpoint-layers auto.
+inline constexpr std::int64_t kCheckpointLayersAuto = -2;
 
 struct TrainConfig {
   // Model and data.
@@ -53,6 +55,11 @@ struct TrainConfig {
   // With it: the first N layers (-1: all; kRecomputeAttentionAuto: the fewest, from layer 0,
   // that let the memory plan fit the GPU, resolved by the trainer before setup).
   std::int64_t recompute_attention_layers = -1;
+  // With gradient checkpointing: only the first N layers are checkpointed (-1: all); the last
+  // L - N keep every activation and skip the recompute (faster, more memory).
+  // kCheckpointLayersAuto: the fewest checkpointed layers that let the memory plan fit the GPU,
+  // resolved by the trainer before setup. Not with recompute_attention or offload_activations.
+  std::int64_t checkpoint_layers = -1;
   // Checkpointed layer inputs (and attention outputs) in pinned host memory between forward and
   // backward (CUDA, with --gradient-checkpointing); -1 = every layer, N = the first N layers.
   bool offload_activations = false;

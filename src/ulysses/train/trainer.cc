@@ -1,28 +1,27 @@
 #include "ulysses/train/trainer.h"
 
 #include <algorithm>
-
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
-#include "ulysses/comm/nccl_communicator.h"
 #include "ulysses/comm/agree.h"
-#include "ulysses/parallel/attention_strategies.h"
+#include "ulysses/comm/nccl_communicator.h"
 #include "ulysses/core/cuda_context.h"
 #include "ulysses/core/device_memory.h"
+#include "ulysses/core/format.h"
 #include "ulysses/core/log.h"
 #include "ulysses/core/op_profiler.h"
 #include "ulysses/core/process_env.h"
-#include "ulysses/ops/elementwise.h"
 #include "ulysses/io/hf_checkpoint.h"
 #include "ulysses/model/flops.h"
-#include "ulysses/core/format.h"
+#include "ulysses/ops/elementwise.h"
+#include "ulysses/parallel/attention_strategies.h"
 #include "ulysses/parallel/memory_plan.h"
-#include "ulysses/train/output_dir.h"
 #include "ulysses/train/loss_plot.h"
+#include "ulysses/train/output_dir.h"
 #include "ulysses/train/run_plan.h"
 #include "ulysses/train/run_report.h"
 
@@ -77,9 +76,11 @@ Context make_context(const std::string& device, int world_size) {
   const bool want_cuda = device == "cuda" || (device == "auto" && cuda_device_count() > 0);
   if (!want_cuda) return make_cpu_context();
   if (!built_with_cuda())
-    UL_FAIL("--device ", device, ": this build has no CUDA backend (configure with "
+    UL_FAIL("--device ", device,
+            ": this build has no CUDA backend (configure with "
             "-DULYSSES_CUDA=on on a machine with nvcc)");
-  return make_cuda_context(choose_cuda_device(launcher_local_rank(), cuda_device_count(), world_size));
+  return make_cuda_context(
+      choose_cuda_device(launcher_local_rank(), cuda_device_count(), world_size));
 }
 
 // make_context, agreed on by every rank of world: when it fails anywhere, every rank throws
@@ -113,7 +114,8 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     UL_FAIL("--attn-implementation ", config_.attn_implementation,
             " is a CUDA kernel; on the CPU use auto or blockwise");
   if (ctx_.device.is_cuda() && attn == AttnImplementation::blockwise)
-    UL_FAIL("--attn-implementation blockwise is the CPU kernel; on CUDA use auto, cudnn or builtin");
+    UL_FAIL(
+        "--attn-implementation blockwise is the CPU kernel; on CUDA use auto, cudnn or builtin");
   ctx_.attention_kernel = attn == AttnImplementation::cudnn     ? AttentionKernel::cudnn
                           : attn == AttnImplementation::builtin ? AttentionKernel::builtin
                                                                 : AttentionKernel::automatic;
@@ -153,9 +155,9 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
                                                model_config_.num_attention_heads,
                                                model_config_.num_key_value_heads);
   } else if (mesh_->sp_size() > 1) {
-    attention_ = parallel::make_ulysses_attention(mesh_->sp_group(), model_config_.num_attention_heads,
-                                                  model_config_.num_key_value_heads,
-                                                  config_.sp_pipeline);
+    attention_ =
+        parallel::make_ulysses_attention(mesh_->sp_group(), model_config_.num_attention_heads,
+                                         model_config_.num_key_value_heads, config_.sp_pipeline);
   } else {
     attention_ = parallel::make_local_attention();
   }
@@ -179,6 +181,10 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     if (config_.recompute_attention_layers == kRecomputeAttentionAuto) {
       config_.recompute_attention_layers = choice.recompute_layers;
       recompute_layers_chosen_ = true;
+    }
+    if (config_.checkpoint_layers == kCheckpointLayersAuto) {
+      config_.checkpoint_layers = choice.checkpoint_layers;
+      checkpoint_layers_chosen_ = true;
     }
     if (config_.offload_activations && !ctx_.device.is_cpu())
       activation_offload_layers_ = choice.offload_layers;
@@ -282,7 +288,8 @@ TrainingState Trainer::training_state(std::int64_t step) const {
 }
 
 model::ParamBuffers& Trainer::params() {
-  if (!host_params_) host_params_ = std::make_unique<model::ParamBuffers>(model_config_, Device::cpu());
+  if (!host_params_)
+    host_params_ = std::make_unique<model::ParamBuffers>(model_config_, Device::cpu());
   zero_->gather_parameters(*host_params_);
   return *host_params_;
 }
@@ -305,8 +312,8 @@ void Trainer::resume(const std::string& spec) {
   const auto dir = resolve_checkpoint(world_, config_.output_dir, spec, &expected);
   const LoadedCheckpoint loaded = load_training_checkpoint(world_, dir, expected);
   if (!loaded.state.run_id.empty()) run_id_ = loaded.state.run_id;
-  const std::string changed = check_resume_settings(loaded.state, expected,
-                                                    config_.ignore_data_order_change, dir.string());
+  const std::string changed =
+      check_resume_settings(loaded.state, expected, config_.ignore_data_order_change, dir.string());
   if (!changed.empty() && is_main()) log_warn(changed);
   zero_->load_state_tensors(loaded.tensors);
   updates_ = loaded.state.extra.value("updates", loaded.state.step);
@@ -339,8 +346,8 @@ void Trainer::check_host_memory() const {
   if (available <= 0 || planned <= available) return;
   UL_FAIL("the plan needs ", format_bytes(planned), " of host memory per rank (--model ",
           config_.model, ", --max-seq-length ", config_.max_seq_length, ", --sp-size ",
-          config_.sp_size, ", --zero-stage ", config_.zero_stage, ") but ",
-          format_bytes(available), " are available; lower --max-seq-length, add "
+          config_.sp_size, ", --zero-stage ", config_.zero_stage, ") but ", format_bytes(available),
+          " are available; lower --max-seq-length, add "
           "--gradient-checkpointing, raise --sp-size or --zero-stage (`ulysses info` prints "
           "the plan)");
 }
@@ -359,8 +366,8 @@ void Trainer::check_device_memory() const {
   const std::int64_t budget = device_plan_budget();
   if (budget <= 0) return;
   const std::string refusal =
-      device_fit_refusal(config_, model_config_, mesh_->config(), budget,
-                         world_.size(), host_budget_bytes_, activation_offload_layers_);
+      device_fit_refusal(config_, model_config_, mesh_->config(), budget, world_.size(),
+                         host_budget_bytes_, activation_offload_layers_);
   if (!refusal.empty()) UL_FAIL(refusal);
 }
 
@@ -392,10 +399,10 @@ void Trainer::check_offload_host_memory() const {
 std::string Trainer::plan() const {
   const model::ModelConfig& c = model_config_;
   std::ostringstream out;
-  out << "model: " << config_.model << " (" << model::model_type_name(c.model_type) << ", " << c.num_hidden_layers
-      << " layers, hidden " << c.hidden_size << ", heads " << c.num_attention_heads << "/"
-      << c.num_key_value_heads << " kv, head_dim " << c.head_dim << ", vocab " << c.vocab_size
-      << ", " << model::parameter_count(c) << " parameters)\n";
+  out << "model: " << config_.model << " (" << model::model_type_name(c.model_type) << ", "
+      << c.num_hidden_layers << " layers, hidden " << c.hidden_size << ", heads "
+      << c.num_attention_heads << "/" << c.num_key_value_heads << " kv, head_dim " << c.head_dim
+      << ", vocab " << c.vocab_size << ", " << model::parameter_count(c) << " parameters)\n";
   out << mesh_->describe(static_cast<int>(config_.zero_stage));
   out << "  schedules: attention " << attention_->name();
   if (config_.gradient_checkpointing)
@@ -407,6 +414,11 @@ std::string Trainer::plan() const {
                       std::to_string(config_.recompute_attention_layers) + " of " +
                       std::to_string(c.num_hidden_layers) + " layers" +
                       (recompute_layers_chosen_ ? ", chosen by the memory plan)" : ")"));
+  if (config_.gradient_checkpointing && config_.checkpoint_layers >= 0 &&
+      config_.checkpoint_layers < c.num_hidden_layers)
+    out << ", only the first " << config_.checkpoint_layers << " of " << c.num_hidden_layers
+        << " layers checkpointed (the rest keep every activation"
+        << (checkpoint_layers_chosen_ ? ", chosen by the memory plan)" : ")");
   if (const std::int64_t tile = effective_mlp_tile(config_);
       tile > 0 && tile < config_.max_seq_length / config_.sp_size)
     out << ", MLP in tiles of " << tile << " tokens";
@@ -414,8 +426,8 @@ std::string Trainer::plan() const {
     if (ctx_.device.is_cpu())
       out << ", kept activations in host memory already (CPU)";
     else
-      out << ", kept activations of " << activation_offload_layers_ << " of "
-          << c.num_hidden_layers << " layers offloaded to pinned host memory";
+      out << ", kept activations of " << activation_offload_layers_ << " of " << c.num_hidden_layers
+          << " layers offloaded to pinned host memory";
   }
   if (config_.zero_stage >= 2)
     out << ", ZeRO overlap " << (config_.zero_overlap ? "on" : "off (--no-zero-overlap)");
@@ -433,11 +445,12 @@ std::string Trainer::plan() const {
       << mesh_->dp_size() << " data-parallel groups x " << config_.gradient_accumulation_steps
       << " accumulation steps = " << global_batch_sequences() << " sequences per optimizer step\n";
   const parallel::MemoryPlanInput in = memory_plan_input();
-  out << "device: " << ctx_.device.str() << " (" << dtype_name(ctx_.compute_dtype)
-      << " compute, " << mesh_->world().backend() << " collectives)\n";
+  out << "device: " << ctx_.device.str() << " (" << dtype_name(ctx_.compute_dtype) << " compute, "
+      << mesh_->world().backend() << " collectives)\n";
   const parallel::MemoryPlan memory = memory_plan();
   if (config_.zero_stage > 0) {
-    const auto z = parallel::zero_memory_formula(c, zero_config(config_), in.zero_group, in.precision);
+    const auto z =
+        parallel::zero_memory_formula(c, zero_config(config_), in.zero_group, in.precision);
     out << "zero: stage " << config_.zero_stage << " over " << in.zero_group
         << " ranks (dp_shard x sp)";
     if (z.offloaded) out << ", " << format_bytes(z.offloaded) << " offloaded to host";
@@ -521,6 +534,7 @@ StepMetrics Trainer::train_step(std::int64_t step) {
     options.gradient_checkpointing = config_.gradient_checkpointing;
     options.recompute_attention = config_.recompute_attention;
     options.recompute_attention_layers = config_.recompute_attention_layers;
+    options.checkpoint_layers = config_.checkpoint_layers;
     options.mlp_tile_tokens = effective_mlp_tile(config_);
     options.activation_store = activation_offload_.get();
     ++updates_;
@@ -550,7 +564,8 @@ StepMetrics Trainer::train_step(std::int64_t step) {
       if (consecutive_skips_ >= config_.max_skipped_steps)
         UL_FAIL("step ", step, ": ", consecutive_skips_,
                 " consecutive steps had a non-finite loss or gradient norm (--max-skipped-steps ",
-                config_.max_skipped_steps, "); the run diverged: lower --learning-rate, check the "
+                config_.max_skipped_steps,
+                "); the run diverged: lower --learning-rate, check the "
                 "data and weights, or resume from an earlier checkpoint");
     } else {
       consecutive_skips_ = 0;
@@ -561,9 +576,10 @@ StepMetrics Trainer::train_step(std::int64_t step) {
   m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   m.tokens_per_s = static_cast<double>(m.tokens) / m.seconds;
   m.tflops_per_device = flops / world_.size() / m.seconds / 1e12;
-  m.peak_mem_bytes = ctx_.device.is_cpu()
-                         ? host_peak_memory_bytes()
-                         : static_cast<std::int64_t>(device_memory_stats(ctx_.device.index).peak_in_use);
+  m.peak_mem_bytes =
+      ctx_.device.is_cpu()
+          ? host_peak_memory_bytes()
+          : static_cast<std::int64_t>(device_memory_stats(ctx_.device.index).peak_in_use);
   return m;
 }
 
@@ -586,8 +602,7 @@ std::vector<StepMetrics> Trainer::run() {
   if (!config_.quiet && is_main()) std::printf("%s", plan().c_str());
   std::vector<StepMetrics> history;
   const auto evaluate_after = [&](std::int64_t step) {
-    if (evaluator_ && (eval_history_.empty() || eval_history_.back().step != step))
-      evaluate(step);
+    if (evaluator_ && (eval_history_.empty() || eval_history_.back().step != step)) evaluate(step);
   };
   RunProgress progress(first_step_, config_.max_steps);
   for (std::int64_t step = first_step_; step <= config_.max_steps; ++step) {

@@ -10,9 +10,9 @@
 #include "ulysses/comm/communicator.h"
 #include "ulysses/core/context.h"
 #include "ulysses/data/packer.h"
+#include "ulysses/model/attention_strategy.h"
 #include "ulysses/model/decoder.h"
 #include "ulysses/model/params.h"
-#include "ulysses/model/attention_strategy.h"
 #include "ulysses/parallel/activation_offload.h"
 #include "ulysses/parallel/memory_plan.h"
 #include "ulysses/parallel/mesh.h"
@@ -48,6 +48,8 @@ class Trainer {
   StepMetrics train_step(std::int64_t step);
 
   const model::ModelConfig& model_config() const { return model_config_; }
+  // The options as the run resolved them (the `auto` counts chosen by the memory plan).
+  const TrainConfig& config() const { return config_; }
   // This rank's device context (its CUDA stream and resources on a GPU).
   const Context& context() const { return ctx_; }
   // Times the ops of the following steps into `profiler` (core/op_profiler.h); null stops it.
@@ -103,7 +105,7 @@ class Trainer {
   double epoch() const;
   bool is_main() const { return world_.rank() == 0; }
 
-  std::string run_id_;  // TrainingState::run_id of this run
+  std::string run_id_;                             // TrainingState::run_id of this run
   std::unique_ptr<comm::Communicator> own_world_;  // only for the single-process constructor
   comm::Communicator& world_;
   TrainConfig config_;
@@ -118,8 +120,9 @@ class Trainer {
   // --offload-activations on CUDA (null otherwise): reused by every step.
   std::unique_ptr<parallel::ActivationOffload> activation_offload_;
   std::int64_t activation_offload_layers_ = 0;  // resolved once, at construction
-  std::int64_t host_budget_bytes_ = 0;  // with --offload-activations on CUDA: per rank, 0 unknown
+  std::int64_t host_budget_bytes_ = 0;    // with --offload-activations on CUDA: per rank, 0 unknown
   bool recompute_layers_chosen_ = false;  // --recompute-attention-layers auto was resolved
+  bool checkpoint_layers_chosen_ = false;  // --checkpoint-layers auto was resolved
   // f32 host copy of the full parameters for params() (null until asked for).
   std::unique_ptr<model::ParamBuffers> host_params_;
   DType save_dtype_ = DType::f32;
