@@ -7,6 +7,9 @@
 // (T=32768, C=2560, I=9728, Hq=32, Hkv=8, D=128), fused and unfused: time, the bytes each must move
 // (bench/KERNELS.md) and the rate as GB/s and as a share of the H200's ~4.3 TB/s copy rate.
 //   cuda_ops_bench [--quick] [--kernels-only] [--block-attention-only] [--attention-engines]
+//                  [--attention-heads]
+// --attention-heads: cuDNN's causal attention at 8K and 32K with 8 kv heads (GQA) and with 32
+// (one per query head): what grouped K/V cost or save in cuDNN's kernels.
 // --attention-engines times every plan cuDNN finalizes for the causal attention at 8K and 32K
 // (each engine, each knob value), ragged and dense, with each plan's difference from the default,
 // then the LM head + cross-entropy at 32K tokens for loss tiles of 1K, 4K and 8K tokens.
@@ -66,11 +69,12 @@ double time_median(const Context& ctx, int warmup, int repeats, const std::funct
 }
 
 // One document of T tokens (or `documents` equal ones) through the chosen kernel.
+// Hkv: kv heads (8: qwen3-4b's GQA; 32: every query head its own, as if K/V were repeated).
 void bench_attention(const Context& base, AttentionKernel kernel, std::int64_t T,
-                     std::int64_t documents, int repeats) {
+                     std::int64_t documents, int repeats, std::int64_t Hkv = 8) {
   Context ctx = base;
   ctx.attention_kernel = kernel;
-  const std::int64_t Hq = 32, Hkv = 8, D = 128;
+  const std::int64_t Hq = 32, D = 128;
   Rng rng(static_cast<std::uint64_t>(T));
   const Device dev = ctx.device;
   const Tensor q = random_bf16({T, Hq, D}, rng, 2.0f, dev);
@@ -98,11 +102,12 @@ void bench_attention(const Context& base, AttentionKernel kernel, std::int64_t T
   const double fwd_flops = 4.0 * L * L / 2 * D * Hq * static_cast<double>(documents);
   const double bwd_flops = 2.5 * fwd_flops;
   std::printf(
-      "attention %-7s causal T=%-6lld docs=%-3lld Hq=32 Hkv=8 D=128 | fwd %8.3f ms %6.1f "
+      "attention %-7s causal T=%-6lld docs=%-3lld Hq=32 Hkv=%-2lld D=128 | fwd %8.3f ms %6.1f "
       "TFLOP/s | bwd %8.3f ms %6.1f TFLOP/s | fwd+bwd %6.1f TFLOP/s\n",
       kernel == AttentionKernel::cudnn ? "cudnn" : "builtin", static_cast<long long>(T),
-      static_cast<long long>(documents), fwd * 1e3, fwd_flops / fwd / 1e12, bwd * 1e3,
-      bwd_flops / bwd / 1e12, (fwd_flops + bwd_flops) / (fwd + bwd) / 1e12);
+      static_cast<long long>(documents), static_cast<long long>(Hkv), fwd * 1e3,
+      fwd_flops / fwd / 1e12, bwd * 1e3, bwd_flops / bwd / 1e12,
+      (fwd_flops + bwd_flops) / (fwd + bwd) / 1e12);
 }
 
 #ifdef ULYSSES_HAS_CUDA
@@ -149,8 +154,8 @@ void survey_attention_engines(const Context& ctx, std::int64_t T, int repeats) {
         try {
           seconds = time_median(ctx, 1, repeats, [&] {
             if (backward)
-              cu::cudnn_sdpa_backward(ctx, *c.plan, entries, q, k, v, scale, out, lse, dout,
-                                      result, dk, dv);
+              cu::cudnn_sdpa_backward(ctx, *c.plan, entries, q, k, v, scale, out, lse, dout, result,
+                                      dk, dv);
             else
               cu::cudnn_sdpa_forward(ctx, *c.plan, entries, q, k, v, scale, result, lse);
           });
@@ -393,7 +398,7 @@ void bench_kernels(const Context& ctx, int repeats) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, kernels_only = false, block_only = false, engines = false;
+  bool quick = false, kernels_only = false, block_only = false, engines = false, heads = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) {
       quick = true;
@@ -403,10 +408,12 @@ int main(int argc, char** argv) {
       block_only = true;
     } else if (std::strcmp(argv[i], "--attention-engines") == 0) {
       engines = true;
+    } else if (std::strcmp(argv[i], "--attention-heads") == 0) {
+      heads = true;
     } else {
       std::fprintf(stderr,
                    "usage: cuda_ops_bench [--quick] [--kernels-only] [--block-attention-only] "
-                   "[--attention-engines]\n");
+                   "[--attention-engines] [--attention-heads]\n");
       return 2;
     }
   }
@@ -433,6 +440,12 @@ int main(int argc, char** argv) {
       return 0;
     }
 #endif
+    if (heads) {
+      for (const std::int64_t T : {8192, 32768})
+        for (const std::int64_t Hkv : {8, 32})
+          bench_attention(ctx, ulysses::AttentionKernel::cudnn, T, 1, quick ? 3 : 5, Hkv);
+      return 0;
+    }
     if (block_only) {  // ring attention's block pair and merge only (128K over rings of 4 and 8)
       for (const std::int64_t ring : {4, 8}) bench_block_attention(ctx, ring, quick ? 1 : 3);
       return 0;
