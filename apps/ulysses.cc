@@ -170,7 +170,7 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
       ->capture_default_str();
   cmd.add_option("--checkpoint-layers", c.checkpoint_layers,
                  "With --gradient-checkpointing: checkpoint only the first N layers, the rest "
-                 "keep every activation and skip the recompute (-1: all; auto: the fewest that "
+                 "keep their activations and skip the recompute (-1: all; auto: the fewest that "
                  "let the memory plan fit the GPU)")
       ->transform(CLI::Transformer(std::map<std::string, std::string>{
           {"auto", std::to_string(ulysses::train::kCheckpointLayersAuto)}}))

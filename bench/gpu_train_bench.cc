@@ -346,15 +346,25 @@ int main(int argc, char** argv) {
     const std::int64_t local = seq / sp;
     // The isolated component timings (--no-breakdown skips them: at reach lengths one layer's
     // attention alone takes seconds).
-    const double all_to_all_layer =
-        breakdown ? layer_all_to_all_seconds(ctx, trainer.mesh().sp_group(), trainer.model_config(),
-                                             local, checkpointing)
-                  : 0.0;
+    // --checkpoint-layers N: only N of the L layers are checkpointed (the rest recompute
+    // nothing but, with the MLP in tiles, its gate and up per tile in their backward).
+    const double L = static_cast<double>(trainer.model_config().num_hidden_layers);
+    const std::int64_t ckpt_layers = trainer.config().checkpoint_layers;
+    const double checkpointed = !checkpointing    ? 0.0
+                                : ckpt_layers < 0 ? L
+                                                  : std::min(static_cast<double>(ckpt_layers), L);
+    const auto all_to_all_of = [&](bool ckpt) {
+      return layer_all_to_all_seconds(ctx, trainer.mesh().sp_group(), trainer.model_config(), local,
+                                      ckpt);
+    };
+    const double all_to_all_isolated =
+        !breakdown ? 0.0
+                   : checkpointed * (checkpointed > 0 ? all_to_all_of(true) : 0.0) +
+                         (L - checkpointed) * (checkpointed < L ? all_to_all_of(false) : 0.0);
     const auto [gemm_layer, attention_layer] =
         breakdown ? layer_component_seconds(ctx, trainer.model_config(), local, sp)
                   : std::pair<double, double>{0.0, 0.0};
-    const double L = static_cast<double>(trainer.model_config().num_hidden_layers);
-    // With checkpointing the recompute runs the forward of every projection but the MLP's down
+    // A checkpointed layer's recompute runs the forward of every projection but the MLP's down
     // projection again (forward ~ 1/3 of forward + backward; a tiled MLP recomputes gate and up
     // in its backward instead, the same work); attention's forward is kept, unless
     // --recompute-attention (then it runs twice: forward ~ 1/3.5 of forward + backward).
@@ -362,16 +372,16 @@ int main(int argc, char** argv) {
     const double C = static_cast<double>(mc.hidden_size),
                  I = static_cast<double>(mc.intermediate_size);
     const double proj = C * static_cast<double>(2 * mc.q_dim() + 2 * mc.kv_dim());
-    const double recomputed_share = (proj + 2 * C * I) / (proj + 3 * C * I);
-    // --checkpoint-layers N: only N of the L layers recompute.
-    const std::int64_t ckpt_layers = trainer.config().checkpoint_layers;
-    const double recomputed_layers = ckpt_layers < 0 ? 1.0 : static_cast<double>(ckpt_layers) / L;
-    const double recompute = checkpointing ? 1.0 + recomputed_layers * recomputed_share / 3.0 : 1.0;
+    const std::int64_t tile = train::effective_mlp_tile(trainer.config());
+    const bool tiled = tile > 0 && tile < local;
+    const double checkpointed_share = (proj + 2 * C * I) / (proj + 3 * C * I);
+    const double whole_share = tiled ? 2 * C * I / (proj + 3 * C * I) : 0.0;
+    const double recompute =
+        1.0 + (checkpointed * checkpointed_share + (L - checkpointed) * whole_share) / L / 3.0;
     const double attention_recompute = checkpointing && recompute_attention ? 1.0 + 1.0 / 3.5 : 1.0;
     const double step = seconds / static_cast<double>(steps);
     const double gemm = gemm_layer * L * recompute,
                  attention = attention_layer * L * attention_recompute;
-    const double all_to_all_isolated = all_to_all_layer * L;
     const double other =
         std::max(0.0, step - gemm - attention - exposed_all_to_all - exposed_zero_comm);
     const double tflops = flops / seconds / 1e12;

@@ -264,6 +264,18 @@ TEST(MemoryPlan, ReachWithEveryOffloadMeetsTheTargets) {
   EXPECT_NE(table.find("--recompute-attention --offload-activations --offload-gradients"),
             std::string::npos)
       << table;
+  // --checkpoint-layers changes only the "(as given)" row: the other rows' options (recompute,
+  // offload) checkpoint every layer.
+  MemoryPlanInput whole = plain;
+  whole.checkpoint_layers = 20;
+  const auto rows_after_first = [](const std::string& t) {
+    const std::size_t given = t.find("(as given)");
+    return t.substr(t.find('\n', given));
+  };
+  const std::string with_whole = format_reach_table(preset_config("qwen3-4b"), whole);
+  const std::string without = format_reach_table(preset_config("qwen3-4b"), plain);
+  EXPECT_EQ(rows_after_first(with_whole), rows_after_first(without));
+  EXPECT_NE(with_whole, without) << "the first row keeps 16 layers whole";
 }
 
 }  // namespace

@@ -3,7 +3,8 @@
 //
 // The decoder knows nothing of devices or ranks: it calls ops on tensors and the
 // AttentionStrategy for attention. Activations kept for backward are listed in
-// LayerActivations; with gradient checkpointing only each layer's input is kept and the rest
+// LayerActivations; with gradient checkpointing only each checkpointed layer's input is kept
+// (every layer, unless StepOptions::checkpoint_layers keeps the last ones whole) and the rest
 // is recomputed, layer by layer, during backward — except attention, whose output and saved
 // statistics are kept (unless StepOptions::recompute_attention), so attention forward never
 // runs twice. The results are bitwise identical because the recomputation runs the same code on
@@ -66,9 +67,10 @@ struct StepOptions {
   // attention's output, as without it.
   std::int64_t recompute_attention_layers = -1;
   // With gradient_checkpointing: only layers 0 .. N-1 are checkpointed (-1: every layer); the
-  // last L - N keep every activation, as without checkpointing, and skip the recompute (faster,
-  // more memory). Not with recompute_attention or an activation_store (those spend time to save
-  // memory; this spends memory to save time).
+  // last L - N keep what a layer keeps without checkpointing and skip the recompute (faster,
+  // more memory; with a tiled MLP their gate/up values are still recomputed per tile in the
+  // backward, as without checkpointing). Not with recompute_attention or an activation_store
+  // (those spend time to save memory; this spends memory to save time).
   std::int64_t checkpoint_layers = -1;
   // MLP token tile (0: the whole shard at once).
   std::int64_t mlp_tile_tokens = 0;

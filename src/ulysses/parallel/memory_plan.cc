@@ -320,6 +320,9 @@ std::string format_reach_table(const ModelConfig& c, const MemoryPlanInput& base
     in.recompute_attention = ch.recompute;
     in.offload_activation_layers = ch.act_layers;
     in.offload_gradients = ch.grads;
+    // --checkpoint-layers goes with none of the other rows' options (recompute, offload):
+    // they checkpoint every layer.
+    if (ch.flags[0] != '(') in.checkpoint_layers = -1;
     const std::int64_t tokens = largest_fit(c, in);
     in.tokens_per_device = std::max<std::int64_t>(tokens, 1);
     const MemoryPlan p = plan_for(c, in, in.tokens_per_device);

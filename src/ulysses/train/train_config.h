@@ -56,7 +56,8 @@ struct TrainConfig {
   // that let the memory plan fit the GPU, resolved by the trainer before setup).
   std::int64_t recompute_attention_layers = -1;
   // With gradient checkpointing: only the first N layers are checkpointed (-1: all); the last
-  // L - N keep every activation and skip the recompute (faster, more memory).
+  // L - N keep what a layer keeps without checkpointing and skip the recompute (faster, more
+  // memory; the MLP tiles, --mlp-tile-tokens, still recompute their gate/up values).
   // kCheckpointLayersAuto: the fewest checkpointed layers that let the memory plan fit the GPU,
   // resolved by the trainer before setup. Not with recompute_attention or offload_activations.
   std::int64_t checkpoint_layers = -1;

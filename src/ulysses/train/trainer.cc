@@ -176,8 +176,16 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     // How many layers offload (as given, or as many as the host budget holds) and, with
     // --recompute-attention-layers auto, how many recompute attention (the fewest that fit the
     // device): resolved once, the same on every rank; the plan uses the resolved counts.
-    const ActivationChoice choice = resolve_activation_choice(
-        config_, model_config_, mesh_->config(), device_plan_budget(), host_budget_bytes_);
+    // With --checkpoint-layers auto, how many layers are checkpointed (the fewest that fit).
+    // The budget is the smallest device's over the world (collective), so every rank resolves
+    // the same counts even on mixed GPUs (an SP group's ranks must agree on every layer's
+    // exchanges).
+    Tensor smallest = Tensor::empty({1}, DType::i64);
+    smallest.data<std::int64_t>()[0] = -device_plan_budget();
+    world_.all_reduce(smallest, comm::ReduceOp::max);
+    const ActivationChoice choice =
+        resolve_activation_choice(config_, model_config_, mesh_->config(),
+                                  -smallest.data<std::int64_t>()[0], host_budget_bytes_);
     if (config_.recompute_attention_layers == kRecomputeAttentionAuto) {
       config_.recompute_attention_layers = choice.recompute_layers;
       recompute_layers_chosen_ = true;
