@@ -105,7 +105,7 @@ void validate(const TrainConfig& c) {
   if (c.eval_steps > 0 && c.eval_data.empty())
     UL_FAIL("--eval-steps ", c.eval_steps, " needs --eval-data (the file to evaluate on)");
   parse_dtype_option(c.save_dtype, "--save-dtype");
-  const DType reduce_dtype = parse_dtype_option(c.grad_reduce_dtype, "--grad-reduce-dtype");
+  parse_dtype_option(c.grad_reduce_dtype, "--grad-reduce-dtype");  // checked here, in order
   if (c.device != "cpu" && c.device != "cuda" && c.device != "auto")
     UL_FAIL("--device must be cpu, cuda or auto (got '", c.device, "')");
   parse_attn_implementation(c.attn_implementation);
@@ -147,10 +147,18 @@ void validate(const TrainConfig& c) {
             ": packed sequences have exactly that length and each SP rank takes its share of "
             "it; use --max-seq-length ",
             (c.max_seq_length + pad - 1) / pad * pad);
-  parallel::ZeroConfig zero{static_cast<int>(c.zero_stage), c.offload_optimizer, c.offload_params,
-                            c.zero_overlap, reduce_dtype};
-  zero.offload_gradients = c.offload_gradients;
-  parallel::validate_zero_config(zero, c.dp_replicate_size);
+  parallel::validate_zero_config(zero_config(c), c.dp_replicate_size);
+}
+
+parallel::ZeroConfig zero_config(const TrainConfig& c) {
+  parallel::ZeroConfig z;
+  z.stage = static_cast<int>(c.zero_stage);
+  z.offload_optimizer = c.offload_optimizer;
+  z.offload_params = c.offload_params;
+  z.offload_gradients = c.offload_gradients;
+  z.overlap = c.zero_overlap;
+  z.grad_reduce_dtype = parse_dtype_option(c.grad_reduce_dtype, "--grad-reduce-dtype");
+  return z;
 }
 
 std::int64_t effective_mlp_tile(const TrainConfig& c) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "ulysses/core/dtype.h"
+#include "ulysses/parallel/zero_config.h"
 
 namespace ulysses::train {
 
@@ -131,6 +132,10 @@ AttnImplementation parse_attn_implementation(const std::string& value);
 
 // The MLP tile the step uses for --mlp-tile-tokens (resolving -1, automatic).
 std::int64_t effective_mlp_tile(const TrainConfig& c);
+
+// The ZeRO options of a run (stage, offloads, overlap, gradient reduction dtype); an Error
+// names --grad-reduce-dtype when it does not parse.
+parallel::ZeroConfig zero_config(const TrainConfig& c);
 
 // Throws Error naming the first invalid option (as its command-line flag) and the fix.
 // Checks what needs neither the model nor the world size (see parallel::resolve_parallel_config
