@@ -32,8 +32,8 @@ std::string model_dir(std::int64_t heads, std::int64_t kv_heads, const std::stri
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "config.json")
       << R"({"model_type": ")" << type << R"(", "hidden_size": 32, "intermediate_size": 48,
-       "num_hidden_layers": 2, "num_attention_heads": )" << heads
-      << R"(, "num_key_value_heads": )" << kv_heads
+       "num_hidden_layers": 2, "num_attention_heads": )"
+      << heads << R"(, "num_key_value_heads": )" << kv_heads
       << R"(, "head_dim": 8, "vocab_size": 128, "rms_norm_eps": 1e-6, "rope_theta": 10000})";
   return dir.string();
 }
@@ -54,8 +54,8 @@ train::TrainConfig base_config(const std::string& model) {
   return c;
 }
 
-using testing::TrainResult;
 using testing::train_run;
+using testing::TrainResult;
 
 void expect_same_training(const train::TrainConfig& parallel, const std::string& what) {
   auto self = comm::make_self_communicator();
@@ -80,7 +80,8 @@ struct Layout {
 
 TEST(UlyssesTraining, EqualsSingleRankForEveryLayout) {
   // kv heads split (4 kv heads: divisible by sp 2 and 4) and replicated (1 kv head).
-  for (const Layout layout : {Layout{4, 4, "llama"}, Layout{4, 1, "qwen3"}, Layout{4, 2, "qwen2"}}) {
+  for (const Layout layout :
+       {Layout{4, 4, "llama"}, Layout{4, 1, "qwen3"}, Layout{4, 2, "qwen2"}}) {
     const std::string model = model_dir(layout.heads, layout.kv_heads, layout.type);
     for (std::int64_t sp = 1; sp <= world().size(); sp *= 2) {
       if (world().size() % sp != 0) continue;
@@ -91,11 +92,10 @@ TEST(UlyssesTraining, EqualsSingleRankForEveryLayout) {
           c.packing = packing;
           c.gradient_accumulation_steps = accumulation;
           c.per_device_train_batch_size = 2;
-          const std::string what = std::string(layout.type) + " kv " +
-                                   std::to_string(layout.kv_heads) + " sp " + std::to_string(sp) +
-                                   " dp " + std::to_string(world().size() / sp) +
-                                   (packing ? " packed" : " unpacked") + " ga " +
-                                   std::to_string(accumulation);
+          const std::string what =
+              std::string(layout.type) + " kv " + std::to_string(layout.kv_heads) + " sp " +
+              std::to_string(sp) + " dp " + std::to_string(world().size() / sp) +
+              (packing ? " packed" : " unpacked") + " ga " + std::to_string(accumulation);
           SCOPED_TRACE(what);
           expect_same_training(c, what);
           if (sp > 1 && packing && accumulation == 1) {
@@ -216,15 +216,18 @@ TEST(UlyssesLayout, ExchangesAreInversesAndSliceTheFullTensor) {
     const Tensor local = full.rows(r * T, (r + 1) * T).clone();
     const auto chunks = parallel::kv_head_chunks(kv_heads, P);
     Context ctx;
-    const Tensor heads = parallel::sequence_to_heads(ctx, group, local, chunks.first_head, chunks.chunk);
+    const Tensor heads =
+        parallel::sequence_to_heads(ctx, group, local, chunks.first_head, chunks.chunk);
     // Equals the full tensor's slice of this rank's heads.
     const auto f = full.to_floats();
     const auto h = heads.to_floats();
     for (std::int64_t t = 0; t < P * T; ++t)
       for (std::int64_t c = 0; c < chunks.chunk; ++c)
         for (std::int64_t d = 0; d < D; ++d)
-          ASSERT_EQ(h[static_cast<std::size_t>((t * chunks.chunk + c) * D + d)],
-                    f[static_cast<std::size_t>((t * kv_heads + chunks.first_head[static_cast<std::size_t>(r)] + c) * D + d)]);
+          ASSERT_EQ(
+              h[static_cast<std::size_t>((t * chunks.chunk + c) * D + d)],
+              f[static_cast<std::size_t>(
+                  (t * kv_heads + chunks.first_head[static_cast<std::size_t>(r)] + c) * D + d)]);
     if (kv_heads % P == 0) {  // split: head -> sequence restores the shard exactly
       Tensor back = testing::poisoned({T, kv_heads, D});
       parallel::heads_to_sequence(ctx, group, heads, chunks.first_head, chunks.chunk, back, false);
@@ -270,8 +273,9 @@ TEST(UlyssesAttention, PackedDocumentsCrossingShardsMatchEachDocumentAlone) {
   auto ulysses = parallel::make_ulysses_attention(group, H, Hkv);
   parallel::AttentionSaved saved;
   Tensor out = testing::poisoned({T, H, D});
-  ulysses->forward(ctx, shard, q.rows(r * T, (r + 1) * T).clone(), k.rows(r * T, (r + 1) * T).clone(),
-                   v.rows(r * T, (r + 1) * T).clone(), 0.35f, out, saved);
+  ulysses->forward(ctx, shard, q.rows(r * T, (r + 1) * T).clone(),
+                   k.rows(r * T, (r + 1) * T).clone(), v.rows(r * T, (r + 1) * T).clone(), 0.35f,
+                   out, saved);
   // Reference: each document alone through the plain op.
   Tensor expected = Tensor::empty({S, H, D}, DType::f32);
   for (const auto& [begin, end] : {std::pair<std::int64_t, std::int64_t>{0, 5}, {5, 16}}) {
@@ -332,6 +336,12 @@ TEST(UlyssesTraining, GradientCheckpointingIsBitwiseIdentical) {
     const TrainResult checkpointed = train_run(c, &world());
     EXPECT_EQ(plain.losses, checkpointed.losses) << "kv heads " << kv_heads;
     EXPECT_TRUE(plain.params == checkpointed.params) << "kv heads " << kv_heads;
+    // --checkpoint-layers 1: the second layer keeps everything, its head-sharded copies too
+    // (no drop, no restore exchanges); the first is checkpointed. The same bits.
+    c.checkpoint_layers = 1;
+    const TrainResult partly = train_run(c, &world());
+    EXPECT_EQ(plain.losses, partly.losses) << "kv heads " << kv_heads;
+    EXPECT_TRUE(plain.params == partly.params) << "kv heads " << kv_heads;
   }
 }
 
@@ -365,7 +375,9 @@ TEST(UlyssesGradients, ZeroTokenRankMatchesSingleRank) {
 
   model::ParamBuffers expected_grads(config), grads(config);
   const double expected_loss =
-      single.forward_backward(ctx, params, &expected_grads, data::make_full_shard(seq), static_cast<float>(1 / n), {})
+      single
+          .forward_backward(ctx, params, &expected_grads, data::make_full_shard(seq),
+                            static_cast<float>(1 / n), {})
           .loss_sum;
   const std::int64_t T = 16 / P;
   const auto shard = data::make_shard(seq, r * T, (r + 1) * T);
