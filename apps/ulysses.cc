@@ -162,19 +162,23 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
       ->capture_default_str();
   cmd.add_flag("--recompute-attention", c.recompute_attention,
                "Checkpointing: recompute attention instead of keeping its output");
-  cmd.add_option("--recompute-attention-layers", c.recompute_attention_layers,
-                 "With --recompute-attention: only the first N layers (-1: all; auto: the "
-                 "fewest that let the memory plan fit the GPU)")
-      ->transform(CLI::Transformer(std::map<std::string, std::string>{
-          {"auto", std::to_string(ulysses::train::kRecomputeAttentionAuto)}}))
-      ->capture_default_str();
-  cmd.add_option("--checkpoint-layers", c.checkpoint_layers,
-                 "With --gradient-checkpointing: checkpoint only the first N layers, the rest "
-                 "keep their activations and skip the recompute (-1: all; auto: the fewest that "
-                 "let the memory plan fit the GPU)")
-      ->transform(CLI::Transformer(std::map<std::string, std::string>{
-          {"auto", std::to_string(ulysses::train::kCheckpointLayersAuto)}}))
-      ->capture_default_str();
+  // Layer counts that also take "auto" (the trainer resolves it from the memory plan).
+  const auto add_count_or_auto = [&](const char* flag, std::int64_t& target, const char* help,
+                                     std::int64_t auto_value) {
+    cmd.add_option(flag, target, help)
+        ->transform(CLI::Transformer(
+            std::map<std::string, std::string>{{"auto", std::to_string(auto_value)}}))
+        ->capture_default_str();
+  };
+  add_count_or_auto("--recompute-attention-layers", c.recompute_attention_layers,
+                    "With --recompute-attention: only the first N layers (-1: all; auto: the "
+                    "fewest that let the memory plan fit the GPU)",
+                    ulysses::train::kRecomputeAttentionAuto);
+  add_count_or_auto("--checkpoint-layers", c.checkpoint_layers,
+                    "With --gradient-checkpointing: checkpoint only the first N layers, the rest "
+                    "keep their activations and skip the recompute (-1: all; auto: the fewest "
+                    "that let the memory plan fit the GPU)",
+                    ulysses::train::kCheckpointLayersAuto);
   cmd.add_flag("--ignore-memory-plan", c.ignore_memory_plan,
                "Start a GPU run even when its memory plan exceeds the device");
   cmd.add_flag("--offload-activations", c.offload_activations,

@@ -168,6 +168,11 @@ double layer_all_to_all_seconds(const Context& ctx, comm::Communicator& group,
       3);
 }
 
+// A layer count of the command line: "auto" (the trainer resolves it) or a number.
+std::int64_t count_or_auto(const char* arg, std::int64_t auto_value) {
+  return std::strcmp(arg, "auto") == 0 ? auto_value : std::atoll(arg);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -220,13 +225,11 @@ int main(int argc, char** argv) {
       loss_tile = std::atoll(argv[++i]);
     else if (a == "--no-warmup")
       warmup = false;
-    else if (a == "--recompute-attention-layers" && i + 1 < argc) {
-      const std::string n = argv[++i];
-      recompute_layers = n == "auto" ? train::kRecomputeAttentionAuto : std::atoll(n.c_str());
-    } else if (a == "--checkpoint-layers" && i + 1 < argc) {
-      const std::string n = argv[++i];
-      checkpoint_layers = n == "auto" ? train::kCheckpointLayersAuto : std::atoll(n.c_str());
-    } else if (a == "--no-breakdown")
+    else if (a == "--recompute-attention-layers" && i + 1 < argc)
+      recompute_layers = count_or_auto(argv[++i], train::kRecomputeAttentionAuto);
+    else if (a == "--checkpoint-layers" && i + 1 < argc)
+      checkpoint_layers = count_or_auto(argv[++i], train::kCheckpointLayersAuto);
+    else if (a == "--no-breakdown")
       breakdown = false;
     else {
       std::fprintf(stderr,

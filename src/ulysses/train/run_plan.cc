@@ -265,32 +265,33 @@ ActivationChoice resolve_activation_choice(const TrainConfig& c, const model::Mo
   };
   const std::int64_t L = model.num_hidden_layers;
   const std::int64_t budget = device_bytes / 100 * 97;
+  // The fewest layers n in [0, L) for which fits(n); -1 (every layer) when none does (the fit
+  // check then refuses the run if every layer does not fit either).
+  const auto fewest = [&](const auto& fits) -> std::int64_t {
+    for (std::int64_t n = 0; n < L; ++n)
+      if (fits(n)) return n;
+    return -1;
+  };
   if (c.gradient_checkpointing && c.checkpoint_layers == kCheckpointLayersAuto) {
-    // The fewest checkpointed layers (the most kept whole) that fit; every layer when only
-    // that fits (or nothing does: the fit check then refuses the run).
+    // The fewest checkpointed layers: the most kept whole.
     ActivationChoice a = choice_for(c.recompute_attention_layers);
-    for (std::int64_t n = 0; n < L; ++n) {
+    a.checkpoint_layers = fewest([&](std::int64_t n) {
       TrainConfig t = c;
       t.checkpoint_layers = n;
-      if (run_memory(t, model, layout, bf16, host_budget).device_bytes() <= budget) {
-        a.checkpoint_layers = n;
-        return a;
-      }
-    }
+      return run_memory(t, model, layout, bf16, host_budget).device_bytes() <= budget;
+    });
     return a;
   }
   if (!c.gradient_checkpointing || !c.recompute_attention ||
       c.recompute_attention_layers != kRecomputeAttentionAuto)
     return choice_for(c.recompute_attention_layers);
-  for (std::int64_t n = 0; n < L; ++n) {
-    const ActivationChoice a = choice_for(n);
+  return choice_for(fewest([&](std::int64_t n) {
     TrainConfig t = c;
     t.recompute_attention_layers = n;
-    t.offload_activation_layers = a.offload_layers;
+    t.offload_activation_layers = choice_for(n).offload_layers;
     const RunMemory m = run_memory(t, model, layout, bf16, host_budget);
-    if (m.device_bytes() <= budget && (host_budget <= 0 || m.host_bytes() <= host_budget)) return a;
-  }
-  return choice_for(-1);
+    return m.device_bytes() <= budget && (host_budget <= 0 || m.host_bytes() <= host_budget);
+  }));
 }
 
 std::optional<EpochPlan> plan_epoch(const data::DocumentSource& source, const TrainConfig& c,
@@ -390,38 +391,33 @@ std::string info_report(const TrainConfig& options, int world_size_option, doubl
           static_cast<long long>(config.max_seq_length / config.sp_size));
   const auto budget = static_cast<std::int64_t>(memory_gib * (1ll << 30));
   const auto host_budget = static_cast<std::int64_t>(host_memory_gib * (1ll << 30));
-  if (config.gradient_checkpointing && config.recompute_attention &&
-      config.recompute_attention_layers == kRecomputeAttentionAuto) {
-    // As the trainer resolves it on a GPU of --memory-gib (every layer without a budget).
+  // --recompute-attention-layers auto and --checkpoint-layers auto, as the trainer resolves them
+  // on a GPU of --memory-gib (every layer without a budget).
+  const bool recompute_auto = config.gradient_checkpointing && config.recompute_attention &&
+                              config.recompute_attention_layers == kRecomputeAttentionAuto;
+  const bool checkpoint_auto =
+      config.gradient_checkpointing && config.checkpoint_layers == kCheckpointLayersAuto;
+  if (recompute_auto || checkpoint_auto) {
     const bool resolvable = budget > 0 && bf16;
-    config.recompute_attention_layers =
-        resolvable
-            ? resolve_activation_choice(config, c, layout, budget, host_budget).recompute_layers
-            : -1;
-    appendf(out, "checkpointing: --recompute-attention-layers auto -> %s\n",
-            !resolvable ? "every layer (no --memory-gib to fit on a GPU)"
-            : config.recompute_attention_layers < 0
-                ? "every layer (none fewer fits)"
-                : (std::to_string(config.recompute_attention_layers) + " of " +
-                   std::to_string(c.num_hidden_layers) +
-                   " layers (the fewest that fit 97% of "
-                   "--memory-gib)")
-                      .c_str());
-  }
-  if (config.gradient_checkpointing && config.checkpoint_layers == kCheckpointLayersAuto) {
-    const bool resolvable = budget > 0 && bf16;
-    config.checkpoint_layers =
-        resolvable
-            ? resolve_activation_choice(config, c, layout, budget, host_budget).checkpoint_layers
-            : -1;
-    appendf(out, "checkpointing: --checkpoint-layers auto -> %s\n",
-            !resolvable                    ? "every layer (no --memory-gib to fit on a GPU)"
-            : config.checkpoint_layers < 0 ? "every layer (none fewer fits)"
-                                           : (std::to_string(config.checkpoint_layers) + " of " +
-                                              std::to_string(c.num_hidden_layers) +
-                                              " layers (the fewest that fit 97% of "
-                                              "--memory-gib)")
-                                                 .c_str());
+    const ActivationChoice choice =
+        resolvable ? resolve_activation_choice(config, c, layout, budget, host_budget)
+                   : ActivationChoice{};
+    const auto say = [&](const char* flag, std::int64_t n) {
+      const std::string what = !resolvable ? "every layer (no --memory-gib to fit on a GPU)"
+                               : n < 0     ? "every layer (none fewer fits)"
+                                           : std::to_string(n) + " of " +
+                                             std::to_string(c.num_hidden_layers) +
+                                             " layers (the fewest that fit 97% of --memory-gib)";
+      appendf(out, "checkpointing: %s auto -> %s\n", flag, what.c_str());
+    };
+    if (recompute_auto) {
+      config.recompute_attention_layers = choice.recompute_layers;
+      say("--recompute-attention-layers", choice.recompute_layers);
+    }
+    if (checkpoint_auto) {
+      config.checkpoint_layers = choice.checkpoint_layers;
+      say("--checkpoint-layers", choice.checkpoint_layers);
+    }
   }
   const RunMemory memory = run_memory(config, c, layout, precision, host_budget);
   out += format_memory_plan(memory.plan, memory.input);
