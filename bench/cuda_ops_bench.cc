@@ -320,8 +320,8 @@ void bench_kernels(const Context& ctx, int repeats) {
   std::vector<std::int32_t> positions(static_cast<std::size_t>(T));
   for (std::int64_t t = 0; t < T; ++t)
     positions[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(t);
-  const ops::RopeTable table =
-      ops::rope_table(ops::RopeConfig{1000000.0}, D, Tensor::from_ints(positions, {T}).to(dev));
+  const ops::RopeTable table = ops::rope_table(ctx, ops::RopeConfig{1000000.0}, D,
+                                               Tensor::from_ints(positions, {T}).to(dev));
   const double table_bytes = static_cast<double>(T * D) * 4;  // cos + sin, f32 [T, D/2] each
   const Tensor wq = random_bf16({D}, rng, 1.0f, dev);
   for (const std::int64_t H : {Hq, Hkv}) {

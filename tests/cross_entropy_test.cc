@@ -89,9 +89,9 @@ TEST(CrossEntropy, MatchesFloat64Reference) {
   Tensor dweight = Tensor::zeros(p.weight.shape(), DType::f32);
   const LossSum loss =
       ops::lm_head_cross_entropy(with_tile(5), p.x, p.weight, p.label_tensor(), 0.25f, dx, dweight);
-  EXPECT_EQ(loss.valid_count, ref.valid_count);
-  EXPECT_EQ(loss.valid_count, 10);
-  EXPECT_NEAR(loss.loss_sum, ref.loss_sum, 1e-6 * ref.loss_sum);
+  EXPECT_EQ(loss.valid_count(), ref.valid_count);
+  EXPECT_EQ(loss.valid_count(), 10);
+  EXPECT_NEAR(loss.loss_sum(), ref.loss_sum, 1e-6 * ref.loss_sum);
   EXPECT_LE(relative_error(as_doubles(dx), ref.dx), 1e-5);
   EXPECT_LE(relative_error(as_doubles(dweight), ref.dweight), 1e-5);
   // Ignored tokens get no gradient.
@@ -100,8 +100,8 @@ TEST(CrossEntropy, MatchesFloat64Reference) {
   // Evaluation: same loss, gradients may be undefined.
   const LossSum eval =
       ops::lm_head_cross_entropy(with_tile(5), p.x, p.weight, p.label_tensor(), 0.0f, {}, {});
-  EXPECT_EQ(eval.loss_sum, loss.loss_sum);
-  EXPECT_EQ(eval.valid_count, loss.valid_count);
+  EXPECT_EQ(eval.loss_sum(), loss.loss_sum());
+  EXPECT_EQ(eval.valid_count(), loss.valid_count());
 }
 
 TEST(CrossEntropy, GradientMatchesFiniteDifferences) {
@@ -112,7 +112,7 @@ TEST(CrossEntropy, GradientMatchesFiniteDifferences) {
   Tensor dweight = Tensor::zeros(p.weight.shape(), DType::f32);
   ops::lm_head_cross_entropy(ctx, p.x, p.weight, labels, 1.0f, dx, dweight);
   auto loss = [&] {
-    return ops::lm_head_cross_entropy(ctx, p.x, p.weight, labels, 0.0f, {}, {}).loss_sum;
+    return ops::lm_head_cross_entropy(ctx, p.x, p.weight, labels, 0.0f, {}, {}).loss_sum();
   };
   EXPECT_LE(relative_error(as_doubles(dx), testing::numerical_gradient(p.x, loss)), 2e-3);
   EXPECT_LE(relative_error(as_doubles(dweight), testing::numerical_gradient(p.weight, loss)), 2e-3);
@@ -132,14 +132,14 @@ TEST(CrossEntropy, TilingDoesNotChangeResults) {
   for (const std::int64_t tile : {1, 3, 7, 17, 100}) {
     Tensor dx, dweight;
     const LossSum tiled = run(tile, dx, dweight);
-    EXPECT_EQ(tiled.valid_count, full.valid_count) << "tile " << tile;
-    EXPECT_NEAR(tiled.loss_sum, full.loss_sum, 1e-6 * full.loss_sum) << "tile " << tile;
+    EXPECT_EQ(tiled.valid_count(), full.valid_count()) << "tile " << tile;
+    EXPECT_NEAR(tiled.loss_sum(), full.loss_sum(), 1e-6 * full.loss_sum()) << "tile " << tile;
     EXPECT_LE(relative_error(dx, dx_full), 1e-6) << "tile " << tile;
     EXPECT_LE(relative_error(dweight, dweight_full), 1e-6) << "tile " << tile;
   }
   // Run to run: bitwise identical.
   Tensor dx_again, dweight_again;
-  EXPECT_EQ(run(3, dx_again, dweight_again).loss_sum, run(3, dx_full, dweight_full).loss_sum);
+  EXPECT_EQ(run(3, dx_again, dweight_again).loss_sum(), run(3, dx_full, dweight_full).loss_sum());
   EXPECT_EQ(dx_again.to_floats(), dx_full.to_floats());
   EXPECT_EQ(dweight_again.to_floats(), dweight_full.to_floats());
 }
@@ -153,8 +153,8 @@ TEST(CrossEntropy, AllLabelsIgnored) {
   Tensor dx = dx0.clone(), dweight = dweight0.clone();
   const LossSum loss =
       ops::lm_head_cross_entropy(with_tile(4), p.x, p.weight, p.label_tensor(), 1.0f, dx, dweight);
-  EXPECT_EQ(loss.loss_sum, 0.0);
-  EXPECT_EQ(loss.valid_count, 0);
+  EXPECT_EQ(loss.loss_sum(), 0.0);
+  EXPECT_EQ(loss.valid_count(), 0);
   EXPECT_EQ(dx.to_floats(), dx0.to_floats());
   EXPECT_EQ(dweight.to_floats(), dweight0.to_floats());
 }
@@ -187,9 +187,9 @@ TEST(CrossEntropy, LargeLogitsStayFinite) {
   Tensor dweight = Tensor::zeros(p.weight.shape(), DType::f32);
   const LossSum loss =
       ops::lm_head_cross_entropy(with_tile(3), p.x, p.weight, p.label_tensor(), 1.0f, dx, dweight);
-  ASSERT_TRUE(std::isfinite(loss.loss_sum));
+  ASSERT_TRUE(std::isfinite(loss.loss_sum()));
   EXPECT_GT(ref.loss_sum, 100.0);  // the test really exercises large logits
-  EXPECT_NEAR(loss.loss_sum, ref.loss_sum, 1e-5 * ref.loss_sum);
+  EXPECT_NEAR(loss.loss_sum(), ref.loss_sum, 1e-5 * ref.loss_sum);
   for (float v : dx.to_floats()) ASSERT_TRUE(std::isfinite(v));
   for (float v : dweight.to_floats()) ASSERT_TRUE(std::isfinite(v));
   EXPECT_LE(relative_error(as_doubles(dx), ref.dx), 1e-3);

@@ -144,6 +144,11 @@ TEST(Shard, ZigzagRunsConcatenatePerTokenArraysAndCountTheirLabels) {
   EXPECT_EQ(shard.cu_seqlens.to_floats(), (std::vector<float>{0, 3, 8}));
   EXPECT_EQ(shard.ranges, ranges);
   EXPECT_EQ(shard.shard_begin, 0);
+  // The host copies the CUDA ops read instead of the device's (ops/indices.h).
+  EXPECT_EQ(shard.input_ids_host, (std::vector<std::int32_t>{5, 6, 23, 24}));
+  EXPECT_EQ(shard.shift_labels_host, (std::vector<std::int32_t>{6, 7, 24, -100}));
+  EXPECT_EQ(shard.cu_seqlens_host, (std::vector<std::int32_t>{0, 3, 8}));
+  EXPECT_EQ(to_device(shard, Device::cpu()).input_ids_host, shard.input_ids_host);
   EXPECT_EQ(valid_labels(s, ranges), 3);
   // The ranks' label counts add up to the sequence's.
   std::int64_t total = 0;

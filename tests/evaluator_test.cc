@@ -88,7 +88,7 @@ TEST(Evaluator, EvalLossEqualsAnIndependentPerDocumentForward) {
     sum += decoder
                .forward_backward(trainer.context(), params, nullptr, data::make_full_shard(s), 0.0f,
                                  {})
-               .loss_sum;
+               .loss_sum();
   }
   EXPECT_EQ(m.valid_labels, labels);
   EXPECT_EQ(m.documents, source->size());

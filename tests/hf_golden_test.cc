@@ -16,12 +16,15 @@
 namespace ulysses {
 namespace {
 
-std::vector<std::int32_t> ints(const nlohmann::json& j) { return j.get<std::vector<std::int32_t>>(); }
+std::vector<std::int32_t> ints(const nlohmann::json& j) {
+  return j.get<std::vector<std::int32_t>>();
+}
 
 class HfGolden : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfGolden, LossAndGradientsMatchTransformers) {
-  const std::filesystem::path dir = std::filesystem::path(ULYSSES_TEST_DATA) / "golden" / GetParam();
+  const std::filesystem::path dir =
+      std::filesystem::path(ULYSSES_TEST_DATA) / "golden" / GetParam();
   const model::ModelConfig config = model::resolve_model_config(dir.string());
   EXPECT_EQ(model::model_type_name(config.model_type), std::string(GetParam()));
   model::ParamBuffers params(config), grads(config);
@@ -44,7 +47,7 @@ TEST_P(HfGolden, LossAndGradientsMatchTransformers) {
   ctx.loss_tile_tokens = 7;
   const auto loss = decoder.forward_backward(ctx, params, &grads, data::make_full_shard(sequence),
                                              static_cast<float>(1.0 / static_cast<double>(n)), {});
-  const double mean = loss.loss_sum / static_cast<double>(n);
+  const double mean = loss.loss_sum() / static_cast<double>(n);
   const double expected = golden["loss"].get<double>();
   EXPECT_NEAR(mean, expected, 2e-6 * expected) << GetParam();
 

@@ -94,11 +94,11 @@ TEST_P(ModelGradient, MatchesFiniteDifferences) {
 
   const ops::LossSum loss =
       decoder.forward_backward(ctx, params, &grads, shard, static_cast<float>(1.0 / n), {});
-  EXPECT_EQ(loss.valid_count, static_cast<std::int64_t>(n));
-  ASSERT_TRUE(std::isfinite(loss.loss_sum));
+  EXPECT_EQ(loss.valid_count(), static_cast<std::int64_t>(n));
+  ASSERT_TRUE(std::isfinite(loss.loss_sum()));
 
   auto mean_loss = [&] {
-    return decoder.forward_backward(ctx, params, nullptr, shard, 0.0f, {}).loss_sum / n;
+    return decoder.forward_backward(ctx, params, nullptr, shard, 0.0f, {}).loss_sum() / n;
   };
   for (std::size_t g = 0; g < params.flat().size(); ++g) {
     const auto numeric = testing::numerical_gradient(params.flat()[g], mean_loss, 1e-2);
@@ -123,7 +123,7 @@ TEST(Model, GradientCheckpointingIsBitwiseIdentical) {
   checkpointing.gradient_checkpointing = true;
   const auto a = decoder.forward_backward(ctx, params, &grads_plain, shard, 0.1f, {});
   const auto b = decoder.forward_backward(ctx, params, &grads_ckpt, shard, 0.1f, checkpointing);
-  EXPECT_EQ(a.loss_sum, b.loss_sum);
+  EXPECT_EQ(a.loss_sum(), b.loss_sum());
   for (std::size_t g = 0; g < grads_plain.flat().size(); ++g) {
     const auto x = grads_plain.flat()[g].to_floats();
     const auto y = grads_ckpt.flat()[g].to_floats();
@@ -176,7 +176,7 @@ std::vector<std::vector<float>> step_grads(const ModelConfig& c, const ParamBuff
   Context ctx;
   const auto shard = data::make_full_shard(sample_sequence(c.vocab_size));
   *loss_sum = static_cast<float>(
-      decoder.forward_backward(ctx, params, &grads, shard, 0.1f, options).loss_sum);
+      decoder.forward_backward(ctx, params, &grads, shard, 0.1f, options).loss_sum());
   std::vector<std::vector<float>> out;
   for (const Tensor& g : grads.flat()) out.push_back(g.to_floats());
   return out;
@@ -231,7 +231,7 @@ TEST(Model, CheckpointLayersAreBitwiseIdenticalAndRecomputeOnlyTheirLayers) {
       ctx.profiler = std::make_shared<OpProfiler>();
       ParamBuffers grads(c);
       const float loss = static_cast<float>(
-          decoder.forward_backward(ctx, params, &grads, shard, 0.1f, o).loss_sum);
+          decoder.forward_backward(ctx, params, &grads, shard, 0.1f, o).loss_sum());
       EXPECT_EQ(loss, l_none) << n;
       for (std::size_t g = 0; g < grads.flat().size(); ++g)
         ASSERT_EQ(grads.flat()[g].to_floats(), g_none[g])
@@ -342,10 +342,11 @@ TEST(Model, PackedDocumentsDoNotInteract) {
     alone.shift_labels.assign(packed.shift_labels.begin() + packed.cu_seqlens[d],
                               packed.shift_labels.begin() + packed.cu_seqlens[d + 1]);
     separate += decoder.forward_backward(ctx, params, nullptr, data::make_full_shard(alone), 0, {})
-                    .loss_sum;
+                    .loss_sum();
   }
   const double together =
-      decoder.forward_backward(ctx, params, nullptr, data::make_full_shard(packed), 0, {}).loss_sum;
+      decoder.forward_backward(ctx, params, nullptr, data::make_full_shard(packed), 0, {})
+          .loss_sum();
   EXPECT_NEAR(together, separate, 1e-5 * std::fabs(separate));
 }
 

@@ -136,7 +136,7 @@ struct QkProblem {
     w = random_tensor({D}, rng);
     g = random_tensor({T, H, D}, rng);
     positions = Tensor::from_ints({0, 1, 2, 0, 7, 300}, {T});
-    table = ops::rope_table(ops::RopeConfig{}, D, positions);
+    table = ops::rope_table(Context{}, ops::RopeConfig{}, D, positions);
   }
   // float64 sum(out * g) of out = rope(norm(x) * w) (norm skipped when !norm).
   double loss(const std::vector<double>& x64, const std::vector<double>& w64, bool norm,

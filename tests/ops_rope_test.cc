@@ -52,7 +52,7 @@ struct Problem {
     position_tensor = Tensor::from_ints(positions, {T});
     x = random_tensor({T, H, D}, rng);
     g = random_tensor({T, H, D}, rng);
-    table = ops::rope_table(config, D, position_tensor);
+    table = ops::rope_table(Context{}, config, D, position_tensor);
   }
 };
 
@@ -124,7 +124,8 @@ TEST(Rope, UnknownTypeAndOddHeadDimThrow) {
   EXPECT_THROW(ops::rope_inv_freq(ops::RopeConfig{}, 7), Error);
   for (const auto type : {ops::RopeType::default_, ops::RopeType::linear, ops::RopeType::llama3})
     EXPECT_EQ(ops::parse_rope_type(ops::rope_type_name(type), ""), type);
-  EXPECT_THROW(ops::rope_table(ops::RopeConfig{}, 7, Tensor::from_ints({0, 1}, {2})), Error);
+  EXPECT_THROW(ops::rope_table(Context{}, ops::RopeConfig{}, 7, Tensor::from_ints({0, 1}, {2})),
+               Error);
 }
 
 TEST(Rope, TableMatchesFloat64) {
@@ -199,8 +200,8 @@ TEST(Rope, BackwardAccumulates) {
 TEST(Rope, BadArgumentsThrow) {
   const Context ctx;
   Problem p(5);
-  EXPECT_THROW(ops::rope_table(p.config, p.D, Tensor::zeros({p.T}, DType::f32)), Error);
-  EXPECT_THROW(ops::rope_table(p.config, p.D, Tensor::zeros({p.T, 1}, DType::i32)), Error);
+  EXPECT_THROW(ops::rope_table(ctx, p.config, p.D, Tensor::zeros({p.T}, DType::f32)), Error);
+  EXPECT_THROW(ops::rope_table(ctx, p.config, p.D, Tensor::zeros({p.T, 1}, DType::i32)), Error);
 
   Tensor out = poisoned({p.T, p.H, p.D});
   EXPECT_THROW(ops::rope_forward(ctx, p.table, p.x, poisoned({p.T, p.H, p.D + 2})), Error);
@@ -211,7 +212,7 @@ TEST(Rope, BadArgumentsThrow) {
   // A table for other tokens or another head_dim.
   const ops::RopeTable short_table = {p.table.cos.rows(0, p.T - 1), p.table.sin.rows(0, p.T - 1)};
   EXPECT_THROW(ops::rope_forward(ctx, short_table, p.x, out), Error);
-  const ops::RopeTable wide_table = ops::rope_table(p.config, p.D + 2, p.position_tensor);
+  const ops::RopeTable wide_table = ops::rope_table(ctx, p.config, p.D + 2, p.position_tensor);
   EXPECT_THROW(ops::rope_forward(ctx, wide_table, p.x, out), Error);
   EXPECT_THROW(ops::rope_forward(ctx, ops::RopeTable{}, p.x, out), Error);
 

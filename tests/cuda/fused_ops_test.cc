@@ -77,8 +77,8 @@ TEST_P(CudaFusedOps, QkNormRope) {
       std::vector<std::int32_t> positions(T);
       for (std::int64_t t = 0; t < T; ++t) positions[t] = static_cast<std::int32_t>(t % 6 * 97);
       const Tensor pos = Tensor::from_ints(positions, {T});
-      const RopeTable table_cpu = rope_table(RopeConfig{}, D, pos);
-      const RopeTable table_gpu = rope_table(RopeConfig{}, D, pos.to(Device::cuda(0)));
+      const RopeTable table_cpu = rope_table(cpu_ctx, RopeConfig{}, D, pos);
+      const RopeTable table_gpu = rope_table(gpu(), RopeConfig{}, D, pos.to(Device::cuda(0)));
       const Tensor x = rnd({T, H, D}, 2.0f), w = rnd({D});
       Tensor out_gpu = gpu_poisoned({T, H, D}, dt());
       Tensor rstd_gpu = norm ? gpu_poisoned({T * H}, DType::f32) : Tensor();

@@ -9,9 +9,9 @@
 #include "ulysses/core/cuda_context.h"
 #include "ulysses/data/packer.h"
 #include "ulysses/model/decoder.h"
+#include "ulysses/model/params.h"
 #include "ulysses/parallel/activation_offload.h"
 #include "ulysses/parallel/attention_strategies.h"
-#include "ulysses/model/params.h"
 
 namespace ulysses::model {
 namespace {
@@ -65,8 +65,7 @@ TEST_P(CudaModel, LossAndGradientsMatchCpu) {
     for (const auto& spec : group.params) {
       if (spec.name.find("norm") == std::string::npos && !spec.name.ends_with(".bias")) continue;
       Tensor t = params.get(spec.name);
-      for (std::int64_t i = 0; i < t.numel(); ++i)
-        t.data<float>()[i] += 0.1f * rng.normal();
+      for (std::int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] += 0.1f * rng.normal();
     }
   }
   for (auto& flat : params.flat()) flat.copy_from(testing::rounded(flat, DType::bf16));
@@ -84,15 +83,16 @@ TEST_P(CudaModel, LossAndGradientsMatchCpu) {
 
   Context cpu;
   cpu.loss_tile_tokens = 64;
-  const ops::LossSum want = decoder.forward_backward(cpu, params, &grads_cpu, shard, grad_scale, {});
+  const ops::LossSum want =
+      decoder.forward_backward(cpu, params, &grads_cpu, shard, grad_scale, {});
 
   Context ctx = testing::gpu();
   ctx.loss_tile_tokens = 64;
-  const ops::LossSum got =
-      decoder.forward_backward(ctx, params_gpu, &grads_gpu, data::to_device(shard, Device::cuda(0)), grad_scale, {});
+  const ops::LossSum got = decoder.forward_backward(
+      ctx, params_gpu, &grads_gpu, data::to_device(shard, Device::cuda(0)), grad_scale, {});
 
-  EXPECT_EQ(got.valid_count, want.valid_count);
-  EXPECT_NEAR(got.loss_sum, want.loss_sum, 1e-2 * std::fabs(want.loss_sum));
+  EXPECT_EQ(got.valid_count(), want.valid_count());
+  EXPECT_NEAR(got.loss_sum(), want.loss_sum(), 1e-2 * std::fabs(want.loss_sum()));
   for (std::size_t g = 0; g < grads_cpu.flat().size(); ++g) {
     EXPECT_LT(testing::relative_error(grads_gpu.flat()[g], grads_cpu.flat()[g]), 2e-2)
         << model_type_name(c.model_type) << " group " << params.layout().groups()[g].name;
@@ -102,8 +102,9 @@ TEST_P(CudaModel, LossAndGradientsMatchCpu) {
   StepOptions checkpointing;
   checkpointing.gradient_checkpointing = true;
   const ops::LossSum again =
-      decoder.forward_backward(ctx, params_gpu, &grads_ckpt, data::to_device(shard, Device::cuda(0)), grad_scale, checkpointing);
-  EXPECT_EQ(again.loss_sum, got.loss_sum);
+      decoder.forward_backward(ctx, params_gpu, &grads_ckpt,
+                               data::to_device(shard, Device::cuda(0)), grad_scale, checkpointing);
+  EXPECT_EQ(again.loss_sum(), got.loss_sum());
   for (std::size_t g = 0; g < grads_gpu.flat().size(); ++g)
     EXPECT_EQ(grads_ckpt.flat()[g].to_floats(), grads_gpu.flat()[g].to_floats()) << "group " << g;
 
@@ -113,9 +114,9 @@ TEST_P(CudaModel, LossAndGradientsMatchCpu) {
   ParamBuffers grads_tiled(c, Device::cuda(0));
   StepOptions tiled = checkpointing;
   tiled.mlp_tile_tokens = 48;
-  const ops::LossSum tiled_loss =
-      decoder.forward_backward(ctx, params_gpu, &grads_tiled, data::to_device(shard, Device::cuda(0)), grad_scale, tiled);
-  EXPECT_NEAR(tiled_loss.loss_sum, got.loss_sum, 1e-3 * std::fabs(got.loss_sum));
+  const ops::LossSum tiled_loss = decoder.forward_backward(
+      ctx, params_gpu, &grads_tiled, data::to_device(shard, Device::cuda(0)), grad_scale, tiled);
+  EXPECT_NEAR(tiled_loss.loss_sum(), got.loss_sum(), 1e-3 * std::fabs(got.loss_sum()));
   for (std::size_t g = 0; g < grads_cpu.flat().size(); ++g) {
     EXPECT_LT(testing::relative_error(grads_tiled.flat()[g], grads_cpu.flat()[g]), 2e-2)
         << model_type_name(c.model_type) << " tiled, group " << g;
@@ -139,8 +140,8 @@ TEST(CudaActivationOffload, BitwiseEqualToNoOffload) {
     params_gpu.flat()[g].copy_from(params.flat()[g].to(DType::bf16));
   auto attention = parallel::make_local_attention();
   Decoder decoder(c, *attention);
-  const auto shard = data::to_device(data::make_full_shard(sample_sequence(c.vocab_size)),
-                                     Device::cuda(0));
+  const auto shard =
+      data::to_device(data::make_full_shard(sample_sequence(c.vocab_size)), Device::cuda(0));
   Context ctx = testing::gpu();
   ctx.loss_tile_tokens = 64;
   for (const bool recompute : {false, true}) {
@@ -149,7 +150,8 @@ TEST(CudaActivationOffload, BitwiseEqualToNoOffload) {
     kept.recompute_attention = recompute;
     kept.mlp_tile_tokens = 64;
     ParamBuffers want(c, Device::cuda(0));
-    const double want_loss = decoder.forward_backward(ctx, params_gpu, &want, shard, 0.01f, kept).loss_sum;
+    const double want_loss =
+        decoder.forward_backward(ctx, params_gpu, &want, shard, 0.01f, kept).loss_sum();
     for (const std::int64_t layers : {c.num_hidden_layers, std::int64_t{1}}) {
       auto store = parallel::make_activation_offload(ctx, layers);
       ASSERT_NE(store, nullptr);
@@ -160,7 +162,8 @@ TEST(CudaActivationOffload, BitwiseEqualToNoOffload) {
         // The caching allocator stays flat once warm: no cudaMalloc in steps 2 and 3.
         if (step == 1) warm_allocations = device_memory_stats(0).device_allocations;
         ParamBuffers got(c, Device::cuda(0));
-        const double loss = decoder.forward_backward(ctx, params_gpu, &got, shard, 0.01f, offloaded).loss_sum;
+        const double loss =
+            decoder.forward_backward(ctx, params_gpu, &got, shard, 0.01f, offloaded).loss_sum();
         EXPECT_EQ(loss, want_loss) << "recompute " << recompute << ", layers " << layers;
         for (std::size_t g = 0; g < want.flat().size(); ++g)
           EXPECT_EQ(got.flat()[g].to_floats(), want.flat()[g].to_floats())

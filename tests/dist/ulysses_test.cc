@@ -378,15 +378,15 @@ TEST(UlyssesGradients, ZeroTokenRankMatchesSingleRank) {
       single
           .forward_backward(ctx, params, &expected_grads, data::make_full_shard(seq),
                             static_cast<float>(1 / n), {})
-          .loss_sum;
+          .loss_sum();
   const std::int64_t T = 16 / P;
   const auto shard = data::make_shard(seq, r * T, (r + 1) * T);
   const auto local_loss =
       sharded.forward_backward(ctx, params, &grads, shard, static_cast<float>(1 / n), {});
   if (P > 1 && r == P - 1) {
-    EXPECT_EQ(local_loss.valid_count, 0);
+    EXPECT_EQ(local_loss.valid_count(), 0);
   }
-  Tensor loss = Tensor::from_floats({static_cast<float>(local_loss.loss_sum)}, {1});
+  Tensor loss = Tensor::from_floats({static_cast<float>(local_loss.loss_sum())}, {1});
   group.all_reduce(loss, comm::ReduceOp::sum);
   EXPECT_NEAR(loss.data<float>()[0], expected_loss, 1e-5 * expected_loss);
   for (std::size_t i = 0; i < grads.flat().size(); ++i) {

@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-
 #include <cstring>
 #include <filesystem>
 
@@ -16,9 +15,9 @@
 #include "test_util.h"
 #include "ulysses/io/hf_checkpoint.h"
 #include "ulysses/model/decoder.h"
-#include "ulysses/parallel/attention_strategies.h"
 #include "ulysses/ops/adamw.h"
 #include "ulysses/ops/elementwise.h"
+#include "ulysses/parallel/attention_strategies.h"
 
 namespace ulysses::parallel {
 namespace {
@@ -129,7 +128,7 @@ History reference_run(const model::ModelConfig& config, double max_grad_norm, st
       loss += decoder
                   .forward_backward(ctx, params, &grads, data::make_full_shard(s),
                                     grad_scale(batch), {})
-                  .loss_sum;
+                  .loss_sum();
     h.losses.push_back(loss * grad_scale(batch));
     const double norm = reference_norm(ctx, grads);
     h.norms.push_back(norm);
@@ -169,7 +168,7 @@ double zero_step(ZeroState& zero, const Mesh& mesh, const model::Decoder& decode
     loss += decoder
                 .forward_backward(ctx, zero, data::make_shard(s, r * T, (r + 1) * T),
                                   grad_scale(batch), {})
-                .loss_sum;
+                .loss_sum();
   }
   *norm = zero.finish_step(ctx, step, lr_at(step), max_grad_norm);
   return sum_over_world(loss) * grad_scale(batch);
@@ -218,8 +217,9 @@ void check_stage(const model::ModelConfig& config, std::int64_t sp, std::int64_t
       EXPECT_GT(zero.peak_transient().grads, 0);
       EXPECT_LT(zero.peak_transient().grads, full_bytes(config));
       // The plan's bound covers what the step really held (overlap on or off).
-      const ZeroMemory formula = zero_memory_formula(
-          config, ZeroConfig{stage, false, false}, mesh.zero_group().size(), parallel::Precision::fp32);
+      const ZeroMemory formula =
+          zero_memory_formula(config, ZeroConfig{stage, false, false}, mesh.zero_group().size(),
+                              parallel::Precision::fp32);
       EXPECT_LE(zero.peak_transient().grads + zero.peak_transient().params, formula.transient);
       if (stage == 3) {
         EXPECT_GT(zero.peak_transient().params, 0);

@@ -3,6 +3,7 @@
 
 #include "ulysses/core/copy_stream.h"
 #include "ulysses/core/cuda_resources.h"
+#include "ulysses/core/device_memory.h"
 
 namespace ulysses {
 
@@ -83,6 +84,7 @@ void CopyStream::compute_waits(const CopyMark& mark) {
 void CopyStream::host_waits(const CopyMark& mark) {
   if (!mark.impl_) return;
   UL_CUDA_CHECK(cudaEventSynchronize(mark.impl_->event));
+  count_host_synchronization(mark.impl_->device_index);
 }
 
 }  // namespace ulysses

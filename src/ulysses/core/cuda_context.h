@@ -35,17 +35,23 @@ LocalRank launcher_local_rank();
 // when the node has more ranks than GPUs.
 int choose_cuda_device(LocalRank local, int devices, int world_size);
 
-// Waits for all work queued on the context's stream (no-op on CPU).
+// Waits for all work queued on the context's stream (no-op on CPU); counted in
+// DeviceMemoryStats::host_synchronizations.
 void synchronize(const Context& ctx);
 
 // Caching device allocator statistics of one device, in bytes.
 struct DeviceMemoryStats {
-  std::size_t in_use = 0;         // handed out to live tensors (rounded sizes)
-  std::size_t peak_in_use = 0;    // maximum of in_use since start or the last reset_peak
-  std::size_t reserved = 0;       // obtained from cudaMalloc (in use + cached free blocks)
-  std::size_t peak_reserved = 0;  // maximum of reserved
+  std::size_t in_use = 0;               // handed out to live tensors (rounded sizes)
+  std::size_t peak_in_use = 0;          // maximum of in_use since start or the last reset_peak
+  std::size_t reserved = 0;             // obtained from cudaMalloc (in use + cached free blocks)
+  std::size_t peak_reserved = 0;        // maximum of reserved
   std::int64_t device_allocations = 0;  // cudaMalloc calls (cache misses)
   std::int64_t cache_hits = 0;          // allocations served from the cache
+  // Times the host waited for this device: synchronous copies between host and device memory
+  // (Tensor::to, copy_from), synchronize(ctx), CopyStream::host_waits and the staging ring's
+  // waits (core/host_upload.h). A warm training step's forward and backward make none
+  // (tests/cuda/zero_test.cc asserts it); the step reads its loss and norm after them.
+  std::int64_t host_synchronizations = 0;
 };
 DeviceMemoryStats device_memory_stats(int device_index = 0);
 // The device's total memory in bytes (cudaMemGetInfo); 0 without CUDA.

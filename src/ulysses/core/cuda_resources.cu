@@ -13,6 +13,7 @@ CudaResources::~CudaResources() {
   // Errors are ignored: this may run while the process tears the CUDA runtime down.
   matmul_plans.reset();
   attention_plans.reset();
+  uploads.reset();  // waits for its copies, so before the stream goes
   if (cublaslt) cublasLtDestroy(cublaslt);
   if (workspace) cudaFree(workspace);
   if (stream) cudaStreamDestroy(stream);
@@ -52,7 +53,9 @@ Context make_cuda_context(int device_index) {
 
 void synchronize(const Context& ctx) {
   if (!ctx.device.is_cuda()) return;
-  UL_CUDA_CHECK(cudaStreamSynchronize(cuda_resources(ctx).stream));
+  CudaResources& cuda = cuda_resources(ctx);
+  UL_CUDA_CHECK(cudaStreamSynchronize(cuda.stream));
+  count_host_synchronization(cuda.device_index);
 }
 
 }  // namespace ulysses

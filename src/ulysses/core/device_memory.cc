@@ -19,6 +19,7 @@ void device_copy(void*, Device dst_device, const void*, Device src_device, std::
   no_cuda(dst_device.is_cpu() ? src_device : dst_device);
 }
 void device_memset_zero(void*, Device device, std::size_t) { no_cuda(device); }
+void count_host_synchronization(int) {}
 bool host_register(void*, std::size_t) { return false; }
 void host_unregister(void*) noexcept {}
 int cuda_device_count() { return 0; }

@@ -10,8 +10,8 @@
 // runs after the work that used the block. (Code that uses other non-blocking streams must
 // synchronize before freeing, or make the compute stream wait for an event recorded after the
 // last use on its stream before dropping the tensor, as the copy streams of
-// core/copy_stream.h and parallel/activation_offload.h do.) The allocator state is never destroyed, so tensors that outlive
-// main() free safely.
+// core/copy_stream.h and parallel/activation_offload.h do.) The allocator state is never destroyed,
+// so tensors that outlive main() free safely.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -35,7 +35,7 @@ std::size_t size_class(std::size_t bytes) { return device_size_class(bytes); }
 struct DeviceCache {
   std::mutex mutex;
   std::unordered_map<std::size_t, std::vector<void*>> free_blocks;  // size class -> blocks
-  std::unordered_map<void*, std::size_t> block_bytes;                // every block we own
+  std::unordered_map<void*, std::size_t> block_bytes;               // every block we own
   DeviceMemoryStats stats;
 
   // Caller holds the mutex.
@@ -108,10 +108,18 @@ void device_free(void* ptr, Device device) noexcept {
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device,
                  std::size_t bytes) {
   const cudaMemcpyKind kind =
-      dst_device.is_cpu() ? (src_device.is_cpu() ? cudaMemcpyHostToHost : cudaMemcpyDeviceToHost)
-                          : (src_device.is_cpu() ? cudaMemcpyHostToDevice
-                                                 : cudaMemcpyDeviceToDevice);
+      dst_device.is_cpu()
+          ? (src_device.is_cpu() ? cudaMemcpyHostToHost : cudaMemcpyDeviceToHost)
+          : (src_device.is_cpu() ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice);
   UL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
+  if (dst_device.is_cpu() != src_device.is_cpu())
+    count_host_synchronization(dst_device.is_cpu() ? src_device.index : dst_device.index);
+}
+
+void count_host_synchronization(int device_index) {
+  DeviceCache& cache = device_cache(device_index);
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  ++cache.stats.host_synchronizations;
 }
 
 void device_memset_zero(void* ptr, Device device, std::size_t bytes) {

@@ -26,10 +26,14 @@ constexpr std::size_t device_size_class(std::size_t bytes) {
 
 void* device_alloc(std::size_t bytes, Device device);
 void device_free(void* ptr, Device device) noexcept;
-// Copies between any two devices (CPU included); synchronous.
+// Copies between any two devices (CPU included); synchronous (one with a host side is counted
+// as a host synchronization of the device).
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device,
                  std::size_t bytes);
 void device_memset_zero(void* ptr, Device device, std::size_t bytes);
+// Adds one to DeviceMemoryStats::host_synchronizations of CUDA device `device_index` (every
+// place the host waits for a device calls it; no-op without CUDA).
+void count_host_synchronization(int device_index);
 // Page-locks `bytes` of host memory at ptr for the GPU's copy engines (cudaHostRegister).
 // Returns false, leaving the memory pageable, when it cannot (no CUDA in this build, no driver
 // or GPU, or the lock limit). host_unregister undoes a successful host_register.

@@ -33,12 +33,14 @@ SequenceShard make_shard(const PackedSequence& sequence, const std::vector<Token
     local.reserve(static_cast<std::size_t>(T));
     for (const TokenRange& r : ranges)
       local.insert(local.end(), v.begin() + r.begin, v.begin() + r.end);
-    return Tensor::from_ints(local, {T});
+    return local;
   };
   SequenceShard shard;
-  shard.input_ids = slice(sequence.input_ids);
-  shard.position_ids = slice(sequence.position_ids);
-  shard.shift_labels = slice(sequence.shift_labels);
+  shard.input_ids_host = slice(sequence.input_ids);
+  shard.shift_labels_host = slice(sequence.shift_labels);
+  shard.input_ids = Tensor::from_ints(shard.input_ids_host, {T});
+  shard.position_ids = Tensor::from_ints(slice(sequence.position_ids), {T});
+  shard.shift_labels = Tensor::from_ints(shard.shift_labels_host, {T});
   shard.cu_seqlens = Tensor::from_ints(sequence.cu_seqlens,
                                        {static_cast<std::int64_t>(sequence.cu_seqlens.size())});
   shard.cu_seqlens_host = sequence.cu_seqlens;

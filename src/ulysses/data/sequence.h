@@ -38,10 +38,13 @@ struct SequenceShard {
   Tensor position_ids;  // [T] i32
   Tensor shift_labels;  // [T] i32
   Tensor cu_seqlens;    // [n + 1] i32, global boundaries
-  // The same boundaries on the host (make_shard fills it, to_device keeps it): CUDA ops that
-  // plan by document (ring attention's cuDNN blocks) read them here, never from the device.
-  // Empty in a hand-made shard; the ring then reads cu_seqlens back once per call.
+  // The same boundaries, ids and labels on the host (make_shard fills them, to_device keeps
+  // them): the CUDA ops that check them or plan by them (attention, the embedding, the loss,
+  // ring attention's cuDNN blocks) read them here (ops/indices.h), so a step never waits to read
+  // the device's copies. Empty in a hand-made shard; the ops then read the tensors back.
   std::vector<std::int32_t> cu_seqlens_host;
+  std::vector<std::int32_t> input_ids_host;
+  std::vector<std::int32_t> shift_labels_host;
   std::int64_t global_length = 0;
   std::int64_t shard_begin = 0;  // global position of the first local token
   // Global positions of the local tokens, in local order: the shard is the concatenation of

@@ -251,7 +251,7 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
   const std::int64_t L = c.num_hidden_layers;
   const std::size_t final_index = final_group(c);
 
-  const ops::RopeTable rope = ops::rope_table(c.rope, c.head_dim, shard.position_ids);
+  const ops::RopeTable rope = ops::rope_table(ctx, c.rope, c.head_dim, shard.position_ids);
 
   // x: [T, C] residual stream. With tied embeddings the table stays acquired for the LM head.
   Tensor x = alloc.empty({T, C});
@@ -259,7 +259,7 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
   // propagate), by the guard's destructor when an op throws.
   AcquiredGroup embed_group(store, 0);
   Tensor embed = embed_view(layout, embed_group.params());
-  ops::embedding_forward(ctx, shard.input_ids, embed, x);
+  ops::embedding_forward(ctx, {shard.input_ids, shard.input_ids_host}, embed, x);
   if (!c.tie_word_embeddings) {
     embed = Tensor();
     embed_group.release();
@@ -322,8 +322,8 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
     final_grads = final_view(c, layout, store.grads(final_index));
     dlm_head = c.tie_word_embeddings ? embed_view(layout, store.grads(0)) : final_grads.lm_head;
   }
-  const ops::LossSum loss =
-      ops::lm_head_cross_entropy(ctx, xf, lm_head, shard.shift_labels, grad_scale, dxf, dlm_head);
+  const ops::LossSum loss = ops::lm_head_cross_entropy(
+      ctx, xf, lm_head, {shard.shift_labels, shard.shift_labels_host}, grad_scale, dxf, dlm_head);
 
   Tensor dx;
   if (train) {
@@ -365,7 +365,8 @@ ops::LossSum Decoder::forward_backward(const Context& ctx, ParamStore& store,
       group.release();
     }
   }
-  ops::embedding_backward(ctx, shard.input_ids, dx, embed_view(layout, store.grads(0)));
+  ops::embedding_backward(ctx, {shard.input_ids, shard.input_ids_host}, dx,
+                          embed_view(layout, store.grads(0)));
   store.grads_done(0);
   embed = Tensor();
   embed_group.release();

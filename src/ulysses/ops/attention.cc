@@ -17,13 +17,16 @@ namespace ulysses::ops {
 namespace {
 
 // Element type of q, k, v, out and their gradients: f32 on CPU, bf16 on CUDA.
-DType attention_dtype(const Context& ctx) { return ctx.device.is_cuda() ? DType::bf16 : DType::f32; }
+DType attention_dtype(const Context& ctx) {
+  return ctx.device.is_cuda() ? DType::bf16 : DType::f32;
+}
 
 // Checks q, k, v, cu_seqlens and the block size; returns the shape for the kernels and the
 // cu_seqlens values (read on the host).
 cpu::AttentionShape check_inputs(const Context& ctx, const Tensor& q, const Tensor& k,
-                                 const Tensor& v, const Tensor& cu_seqlens,
+                                 const Tensor& v, const Indices& cu_arg,
                                  std::vector<std::int32_t>* cu_values = nullptr) {
+  const Tensor& cu_seqlens = cu_arg.tensor;
   check_dtype(q, attention_dtype(ctx), "attention: q");
   check_dtype(k, attention_dtype(ctx), "attention: k");
   check_dtype(v, attention_dtype(ctx), "attention: v");
@@ -55,9 +58,9 @@ cpu::AttentionShape check_inputs(const Context& ctx, const Tensor& q, const Tens
   }
 #endif
 
-  // cu_seqlens values (read on the host).
-  const Tensor cu_host = cu_seqlens.device().is_cpu() ? cu_seqlens : cu_seqlens.to(Device::cpu());
-  const std::int32_t* cu = cu_host.data<std::int32_t>();
+  // cu_seqlens values on the host (the caller's copy, or read back).
+  std::vector<std::int32_t> storage;
+  const std::int32_t* cu = host_values(cu_arg, storage, "attention: cu_seqlens").data();
   const std::int64_t n = cu_seqlens.dim(0) - 1;
   UL_CHECK(cu[0] == 0, "attention: cu_seqlens[0] must be 0, got ", cu[0]);
   for (std::int64_t j = 0; j < n; ++j) {
@@ -89,10 +92,11 @@ void require_builtin_kernel(const Context& ctx, std::int64_t head_dim) {
 }  // namespace
 
 void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
-                       const Tensor& cu_seqlens, float scale, Tensor out, Tensor lse) {
+                       const Indices& cu_arg, float scale, Tensor out, Tensor lse) {
   ProfileScope scope(ctx, "attention");
   std::vector<std::int32_t> cu;
-  const cpu::AttentionShape shape = check_inputs(ctx, q, k, v, cu_seqlens, &cu);
+  const cpu::AttentionShape shape = check_inputs(ctx, q, k, v, cu_arg, &cu);
+  const Tensor& cu_seqlens = cu_arg.tensor;
   check_dtype(out, attention_dtype(ctx), "attention_forward: out");
   check_dtype(lse, DType::f32, "attention_forward: lse");
   check_shape(out, q.shape(), "attention_forward: out");
@@ -121,11 +125,12 @@ void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, con
 }
 
 void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
-                        const Tensor& cu_seqlens, float scale, const Tensor& out, const Tensor& lse,
+                        const Indices& cu_arg, float scale, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, Tensor dq, Tensor dk, Tensor dv, GradWrite write) {
   ProfileScope scope(ctx, "attention");
   std::vector<std::int32_t> cu;
-  const cpu::AttentionShape shape = check_inputs(ctx, q, k, v, cu_seqlens, &cu);
+  const cpu::AttentionShape shape = check_inputs(ctx, q, k, v, cu_arg, &cu);
+  const Tensor& cu_seqlens = cu_arg.tensor;
   const struct {
     const Tensor& tensor;
     const Shape& shape;

@@ -4,6 +4,7 @@
 #include "ulysses/core/op_profiler.h"
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/cross_entropy.h"
+#include "ulysses/ops/elementwise.h"
 #ifdef ULYSSES_HAS_CUDA
 #include <vector>
 
@@ -12,9 +13,25 @@
 
 namespace ulysses::ops {
 
+LossSum::LossSum(const Context& ctx, Tensor sum, std::int64_t valid_count)
+    : valid_count_(valid_count), ctx_(ctx), device_sum_(std::move(sum)) {
+  check_dtype(device_sum_, DType::i64, "LossSum: sum");
+  check_shape(device_sum_, {1}, "LossSum: sum");
+}
+
+double LossSum::loss_sum() const {
+  if (device_sum_.defined() && !read_) {
+    sum_ = read_sums(ctx_, device_sum_)[0];
+    read_ = true;
+  }
+  return sum_;
+}
+
 LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor& weight,
-                              const Tensor& labels, float grad_scale, Tensor dx, Tensor dweight) {
+                              const Indices& labels_arg, float grad_scale, Tensor dx,
+                              Tensor dweight) {
   ProfileScope scope(ctx, "loss");
+  const Tensor& labels = labels_arg.tensor;
   UL_CHECK(ctx.loss_tile_tokens >= 1,
            "lm_head_cross_entropy: ctx.loss_tile_tokens must be >= 1, got ", ctx.loss_tile_tokens);
   UL_CHECK(x.defined() && x.ndim() == 2, "lm_head_cross_entropy: x must be [T, C], got ",
@@ -49,14 +66,15 @@ LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor&
              " but ctx.device is ", ctx.device.str());
     check_on_context_device(ctx, dweight, "lm_head_cross_entropy: dweight");
   }
+  std::vector<std::int32_t> storage;  // the labels' values on the host
+  [[maybe_unused]] const std::int32_t* label =
+      host_values(labels_arg, storage, "lm_head_cross_entropy: labels").data();
   if (ctx.device.is_cpu())
     return cpu::lm_head_cross_entropy(ctx.loss_tile_tokens, x, weight, labels, grad_scale, dx,
                                       dweight);
 #ifdef ULYSSES_HAS_CUDA
   if (ctx.device.is_cuda()) {
-    // Labels are checked on a host copy (synchronizes); the valid positions go to the kernel.
-    const Tensor host = labels.to(Device::cpu());
-    const std::int32_t* label = host.data<std::int32_t>();
+    // Labels are checked on the host; the valid positions go to the kernel.
     std::vector<std::int32_t> valid_rows;
     for (std::int64_t t = 0; t < num_tokens; ++t) {
       if (label[t] == kIgnoreIndex) continue;
@@ -66,8 +84,7 @@ LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor&
                 kIgnoreIndex);
       valid_rows.push_back(static_cast<std::int32_t>(t));
     }
-    return cuda::lm_head_cross_entropy(ctx, x, weight, labels, valid_rows, grad_scale, dx,
-                                       dweight);
+    return cuda::lm_head_cross_entropy(ctx, x, weight, labels, valid_rows, grad_scale, dx, dweight);
   }
 #endif
   UL_FAIL("lm_head_cross_entropy: no kernel for device ", ctx.device.str());

@@ -6,14 +6,34 @@
 
 #include "ulysses/core/context.h"
 #include "ulysses/core/tensor.h"
+#include "ulysses/ops/indices.h"
 
 namespace ulysses::ops {
 
 inline constexpr std::int32_t kIgnoreIndex = -100;
 
-struct LossSum {
-  double loss_sum = 0.0;          // sum over valid labels of -log softmax(logits)[label]
-  std::int64_t valid_count = 0;   // number of labels != kIgnoreIndex
+// The result of one call: the sum over valid labels of -log softmax(logits)[label] and the
+// number of labels != kIgnoreIndex. On CUDA the sum stays on the device until loss_sum() first
+// reads it (one host synchronization; later calls and copies made after it return the value
+// read), so a training step queues its whole forward and backward without waiting for the loss.
+class LossSum {
+ public:
+  LossSum() = default;
+  LossSum(double sum, std::int64_t valid_count) : valid_count_(valid_count), sum_(sum) {}
+  // sum: [1] i64 on ctx's device holding a double's bits, written in the stream's order.
+  LossSum(const Context& ctx, Tensor sum, std::int64_t valid_count);
+
+  double loss_sum() const;
+  std::int64_t valid_count() const { return valid_count_; }
+  // Whether the sum still waits on the device (not read yet).
+  bool pending() const { return device_sum_.defined() && !read_; }
+
+ private:
+  std::int64_t valid_count_ = 0;
+  mutable double sum_ = 0.0;
+  mutable bool read_ = false;
+  Context ctx_;
+  Tensor device_sum_;
 };
 
 // x: [T, C] final hidden states; weight: [V, C] (lm_head, or the tied embedding table);
@@ -23,9 +43,12 @@ struct LossSum {
 // With grad_scale == 0 (evaluation) dx and dweight may be undefined and are not touched.
 // Tokens with ignored labels contribute nothing (and no NaN even when every label is ignored).
 // Dtypes: x, weight, dx one dtype (f32 on CPU; f32 or bf16 on CUDA); dweight f32 everywhere.
-// CUDA: logits of a tile are f32 ([tile, V] f32 plus [tile, V] dlogits in x's dtype); the labels
-// are checked on a host copy and the loss sum is read back: two host synchronizations per call.
+// The labels are checked on the host: the copy passed with them (ops/indices.h), else one read
+// back (on CUDA a host synchronization). CUDA: logits of a tile are f32 ([tile, V] f32 plus
+// [tile, V] dlogits in x's dtype); the positions of the valid labels are uploaded without a host
+// wait and the loss sum is left on the device (LossSum): with the labels' host copy a call never
+// waits for the device.
 LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor& weight,
-                              const Tensor& labels, float grad_scale, Tensor dx, Tensor dweight);
+                              const Indices& labels, float grad_scale, Tensor dx, Tensor dweight);
 
 }  // namespace ulysses::ops

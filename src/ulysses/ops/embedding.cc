@@ -10,12 +10,13 @@
 namespace ulysses::ops {
 namespace {
 
-// ids: [T] i32 (a CPU copy is made of device ids); throws a user-facing error for the first id outside [0, V).
-// Returns the CPU tensor checked.
-Tensor check_ids_in_vocabulary(const Tensor& ids, std::int64_t vocab_size) {
-  const Tensor host = ids.device().is_cpu() ? ids : ids.to(Device::cpu());
-  const std::int32_t* id = host.data<std::int32_t>();
-  for (std::int64_t t = 0; t < ids.numel(); ++t) {
+// ids: [T] i32; throws a user-facing error for the first id outside [0, V). Returns the values
+// checked (on the host: the given copy, the CPU tensor, or a copy read back into `storage`).
+std::span<const std::int32_t> check_ids_in_vocabulary(const Indices& ids, std::int64_t vocab_size,
+                                                      std::vector<std::int32_t>& storage) {
+  const std::span<const std::int32_t> host = host_values(ids, storage, "embedding: ids");
+  const std::int32_t* id = host.data();
+  for (std::size_t t = 0; t < host.size(); ++t) {
     if (id[t] < 0 || id[t] >= vocab_size) {
       UL_FAIL("token id ", id[t], " at position ", t, " is outside the vocabulary (vocab_size ",
               vocab_size, ")");
@@ -26,8 +27,11 @@ Tensor check_ids_in_vocabulary(const Tensor& ids, std::int64_t vocab_size) {
 
 }  // namespace
 
-void embedding_forward(const Context& ctx, const Tensor& ids, const Tensor& table, Tensor out) {
+void embedding_forward(const Context& ctx, const Indices& ids_arg, const Tensor& table,
+                       Tensor out) {
   ProfileScope scope(ctx, "embedding.fwd");
+  const Tensor& ids = ids_arg.tensor;
+  std::vector<std::int32_t> storage;
   check_dtype(ids, DType::i32, "embedding_forward: ids");
   UL_CHECK(ids.ndim() == 1, "embedding_forward: ids has shape ", shape_str(ids.shape()),
            ", expected [T]");
@@ -43,12 +47,11 @@ void embedding_forward(const Context& ctx, const Tensor& ids, const Tensor& tabl
   check_on_context_device(ctx, table, "embedding_forward: table");
   check_on_context_device(ctx, out, "embedding_forward: out");
 
+  check_ids_in_vocabulary(ids_arg, V, storage);
   if (ctx.device.is_cpu()) {
-    check_ids_in_vocabulary(ids, V);
     cpu::embedding_forward(ids.data<std::int32_t>(), table.data<float>(), out.data<float>(), T, C);
 #ifdef ULYSSES_HAS_CUDA
   } else if (ctx.device.is_cuda()) {
-    check_ids_in_vocabulary(ids, V);  // host copy: synchronizes
     cuda::embedding_forward(ctx, ids, table, out);
 #endif
   } else {
@@ -56,8 +59,11 @@ void embedding_forward(const Context& ctx, const Tensor& ids, const Tensor& tabl
   }
 }
 
-void embedding_backward(const Context& ctx, const Tensor& ids, const Tensor& dout, Tensor dtable) {
+void embedding_backward(const Context& ctx, const Indices& ids_arg, const Tensor& dout,
+                        Tensor dtable) {
   ProfileScope scope(ctx, "embedding.bwd");
+  const Tensor& ids = ids_arg.tensor;
+  std::vector<std::int32_t> storage;
   check_dtype(ids, DType::i32, "embedding_backward: ids");
   UL_CHECK(ids.ndim() == 1, "embedding_backward: ids has shape ", shape_str(ids.shape()),
            ", expected [T]");
@@ -73,13 +79,13 @@ void embedding_backward(const Context& ctx, const Tensor& ids, const Tensor& dou
   check_on_context_device(ctx, dout, "embedding_backward: dout");
   check_on_context_device(ctx, dtable, "embedding_backward: dtable");
 
+  [[maybe_unused]] const std::span<const std::int32_t> ids_host =
+      check_ids_in_vocabulary(ids_arg, V, storage);
   if (ctx.device.is_cpu()) {
-    check_ids_in_vocabulary(ids, V);
     cpu::embedding_backward(ids.data<std::int32_t>(), dout.data<float>(), dtable.data<float>(), T,
                             C);
 #ifdef ULYSSES_HAS_CUDA
   } else if (ctx.device.is_cuda()) {
-    const Tensor ids_host = check_ids_in_vocabulary(ids, V);  // host copy: synchronizes
     cuda::embedding_backward(ctx, ids_host, dout, dtable);
 #endif
   } else {

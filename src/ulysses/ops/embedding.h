@@ -12,17 +12,19 @@
 
 #include "ulysses/core/context.h"
 #include "ulysses/core/tensor.h"
+#include "ulysses/ops/indices.h"
 
 namespace ulysses::ops {
 
 // ids: [T] i32, each in [0, V); table: [V, C] -> out: [T, C] written.
 // An id outside [0, V) throws Error naming the position and the vocabulary size.
-// CUDA: table and out f32 or bf16 (alike); the ids are checked on a host copy (synchronizes).
-void embedding_forward(const Context& ctx, const Tensor& ids, const Tensor& table, Tensor out);
+// The ids are checked on the host: the copy passed with them (ops/indices.h), else one read
+// back (on CUDA a host synchronization). CUDA: table and out f32 or bf16 (alike).
+void embedding_forward(const Context& ctx, const Indices& ids, const Tensor& table, Tensor out);
 
 // dtable: [V, C] += the rows of dout: [T, C] scattered by ids (deterministic order).
-// CUDA: dout f32 or bf16, dtable f32; the ids are checked and grouped on a host copy
-// (synchronizes).
-void embedding_backward(const Context& ctx, const Tensor& ids, const Tensor& dout, Tensor dtable);
+// CUDA: dout f32 or bf16, dtable f32; the ids are checked and grouped by id on the host (their
+// host copy as for the forward), the grouping uploaded without a host wait.
+void embedding_backward(const Context& ctx, const Indices& ids, const Tensor& dout, Tensor dtable);
 
 }  // namespace ulysses::ops

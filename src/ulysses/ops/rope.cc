@@ -89,31 +89,33 @@ std::vector<double> rope_inv_freq(const RopeConfig& config, std::int64_t head_di
   return inv_freq;
 }
 
-RopeTable rope_table(const RopeConfig& config, std::int64_t head_dim, const Tensor& positions) {
+RopeTable rope_table(const Context& ctx, const RopeConfig& config, std::int64_t head_dim,
+                     const Tensor& positions) {
   check_dtype(positions, DType::i32, "rope_table: positions");
   UL_CHECK(positions.ndim() == 1, "rope_table: positions has shape ", shape_str(positions.shape()),
            ", expected [T]");
+  check_on_context_device(ctx, positions, "rope_table: positions");
   const std::vector<double> inv_freq = rope_inv_freq(config, head_dim);  // [D/2]
   const std::int64_t T = positions.dim(0);
   const std::int64_t half = head_dim / 2;
-
-  // Computed on the CPU in double, then moved to the device of positions.
-  const Tensor host_positions =
-      positions.device().is_cpu() ? positions : positions.to(Device::cpu());
-  const std::int32_t* position = host_positions.data<std::int32_t>();  // [T]
-  RopeTable table{Tensor::empty({T, half}, DType::f32), Tensor::empty({T, half}, DType::f32)};
-  float* cos = table.cos.data<float>();  // [T, D/2]
-  float* sin = table.sin.data<float>();  // [T, D/2]
+  RopeTable table{Tensor::empty({T, half}, DType::f32, ctx.device),
+                  Tensor::empty({T, half}, DType::f32, ctx.device)};
+#ifdef ULYSSES_HAS_CUDA
+  if (ctx.device.is_cuda()) {
+    cuda::rope_table(ctx, inv_freq, positions, table.cos, table.sin);
+    return table;
+  }
+#endif
+  UL_CHECK(ctx.device.is_cpu(), "rope_table: no kernel for device ", ctx.device.str());
+  const std::int32_t* position = positions.data<std::int32_t>();  // [T]
+  float* cos = table.cos.data<float>();                           // [T, D/2]
+  float* sin = table.sin.data<float>();                           // [T, D/2]
   for (std::int64_t t = 0; t < T; ++t) {
     for (std::int64_t i = 0; i < half; ++i) {
       const double angle = static_cast<double>(position[t]) * inv_freq[i];
       cos[t * half + i] = static_cast<float>(std::cos(angle));
       sin[t * half + i] = static_cast<float>(std::sin(angle));
     }
-  }
-  if (!positions.device().is_cpu()) {
-    table.cos = table.cos.to(positions.device());
-    table.sin = table.sin.to(positions.device());
   }
   return table;
 }

@@ -42,8 +42,12 @@ struct RopeTable {
   Tensor cos;
   Tensor sin;
 };
-// positions: [T] i32 (positions restart at 0 for every packed document).
-RopeTable rope_table(const RopeConfig& config, std::int64_t head_dim, const Tensor& positions);
+// positions: [T] i32 on the context's device (positions restart at 0 for every packed
+// document); the table is built there: on the CPU in double, on CUDA by a kernel (in double,
+// on the stream: no host synchronization, no copy; the f32 values agree with the CPU's to
+// rounding, almost always bit for bit).
+RopeTable rope_table(const Context& ctx, const RopeConfig& config, std::int64_t head_dim,
+                     const Tensor& positions);
 
 // x: [T, H, D] -> out: [T, H, D] written; out may be x itself (in place).
 // out[..., i] = x[i] cos - x[i + D/2] sin;  out[..., i + D/2] = x[i + D/2] cos + x[i] sin.
@@ -51,7 +55,7 @@ void rope_forward(const Context& ctx, const RopeTable& table, const Tensor& x, T
 
 // dx: [T, H, D] += R^T dout (the inverse rotation); dx must not alias dout.
 // Dtypes: x/out and dout/dx f32 on CPU; f32 or bf16 on CUDA (each pair alike). The table is f32
-// on the op's device (rope_table puts it on the device of positions).
+// on the op's device (rope_table builds it there).
 void rope_backward(const Context& ctx, const RopeTable& table, const Tensor& dout, Tensor dx);
 
 }  // namespace ulysses::ops

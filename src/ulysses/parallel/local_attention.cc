@@ -17,15 +17,16 @@ class LocalAttention final : public AttentionStrategy {
              shard.local_length(), " of ", shard.global_length, " tokens); use Ulysses");
     // lse: [Hq, T]
     saved.lse = Tensor::empty({q.dim(1), q.dim(0)}, DType::f32, q.device());
-    ops::attention_forward(ctx, q, k, v, shard.cu_seqlens, scale, out, saved.lse);
+    ops::attention_forward(ctx, q, k, v, {shard.cu_seqlens, shard.cu_seqlens_host}, scale, out,
+                           saved.lse);
   }
 
   void backward(const Context& ctx, const data::SequenceShard& shard, const Tensor& q,
                 const Tensor& k, const Tensor& v, float scale, const Tensor& out,
                 const AttentionSaved& saved, const Tensor& dout, Tensor dq, Tensor dk,
                 Tensor dv) override {
-    ops::attention_backward(ctx, q, k, v, shard.cu_seqlens, scale, out, saved.lse, dout, dq, dk, dv,
-                            ops::GradWrite::overwrite);
+    ops::attention_backward(ctx, q, k, v, {shard.cu_seqlens, shard.cu_seqlens_host}, scale, out,
+                            saved.lse, dout, dq, dk, dv, ops::GradWrite::overwrite);
   }
 };
 

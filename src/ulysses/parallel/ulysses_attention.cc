@@ -60,7 +60,8 @@ class UlyssesAttention final : public AttentionStrategy {
       const std::int64_t kp = std::min(p, kv_parts_ - 1);
       Tensor out_p = rows(saved.out, p, S);
       ops::attention_forward(ctx, rows(saved.q, p, S), rows(saved.k, kp, S), rows(saved.v, kp, S),
-                             shard.cu_seqlens, scale, out_p, saved.lse.rows(p * qc, (p + 1) * qc));
+                             {shard.cu_seqlens, shard.cu_seqlens_host}, scale, out_p,
+                             saved.lse.rows(p * qc, (p + 1) * qc));
       outputs.push_back(start_heads_to_sequence(ctx, group_, out_p, T));
     }
     for (std::int64_t p = 0; p < parts_; ++p) {
@@ -102,8 +103,8 @@ class UlyssesAttention final : public AttentionStrategy {
     std::vector<PendingExchange> douts;
     for (std::int64_t p = 0; p < parts_; ++p) {
       const HeadChunks qp = part(q_, parts_, p);
-      douts.push_back(start_sequence_to_heads(ctx, group_, dout, qp.first_head, qc,
-                                              rows(dout_heads, p, S)));
+      douts.push_back(
+          start_sequence_to_heads(ctx, group_, dout, qp.first_head, qc, rows(dout_heads, p, S)));
     }
     Tensor dq_heads = Tensor::zeros(saved.q.shape(), saved.q.dtype(), saved.q.device());
     Tensor dk_heads = Tensor::zeros(saved.k.shape(), saved.k.dtype(), saved.k.device());
@@ -113,9 +114,10 @@ class UlyssesAttention final : public AttentionStrategy {
       finish_sequence_to_heads(douts[static_cast<std::size_t>(p)]);
       const std::int64_t kp = std::min(p, kv_parts_ - 1);
       ops::attention_backward(ctx, rows(saved.q, p, S), rows(saved.k, kp, S), rows(saved.v, kp, S),
-                              shard.cu_seqlens, scale, rows(saved.out, p, S),
-                              saved.lse.rows(p * qc, (p + 1) * qc), rows(dout_heads, p, S),
-                              rows(dq_heads, p, S), rows(dk_heads, kp, S), rows(dv_heads, kp, S));
+                              {shard.cu_seqlens, shard.cu_seqlens_host}, scale,
+                              rows(saved.out, p, S), saved.lse.rows(p * qc, (p + 1) * qc),
+                              rows(dout_heads, p, S), rows(dq_heads, p, S), rows(dk_heads, kp, S),
+                              rows(dv_heads, kp, S));
       grads.push_back(start_heads_to_sequence(ctx, group_, rows(dq_heads, p, S), T));
       if (kv_parts_ > 1) {
         grads.push_back(start_heads_to_sequence(ctx, group_, rows(dk_heads, p, S), T));
@@ -164,11 +166,14 @@ class UlyssesAttention final : public AttentionStrategy {
     for (std::int64_t p = 0; p < parts_; ++p) {
       if (p < kv_parts_) {
         const HeadChunks kv = part(kv_, kv_parts_, p);
-        inputs.push_back(start_sequence_to_heads(ctx, group_, k, kv.first_head, kc, rows(saved.k, p, S)));
-        inputs.push_back(start_sequence_to_heads(ctx, group_, v, kv.first_head, kc, rows(saved.v, p, S)));
+        inputs.push_back(
+            start_sequence_to_heads(ctx, group_, k, kv.first_head, kc, rows(saved.k, p, S)));
+        inputs.push_back(
+            start_sequence_to_heads(ctx, group_, v, kv.first_head, kc, rows(saved.v, p, S)));
       }
       const HeadChunks qp = part(q_, parts_, p);
-      inputs.push_back(start_sequence_to_heads(ctx, group_, q, qp.first_head, qc, rows(saved.q, p, S)));
+      inputs.push_back(
+          start_sequence_to_heads(ctx, group_, q, qp.first_head, qc, rows(saved.q, p, S)));
     }
     return inputs;
   }

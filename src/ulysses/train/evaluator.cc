@@ -121,7 +121,7 @@ EvalMetrics Evaluator::evaluate(const Context& ctx, const model::Decoder& decode
   const std::int64_t P = mesh.sp_size(), r = mesh.sp_rank();
   m.eval_steps = eval_steps(D);
   model::StepOptions forward_only;
-  double loss_sum = 0;
+  std::vector<ops::LossSum> losses;  // read after every forward is queued
   std::int64_t local_labels = 0;
   for (std::int64_t e = 0; e < m.eval_steps; ++e) {
     for (std::int64_t b = 0; b < B; ++b) {
@@ -138,9 +138,11 @@ EvalMetrics Evaluator::evaluate(const Context& ctx, const model::Decoder& decode
           data::sp_shard_ranges(s.length(), r, P, mesh.config().ring_size);
       const data::SequenceShard shard = data::to_device(data::make_shard(s, ranges), ctx.device);
       local_labels += data::valid_labels(s, ranges);
-      loss_sum += decoder.forward_backward(ctx, store, shard, 0.0f, forward_only).loss_sum;
+      losses.push_back(decoder.forward_backward(ctx, store, shard, 0.0f, forward_only));
     }
   }
+  double loss_sum = 0;
+  for (const ops::LossSum& loss : losses) loss_sum += loss.loss_sum();
   Tensor count = Tensor::empty({1}, DType::i64);
   count.data<std::int64_t>()[0] = local_labels;
   world.all_reduce(count, comm::ReduceOp::sum);

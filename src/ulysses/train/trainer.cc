@@ -389,10 +389,14 @@ StepMetrics Trainer::train_step(std::int64_t step) {
     ++updates_;
     const auto lr = static_cast<float>(m.learning_rate);
     // Ranks whose shards hold no valid label still run: the all-to-alls need every SP rank.
-    double loss_sum = 0;
+    // Every micro-batch is queued before a loss is read: the forward and backward never wait
+    // for the device (the first loss_sum() is the step's first host synchronization).
     zero_->begin_step();
+    std::vector<ops::LossSum> losses;
     for (const auto& shard : shards)
-      loss_sum += decoder_->forward_backward(ctx_, *zero_, shard, grad_scale, options).loss_sum;
+      losses.push_back(decoder_->forward_backward(ctx_, *zero_, shard, grad_scale, options));
+    double loss_sum = 0;
+    for (const ops::LossSum& loss : losses) loss_sum += loss.loss_sum();
     m.loss = comm::sum_in_rank_order(world_, loss_sum) / static_cast<double>(m.valid_labels);
     const bool finite_loss = std::isfinite(m.loss);
     {

@@ -38,16 +38,15 @@ LossSum lm_head_cross_entropy(std::int64_t tile_tokens, const Tensor& x, const T
               kIgnoreIndex);
     valid_rows.push_back(t);
   }
-  LossSum result;
-  result.valid_count = static_cast<std::int64_t>(valid_rows.size());
-  if (valid_rows.empty()) return result;
+  const auto num_valid = static_cast<std::int64_t>(valid_rows.size());
+  double loss_sum = 0.0;
+  if (valid_rows.empty()) return LossSum(0.0, 0);
 
   const float* x_data = x.data<float>();                        // [T, C]
   const float* w_data = weight.data<float>();                   // [V, C]
   float* dx_data = backward ? dx.data<float>() : nullptr;       // [T, C]
   float* dw_data = backward ? dweight.data<float>() : nullptr;  // [V, C]
 
-  const std::int64_t num_valid = result.valid_count;
   const std::int64_t tile = std::min(tile_tokens, num_valid);
   std::vector<float> x_tile(static_cast<std::size_t>(tile * channels));    // [tile, C]
   std::vector<float> logits(static_cast<std::size_t>(tile * vocab_size));  // [tile, V]
@@ -86,7 +85,7 @@ LossSum lm_head_cross_entropy(std::int64_t tile_tokens, const Tensor& x, const T
         row[label] -= grad_scale;
       }
     }
-    for (std::int64_t i = 0; i < n; ++i) result.loss_sum += row_loss[static_cast<std::size_t>(i)];
+    for (std::int64_t i = 0; i < n; ++i) loss_sum += row_loss[static_cast<std::size_t>(i)];
     if (!backward) continue;
 
     // dx_tile: [n, C] = dlogits [n, V] @ W [V, C]; then dx[rows[i]] += dx_tile[i]
@@ -106,7 +105,7 @@ LossSum lm_head_cross_entropy(std::int64_t tile_tokens, const Tensor& x, const T
                 static_cast<int>(vocab_size), x_tile.data(), static_cast<int>(channels), 1.0f,
                 dw_data, static_cast<int>(channels));
   }
-  return result;
+  return LossSum(loss_sum, num_valid);
 }
 
 }  // namespace ulysses::ops::cpu

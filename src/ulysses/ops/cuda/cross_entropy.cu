@@ -1,5 +1,6 @@
 #include <algorithm>
 
+#include "ulysses/core/host_upload.h"
 #include "ulysses/ops/cuda/common.cuh"
 #include "ulysses/ops/cuda/cross_entropy.h"
 #include "ulysses/ops/cuda/matmul.cuh"
@@ -108,17 +109,15 @@ __global__ void sum_losses_kernel(const float* row_loss, std::int64_t n, double*
 LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor& weight,
                               const Tensor& labels, const std::vector<std::int32_t>& valid_rows,
                               float grad_scale, Tensor dx, Tensor dweight) {
-  LossSum result;
   const auto num_valid = static_cast<std::int64_t>(valid_rows.size());
-  result.valid_count = num_valid;
-  if (num_valid == 0) return result;
+  if (num_valid == 0) return LossSum(0.0, 0);
   const std::int64_t C = x.dim(1), V = weight.dim(0);
   const bool backward = grad_scale != 0.0f;
   const std::int64_t tile = std::min(ctx.loss_tile_tokens, num_valid);
   const DType dtype = x.dtype();
   const cudaStream_t stream = stream_of(ctx);
 
-  const Tensor rows = Tensor::from_ints(valid_rows, {num_valid}).to(ctx.device);
+  const Tensor rows = upload_ints(ctx, valid_rows);  // through the staging ring: no host wait
   Tensor x_tile = Tensor::empty({tile, C}, dtype, ctx.device);
   Tensor logits = Tensor::empty({tile, V}, DType::f32, ctx.device);
   Tensor dlogits = backward ? Tensor::empty({tile, V}, dtype, ctx.device) : Tensor();
@@ -131,7 +130,7 @@ LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor&
       const std::int64_t n = std::min(tile, num_valid - begin);
       const std::int32_t* tile_rows = ptr<std::int32_t>(rows) + begin;
       gather_rows_kernel<<<static_cast<unsigned>(n), 256, 0, stream>>>(ptr<T>(x), tile_rows,
-                                                                      ptr<T>(x_tile), C);
+                                                                       ptr<T>(x_tile), C);
       UL_CUDA_CHECK_LAUNCH();
       // logits^T [V, n] = W [V, C] x_tile^T [C, n]  (row-major logits [n, V])
       gemm(ctx, true, false, V, n, C, weight.raw(), C, x_tile.raw(), C, dtype, logits.raw(), V,
@@ -142,8 +141,8 @@ LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor&
       UL_CUDA_CHECK_LAUNCH();
       if (!backward) continue;
       // dx_tile^T [C, n] = W^T [C, V] dlogits^T [V, n]
-      gemm(ctx, false, false, C, n, V, weight.raw(), C, dlogits.raw(), V, dtype, dx_tile.raw(),
-           C, DType::f32, 1.0f, 0.0f);
+      gemm(ctx, false, false, C, n, V, weight.raw(), C, dlogits.raw(), V, dtype, dx_tile.raw(), C,
+           DType::f32, 1.0f, 0.0f);
       scatter_add_rows_kernel<<<static_cast<unsigned>(n), 256, 0, stream>>>(
           ptr<float>(dx_tile), tile_rows, ptr<T>(dx), C);
       UL_CUDA_CHECK_LAUNCH();
@@ -155,10 +154,7 @@ LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor&
   double* total_data = reinterpret_cast<double*>(total.raw());
   sum_losses_kernel<<<1, 256, 0, stream>>>(ptr<float>(row_loss), num_valid, total_data);
   UL_CUDA_CHECK_LAUNCH();
-  UL_CUDA_CHECK(cudaMemcpyAsync(&result.loss_sum, total_data, sizeof(double),
-                                cudaMemcpyDeviceToHost, stream));
-  UL_CUDA_CHECK(cudaStreamSynchronize(stream));
-  return result;
+  return LossSum(ctx, total, num_valid);  // read when the caller asks for it
 }
 
 }  // namespace ulysses::ops::cuda

@@ -1,3 +1,4 @@
+#include "ulysses/core/cuda_context.h"
 #include "ulysses/ops/cuda/common.cuh"
 #include "ulysses/ops/cuda/elementwise.h"
 
@@ -111,7 +112,7 @@ void read_doubles(const Context& ctx, const double* device, double* host, std::i
   const cudaStream_t stream = stream_of(ctx);
   UL_CUDA_CHECK(cudaMemcpyAsync(host, device, static_cast<std::size_t>(n) * sizeof(double),
                                 cudaMemcpyDeviceToHost, stream));
-  UL_CUDA_CHECK(cudaStreamSynchronize(stream));
+  synchronize(ctx);
 }
 
 double sum_of_squares(const Context& ctx, const Tensor& x) {

@@ -2,6 +2,7 @@
 #include <numeric>
 #include <vector>
 
+#include "ulysses/core/host_upload.h"
 #include "ulysses/ops/cuda/common.cuh"
 #include "ulysses/ops/cuda/embedding.h"
 
@@ -55,12 +56,13 @@ void embedding_forward(const Context& ctx, const Tensor& ids, const Tensor& tabl
   });
 }
 
-void embedding_backward(const Context& ctx, const Tensor& ids_host, const Tensor& dout,
-                        Tensor dtable) {
-  const std::int64_t T = ids_host.numel(), C = dtable.dim(1);
+void embedding_backward(const Context& ctx, std::span<const std::int32_t> ids_host,
+                        const Tensor& dout, Tensor dtable) {
+  const auto T = static_cast<std::int64_t>(ids_host.size());
+  const std::int64_t C = dtable.dim(1);
   if (T == 0) return;
   // Group positions by id (stable: positions stay in increasing order within an id).
-  const std::int32_t* id = ids_host.data<std::int32_t>();
+  const std::int32_t* id = ids_host.data();
   std::vector<std::int32_t> positions(static_cast<std::size_t>(T));
   std::iota(positions.begin(), positions.end(), 0);
   std::stable_sort(positions.begin(), positions.end(),
@@ -74,9 +76,14 @@ void embedding_backward(const Context& ctx, const Tensor& ids_host, const Tensor
   }
   offsets.push_back(static_cast<std::int32_t>(T));
   const auto U = static_cast<std::int64_t>(unique_ids.size());
-  const Tensor unique_dev = Tensor::from_ints(unique_ids, {U}).to(ctx.device);
-  const Tensor offsets_dev = Tensor::from_ints(offsets, {U + 1}).to(ctx.device);
-  const Tensor positions_dev = Tensor::from_ints(positions, {T}).to(ctx.device);
+  // One upload through the staging ring (no host wait): unique ids, offsets, positions.
+  std::vector<std::int32_t> grouping = std::move(unique_ids);
+  grouping.insert(grouping.end(), offsets.begin(), offsets.end());
+  grouping.insert(grouping.end(), positions.begin(), positions.end());
+  const Tensor grouping_dev = upload_ints(ctx, grouping);
+  const Tensor unique_dev = grouping_dev.rows(0, U);
+  const Tensor offsets_dev = grouping_dev.rows(U, 2 * U + 1);
+  const Tensor positions_dev = grouping_dev.rows(2 * U + 1, 2 * U + 1 + T);
   dispatch_float_type(dout.dtype(), "embedding_backward", [&]<typename E>() {
     const dim3 grid(static_cast<unsigned>(U),
                     static_cast<unsigned>(std::min<std::int64_t>(8, (C + 255) / 256)));
