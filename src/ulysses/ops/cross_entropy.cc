@@ -1,13 +1,13 @@
 #include "ulysses/ops/cross_entropy.h"
 
+#include <vector>
+
 #include "ulysses/core/error.h"
 #include "ulysses/core/op_profiler.h"
 #include "ulysses/ops/check.h"
 #include "ulysses/ops/cpu/cross_entropy.h"
 #include "ulysses/ops/elementwise.h"
 #ifdef ULYSSES_HAS_CUDA
-#include <vector>
-
 #include "ulysses/ops/cuda/cross_entropy.h"
 #endif
 
@@ -20,9 +20,9 @@ LossSum::LossSum(const Context& ctx, Tensor sum, std::int64_t valid_count)
 }
 
 double LossSum::loss_sum() const {
-  if (device_sum_.defined() && !read_) {
+  if (device_sum_.defined()) {
     sum_ = read_sums(ctx_, device_sum_)[0];
-    read_ = true;
+    device_sum_ = Tensor();  // read: the value is the sum from now on
   }
   return sum_;
 }
@@ -66,26 +66,27 @@ LossSum lm_head_cross_entropy(const Context& ctx, const Tensor& x, const Tensor&
              " but ctx.device is ", ctx.device.str());
     check_on_context_device(ctx, dweight, "lm_head_cross_entropy: dweight");
   }
-  std::vector<std::int32_t> storage;  // the labels' values on the host
-  [[maybe_unused]] const std::int32_t* label =
+  // Every label checked on the host before anything is written; the valid positions go to the
+  // kernels of both devices.
+  std::vector<std::int32_t> storage;
+  const std::int32_t* label =
       host_values(labels_arg, storage, "lm_head_cross_entropy: labels").data();
-  if (ctx.device.is_cpu())
-    return cpu::lm_head_cross_entropy(ctx.loss_tile_tokens, x, weight, labels, grad_scale, dx,
-                                      dweight);
-#ifdef ULYSSES_HAS_CUDA
-  if (ctx.device.is_cuda()) {
-    // Labels are checked on the host; the valid positions go to the kernel.
-    std::vector<std::int32_t> valid_rows;
-    for (std::int64_t t = 0; t < num_tokens; ++t) {
-      if (label[t] == kIgnoreIndex) continue;
-      if (label[t] < 0 || label[t] >= vocab_size)
-        UL_FAIL("lm_head_cross_entropy: labels[", t, "] = ", label[t],
-                " is outside [0, vocab_size = ", vocab_size, ") and is not the ignore index ",
-                kIgnoreIndex);
-      valid_rows.push_back(static_cast<std::int32_t>(t));
-    }
-    return cuda::lm_head_cross_entropy(ctx, x, weight, labels, valid_rows, grad_scale, dx, dweight);
+  std::vector<std::int32_t> valid_rows;
+  valid_rows.reserve(static_cast<std::size_t>(num_tokens));
+  for (std::int64_t t = 0; t < num_tokens; ++t) {
+    if (label[t] == kIgnoreIndex) continue;
+    if (label[t] < 0 || label[t] >= vocab_size)
+      UL_FAIL("lm_head_cross_entropy: labels[", t, "] = ", label[t],
+              " is outside [0, vocab_size = ", vocab_size, ") and is not the ignore index ",
+              kIgnoreIndex);
+    valid_rows.push_back(static_cast<std::int32_t>(t));
   }
+  if (ctx.device.is_cpu())
+    return cpu::lm_head_cross_entropy(ctx.loss_tile_tokens, x, weight, labels, valid_rows,
+                                      grad_scale, dx, dweight);
+#ifdef ULYSSES_HAS_CUDA
+  if (ctx.device.is_cuda())
+    return cuda::lm_head_cross_entropy(ctx, x, weight, labels, valid_rows, grad_scale, dx, dweight);
 #endif
   UL_FAIL("lm_head_cross_entropy: no kernel for device ", ctx.device.str());
 }

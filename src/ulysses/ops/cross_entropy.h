@@ -26,14 +26,13 @@ class LossSum {
   double loss_sum() const;
   std::int64_t valid_count() const { return valid_count_; }
   // Whether the sum still waits on the device (not read yet).
-  bool pending() const { return device_sum_.defined() && !read_; }
+  bool pending() const { return device_sum_.defined(); }
 
  private:
   std::int64_t valid_count_ = 0;
   mutable double sum_ = 0.0;
-  mutable bool read_ = false;
   Context ctx_;
-  Tensor device_sum_;
+  mutable Tensor device_sum_;  // undefined once read (or for a value)
 };
 
 // x: [T, C] final hidden states; weight: [V, C] (lm_head, or the tied embedding table);

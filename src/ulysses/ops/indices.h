@@ -19,11 +19,9 @@ namespace ulysses::ops {
 struct Indices {
   // Implicit, so a plain tensor stays a valid argument (its values read back when needed).
   Indices(const Tensor& tensor) : tensor(tensor) {}  // NOLINT(google-explicit-constructor)
+  // An empty host copy means "not given" (data::SequenceShard's copies are empty in a
+  // hand-made shard); a std::vector converts to the span.
   Indices(const Tensor& tensor, std::span<const std::int32_t> host) : tensor(tensor), host(host) {}
-  // An empty vector means "not given" (data::SequenceShard's copies are empty in a hand-made
-  // shard).
-  Indices(const Tensor& tensor, const std::vector<std::int32_t>& host)
-      : tensor(tensor), host(host) {}
 
   Tensor tensor;
   std::span<const std::int32_t> host;  // empty: not given

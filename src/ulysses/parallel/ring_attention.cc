@@ -27,6 +27,7 @@
 
 #include "ulysses/ops/block_attention.h"
 #include "ulysses/ops/elementwise.h"
+#include "ulysses/ops/indices.h"
 #include "ulysses/parallel/attention_strategies.h"
 #include "ulysses/parallel/ulysses_exchange.h"
 
@@ -234,10 +235,10 @@ class RingAttention final : public AttentionStrategy {
   // cu_seqlens_host, or for a hand-made shard without one a copy read back once per call.
   static std::vector<std::int32_t> host_boundaries(const data::SequenceShard& shard) {
     if (!shard.cu_seqlens_host.empty() || !shard.cu_seqlens.defined()) return shard.cu_seqlens_host;
-    const Tensor host =
-        shard.cu_seqlens.device().is_cpu() ? shard.cu_seqlens : shard.cu_seqlens.to(Device::cpu());
-    const std::int32_t* p = host.data<std::int32_t>();
-    return std::vector<std::int32_t>(p, p + host.numel());
+    std::vector<std::int32_t> storage;
+    const std::span<const std::int32_t> values =
+        ops::host_values(shard.cu_seqlens, storage, "ring attention: cu_seqlens");
+    return {values.begin(), values.end()};
   }
 
   // x itself when f32, else an f32 copy.

@@ -19,25 +19,12 @@ namespace ulysses::ops::cpu {
 // The loss is summed in double in token order, so the result does not depend on the tiling
 // beyond the rounding of the matrix products.
 LossSum lm_head_cross_entropy(std::int64_t tile_tokens, const Tensor& x, const Tensor& weight,
-                              const Tensor& labels, float grad_scale, Tensor dx, Tensor dweight) {
-  const std::int64_t num_tokens = x.dim(0);
+                              const Tensor& labels, const std::vector<std::int32_t>& valid_rows,
+                              float grad_scale, Tensor dx, Tensor dweight) {
   const std::int64_t channels = x.dim(1);
   const std::int64_t vocab_size = weight.dim(0);
   const bool backward = grad_scale != 0.0f;
-
-  // labels: [T]. Check every label before writing anything; collect the valid positions.
-  const std::int32_t* label_data = labels.data<std::int32_t>();
-  std::vector<std::int64_t> valid_rows;
-  valid_rows.reserve(static_cast<std::size_t>(num_tokens));
-  for (std::int64_t t = 0; t < num_tokens; ++t) {
-    const std::int32_t label = label_data[t];
-    if (label == kIgnoreIndex) continue;
-    if (label < 0 || label >= vocab_size)
-      UL_FAIL("lm_head_cross_entropy: labels[", t, "] = ", label,
-              " is outside [0, vocab_size = ", vocab_size, ") and is not the ignore index ",
-              kIgnoreIndex);
-    valid_rows.push_back(t);
-  }
+  const std::int32_t* label_data = labels.data<std::int32_t>();  // [T]
   const auto num_valid = static_cast<std::int64_t>(valid_rows.size());
   double loss_sum = 0.0;
   if (valid_rows.empty()) return LossSum(0.0, 0);
@@ -55,7 +42,7 @@ LossSum lm_head_cross_entropy(std::int64_t tile_tokens, const Tensor& x, const T
 
   for (std::int64_t begin = 0; begin < num_valid; begin += tile) {
     const std::int64_t n = std::min(tile, num_valid - begin);
-    const std::int64_t* rows = valid_rows.data() + begin;
+    const std::int32_t* rows = valid_rows.data() + begin;
 
     // x_tile[i] = x[rows[i]]
 #pragma omp parallel for
