@@ -17,7 +17,10 @@
 // collectives (comm::set_wait_timing; the largest rank's, per step), split into the Ulysses
 // all-to-alls and the ZeRO / data-parallel collectives (all-gathers, reduce-scatters,
 // all-reduces, ...); and "other" = step - GEMM - attention - both exposed parts (norms, RoPE,
-// loss, optimizer, host synchronizations). For reference it also prints the total time of the
+// loss, optimizer, host synchronizations). With --profile the GEMM and attention columns are
+// the in-step times of those op kinds instead (split "in-step"; the isolated ones are printed
+// beside): a long step runs the card at its power limit, at lower clocks than the short isolated
+// runs, and the isolated split charges that slowdown to "other". For reference it also prints the total time of the
 // Ulysses all-to-alls measured in isolation on the same groups (8 per layer: q, k, v, out
 // forward; dout, dq, dk, dv backward; 4 more with checkpointing, where the recompute rebuilds
 // the head-sharded q, k, v, out). With --sp-pipeline part of that time overlaps
@@ -323,11 +326,20 @@ int main(int argc, char** argv) {
       }
     }
     comm::set_wait_timing(false);
+    // With --profile: the in-step GEMM and attention milliseconds per step (rank 0's; the LM
+    // head's GEMMs count under "loss", so in "other").
+    double profiled_gemm_ms = 0, profiled_attention_ms = 0;
     if (profiler) {
       trainer.set_profiler(nullptr);
       const std::string table = profile_table(*profiler, seconds * 1e3, steps);
       if (main_rank)
         std::printf("\nper-op profile of the timed steps (rank 0):\n%s", table.c_str());
+      for (const OpProfiler::Row& row : profiler->kind_totals()) {
+        if (row.kind == "gemm") profiled_gemm_ms = row.ms / static_cast<double>(steps);
+        // "attention", and ring attention's "attention_block" and "attention_merge".
+        if (row.kind.starts_with("attention"))
+          profiled_attention_ms += row.ms / static_cast<double>(steps);
+      }
     }
     // Seconds this rank's compute stream stood still for collectives in the timed steps: the
     // Ulysses all-to-alls, and the rest (ZeRO / data-parallel traffic).
@@ -383,8 +395,14 @@ int main(int argc, char** argv) {
         1.0 + (checkpointed * checkpointed_share + (L - checkpointed) * whole_share) / L / 3.0;
     const double attention_recompute = checkpointing && recompute_attention ? 1.0 + 1.0 / 3.5 : 1.0;
     const double step = seconds / static_cast<double>(steps);
-    const double gemm = gemm_layer * L * recompute,
-                 attention = attention_layer * L * attention_recompute;
+    const double gemm_isolated = gemm_layer * L * recompute,
+                 attention_isolated = attention_layer * L * attention_recompute;
+    const char* split = profiler ? "in-step" : breakdown ? "isolated" : "none";
+    const double gemm = profiler ? profiled_gemm_ms / 1e3 : gemm_isolated;
+    const double attention = profiler ? profiled_attention_ms / 1e3 : attention_isolated;
+    if (main_rank && profiler && breakdown)
+      std::printf("isolated split (short runs at full clocks): GEMM %.3f s, attention %.3f s\n",
+                  gemm_isolated, attention_isolated);
     const double other =
         std::max(0.0, step - gemm - attention - exposed_all_to_all - exposed_zero_comm);
     const double tflops = flops / seconds / 1e12;
@@ -412,25 +430,26 @@ int main(int argc, char** argv) {
     if (main_rank) {
       std::printf(
           "\n| model | seq | GPUs | sp | ZeRO | ckpt | step s | tokens/s | TFLOP/s/GPU | MFU | "
-          "peak GiB/GPU | GEMM s | attention s | exposed all-to-all s (share) | "
-          "exposed ZeRO comm s | other s | all-to-all s (isolated) |\n");
+          "peak GiB/GPU | split | GEMM s | attention s | exposed all-to-all s (share) | "
+          "exposed ZeRO comm s | other s (share) | all-to-all s (isolated) |\n");
       std::printf(
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
-          "| --- | --- | --- |\n");
+          "| --- | --- | --- | --- |\n");
       std::printf(
-          "| %s | %lld | %d | %lld | %lld | %s | %.3f | %.0f | %.1f | %.1f%% | %.1f | %.3f | "
-          "%.3f | %.3f (%.1f%%) | %.3f | %.3f | %.3f |\n",
+          "| %s | %lld | %d | %lld | %lld | %s | %.3f | %.0f | %.1f | %.1f%% | %.1f | %s | %.3f | "
+          "%.3f | %.3f (%.1f%%) | %.3f | %.3f (%.1f%%) | %.3f |\n",
           model.c_str(), static_cast<long long>(seq), gpus, static_cast<long long>(sp),
           static_cast<long long>(zero_stage), ckpt_label.c_str(), step,
           static_cast<double>(tokens) / seconds, tflops, 100 * tflops / peak_tflops,
-          static_cast<double>(peak) / (1ll << 30), gemm, attention, exposed_all_to_all,
-          100 * exposed_all_to_all / step, exposed_zero_comm, other, all_to_all_isolated);
+          static_cast<double>(peak) / (1ll << 30), split, gemm, attention, exposed_all_to_all,
+          100 * exposed_all_to_all / step, exposed_zero_comm, other, 100 * other / step,
+          all_to_all_isolated);
       std::printf(
           "{\"model\": \"%s\", \"seq\": %lld, \"gpus\": %d, \"sp\": %lld, "
           "\"zero_stage\": %lld, \"gradient_checkpointing\": %s, \"checkpoint_layers\": %lld, "
           "\"step_s\": %.4f, "
           "\"tokens_per_s\": %.1f, \"tflops_per_device\": %.2f, \"mfu\": %.4f, "
-          "\"peak_gib\": %.2f, \"gemm_s\": %.4f, \"attention_s\": %.4f, "
+          "\"peak_gib\": %.2f, \"split\": \"%s\", \"gemm_s\": %.4f, \"attention_s\": %.4f, "
           "\"exposed_all_to_all_s\": %.4f, \"exposed_all_to_all_share\": %.4f, "
           "\"exposed_zero_comm_s\": %.4f, \"other_s\": %.4f, "
           "\"all_to_all_isolated_s\": %.4f, \"setup_s\": %.2f, \"setup_state_s\": %.2f, "
@@ -439,7 +458,7 @@ int main(int argc, char** argv) {
           static_cast<long long>(zero_stage), checkpointing ? "true" : "false",
           static_cast<long long>(checkpointing ? ckpt_layers : 0), step,
           static_cast<double>(tokens) / seconds, tflops, tflops / peak_tflops,
-          static_cast<double>(peak) / (1ll << 30), gemm, attention, exposed_all_to_all,
+          static_cast<double>(peak) / (1ll << 30), split, gemm, attention, exposed_all_to_all,
           exposed_all_to_all / step, exposed_zero_comm, other, all_to_all_isolated, setup_s,
           times.state_s, times.weights_s, plan_s);
     }
