@@ -155,8 +155,11 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
                  "auto, cudnn or builtin (CUDA), blockwise (CPU)")
       ->capture_default_str();
   cmd.add_option("--loss-tile-tokens", c.loss_tile_tokens,
-                 "Tokens per tile of the fused LM head + cross-entropy")
-      ->capture_default_str();
+                 "Tokens per tile of the fused LM head + cross-entropy (auto: on a GPU the "
+                 "largest of 4096, 2048, 1024 that lets the memory plan fit; 1024 on the CPU)")
+      ->transform(CLI::Transformer(std::map<std::string, std::string>{
+          {"auto", std::to_string(ulysses::train::kLossTileAuto)}}))
+      ->default_str("auto");
   cmd.add_option("--mlp-tile-tokens", c.mlp_tile_tokens,
                  "MLP token tile (-1: 8192 with checkpointing, untiled without; 0: untiled)")
       ->capture_default_str();
@@ -274,8 +277,11 @@ void add_eval_options(CLI::App& cmd, TrainConfig& c) {
                  "auto, cudnn or builtin (CUDA), blockwise (CPU)")
       ->capture_default_str();
   cmd.add_option("--loss-tile-tokens", c.loss_tile_tokens,
-                 "Tokens per tile of the fused LM head + cross-entropy")
-      ->capture_default_str();
+                 "Tokens per tile of the fused LM head + cross-entropy (auto: on a GPU the "
+                 "largest of 4096, 2048, 1024 that lets the memory plan fit; 1024 on the CPU)")
+      ->transform(CLI::Transformer(std::map<std::string, std::string>{
+          {"auto", std::to_string(ulysses::train::kLossTileAuto)}}))
+      ->default_str("auto");
   cmd.add_option("--sp-size", c.sp_size, "Sequence-parallel degree")->capture_default_str();
   cmd.add_option("--dp-shard-size", c.dp_shard_size,
                  "ZeRO sharding degree (0: world / (sp x dp_replicate))")

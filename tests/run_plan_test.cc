@@ -258,5 +258,54 @@ TEST(RunPlan, EpochOfThePackedDataAndNumTrainEpochs) {
   testing::expect_error([&] { validate(endless); }, "--num-train-epochs must be >= 0");
 }
 
+TEST(RunPlan, AutoLossTileTakesTheLargestTileThatFits) {
+  // qwen3-4b at 32K, checkpointing: the 4096-token tile fits a 138 GiB GPU; a budget between the
+  // 2048 and 4096 plans takes 2048; one that only the fallback (or nothing) fits takes 1024.
+  const model::ModelConfig model = model::resolve_model_config("qwen3-4b");
+  TrainConfig c;
+  c.model = "qwen3-4b";
+  c.max_seq_length = 32768;
+  c.per_device_train_batch_size = 1;
+  c.gradient_checkpointing = true;
+  ASSERT_EQ(c.loss_tile_tokens, kLossTileAuto);  // the default
+  const parallel::ParallelConfig layout{1, 1, 1};
+  const auto bf16 = parallel::Precision::bf16_mixed;
+  const auto bytes_of = [&](std::int64_t tile) {
+    TrainConfig t = c;
+    t.loss_tile_tokens = tile;
+    return run_memory(t, model, layout, bf16, 0).device_bytes();
+  };
+  // Larger tiles cost memory, and auto plans like the fallback before it is resolved.
+  ASSERT_LT(bytes_of(1024), bytes_of(2048));
+  ASSERT_LT(bytes_of(2048), bytes_of(4096));
+  EXPECT_EQ(run_memory(c, model, layout, bf16, 0).device_bytes(), bytes_of(1024));
+  // The device budget whose 97% is exactly `bytes`.
+  const auto device_for = [](std::int64_t bytes) { return (bytes + 96) / 97 * 100; };
+  const std::int64_t big = std::int64_t{138} << 30;
+  EXPECT_EQ(resolve_loss_tile(c, model, layout, true, big, 0), 4096);
+  EXPECT_EQ(resolve_loss_tile(c, model, layout, true, device_for(bytes_of(4096)), 0), 4096);
+  EXPECT_EQ(resolve_loss_tile(c, model, layout, true, device_for(bytes_of(4096)) - 200, 0), 2048);
+  EXPECT_EQ(resolve_loss_tile(c, model, layout, true, device_for(bytes_of(2048)) - 200, 0), 1024);
+  EXPECT_EQ(resolve_loss_tile(c, model, layout, true, std::int64_t{1} << 30, 0), 1024);
+  // The CPU, or a GPU without a budget: the fallback; a tile given is kept.
+  EXPECT_EQ(resolve_loss_tile(c, model, layout, false, big, 0), kLossTileTokensFallback);
+  EXPECT_EQ(resolve_loss_tile(c, model, layout, true, 0, 0), kLossTileTokensFallback);
+  TrainConfig fixed = c;
+  fixed.loss_tile_tokens = 512;
+  EXPECT_EQ(resolve_loss_tile(fixed, model, layout, true, big, 0), 512);
+  // `ulysses info` resolves it the same way on --memory-gib, and plans with the result.
+  TrainConfig options = c;
+  options.device = "cuda";
+  const std::string info = info_report(options, 1, 138, "auto", 0);
+  EXPECT_NE(info.find("--loss-tile-tokens auto -> 4096 tokens per tile"), std::string::npos)
+      << info;
+  // Bad values are refused with the option named.
+  TrainConfig bad = c;
+  bad.loss_tile_tokens = 0;
+  testing::expect_error([&] { validate(bad, 1); }, "--loss-tile-tokens must be >= 1 or auto");
+  bad.loss_tile_tokens = -3;
+  testing::expect_error([&] { validate(bad, 1); }, "--loss-tile-tokens must be >= 1 or auto");
+}
+
 }  // namespace
 }  // namespace ulysses::train

@@ -36,6 +36,8 @@ expect_fail "checkpoint layers with attention recompute" \
   $T --gradient-checkpointing --recompute-attention --checkpoint-layers auto
 expect_fail "negative checkpoint layers" "--checkpoint-layers must be >= 0" \
   $T --gradient-checkpointing --checkpoint-layers -4
+expect_fail "zero loss tile" "--loss-tile-tokens must be >= 1 or auto" $T --loss-tile-tokens 0
+expect_fail "malformed loss tile" "--loss-tile-tokens" $T --loss-tile-tokens big
 expect_fail "info on a bad model" "not a preset" $ULYSSES info --model nowhere
 
 # A corrupt safetensors file next to a valid config.json.

@@ -23,6 +23,11 @@ train_plan=$($ULYSSES train $OPTS --checkpoint-layers 1 --max-steps 1 --output-d
 info_plan=$($ULYSSES info $OPTS --checkpoint-layers 1 2>&1 | memory_block)
 check "--checkpoint-layers: info's memory block = train's" test -n "$info_plan" -a "$info_plan" = "$train_plan"
 check "--checkpoint-layers: named in the plan" grep -q "1 of 2 layers checkpointed" <<<"$info_plan"
+# --loss-tile-tokens auto (the default) is 1024 on the CPU; a tile given is kept.
+check "auto loss tile on the CPU" grep -q "loss in tiles of 1024 tokens (auto)" \
+  <<<"$($ULYSSES train $OPTS --max-steps 1 --output-dir "" 2>&1)"
+check "a loss tile given" grep -q "loss in tiles of 64 tokens$\|loss in tiles of 64 tokens," \
+  <<<"$($ULYSSES train $OPTS --loss-tile-tokens 64 --max-steps 1 --output-dir "" 2>&1)"
 
 # --max-seq-length is tokens per sequence: with --sp-size 4 each device holds a quarter.
 H="--model qwen3-4b --max-seq-length 131072 --sp-size 4 --device cuda"

@@ -60,7 +60,8 @@ parallel::MemoryPlanInput memory_plan_input(const TrainConfig& c,
   in.recompute_attention = c.recompute_attention;
   in.recompute_attention_layers = c.recompute_attention_layers;
   in.checkpoint_layers = c.checkpoint_layers == kCheckpointLayersAuto ? -1 : c.checkpoint_layers;
-  in.loss_tile_tokens = c.loss_tile_tokens;
+  in.loss_tile_tokens =
+      c.loss_tile_tokens == kLossTileAuto ? kLossTileTokensFallback : c.loss_tile_tokens;
   in.mlp_tile_tokens = effective_mlp_tile(c);
   in.sp_size = c.sp_size;
   in.ring_size = std::max<std::int64_t>(1, layout.ring_size);
@@ -294,6 +295,22 @@ ActivationChoice resolve_activation_choice(const TrainConfig& c, const model::Mo
   }));
 }
 
+std::int64_t resolve_loss_tile(const TrainConfig& c, const model::ModelConfig& model,
+                               const parallel::ParallelConfig& layout, bool cuda,
+                               std::int64_t device_bytes, std::int64_t host_budget) {
+  if (c.loss_tile_tokens != kLossTileAuto) return c.loss_tile_tokens;
+  if (!cuda || device_bytes <= 0) return kLossTileTokensFallback;
+  const std::int64_t budget = device_bytes / 100 * 97;
+  for (const std::int64_t tile : kLossTileChoices) {
+    TrainConfig t = c;
+    t.loss_tile_tokens = tile;
+    if (run_memory(t, model, layout, parallel::Precision::bf16_mixed, host_budget).device_bytes() <=
+        budget)
+      return tile;
+  }
+  return kLossTileTokensFallback;
+}
+
 std::optional<EpochPlan> plan_epoch(const data::DocumentSource& source, const TrainConfig& c,
                                     std::int64_t global_batch_sequences) {
   const std::int64_t n = source.documents_per_epoch();
@@ -418,6 +435,16 @@ std::string info_report(const TrainConfig& options, int world_size_option, doubl
       config.checkpoint_layers = choice.checkpoint_layers;
       say("--checkpoint-layers", choice.checkpoint_layers);
     }
+  }
+  if (config.loss_tile_tokens == kLossTileAuto) {
+    // As the trainer resolves it on a GPU of --memory-gib, after the activation choices.
+    const bool resolvable = budget > 0 && bf16;
+    config.loss_tile_tokens =
+        resolve_loss_tile(config, c, layout, resolvable, budget, host_budget);
+    appendf(out, "loss: --loss-tile-tokens auto -> %lld tokens per tile (%s)\n",
+            static_cast<long long>(config.loss_tile_tokens),
+            resolvable ? "the largest of 4096, 2048 that fits 97% of --memory-gib, else 1024"
+                       : "no --memory-gib to fit on a GPU");
   }
   const RunMemory memory = run_memory(config, c, layout, precision, host_budget);
   out += format_memory_plan(memory.plan, memory.input);

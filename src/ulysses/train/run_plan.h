@@ -90,6 +90,14 @@ ActivationChoice resolve_activation_choice(const TrainConfig& config,
                                            std::int64_t device_bytes,
                                            std::int64_t host_budget_bytes);
 
+// --loss-tile-tokens: the configured tile, or for auto on a GPU (`cuda`) the largest of
+// kLossTileChoices whose plan (config's activation choices already resolved) fits 97% of
+// device_bytes; kLossTileTokensFallback on the CPU, without a budget, or when none larger fits.
+inline constexpr std::int64_t kLossTileChoices[] = {4096, 2048};
+std::int64_t resolve_loss_tile(const TrainConfig& config, const model::ModelConfig& model,
+                               const parallel::ParallelConfig& layout, bool cuda,
+                               std::int64_t device_bytes, std::int64_t host_budget_bytes);
+
 // The first epoch of the training data as the trainer draws it (shuffled order, packed).
 struct EpochPlan {
   std::int64_t documents = 0;  // after --long-documents

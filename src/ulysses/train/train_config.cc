@@ -28,7 +28,8 @@ void validate(const TrainConfig& c) {
   positive(c.gradient_accumulation_steps, "--gradient-accumulation-steps");
   positive(c.max_steps, "--max-steps");
   positive(c.logging_steps, "--logging-steps");
-  positive(c.loss_tile_tokens, "--loss-tile-tokens");
+  if (c.loss_tile_tokens < 1 && c.loss_tile_tokens != kLossTileAuto)
+    UL_FAIL("--loss-tile-tokens must be >= 1 or auto; got ", c.loss_tile_tokens);
   positive(c.copy_min_length, "--copy-min-length");
   if (c.mlp_tile_tokens < -1)
     UL_FAIL("--mlp-tile-tokens must be >= 1, 0 (untiled) or -1 (automatic); got ",

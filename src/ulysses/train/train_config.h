@@ -14,6 +14,10 @@ namespace ulysses::train {
 inline constexpr std::int64_t kRecomputeAttentionAuto = -2;
 // --checkpoint-layers auto.
 inline constexpr std::int64_t kCheckpointLayersAuto = -2;
+// --loss-tile-tokens auto (the default), and the tile it falls back to (the CPU's, and a GPU's
+// when no larger tile fits the memory plan).
+inline constexpr std::int64_t kLossTileAuto = -2;
+inline constexpr std::int64_t kLossTileTokensFallback = 1024;
 
 struct TrainConfig {
   // Model and data.
@@ -46,7 +50,11 @@ struct TrainConfig {
   // Memory and kernels.
   bool gradient_checkpointing = false;
   std::string attn_implementation = "auto";
-  std::int64_t loss_tile_tokens = 1024;
+  // Tokens per tile of the fused LM head + cross-entropy (each tile's [tile, vocab] logits exist
+  // at once). kLossTileAuto: on a GPU the largest of 4096, 2048 and 1024 that lets the memory
+  // plan fit after the activation choices (larger tiles run the LM head GEMMs faster), resolved
+  // by the trainer before setup; 1024 on the CPU.
+  std::int64_t loss_tile_tokens = kLossTileAuto;
   // MLP token tile: no [tokens x intermediate] tensor exists whole. -1 = automatic (8192 tokens
   // with gradient checkpointing, where tiling costs nothing; untiled without), 0 = untiled.
   std::int64_t mlp_tile_tokens = -1;

@@ -90,7 +90,6 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
       model_config_(model::resolve_model_config(config.model)),
       ctx_(make_agreed_context(config.device, world_)),
       save_dtype_(parse_dtype_option(config.save_dtype, "--save-dtype")) {
-  ctx_.loss_tile_tokens = config_.loss_tile_tokens;
   const AttnImplementation attn = parse_attn_implementation(config_.attn_implementation);
   if (ctx_.device.is_cpu() &&
       (attn == AttnImplementation::cudnn || attn == AttnImplementation::builtin))
@@ -179,6 +178,14 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     }
     if (config_.offload_activations && !ctx_.device.is_cpu())
       activation_offload_layers_ = choice.offload_layers;
+    // --loss-tile-tokens auto: the largest tile the plan still fits with those choices.
+    TrainConfig resolved = config_;
+    if (config_.offload_activations) resolved.offload_activation_layers = activation_offload_layers_;
+    loss_tile_chosen_ = config_.loss_tile_tokens == kLossTileAuto;
+    config_.loss_tile_tokens =
+        resolve_loss_tile(resolved, model_config_, mesh_->config(), ctx_.device.is_cuda(),
+                          -smallest.data<std::int64_t>()[0], host_budget_bytes_);
+    ctx_.loss_tile_tokens = config_.loss_tile_tokens;
   }
   // The CPU backend's memory is the host's, and so is a GPU rank's offloaded state: a plan that
   // cannot fit stops before allocating.

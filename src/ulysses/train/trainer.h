@@ -123,6 +123,7 @@ class Trainer {
   std::int64_t host_budget_bytes_ = 0;    // with --offload-activations on CUDA: per rank, 0 unknown
   bool recompute_layers_chosen_ = false;  // --recompute-attention-layers auto was resolved
   bool checkpoint_layers_chosen_ = false;  // --checkpoint-layers auto was resolved
+  bool loss_tile_chosen_ = false;          // --loss-tile-tokens auto was resolved
   // f32 host copy of the full parameters for params() (null until asked for).
   std::unique_ptr<model::ParamBuffers> host_params_;
   DType save_dtype_ = DType::f32;

@@ -113,6 +113,8 @@ std::string Trainer::plan() const {
   if (const std::int64_t tile = effective_mlp_tile(config_);
       tile > 0 && tile < config_.max_seq_length / config_.sp_size)
     out << ", MLP in tiles of " << tile << " tokens";
+  out << ", loss in tiles of " << config_.loss_tile_tokens << " tokens"
+      << (loss_tile_chosen_ ? " (auto)" : "");
   if (config_.offload_activations) {
     if (ctx_.device.is_cpu())
       out << ", kept activations in host memory already (CPU)";
