@@ -74,6 +74,7 @@ void expect_like_one_gpu(train::TrainConfig parallel, const std::string& what) {
 }
 
 TEST(CudaUlysses, KvHeadsSplitTrainsLikeOneGpu) {
+  if (world().size() < 2) GTEST_SKIP() << "one rank: nothing is split (run with 2 or 4)";
   // 4 kv heads: split over sp 2 and sp 4.
   train::TrainConfig c = base_config(model_dir(4));
   c.sp_size = world().size();
@@ -81,6 +82,7 @@ TEST(CudaUlysses, KvHeadsSplitTrainsLikeOneGpu) {
 }
 
 TEST(CudaUlysses, KvHeadsReplicatedTrainsLikeOneGpu) {
+  if (world().size() < 2) GTEST_SKIP() << "one rank: nothing is split (run with 2 or 4)";
   // 1 kv head: replicated on every SP rank; its gradients are summed in the scatter.
   train::TrainConfig c = base_config(model_dir(1));
   c.sp_size = world().size();
@@ -88,6 +90,7 @@ TEST(CudaUlysses, KvHeadsReplicatedTrainsLikeOneGpu) {
 }
 
 TEST(CudaUlysses, PipelinedHeadsTrainLikeOneGpu) {
+  if (world().size() < 2) GTEST_SKIP() << "one rank: nothing is split (run with 2 or 4)";
   // --sp-pipeline: heads in two parts, exchanges beside attention (opt-in).
   for (const std::int64_t kv_heads : {4, 1}) {
     train::TrainConfig c = base_config(model_dir(kv_heads));
