@@ -98,6 +98,16 @@ void hint_unknown_options(const CLI::App& cmd, const std::vector<std::string>& a
   }
 }
 
+// --loss-tile-tokens N|auto, the same in train and eval.
+void add_loss_tile_option(CLI::App& cmd, TrainConfig& c) {
+  cmd.add_option("--loss-tile-tokens", c.loss_tile_tokens,
+                 "Tokens per tile of the fused LM head + cross-entropy (auto: on a GPU the "
+                 "largest of 4096, 2048, 1024 that lets the memory plan fit; 1024 on the CPU)")
+      ->transform(CLI::Transformer(std::map<std::string, std::string>{
+          {"auto", std::to_string(ulysses::train::kLossTileAuto)}}))
+      ->default_str("auto");
+}
+
 void add_train_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_option("--model", c.model,
                  "Preset (tiny, qwen3-0.6b, qwen3-1.7b, qwen3-4b, qwen3-8b, "
@@ -154,12 +164,7 @@ void add_train_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_option("--attn-implementation", c.attn_implementation,
                  "auto, cudnn or builtin (CUDA), blockwise (CPU)")
       ->capture_default_str();
-  cmd.add_option("--loss-tile-tokens", c.loss_tile_tokens,
-                 "Tokens per tile of the fused LM head + cross-entropy (auto: on a GPU the "
-                 "largest of 4096, 2048, 1024 that lets the memory plan fit; 1024 on the CPU)")
-      ->transform(CLI::Transformer(std::map<std::string, std::string>{
-          {"auto", std::to_string(ulysses::train::kLossTileAuto)}}))
-      ->default_str("auto");
+  add_loss_tile_option(cmd, c);
   cmd.add_option("--mlp-tile-tokens", c.mlp_tile_tokens,
                  "MLP token tile (-1: 8192 with checkpointing, untiled without; 0: untiled)")
       ->capture_default_str();
@@ -276,12 +281,7 @@ void add_eval_options(CLI::App& cmd, TrainConfig& c) {
   cmd.add_option("--attn-implementation", c.attn_implementation,
                  "auto, cudnn or builtin (CUDA), blockwise (CPU)")
       ->capture_default_str();
-  cmd.add_option("--loss-tile-tokens", c.loss_tile_tokens,
-                 "Tokens per tile of the fused LM head + cross-entropy (auto: on a GPU the "
-                 "largest of 4096, 2048, 1024 that lets the memory plan fit; 1024 on the CPU)")
-      ->transform(CLI::Transformer(std::map<std::string, std::string>{
-          {"auto", std::to_string(ulysses::train::kLossTileAuto)}}))
-      ->default_str("auto");
+  add_loss_tile_option(cmd, c);
   cmd.add_option("--sp-size", c.sp_size, "Sequence-parallel degree")->capture_default_str();
   cmd.add_option("--dp-shard-size", c.dp_shard_size,
                  "ZeRO sharding degree (0: world / (sp x dp_replicate))")

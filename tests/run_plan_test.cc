@@ -293,6 +293,22 @@ TEST(RunPlan, AutoLossTileTakesTheLargestTileThatFits) {
   TrainConfig fixed = c;
   fixed.loss_tile_tokens = 512;
   EXPECT_EQ(resolve_loss_tile(fixed, model, layout, true, big, 0), 512);
+  // With activation offload the trainer passes its config as configured (offloaded layers -1):
+  // the plan resolves that count against the host budget as the activation choice did, so the
+  // tile is chosen on the same plan as with the resolved count written in.
+  TrainConfig offload = c;
+  offload.offload_activations = true;
+  const std::int64_t host = std::int64_t{4} << 30;  // room for some layers, not all
+  TrainConfig counted = offload;
+  counted.offload_activation_layers =
+      resolve_activation_choice(offload, model, layout, big, host).offload_layers;
+  ASSERT_GT(counted.offload_activation_layers, 0);
+  ASSERT_LT(counted.offload_activation_layers, model.num_hidden_layers);
+  for (const std::int64_t tile : {1024, 4096}) {
+    offload.loss_tile_tokens = counted.loss_tile_tokens = tile;
+    EXPECT_EQ(run_memory(offload, model, layout, bf16, host).device_bytes(),
+              run_memory(counted, model, layout, bf16, host).device_bytes());
+  }
   // `ulysses info` resolves it the same way on --memory-gib, and plans with the result.
   TrainConfig options = c;
   options.device = "cuda";

@@ -34,6 +34,10 @@ void appendf(std::string& out, const char* format, ...) {
   out += buf;
 }
 
+// What an automatic choice may plan on a device of device_bytes: 97% of it, headroom for the
+// plan's error.
+std::int64_t auto_choice_budget(std::int64_t device_bytes) { return device_bytes / 100 * 97; }
+
 }  // namespace
 
 data::DataOptions data_options(const TrainConfig& c, std::int64_t vocab_size) {
@@ -265,7 +269,7 @@ ActivationChoice resolve_activation_choice(const TrainConfig& c, const model::Mo
     return a;
   };
   const std::int64_t L = model.num_hidden_layers;
-  const std::int64_t budget = device_bytes / 100 * 97;
+  const std::int64_t budget = auto_choice_budget(device_bytes);
   // The fewest layers n in [0, L) for which fits(n); -1 (every layer) when none does (the fit
   // check then refuses the run if every layer does not fit either).
   const auto fewest = [&](const auto& fits) -> std::int64_t {
@@ -300,7 +304,7 @@ std::int64_t resolve_loss_tile(const TrainConfig& c, const model::ModelConfig& m
                                std::int64_t device_bytes, std::int64_t host_budget) {
   if (c.loss_tile_tokens != kLossTileAuto) return c.loss_tile_tokens;
   if (!cuda || device_bytes <= 0) return kLossTileTokensFallback;
-  const std::int64_t budget = device_bytes / 100 * 97;
+  const std::int64_t budget = auto_choice_budget(device_bytes);
   for (const std::int64_t tile : kLossTileChoices) {
     TrainConfig t = c;
     t.loss_tile_tokens = tile;

@@ -178,12 +178,11 @@ Trainer::Trainer(const TrainConfig& config, comm::Communicator* world,
     }
     if (config_.offload_activations && !ctx_.device.is_cpu())
       activation_offload_layers_ = choice.offload_layers;
-    // --loss-tile-tokens auto: the largest tile the plan still fits with those choices.
-    TrainConfig resolved = config_;
-    if (config_.offload_activations) resolved.offload_activation_layers = activation_offload_layers_;
+    // --loss-tile-tokens auto: the largest tile the plan still fits with those choices (the plan
+    // resolves the offloaded layer count against the same host budget as the choice above).
     loss_tile_chosen_ = config_.loss_tile_tokens == kLossTileAuto;
     config_.loss_tile_tokens =
-        resolve_loss_tile(resolved, model_config_, mesh_->config(), ctx_.device.is_cuda(),
+        resolve_loss_tile(config_, model_config_, mesh_->config(), ctx_.device.is_cuda(),
                           -smallest.data<std::int64_t>()[0], host_budget_bytes_);
     ctx_.loss_tile_tokens = config_.loss_tile_tokens;
   }
